@@ -1,0 +1,112 @@
+"""Where a backbone's weights come from: ImageNet download, random init, or a local folder."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from backbones.spec import BackboneSpec
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The requested weights cannot be had (no network, missing file)."""
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Resolved weights for one backbone at one input size.
+
+    Attributes:
+        kind: "imagenet", "none" or "file".
+        path: the weights file for kind "file", else None.
+        identity: a string naming exactly these weights, for cache keys.
+    """
+
+    kind: str
+    path: Path | None
+    identity: str
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_candidates(spec: BackboneSpec, image_size: int) -> list[str]:
+    """File names looked for, in order, inside a ``--weights DIR`` folder."""
+    return [
+        f"{spec.name}.weights.h5",
+        f"{spec.name}_notop.weights.h5",
+        spec.keras_weights_file(image_size),
+    ]
+
+
+def resolve_weights(spec: BackboneSpec, weights: str, image_size: int, seed: int = 0) -> WeightsSource:
+    """Turn the ``--weights`` value into a concrete source for ``spec``.
+
+    ``weights`` is "imagenet", "none" (random init, seeded) or a folder path.
+    """
+    if weights == "imagenet":
+        return WeightsSource("imagenet", None, f"imagenet:{spec.keras_weights_file(image_size)}")
+    if weights == "none":
+        return WeightsSource("none", None, f"random-init:seed={seed}")
+    folder = Path(weights)
+    if not folder.is_dir():
+        raise WeightsUnavailableError(
+            f"--weights must be 'imagenet', 'none' or an existing folder of weight files; {weights!r} is none of these"
+        )
+    names = folder_candidates(spec, image_size)
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            # The file's content, not its name, decides whether cached features still hold.
+            return WeightsSource("file", path, f"file:{_sha256(path)}")
+    present = sorted(p.name for p in folder.iterdir())[:20]
+    raise WeightsUnavailableError(
+        f"no weights for {spec.name} in {folder}: looked for {', '.join(names)}; "
+        f"the folder holds {present or 'nothing'}"
+    )
+
+
+def build_backbone(spec: BackboneSpec, image_size: int, source: WeightsSource, seed: int = 0) -> keras.Model:
+    """Build ``spec`` without its classifier, globally average-pooled, with ``source`` weights.
+
+    The output is the GlobalAveragePooling of the last feature map, shape
+    ``(batch, spec.feature_size)``.
+    """
+    spec.check_size(image_size)
+    # Random init must be the same on every run, or cached features would lie.
+    keras.utils.set_random_seed(seed)
+    kwargs = dict(include_top=False, input_shape=(image_size, image_size, 3), pooling="avg")
+    if source.kind == "none":
+        return spec.constructor(weights=None, **kwargs)
+    if source.kind == "file":
+        model = spec.constructor(weights=None, **kwargs)
+        model.load_weights(str(source.path))
+        return model
+    try:
+        return spec.constructor(weights="imagenet", **kwargs)
+    except Exception as error:  # keras raises bare Exception on fetch failures
+        file_name = spec.keras_weights_file(image_size)
+        raise WeightsUnavailableError(
+            f"could not get the ImageNet weights for {spec.name} ({file_name}): {error}\n"
+            f"Offline options:\n"
+            f"  --weights DIR   a folder holding {file_name} (copy it from "
+            f"~/.keras/models on a machine with internet, or from KERAS_HOME/models)\n"
+            f"  --weights none  random initialisation: runs the pipeline, but the "
+            f"numbers say nothing about ImageNet transfer"
+        ) from error
+
+
+def save_weights_file(model: keras.Model, folder: Path, spec: BackboneSpec) -> Path:
+    """Save ``model``'s weights in ``folder`` under the name ``resolve_weights`` looks for first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{spec.name}.weights.h5"
+    model.save_weights(str(path))
+    return path

@@ -1,0 +1,1 @@
+"""Heads, metrics, runs and reports: from cached features to a leaderboard."""

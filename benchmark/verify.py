@@ -1,0 +1,83 @@
+"""Recompute every number of leaderboard.csv from predictions.csv with scikit-learn.
+
+    python -m benchmark.verify results/
+
+Exits 1 and lists the differences if any number disagrees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
+
+TOLERANCE = 1e-9
+
+
+def sklearn_metrics(y_true: np.ndarray, y_pred: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """The leaderboard's binary metrics, as scikit-learn computes them."""
+    tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[False, True]).ravel()
+    both = len(set(y_true.tolist())) == 2
+    return {
+        "accuracy": accuracy_score(y_true, y_pred),
+        "sensitivity": recall_score(y_true, y_pred, zero_division=np.nan),
+        "specificity": recall_score(~y_true, ~y_pred, zero_division=np.nan),
+        "precision": precision_score(y_true, y_pred, zero_division=np.nan),
+        "f1": f1_score(y_true, y_pred, zero_division=np.nan),
+        "auc": roc_auc_score(y_true, score) if both else math.nan,
+        "tp": tp,
+        "fn": fn,
+        "fp": fp,
+        "tn": tn,
+    }
+
+
+def verify(results_dir: Path) -> list[str]:
+    """Differences between leaderboard.csv and scikit-learn on predictions.csv (empty if none)."""
+    board = pd.read_csv(results_dir / "leaderboard.csv")
+    predictions = pd.read_csv(results_dir / "predictions.csv")
+    predictions = predictions[predictions["split"] == "test"]
+    problems = []
+    for row in board.itertuples():
+        head = predictions[predictions["head_id"] == row.head_id]
+        probability_columns = [c for c in head.columns if c.startswith("p_")]
+        classes = [c[2:] for c in probability_columns]
+        positives = row.positive.split("+")
+        y_true = head["label"].isin(positives).to_numpy()
+        argmax = np.array(classes)[head[probability_columns].to_numpy().argmax(axis=1)]
+        y_pred = np.isin(argmax, positives)
+        score = head[[f"p_{name}" for name in positives]].sum(axis=1).to_numpy()
+        expected = sklearn_metrics(y_true, y_pred, score)
+        for metric, value in expected.items():
+            got = getattr(row, metric)
+            same = (math.isnan(value) and math.isnan(got)) or abs(float(got) - float(value)) <= TOLERANCE
+            if not same:
+                problems.append(f"{row.head_id} {row.task} {metric}: leaderboard {got}, scikit-learn {value}")
+        three_class = accuracy_score(head["label"], argmax)
+        if abs(three_class - row.multiclass_accuracy) > TOLERANCE:
+            problems.append(f"{row.head_id} multiclass_accuracy: {row.multiclass_accuracy} vs {three_class}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results_dir", type=Path, help="folder holding leaderboard.csv and predictions.csv")
+    args = parser.parse_args(argv)
+    problems = verify(args.results_dir)
+    board = pd.read_csv(args.results_dir / "leaderboard.csv")
+    if problems:
+        print("\n".join(problems))
+        print(f"{len(problems)} numbers differ from scikit-learn")
+        return 1
+    print(f"all {len(board)} leaderboard rows match scikit-learn recomputed from predictions.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

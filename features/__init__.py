@@ -1,0 +1,1 @@
+"""Make and cache features: find images, decode them, run backbones, keep the arrays."""

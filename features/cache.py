@@ -1,0 +1,120 @@
+"""The feature cache: keys that name everything that changes an array, atomic writes.
+
+An entry is a folder ``CACHE/<backbone>/<key>/`` holding ``features.npy``
+(float32, memory-mappable) and ``manifest.json``. The manifest is written last
+and carries the array's shape and SHA-256: an entry without a manifest, or
+whose array does not match it, is never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+FEATURES = "features.npy"
+
+
+def cache_key(parts: dict) -> str:
+    """A short stable hash of ``parts`` (a JSON-serialisable dict)."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+def file_list_fingerprint(root: Path, relative_paths: Iterable[str]) -> str:
+    """Hash of the ordered file list with each file's size and modification time.
+
+    Any added, removed, reordered, resized or touched image changes it.
+    """
+    digest = hashlib.sha256()
+    for relative in relative_paths:
+        stat = (root / relative).stat()
+        digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _temp_path(path: Path) -> Path:
+    handle, name = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_path(path)
+    try:
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to a temp file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_path(path)
+    try:
+        with open(temp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+class FeatureCache:
+    """Feature arrays on disk under ``root``, one folder per key."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def entry(self, backbone: str, key: str) -> Path:
+        """The folder of one cache entry."""
+        return self.root / backbone / key
+
+    def load(self, backbone: str, key: str) -> np.ndarray | None:
+        """The cached array, memory-mapped, or None if absent or not to be trusted."""
+        folder = self.entry(backbone, key)
+        manifest_path = folder / MANIFEST
+        features_path = folder / FEATURES
+        if not manifest_path.is_file() or not features_path.is_file():
+            return None
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if sha256_file(features_path) != manifest["sha256"]:
+                return None
+            array = np.load(features_path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, KeyError):
+            return None
+        if list(array.shape) != manifest["shape"]:
+            return None
+        return array
+
+    def save(self, backbone: str, key: str, array: np.ndarray, info: dict) -> np.ndarray:
+        """Store ``array`` with ``info`` in its manifest; return it memory-mapped."""
+        folder = self.entry(backbone, key)
+        features_path = folder / FEATURES
+        atomic_save_npy(features_path, np.ascontiguousarray(array, dtype=np.float32))
+        manifest = dict(info, key=key, shape=list(array.shape), dtype="float32", sha256=sha256_file(features_path))
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        return np.load(features_path, mmap_mode="r", allow_pickle=False)

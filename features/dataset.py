@@ -1,0 +1,261 @@
+"""Find the images of a chest X-ray dataset, label them, and split them.
+
+Two layouts are read:
+
+* Kermany: ``ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg``. A PNEUMONIA file
+  name containing ``bacteria`` or ``virus`` gives three classes: normal,
+  bacterial, viral.
+* Class folders: ``ROOT/[split/]CLASS/*`` with any number of classes.
+
+The test split is read as it is and used for final reporting only. The
+validation split is carved, stratified and seeded, from train by default,
+because the official Kermany validation split holds only 16 images.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff")
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLITS = ("train", "val", "test")
+KERMANY_CLASSES = ("normal", "bacterial", "viral")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image: its path relative to the dataset root, its class and its split."""
+
+    path: str
+    label: str
+    split: str
+
+
+@dataclass
+class Dataset:
+    """The images of a dataset with their labels and splits.
+
+    Attributes:
+        root: the folder the record paths are relative to.
+        layout: "kermany" or "class-folders".
+        classes: class names in label-index order.
+        records: every usable image.
+        skipped: ``(relative path, reason)`` for every file left out.
+        notes: how the splits were made, for the leaderboard.
+    """
+
+    root: Path
+    layout: str
+    classes: tuple[str, ...]
+    records: list[ImageRecord]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> list[ImageRecord]:
+        """The records of split ``name``, in a stable order."""
+        return [record for record in self.records if record.split == name]
+
+    def labels(self, name: str) -> np.ndarray:
+        """Integer class indices of split ``name``, aligned with ``split(name)``."""
+        index = {label: i for i, label in enumerate(self.classes)}
+        return np.array([index[record.label] for record in self.split(name)], dtype=np.int64)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split and class: ``{split: {class: n}}``."""
+        table = {split: dict.fromkeys(self.classes, 0) for split in SPLITS}
+        for record in self.records:
+            table[record.split][record.label] += 1
+        return table
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _kermany_label(folder: str, file_name: str) -> str | None:
+    if folder.upper() == "NORMAL":
+        return "normal"
+    lowered = file_name.lower()
+    if "bacteria" in lowered:
+        return "bacterial"
+    if "virus" in lowered:
+        return "viral"
+    return None
+
+
+def _split_folders(root: Path) -> dict[str, Path]:
+    return {
+        SPLIT_ALIASES[child.name.lower()]: child
+        for child in sorted(root.iterdir())
+        if child.is_dir() and child.name.lower() in SPLIT_ALIASES
+    }
+
+
+def _is_kermany(split_dirs: dict[str, Path]) -> bool:
+    class_names = {child.name.upper() for folder in split_dirs.values() for child in folder.iterdir() if child.is_dir()}
+    return bool(class_names) and class_names <= {"NORMAL", "PNEUMONIA"}
+
+
+def scan_dataset(root: str | Path) -> Dataset:
+    """Read ``root`` in the Kermany or the class-folder layout.
+
+    Raises:
+        FileNotFoundError: if ``root`` does not exist.
+        ValueError: if no class folder with images is found.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist")
+    split_dirs = _split_folders(root)
+    records: list[ImageRecord] = []
+    skipped: list[tuple[str, str]] = []
+    if split_dirs and _is_kermany(split_dirs):
+        layout, classes = "kermany", KERMANY_CLASSES
+        for split, folder in split_dirs.items():
+            for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+                for path in sorted(class_dir.iterdir()):
+                    relative = path.relative_to(root).as_posix()
+                    if not _is_image(path):
+                        skipped.append((relative, "not an image file"))
+                        continue
+                    label = _kermany_label(class_dir.name, path.name)
+                    if label is None:
+                        skipped.append((relative, "PNEUMONIA file name names neither bacteria nor virus"))
+                        continue
+                    records.append(ImageRecord(relative, label, split))
+    else:
+        layout = "class-folders"
+        split_dirs = split_dirs or {"train": root}
+        for split, folder in split_dirs.items():
+            for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+                for path in sorted(class_dir.iterdir()):
+                    relative = path.relative_to(root).as_posix()
+                    if _is_image(path):
+                        records.append(ImageRecord(relative, class_dir.name, split))
+                    else:
+                        skipped.append((relative, "not an image file"))
+        classes = tuple(sorted({record.label for record in records}))
+    if not records:
+        raise ValueError(
+            f"no images found in {root}: expected ROOT/{{train,val,test}}/{{NORMAL,PNEUMONIA}}/*.jpeg "
+            f"or ROOT/[split/]CLASS/* with files ending in {', '.join(IMAGE_SUFFIXES)}"
+        )
+    return Dataset(root, layout, classes, records, skipped)
+
+
+_KERMANY_PATIENT = re.compile(r"^(person\d+|NORMAL2-IM-\d+|IM-\d+)", re.IGNORECASE)
+
+
+def patient_of(path: str) -> str:
+    """The patient a Kermany file belongs to (``person23``, ``IM-0115``), else the path itself.
+
+    Several images of one patient must land on the same side of a split, or the
+    validation score is inflated by near-duplicates.
+    """
+    match = _KERMANY_PATIENT.match(Path(path).name)
+    return match.group(1).lower() if match else path
+
+
+def _stratified_pick(records: list[ImageRecord], fraction: float, rng: np.random.Generator) -> set[str]:
+    """Paths of a seeded, per-class ``fraction`` of ``records``, whole patients at a time."""
+    by_patient: dict[str, list[ImageRecord]] = {}
+    for record in sorted(records, key=lambda r: r.path):
+        by_patient.setdefault(patient_of(record.path), []).append(record)
+    class_sizes = Counter(record.label for record in records)
+    targets = {}
+    for label, n in class_sizes.items():
+        n_pick = int(round(n * fraction))
+        targets[label] = min(max(n_pick, 1), n - 1) if n >= 2 else n_pick
+    taken: Counter[str] = Counter()
+    picked: set[str] = set()
+    patients = sorted(by_patient)
+    for i in rng.permutation(len(patients)):
+        members = by_patient[patients[i]]
+        need = Counter(record.label for record in members)
+        # A patient joins only if every class it brings still has room.
+        if all(taken[label] + n <= targets[label] for label, n in need.items()):
+            taken.update(need)
+            picked.update(record.path for record in members)
+    return picked
+
+
+def make_splits(
+    dataset: Dataset,
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    val_source: str = "carve",
+    limit_per_class: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Return a copy of ``dataset`` with train / val / test assigned for a run.
+
+    Args:
+        val_fraction: share of the train pool carved out, per class, as validation.
+        test_fraction: share carved as test when the dataset has no test split.
+        val_source: "carve" (the official val images join the train pool, then a
+            stratified ``val_fraction`` is carved) or "official" (use the val folder).
+        limit_per_class: keep at most this many images per class and split,
+            chosen with the seed; for quick runs.
+        seed: seeds every random choice here.
+    """
+    if val_source not in ("carve", "official"):
+        raise ValueError(f"val_source must be 'carve' or 'official', not {val_source!r}")
+    rng = np.random.default_rng(seed)
+    records = list(dataset.records)
+    notes: list[str] = []
+    if not any(r.split == "test" for r in records):
+        test_paths = _stratified_pick([r for r in records if r.split == "train"], test_fraction, rng)
+        records = [replace(r, split="test") if r.path in test_paths else r for r in records]
+        notes.append(
+            f"test: no test split in the data; {test_fraction:.0%} of train carved, stratified, "
+            f"whole patients, seed {seed}"
+        )
+    else:
+        notes.append("test: the dataset's own test split, used only for this final report")
+    official_val = sum(r.split == "val" for r in records)
+    if val_source == "official":
+        if official_val == 0:
+            raise ValueError("val_source='official' but the dataset has no val split; use 'carve'")
+        notes.append(f"validation: the dataset's own val split ({official_val} images)")
+    else:
+        records = [replace(r, split="train") if r.split == "val" else r for r in records]
+        val_paths = _stratified_pick([r for r in records if r.split == "train"], val_fraction, rng)
+        records = [replace(r, split="val") if r.path in val_paths else r for r in records]
+        folded = f"; the official val images ({official_val}) joined the pool first" if official_val else ""
+        notes.append(
+            f"validation: {val_fraction:.0%} of train carved, stratified per class, whole patients, seed {seed}{folded}"
+        )
+    if limit_per_class is not None:
+        kept: list[ImageRecord] = []
+        for split in SPLITS:
+            for label in dataset.classes:
+                members = sorted((r for r in records if r.split == split and r.label == label), key=lambda r: r.path)
+                order = sorted(rng.permutation(len(members))[:limit_per_class])
+                kept.extend(members[i] for i in order)
+        records = kept
+        notes.append(f"subset: at most {limit_per_class} images per class and split (--limit-per-class), seed {seed}")
+    records.sort(key=lambda r: (SPLITS.index(r.split), r.path))
+    return replace(dataset, records=records, notes=dataset.notes + notes)
+
+
+def describe_counts(dataset: Dataset) -> str:
+    """One line per split: ``train: 1072 (normal 268, bacterial 506, viral 298)``."""
+    lines = []
+    for split, per_class in dataset.counts().items():
+        total = sum(per_class.values())
+        detail = ", ".join(f"{label} {n}" for label, n in per_class.items())
+        lines.append(f"{split}: {total} ({detail})")
+    return "\n".join(lines)
+
+
+def class_balance(labels: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Keras ``class_weight`` that makes every class weigh the same in the loss."""
+    counts = Counter(labels.tolist())
+    total = len(labels)
+    return {c: total / (n_classes * counts[c]) for c in range(n_classes) if counts[c]}
