@@ -67,7 +67,8 @@ class Standardize(keras.layers.Layer):
     """``(x - mean) / std`` with fixed, saved statistics."""
 
     def __init__(self, mean, std, **kwargs):
-        super().__init__(trainable=False, **kwargs)
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
         self.mean_values = [float(v) for v in np.asarray(mean).ravel()]
         self.std_values = [float(v) for v in np.asarray(std).ravel()]
 

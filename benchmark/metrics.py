@@ -21,9 +21,17 @@ METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc")
 
 
 def binary_tasks(classes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    """Task name -> positive classes: the Kermany tasks, else one-vs-rest per class."""
+    """Task name -> positive classes.
+
+    The Kermany tasks for normal / bacterial / viral; ``normal_vs_X`` for two
+    classes one of which is normal; else one-vs-rest per class.
+    """
     if set(classes) == {"normal", "bacterial", "viral"}:
         return dict(KERMANY_TASKS)
+    lowered = [name.lower() for name in classes]
+    if len(classes) == 2 and "normal" in lowered:
+        other = classes[1 - lowered.index("normal")]
+        return {f"normal_vs_{other.lower()}": (other,)}
     return {f"{name}_vs_rest": (name,) for name in classes}
 
 

@@ -97,8 +97,18 @@ def _split_folders(root: Path) -> dict[str, Path]:
 
 
 def _is_kermany(split_dirs: dict[str, Path]) -> bool:
-    class_names = {child.name.upper() for folder in split_dirs.values() for child in folder.iterdir() if child.is_dir()}
-    return bool(class_names) and class_names <= {"NORMAL", "PNEUMONIA"}
+    """NORMAL/PNEUMONIA folders whose pneumonia file names carry the subtype."""
+    class_dirs = [child for folder in split_dirs.values() for child in folder.iterdir() if child.is_dir()]
+    names = {child.name.upper() for child in class_dirs}
+    if not names or not names <= {"NORMAL", "PNEUMONIA"}:
+        return False
+    # PneumoniaMNIST and others use the same folders without subtypes: two classes then.
+    return any(
+        _kermany_label("PNEUMONIA", path.name) is not None
+        for child in class_dirs
+        if child.name.upper() == "PNEUMONIA"
+        for path in child.iterdir()
+    )
 
 
 def scan_dataset(root: str | Path) -> Dataset:

@@ -1,0 +1,92 @@
+"""The whole command: data -> features -> heads -> the three report files, checked against scikit-learn."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import run_benchmark
+from backbones import BACKBONES
+from benchmark.verify import verify
+
+REQUIRED_LEADERBOARD = {"backbone", "image_size", "lr", "dropout", "task", "accuracy", "sensitivity",
+                        "specificity", "f1", "auc"}
+REQUIRED_PREDICTIONS = {"backbone", "image_size", "lr", "dropout", "split", "path", "label", "p_normal",
+                        "p_bacterial", "p_viral"}
+
+
+def _run(root: Path, tmp_path: Path, *extra: str) -> int:
+    return run_benchmark.main(
+        ["--data", str(root), "--weights", "none", "--epochs", "6", "--patience", "3", "--no-progress",
+         "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), *extra]
+    )
+
+
+def test_run_writes_reports_that_scikit_learn_agrees_with(kermany_root: Path, tmp_path: Path):
+    assert _run(kermany_root, tmp_path, "--backbones", "MobileNetV2", "ResNet50", "--image-size", "32") == 0
+    results = tmp_path / "results"
+    board = pd.read_csv(results / "leaderboard.csv")
+    predictions = pd.read_csv(results / "predictions.csv")
+    assert REQUIRED_LEADERBOARD <= set(board.columns) and REQUIRED_PREDICTIONS <= set(predictions.columns)
+    assert len(board) == 2 * 3  # backbones x tasks
+    assert set(predictions["split"]) == {"test"} and len(predictions) == 2 * 18
+    assert set(predictions["label"]) == {"normal", "bacterial", "viral"}
+    assert verify(results) == []
+    markdown = (results / "leaderboard.md").read_text()
+    for text in ("normal_vs_pneumonia", "bacterial_vs_rest", "viral_vs_rest", "random initialisation",
+                 "carved", "keras"):
+        assert text in markdown
+    for head in board["head_id"].unique():
+        assert (results / "heads" / head / "best.keras").is_file()
+        assert (results / "heads" / head / "history.csv").is_file()
+
+
+def test_second_run_reuses_every_feature(kermany_root: Path, tmp_path: Path, capsys):
+    args = ("--backbones", "MobileNetV2", "--image-size", "32")
+    assert _run(kermany_root, tmp_path, *args) == 0
+    first = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
+    capsys.readouterr()
+    assert _run(kermany_root, tmp_path, *args) == 0
+    assert "features from cache, 0 forward passes" in capsys.readouterr().out
+    run_info = pd.read_json(tmp_path / "results" / "run.json", typ="series")
+    assert run_info["forward_passes"] == 0
+    second = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
+    pd.testing.assert_frame_equal(first[["task", "sensitivity", "auc"]], second[["task", "sensitivity", "auc"]])
+
+
+def test_bad_arguments_fail_before_any_work(kermany_root: Path, tmp_path: Path, capsys):
+    assert _run(kermany_root, tmp_path, "--backbones", "ResNet51") == 2
+    assert "ResNet50" in capsys.readouterr().err
+    assert _run(kermany_root, tmp_path, "--backbones", "Xception", "--image-size", "64") == 2
+    assert "minimum" in capsys.readouterr().err
+    assert _run(kermany_root, tmp_path, "--dropout", "1.0") == 2
+    assert not (tmp_path / "cache").exists()
+
+
+def test_all_six_backbones_extract_and_train(kermany_root: Path, tmp_path: Path):
+    assert _run(kermany_root, tmp_path, "--backbones", *BACKBONES, "--image-size", "75",
+                "--limit-per-class", "3") == 0
+    board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
+    assert set(board["backbone"]) == set(BACKBONES)
+    assert verify(tmp_path / "results") == []
+
+
+def test_no_data_runs_on_the_labelled_phantom_set(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no data/chest_xray here
+    code = run_benchmark.main(["--backbones", "MobileNetV2", "--image-size", "32", "--epochs", "3",
+                               "--limit-per-class", "6", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "SYNTHETIC PHANTOM" in out and "NOT MEDICAL" in out
+    markdown = (tmp_path / "results" / "leaderboard.md").read_text()
+    assert "THESE NUMBERS ARE NOT MEDICAL" in markdown
+    assert pd.read_csv(tmp_path / "results" / "leaderboard.csv")["weights"].str.startswith("random-init").all()
+
+
+@pytest.mark.real_data
+def test_real_data_subset_end_to_end(real_data: Path, tmp_path: Path):
+    assert _run(real_data, tmp_path, "--backbones", "MobileNetV2", "--image-size", "64",
+                "--limit-per-class", "8") == 0
+    assert verify(tmp_path / "results") == []
+    predictions = pd.read_csv(tmp_path / "results" / "predictions.csv")
+    assert len(predictions) == 3 * 8 and predictions["path"].str.startswith("test/").all()
