@@ -27,7 +27,9 @@ class CountingModel:
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt("simulated kill")
         self.calls += 1
-        return np.stack([batch.mean(axis=(1, 2, 3)), batch.std(axis=(1, 2, 3)), batch[:, 0, 0, 0], batch.max((1, 2, 3))], 1)
+        return np.stack(
+            [batch.mean(axis=(1, 2, 3)), batch.std(axis=(1, 2, 3)), batch[:, 0, 0, 0], batch.max((1, 2, 3))], 1
+        )
 
 
 def _extract(root, paths, cache, model, **kwargs):

@@ -9,16 +9,50 @@ import run_benchmark
 from backbones import BACKBONES
 from benchmark.verify import verify
 
-REQUIRED_LEADERBOARD = {"backbone", "image_size", "lr", "dropout", "task", "accuracy", "sensitivity",
-                        "specificity", "f1", "auc"}
-REQUIRED_PREDICTIONS = {"backbone", "image_size", "lr", "dropout", "split", "path", "label", "p_normal",
-                        "p_bacterial", "p_viral"}
+REQUIRED_LEADERBOARD = {
+    "backbone",
+    "image_size",
+    "lr",
+    "dropout",
+    "task",
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "f1",
+    "auc",
+}
+REQUIRED_PREDICTIONS = {
+    "backbone",
+    "image_size",
+    "lr",
+    "dropout",
+    "split",
+    "path",
+    "label",
+    "p_normal",
+    "p_bacterial",
+    "p_viral",
+}
 
 
 def _run(root: Path, tmp_path: Path, *extra: str) -> int:
     return run_benchmark.main(
-        ["--data", str(root), "--weights", "none", "--epochs", "6", "--patience", "3", "--no-progress",
-         "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), *extra]
+        [
+            "--data",
+            str(root),
+            "--weights",
+            "none",
+            "--epochs",
+            "6",
+            "--patience",
+            "3",
+            "--no-progress",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            *extra,
+        ]
     )
 
 
@@ -33,8 +67,14 @@ def test_run_writes_reports_that_scikit_learn_agrees_with(kermany_root: Path, tm
     assert set(predictions["label"]) == {"normal", "bacterial", "viral"}
     assert verify(results) == []
     markdown = (results / "leaderboard.md").read_text()
-    for text in ("normal_vs_pneumonia", "bacterial_vs_rest", "viral_vs_rest", "random initialisation",
-                 "carved", "keras"):
+    for text in (
+        "normal_vs_pneumonia",
+        "bacterial_vs_rest",
+        "viral_vs_rest",
+        "random initialisation",
+        "carved",
+        "keras",
+    ):
         assert text in markdown
     for head in board["head_id"].unique():
         assert (results / "heads" / head / "best.keras").is_file()
@@ -64,8 +104,7 @@ def test_bad_arguments_fail_before_any_work(kermany_root: Path, tmp_path: Path, 
 
 
 def test_all_six_backbones_extract_and_train(kermany_root: Path, tmp_path: Path):
-    assert _run(kermany_root, tmp_path, "--backbones", *BACKBONES, "--image-size", "75",
-                "--limit-per-class", "3") == 0
+    assert _run(kermany_root, tmp_path, "--backbones", *BACKBONES, "--image-size", "75", "--limit-per-class", "3") == 0
     board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     assert set(board["backbone"]) == set(BACKBONES)
     assert verify(tmp_path / "results") == []
@@ -73,8 +112,9 @@ def test_all_six_backbones_extract_and_train(kermany_root: Path, tmp_path: Path)
 
 def test_no_data_runs_on_the_labelled_phantom_set(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no data/chest_xray here
-    code = run_benchmark.main(["--backbones", "MobileNetV2", "--image-size", "32", "--epochs", "3",
-                               "--limit-per-class", "6", "--no-progress"])
+    code = run_benchmark.main(
+        ["--backbones", "MobileNetV2", "--image-size", "32", "--epochs", "3", "--limit-per-class", "6", "--no-progress"]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "SYNTHETIC PHANTOM" in out and "NOT MEDICAL" in out
@@ -85,8 +125,7 @@ def test_no_data_runs_on_the_labelled_phantom_set(tmp_path: Path, monkeypatch, c
 
 @pytest.mark.real_data
 def test_real_data_subset_end_to_end(real_data: Path, tmp_path: Path):
-    assert _run(real_data, tmp_path, "--backbones", "MobileNetV2", "--image-size", "64",
-                "--limit-per-class", "8") == 0
+    assert _run(real_data, tmp_path, "--backbones", "MobileNetV2", "--image-size", "64", "--limit-per-class", "8") == 0
     assert verify(tmp_path / "results") == []
     predictions = pd.read_csv(tmp_path / "results" / "predictions.csv")
     assert len(predictions) == 3 * 8 and predictions["path"].str.startswith("test/").all()

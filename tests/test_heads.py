@@ -48,8 +48,12 @@ def test_best_validation_epoch_is_restored_and_checkpointed(tmp_path: Path):
 
 
 def test_standardize_rescues_tiny_features_and_changes_no_function_class(tmp_path: Path):
-    tiny_raw, _ = _train(tmp_path, "raw", HeadSettings(lr=0.01, epochs=15, standardize=False, seed=1), scale=1e-12, noise=0.5)
-    tiny_std, _ = _train(tmp_path, "std", HeadSettings(lr=0.01, epochs=15, standardize=True, seed=1), scale=1e-12, noise=0.5)
+    tiny_raw, _ = _train(
+        tmp_path, "raw", HeadSettings(lr=0.01, epochs=15, standardize=False, seed=1), scale=1e-12, noise=0.5
+    )
+    tiny_std, _ = _train(
+        tmp_path, "std", HeadSettings(lr=0.01, epochs=15, standardize=True, seed=1), scale=1e-12, noise=0.5
+    )
     assert min(tiny_raw.history["val_loss"]) == pytest.approx(np.log(3), abs=1e-3)  # stuck at chance
     assert min(tiny_std.history["val_loss"]) < np.log(3) - 0.2
 
