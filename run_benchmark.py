@@ -41,12 +41,16 @@ def parse_args(argv: list[str] | None) -> RunConfig:
     g = p.add_argument_group("data")
     g.add_argument(
         "--data",
+        metavar="DIR",
         help=f"dataset folder (Kermany or class-folder layout); default {DEFAULT_DATA}/ if "
         "present, else the synthetic phantom set",
     )
-    g.add_argument("--limit-per-class", type=int, help="keep at most N images per class and split (quick runs)")
+    g.add_argument(
+        "--limit-per-class", type=int, metavar="N", help="keep at most N images per class and split (quick runs)"
+    )
     g.add_argument(
         "--val-fraction",
+        metavar="F",
         type=float,
         default=d.val_fraction,
         help="share of train carved as validation, stratified, whole patients (default %(default)s)",
@@ -59,6 +63,7 @@ def parse_args(argv: list[str] | None) -> RunConfig:
     )
     g.add_argument(
         "--test-fraction",
+        metavar="F",
         type=float,
         default=d.test_fraction,
         help="share carved as test when the data has no test split (default %(default)s)",
@@ -73,24 +78,31 @@ def parse_args(argv: list[str] | None) -> RunConfig:
     )
     g.add_argument(
         "--weights",
+        metavar="imagenet|none|DIR",
         help="imagenet (Keras download), none (random init) or a folder of weight "
         "files; default imagenet, or none on the phantom set",
     )
-    g.add_argument("--image-size", type=int, help="input size for every backbone (default: each one's own)")
+    g.add_argument(
+        "--image-size", type=int, metavar="PX", help="input size for every backbone (default: each one's own)"
+    )
     g.add_argument(
         "--extract-batch-size",
+        metavar="N",
         type=int,
         default=d.extract_batch_size,
         help="images per backbone forward pass (default %(default)s)",
     )
-    g.add_argument("--cache-dir", default=d.cache_dir, help="feature cache folder (default %(default)s)")
+    g.add_argument("--cache-dir", metavar="DIR", default=d.cache_dir, help="feature cache folder (default %(default)s)")
     g = p.add_argument_group("head training")
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (default %(default)s)")
     g.add_argument("--dropout", type=float, default=d.dropout, help="dropout before the softmax (default %(default)s)")
-    g.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (default %(default)s)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="head batch size (default %(default)s)")
+    g.add_argument("--epochs", metavar="N", type=int, default=d.epochs, help="maximum epochs (default %(default)s)")
+    g.add_argument(
+        "--batch-size", metavar="N", type=int, default=d.batch_size, help="head batch size (default %(default)s)"
+    )
     g.add_argument(
         "--patience",
+        metavar="N",
         type=int,
         default=d.patience,
         help="early-stopping patience on validation loss (default %(default)s)",
@@ -107,10 +119,14 @@ def parse_args(argv: list[str] | None) -> RunConfig:
         help="feed raw pooled features to the head (default: z-score them with train statistics)",
     )
     g.add_argument(
-        "--seed", type=int, default=d.seed, help="seeds splits, random init and training (default %(default)s)"
+        "--seed",
+        metavar="N",
+        type=int,
+        default=d.seed,
+        help="seeds splits, random init and training (default %(default)s)",
     )
     g = p.add_argument_group("output")
-    g.add_argument("--results-dir", default=d.results_dir, help="where reports go (default %(default)s)")
+    g.add_argument("--results-dir", metavar="DIR", default=d.results_dir, help="where reports go (default %(default)s)")
     g.add_argument(
         "--sort-metric",
         default=d.sort_metric,
