@@ -16,6 +16,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
@@ -115,7 +116,8 @@ def parse_args(argv: list[str] | None) -> RunConfig:
     )
     g.add_argument(
         "--no-standardize",
-        action="store_true",
+        dest="standardize",
+        action="store_false",
         help="feed raw pooled features to the head (default: z-score them with train statistics)",
     )
     g.add_argument(
@@ -133,31 +135,11 @@ def parse_args(argv: list[str] | None) -> RunConfig:
         choices=("sensitivity", "specificity", "accuracy", "precision", "f1", "auc"),
         help="metric the leaderboard tables are sorted by (default %(default)s)",
     )
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     args = p.parse_args(argv)
-    return RunConfig(
-        data=args.data,
-        backbones=tuple(args.backbones),
-        weights=args.weights,
-        image_size=args.image_size,
-        lr=args.lr,
-        dropout=args.dropout,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        patience=args.patience,
-        class_weight=args.class_weight,
-        standardize=not args.no_standardize,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        val_source=args.val_source,
-        test_fraction=args.test_fraction,
-        limit_per_class=args.limit_per_class,
-        sort_metric=args.sort_metric,
-        results_dir=args.results_dir,
-        cache_dir=args.cache_dir,
-        extract_batch_size=args.extract_batch_size,
-        progress=not args.no_progress,
-    )
+    values = vars(args)
+    values["backbones"] = tuple(values["backbones"])
+    return RunConfig(**{f.name: values[f.name] for f in fields(RunConfig)})
 
 
 def resolve_data(config: RunConfig) -> tuple[Path, bool]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from backbones import BACKBONES, get_backbone
 from benchmark.heads import HeadSettings
 from benchmark.metrics import METRICS
 
+_HEAD = HeadSettings()
 WEIGHTS_CHOICES = ("imagenet", "none")
 CLASS_WEIGHTS = ("none", "balanced")
 VAL_SOURCES = ("carve", "official")
@@ -22,14 +23,14 @@ class RunConfig:
     backbones: tuple[str, ...] = field(default_factory=lambda: tuple(BACKBONES))
     weights: str | None = None
     image_size: int | None = None
-    lr: float = 1e-3
-    dropout: float = 0.2
-    epochs: int = 100
-    batch_size: int = 32
-    patience: int = 10
-    class_weight: str = "none"
-    standardize: bool = True
-    seed: int = 0
+    lr: float = _HEAD.lr
+    dropout: float = _HEAD.dropout
+    epochs: int = _HEAD.epochs
+    batch_size: int = _HEAD.batch_size
+    patience: int = _HEAD.patience
+    class_weight: str = _HEAD.class_weight
+    standardize: bool = _HEAD.standardize
+    seed: int = _HEAD.seed
     val_fraction: float = 0.2
     val_source: str = "carve"
     test_fraction: float = 0.2
@@ -77,16 +78,7 @@ class RunConfig:
 
     def head_settings(self) -> HeadSettings:
         """The head-training part of this config."""
-        return HeadSettings(
-            lr=self.lr,
-            dropout=self.dropout,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            patience=self.patience,
-            class_weight=self.class_weight,
-            standardize=self.standardize,
-            seed=self.seed,
-        )
+        return HeadSettings(**{f.name: getattr(self, f.name) for f in fields(HeadSettings)})
 
     def as_dict(self) -> dict:
         """Plain-value copy, for result rows and the leaderboard header."""

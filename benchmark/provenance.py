@@ -49,4 +49,4 @@ def machine() -> str:
 
 def timestamp() -> str:
     """Now, in UTC, ISO 8601 to the second."""
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()

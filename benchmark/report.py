@@ -18,6 +18,17 @@ from features.dataset import Dataset
 METRIC_COLUMNS = ("sensitivity", "specificity", "accuracy", "precision", "f1", "auc")
 
 
+def _head_columns(result: HeadResult) -> dict:
+    """The columns that say which head a row is about."""
+    return {
+        "backbone": result.backbone,
+        "image_size": result.image_size,
+        "lr": result.settings.lr,
+        "dropout": result.settings.dropout,
+        "seed": result.settings.seed,
+    }
+
+
 def leaderboard_rows(results: list[HeadResult], dataset: Dataset, run_info: dict) -> list[dict]:
     """One flat row per head and task, with the test metrics, the settings and the versions."""
     labels = dataset.labels("test")
@@ -28,11 +39,7 @@ def leaderboard_rows(results: list[HeadResult], dataset: Dataset, run_info: dict
         for task, metrics in evaluate(labels, probabilities, dataset.classes).items():
             rows.append(
                 {
-                    "backbone": result.backbone,
-                    "image_size": result.image_size,
-                    "lr": result.settings.lr,
-                    "dropout": result.settings.dropout,
-                    "seed": result.settings.seed,
+                    **_head_columns(result),
                     "task": task,
                     "positive": "+".join(binary_tasks(dataset.classes)[task]),
                     **metrics,
@@ -61,11 +68,7 @@ def prediction_rows(results: list[HeadResult], dataset: Dataset, split: str = "t
         for record, probs, guess in zip(records, probabilities, predicted, strict=True):
             rows.append(
                 {
-                    "backbone": result.backbone,
-                    "image_size": result.image_size,
-                    "lr": result.settings.lr,
-                    "dropout": result.settings.dropout,
-                    "seed": result.settings.seed,
+                    **_head_columns(result),
                     "head_id": result.head_id,
                     "split": split,
                     "path": record.path,

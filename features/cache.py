@@ -41,11 +41,8 @@ def file_list_fingerprint(root: Path, relative_paths: Iterable[str]) -> str:
 
 def sha256_file(path: Path) -> str:
     """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _temp_path(path: Path) -> Path:

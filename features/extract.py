@@ -119,12 +119,14 @@ def extract_features(
 
                 pending = decode(batches[0])
                 for number, (lo, hi) in enumerate(batches):
-                    pixels = np.stack([future.result() for future in pending]).astype(np.float32)
+                    pixels = np.zeros((batch_size, image_size, image_size, 3), dtype=np.float32)
+                    # A short last batch is zero-padded: one input shape means one compiled graph.
+                    pixels[: hi - lo] = np.stack([future.result() for future in pending])
                     # Decode the next batch on the worker threads while the backbone runs.
                     if number + 1 < len(batches):
                         pending = decode(batches[number + 1])
                     output = model.predict_on_batch(spec.preprocess(pixels))
-                    shard[lo - start : hi - start] = keras.ops.convert_to_numpy(output)
+                    shard[lo - start : hi - start] = keras.ops.convert_to_numpy(output)[: hi - lo]
                     stats.forward_batches += 1
                     bar.update(hi - lo)
                 atomic_save_npy(_shard_path(shard_dir, start, stop), shard)
