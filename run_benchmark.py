@@ -16,7 +16,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
@@ -202,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         source = (
             "cache, 0 forward passes"
             if stats.from_cache
-            else (f"{stats.forward_batches} forward passes, {stats.images_per_second:.1f} img/s")
+            else (
+                f"{stats.forward_batches} forward passes, {stats.images_per_second:.1f} img/s "
+                f"after a {stats.build_seconds:.1f} s model build"
+            )
         )
         print(
             f"{spec.name} {size}px: features from {source}; head: best epoch {result.head.best_epoch} "
@@ -218,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "timestamp": provenance.timestamp(),
         "command": shlex.join(["python", "run_benchmark.py", *(sys.argv[1:] if argv is None else argv)]),
         "forward_passes": sum(r.extraction.forward_batches for r in results),
+        "extraction": {r.head_id: asdict(r.extraction) for r in results},
     }
     paths = write_reports(results_dir, results, dataset, run_info)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")

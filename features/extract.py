@@ -32,11 +32,12 @@ class ExtractionStats:
     from_cache: bool
     forward_batches: int = 0
     seconds: float = 0.0
+    build_seconds: float = 0.0
     key: str = ""
 
     @property
     def images_per_second(self) -> float:
-        """Throughput of the images actually pushed through the backbone."""
+        """Decode + forward throughput of the images pushed through the backbone (model build excluded)."""
         return self.images / self.seconds if self.seconds and not self.from_cache else float("nan")
 
 
@@ -104,9 +105,10 @@ def extract_features(
     missing = [b for b in bounds if _load_shard(_shard_path(shard_dir, *b), b[1] - b[0], spec.feature_size) is None]
     stats = ExtractionStats(sum(stop - start for start, stop in missing), from_cache=False, key=key)
 
-    started = time.perf_counter()
     if missing:
+        built = time.perf_counter()
         model = build() if build else build_backbone(spec, image_size, source, seed=seed)
+        stats.build_seconds = time.perf_counter() - built
         done = len(paths) - stats.images
         bar = tqdm(total=len(paths), initial=done, unit="img", desc=f"{spec.name} {image_size}px", disable=not progress)
         with ThreadPoolExecutor(max_workers=decode_workers) as pool:
@@ -117,6 +119,7 @@ def extract_features(
                 def decode(batch: tuple[int, int]):
                     return [pool.submit(load_image, root / paths[i], image_size) for i in range(*batch)]
 
+                started = time.perf_counter()
                 pending = decode(batches[0])
                 for number, (lo, hi) in enumerate(batches):
                     pixels = np.zeros((batch_size, image_size, image_size, 3), dtype=np.float32)
@@ -129,9 +132,9 @@ def extract_features(
                     shard[lo - start : hi - start] = keras.ops.convert_to_numpy(output)[: hi - lo]
                     stats.forward_batches += 1
                     bar.update(hi - lo)
+                stats.seconds += time.perf_counter() - started
                 atomic_save_npy(_shard_path(shard_dir, start, stop), shard)
         bar.close()
-    stats.seconds = time.perf_counter() - started
 
     features = np.concatenate(
         [np.load(_shard_path(shard_dir, start, stop), allow_pickle=False) for start, stop in bounds]
