@@ -16,16 +16,18 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
 
-from backbones import BACKBONES, WeightsUnavailableError, get_backbone  # noqa: E402
+from backbones import BACKBONES, WeightsUnavailableError  # noqa: E402
 from benchmark import provenance  # noqa: E402
-from benchmark.config import RunConfig  # noqa: E402
+from benchmark.config import RunConfig, load_toml  # noqa: E402
+from benchmark.heads import LR_SCHEDULES  # noqa: E402
+from benchmark.metrics import METRICS, binary_tasks  # noqa: E402
 from benchmark.report import write_reports  # noqa: E402
-from benchmark.run import run_backbone  # noqa: E402
+from benchmark.sweep import run_sweep  # noqa: E402
 from features.cache import FeatureCache  # noqa: E402
 from features.dataset import describe_counts, make_splits, scan_dataset  # noqa: E402
 from features.phantom import make_phantom_dataset  # noqa: E402
@@ -33,113 +35,104 @@ from features.phantom import make_phantom_dataset  # noqa: E402
 DEFAULT_DATA = Path("data/chest_xray")
 
 
-def parse_args(argv: list[str] | None) -> RunConfig:
-    """Command line -> RunConfig (defaults come from the dataclass)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; defaults are shown from RunConfig but applied after --config."""
     d = RunConfig()
     p = argparse.ArgumentParser(
-        prog="run_benchmark.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="run_benchmark.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
     )
+    p.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="TOML file setting any option below (by its field name, "
+        "for example lr = [1e-4, 1e-3]); the command line overrides it",
+    )
+
+    def add(group, flag, help, **kwargs):
+        field = flag.lstrip("-").replace("-", "_")
+        default = getattr(d, kwargs.pop("field", field), None)
+        if isinstance(default, tuple):
+            default = " ".join(str(v) for v in default) or "each backbone's own"
+        group.add_argument(flag, help=f"{help} (default: {default})", **kwargs)
+
     g = p.add_argument_group("data")
-    g.add_argument(
+    add(
+        g,
         "--data",
+        f"dataset folder, Kermany or class-folder layout; else {DEFAULT_DATA}/ if present, else the "
+        "synthetic phantom set",
         metavar="DIR",
-        help=f"dataset folder (Kermany or class-folder layout); default {DEFAULT_DATA}/ if "
-        "present, else the synthetic phantom set",
     )
-    g.add_argument(
-        "--limit-per-class", type=int, metavar="N", help="keep at most N images per class and split (quick runs)"
-    )
-    g.add_argument(
-        "--val-fraction",
-        metavar="F",
-        type=float,
-        default=d.val_fraction,
-        help="share of train carved as validation, stratified, whole patients (default %(default)s)",
-    )
-    g.add_argument(
+    add(g, "--limit-per-class", "keep at most N images per class and split, for quick runs", type=int, metavar="N")
+    add(g, "--val-fraction", "share of train carved as validation, stratified, whole patients", type=float, metavar="F")
+    add(
+        g,
         "--val-source",
+        "carve validation from train, or use the dataset's own val folder",
         choices=("carve", "official"),
-        default=d.val_source,
-        help="carve validation from train (default) or use the dataset's own val folder",
     )
-    g.add_argument(
-        "--test-fraction",
-        metavar="F",
-        type=float,
-        default=d.test_fraction,
-        help="share carved as test when the data has no test split (default %(default)s)",
-    )
+    add(g, "--test-fraction", "share carved as test when the data has no test split", type=float, metavar="F")
     g = p.add_argument_group("backbones and features")
-    g.add_argument(
-        "--backbones",
-        nargs="+",
-        default=list(d.backbones),
-        metavar="NAME",
-        help=f"backbones to compare (default: all): {', '.join(BACKBONES)}",
-    )
-    g.add_argument(
+    add(g, "--backbones", f"backbones to compare: {', '.join(BACKBONES)}", nargs="+", metavar="NAME")
+    add(
+        g,
         "--weights",
+        "imagenet (Keras download), none (random init) or a folder of weight files; "
+        "imagenet on real data, none on the phantom set",
         metavar="imagenet|none|DIR",
-        help="imagenet (Keras download), none (random init) or a folder of weight "
-        "files; default imagenet, or none on the phantom set",
     )
-    g.add_argument(
-        "--image-size", type=int, metavar="PX", help="input size for every backbone (default: each one's own)"
+    add(g, "--image-size", "input sizes to sweep, for every backbone", nargs="+", type=int, metavar="PX")
+    add(g, "--extract-batch-size", "images per backbone forward pass", type=int, metavar="N")
+    add(g, "--cache-dir", "feature cache folder", metavar="DIR")
+    g = p.add_argument_group("head grid: every combination is a grid point")
+    add(g, "--lr", "Adam learning rates", nargs="+", type=float, metavar="LR")
+    add(g, "--dropout", "dropout rates before the softmax", nargs="+", type=float, metavar="P")
+    add(
+        g,
+        "--lr-schedule",
+        "constant and/or step (decay by --step-decay-factor every --step-decay-epochs)",
+        nargs="+",
+        choices=LR_SCHEDULES,
     )
-    g.add_argument(
-        "--extract-batch-size",
-        metavar="N",
-        type=int,
-        default=d.extract_batch_size,
-        help="images per backbone forward pass (default %(default)s)",
+    add(g, "--seeds", "train each grid point with N seeds; tables show mean ± std", type=int, metavar="N")
+    add(
+        g,
+        "--select-by",
+        "validation score that picks each backbone's grid point: val_loss or TASK.METRIC, e.g. normal_vs_pneumonia.auc",
+        metavar="SCORE",
     )
-    g.add_argument("--cache-dir", metavar="DIR", default=d.cache_dir, help="feature cache folder (default %(default)s)")
     g = p.add_argument_group("head training")
-    g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (default %(default)s)")
-    g.add_argument("--dropout", type=float, default=d.dropout, help="dropout before the softmax (default %(default)s)")
-    g.add_argument("--epochs", metavar="N", type=int, default=d.epochs, help="maximum epochs (default %(default)s)")
-    g.add_argument(
-        "--batch-size", metavar="N", type=int, default=d.batch_size, help="head batch size (default %(default)s)"
-    )
-    g.add_argument(
-        "--patience",
-        metavar="N",
-        type=int,
-        default=d.patience,
-        help="early-stopping patience on validation loss (default %(default)s)",
-    )
-    g.add_argument(
-        "--class-weight",
-        choices=("none", "balanced"),
-        default=d.class_weight,
-        help="weigh classes equally in the loss (default %(default)s)",
-    )
-    g.add_argument(
+    add(g, "--epochs", "maximum epochs", type=int, metavar="N")
+    add(g, "--batch-size", "head batch size", type=int, metavar="N")
+    add(g, "--patience", "early-stopping patience on validation loss", type=int, metavar="N")
+    add(g, "--class-weight", "weigh classes equally in the loss", choices=("none", "balanced"))
+    add(
+        g,
         "--no-standardize",
+        "feed raw pooled features to the head instead of z-scoring them with train statistics",
         dest="standardize",
         action="store_false",
-        help="feed raw pooled features to the head (default: z-score them with train statistics)",
+        field="standardize",
     )
-    g.add_argument(
-        "--seed",
-        metavar="N",
-        type=int,
-        default=d.seed,
-        help="seeds splits, random init and training (default %(default)s)",
-    )
+    add(g, "--step-decay-epochs", "epochs between learning-rate drops of the step schedule", type=int, metavar="N")
+    add(g, "--step-decay-factor", "factor of each drop of the step schedule", type=float, metavar="F")
+    add(g, "--seed", "seeds splits, random init and the first head seed", type=int, metavar="N")
     g = p.add_argument_group("output")
-    g.add_argument("--results-dir", metavar="DIR", default=d.results_dir, help="where reports go (default %(default)s)")
-    g.add_argument(
-        "--sort-metric",
-        default=d.sort_metric,
-        choices=("sensitivity", "specificity", "accuracy", "precision", "f1", "auc"),
-        help="metric the leaderboard tables are sorted by (default %(default)s)",
-    )
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    args = p.parse_args(argv)
-    values = vars(args)
-    values["backbones"] = tuple(values["backbones"])
-    return RunConfig(**{f.name: values[f.name] for f in fields(RunConfig)})
+    add(g, "--results-dir", "where reports go", metavar="DIR")
+    add(g, "--sort-metric", "test metric the leaderboard tables are sorted by", choices=METRICS)
+    add(g, "--no-progress", "no progress bars", dest="progress", action="store_false", field="progress")
+    return p  # fmt: skip
+
+
+def parse_args(argv: list[str] | None) -> RunConfig:
+    """Command line (over ``--config`` TOML, over the dataclass defaults) -> RunConfig."""
+    given = vars(build_parser().parse_args(argv))
+    values = load_toml(given.pop("config")) if "config" in given else {}
+    values.update(given)
+    return RunConfig(**values)
 
 
 def resolve_data(config: RunConfig) -> tuple[Path, bool]:
@@ -157,11 +150,11 @@ def resolve_data(config: RunConfig) -> tuple[Path, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, then data -> features -> heads -> reports."""
-    config = parse_args(argv)
+    """Parse arguments, then data -> features -> heads -> selection -> reports."""
     try:
+        config = parse_args(argv)
         config.validate()
-    except ValueError as error:
+    except (ValueError, TypeError, OSError) as error:
         print(f"run_benchmark.py: error: {error}", file=sys.stderr)
         return 2
     data_root, phantom = resolve_data(config)
@@ -175,43 +168,26 @@ def main(argv: list[str] | None = None) -> int:
         limit_per_class=config.limit_per_class,
         seed=config.seed,
     )
+    task = config.select_by.partition(".")[0]
+    if config.select_by != "val_loss" and task not in binary_tasks(dataset.classes):
+        print(f"run_benchmark.py: error: --select-by task {task!r} is not one of "
+              f"{', '.join(binary_tasks(dataset.classes))}", file=sys.stderr)  # fmt: skip
+        return 2
     print(f"data: {data_root} ({dataset.layout}), weights: {config.weights}")
     print(describe_counts(dataset))
-    results_dir = Path(config.results_dir)
-    cache = FeatureCache(config.cache_dir)
-    results = []
-    for name in config.backbones:
-        spec = get_backbone(name)
-        size = config.image_size or spec.default_size
-        try:
-            result = run_backbone(
-                spec,
-                size,
-                config.weights,
-                config.head_settings(),
-                dataset,
-                cache,
-                results_dir / "heads",
-                extract_batch_size=config.extract_batch_size,
-                progress=config.progress,
-            )
-        except WeightsUnavailableError as error:
-            print(f"run_benchmark.py: error: {error}", file=sys.stderr)
-            return 1
-        stats = result.extraction
-        source = (
-            "cache, 0 forward passes"
-            if stats.from_cache
-            else (
-                f"{stats.forward_batches} forward passes, {stats.images_per_second:.1f} img/s "
-                f"after a {stats.build_seconds:.1f} s model build"
-            )
-        )
-        print(
-            f"{spec.name} {size}px: features from {source}; head: best epoch {result.head.best_epoch} "
-            f"of {result.head.epochs_run}, val loss {result.head.best_val_loss:.4f}"
-        )
-        results.append(result)
+    try:
+        sweep = run_sweep(config, dataset, FeatureCache(config.cache_dir))
+    except WeightsUnavailableError as error:
+        print(f"run_benchmark.py: error: {error}", file=sys.stderr)
+        return 1
+    for name, stats in sweep.extraction.items():
+        done = "cache, 0 forward passes" if stats.from_cache else (
+            f"{stats.forward_batches} forward passes, {stats.images_per_second:.1f} img/s "
+            f"after a {stats.build_seconds:.1f} s model build")  # fmt: skip
+        print(f"{name}: features from {done}")
+    failed = [p for p in sweep.points if p["status"] != "done"]
+    for point in failed:
+        print(f"grid point {point['point_id']} FAILED: {point['error']}")
     run_info = {
         "config": config.as_dict(),
         "phantom": phantom,
@@ -220,10 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": provenance.machine(),
         "timestamp": provenance.timestamp(),
         "command": shlex.join(["python", "run_benchmark.py", *(sys.argv[1:] if argv is None else argv)]),
-        "forward_passes": sum(r.extraction.forward_batches for r in results),
-        "extraction": {r.head_id: asdict(r.extraction) for r in results},
+        "forward_passes": sum(stats.forward_batches for stats in sweep.extraction.values()),
+        "heads_trained_this_run": sweep.trained,
+        "grid_points_failed": len(failed),
+        "extraction": {name: asdict(stats) for name, stats in sweep.extraction.items()},
     }
-    paths = write_reports(results_dir, results, dataset, run_info)
+    paths = write_reports(Path(config.results_dir), sweep, dataset, run_info)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if phantom:
         print("Reminder: SYNTHETIC PHANTOM data, weights none: the numbers above are not medical.")

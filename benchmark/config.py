@@ -1,35 +1,49 @@
-"""Every setting of a run, in one dataclass."""
+"""Every setting of a run or sweep, in one dataclass.
+
+Grid settings (``image_size``, ``lr``, ``dropout``, ``lr_schedule``) take
+several values; every combination is a grid point, trained ``seeds`` times
+per backbone. A TOML file (``--config``) may set any field; the command line
+overrides it.
+"""
 
 from __future__ import annotations
 
+import itertools
+import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from backbones import BACKBONES, get_backbone
-from benchmark.heads import HeadSettings
+from backbones import BACKBONES, BackboneSpec, get_backbone
+from benchmark.heads import LR_SCHEDULES, HeadSettings
 from benchmark.metrics import METRICS
 
 _HEAD = HeadSettings()
 WEIGHTS_CHOICES = ("imagenet", "none")
 CLASS_WEIGHTS = ("none", "balanced")
 VAL_SOURCES = ("carve", "official")
+GRID_FIELDS = ("image_size", "lr", "dropout", "lr_schedule")
 
 
 @dataclass
 class RunConfig:
-    """One benchmark run. The CLI fills it; every result row carries it."""
+    """One benchmark run. The CLI (and ``--config`` TOML) fill it; every result row carries it."""
 
     data: str | None = None
     backbones: tuple[str, ...] = field(default_factory=lambda: tuple(BACKBONES))
     weights: str | None = None
-    image_size: int | None = None
-    lr: float = _HEAD.lr
-    dropout: float = _HEAD.dropout
+    image_size: tuple[int, ...] = ()
+    lr: tuple[float, ...] = (_HEAD.lr,)
+    dropout: tuple[float, ...] = (_HEAD.dropout,)
+    lr_schedule: tuple[str, ...] = (_HEAD.lr_schedule,)
+    seeds: int = 1
+    select_by: str = "val_loss"
     epochs: int = _HEAD.epochs
     batch_size: int = _HEAD.batch_size
     patience: int = _HEAD.patience
     class_weight: str = _HEAD.class_weight
     standardize: bool = _HEAD.standardize
+    step_decay_epochs: int = _HEAD.step_decay_epochs
+    step_decay_factor: float = _HEAD.step_decay_factor
     seed: int = _HEAD.seed
     val_fraction: float = 0.2
     val_source: str = "carve"
@@ -40,6 +54,11 @@ class RunConfig:
     cache_dir: str = ".cache/features"
     extract_batch_size: int = 32
     progress: bool = True
+
+    def __post_init__(self):
+        for name in ("backbones", *GRID_FIELDS):
+            value = getattr(self, name)
+            setattr(self, name, tuple(value) if isinstance(value, list | tuple) else (value,))
 
     def validate(self) -> None:
         """Fail before any work on a bad value, naming the valid ones."""
@@ -52,36 +71,68 @@ class RunConfig:
             )
         if self.data is not None and not Path(self.data).is_dir():
             raise ValueError(f"--data {self.data} is not a folder")
-        if self.image_size is not None:
+        for size in self.image_size:
             for name in self.backbones:
-                get_backbone(name).check_size(self.image_size)
+                get_backbone(name).check_size(size)
         checks = [
-            (self.lr > 0, f"--lr must be positive, not {self.lr}"),
-            (0 <= self.dropout < 1, f"--dropout must be in [0, 1), not {self.dropout}"),
+            (self.lr and all(lr > 0 for lr in self.lr), f"--lr must be positive, not {self.lr}"),
+            (self.dropout and all(0 <= d < 1 for d in self.dropout),
+             f"--dropout must be in [0, 1), not {self.dropout}"),
+            (self.lr_schedule and set(self.lr_schedule) <= set(LR_SCHEDULES),
+             f"--lr-schedule must be among {', '.join(LR_SCHEDULES)}, not {self.lr_schedule}"),
+            (self.seeds >= 1, f"--seeds must be at least 1, not {self.seeds}"),
             (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
             (self.extract_batch_size >= 1, f"--extract-batch-size must be at least 1, not {self.extract_batch_size}"),
             (self.patience >= 0, f"--patience must be 0 or more, not {self.patience}"),
+            (self.step_decay_epochs >= 1, f"--step-decay-epochs must be at least 1, not {self.step_decay_epochs}"),
+            (0 < self.step_decay_factor <= 1, f"--step-decay-factor must be in (0, 1], not {self.step_decay_factor}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), not {self.val_fraction}"),
             (0 < self.test_fraction < 1, f"--test-fraction must be in (0, 1), not {self.test_fraction}"),
-            (
-                self.limit_per_class is None or self.limit_per_class >= 1,
-                f"--limit-per-class must be at least 1, not {self.limit_per_class}",
-            ),
+            (self.limit_per_class is None or self.limit_per_class >= 1,
+             f"--limit-per-class must be at least 1, not {self.limit_per_class}"),
             (self.class_weight in CLASS_WEIGHTS, f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}"),
             (self.val_source in VAL_SOURCES, f"--val-source must be one of {', '.join(VAL_SOURCES)}"),
             (self.sort_metric in METRICS, f"--sort-metric must be one of {', '.join(METRICS)}"),
-        ]
+        ]  # fmt: skip
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        task, _, metric = self.select_by.partition(".")
+        if self.select_by != "val_loss" and (not task or metric not in METRICS):
+            raise ValueError(
+                f"--select-by must be val_loss or TASK.METRIC with METRIC one of {', '.join(METRICS)} "
+                f"(for example normal_vs_pneumonia.auc), not {self.select_by!r}"
+            )
 
-    def head_settings(self) -> HeadSettings:
-        """The head-training part of this config."""
-        return HeadSettings(**{f.name: getattr(self, f.name) for f in fields(HeadSettings)})
+    def sizes_for(self, spec: BackboneSpec) -> tuple[int, ...]:
+        """The image sizes of the grid for ``spec``: the given ones, else its default."""
+        return self.image_size or (spec.default_size,)
+
+    def head_grid(self) -> list[HeadSettings]:
+        """Every head to train per backbone and size: lr x dropout x schedule x seed."""
+        shared = {f.name: getattr(self, f.name) for f in fields(HeadSettings) if f.name not in GRID_FIELDS}
+        return [
+            HeadSettings(**dict(shared, lr=lr, dropout=dropout, lr_schedule=schedule, seed=self.seed + offset))
+            for lr, dropout, schedule, offset in itertools.product(
+                self.lr, self.dropout, self.lr_schedule, range(self.seeds)
+            )
+        ]
 
     def as_dict(self) -> dict:
         """Plain-value copy, for result rows and the leaderboard header."""
         values = asdict(self)
-        values["backbones"] = " ".join(self.backbones)
+        for name in ("backbones", *GRID_FIELDS):
+            values[name] = " ".join(str(v) for v in values[name]) or "default"
         return values
+
+
+def load_toml(path: str | Path) -> dict:
+    """Settings from a TOML file; an unknown key fails, naming the valid ones."""
+    with open(path, "rb") as handle:
+        values = tomllib.load(handle)
+    valid = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(sorted(valid))}")
+    return values

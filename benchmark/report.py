@@ -11,7 +11,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from benchmark.metrics import binary_tasks, evaluate, multiclass_accuracy, multiclass_confusion
-from benchmark.run import HeadResult
+from benchmark.plots import plot_confusion_matrix, plot_metric_bars, plot_roc_curves, plot_training_curves
+from benchmark.sweep import HeadResult, SweepResult, grid_rows
 from features.cache import atomic_write_text
 from features.dataset import Dataset
 
@@ -25,6 +26,7 @@ def _head_columns(result: HeadResult) -> dict:
         "image_size": result.image_size,
         "lr": result.settings.lr,
         "dropout": result.settings.dropout,
+        "lr_schedule": result.settings.lr_schedule,
         "seed": result.settings.seed,
     }
 
@@ -45,9 +47,9 @@ def leaderboard_rows(results: list[HeadResult], dataset: Dataset, run_info: dict
                     **metrics,
                     "n_test": len(labels),
                     "multiclass_accuracy": three_class,
-                    "best_epoch": result.head.best_epoch,
-                    "epochs_run": result.head.epochs_run,
-                    "best_val_loss": result.head.best_val_loss,
+                    "best_epoch": result.best_epoch,
+                    "epochs_run": result.epochs_run,
+                    "best_val_loss": result.best_val_loss,
                     "weights": result.weights,
                     "head_id": result.head_id,
                     **{f"config_{key}": value for key, value in run_info["config"].items()},
@@ -105,9 +107,35 @@ def _warnings(run_info: dict) -> list[str]:
     return lines
 
 
-def leaderboard_markdown(rows: list[dict], results: list[HeadResult], dataset: Dataset, run_info: dict) -> str:
-    """The human-readable leaderboard: a table per task, then the confusion matrices and provenance."""
-    sort_metric = run_info["config"]["sort_metric"]
+def _mean_std(values: pd.Series) -> str:
+    values = values.astype(float)
+    if values.isna().all():
+        return "n/a"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.3f}"
+    return f"{values.mean():.3f} ± {values.std(ddof=0):.3f}"
+
+
+def _summary(frame: pd.DataFrame, sort_metric: str) -> pd.DataFrame:
+    """Test metrics per selected grid point, mean and standard deviation over its seeds."""
+    keys = ["backbone", "image_size", "lr", "dropout", "lr_schedule"]
+    grouped = frame.groupby(keys, sort=False)
+    summary = grouped[list(METRIC_COLUMNS)].mean().reset_index()
+    summary["seeds"] = grouped.size().to_numpy()
+    for metric in METRIC_COLUMNS:
+        summary[f"{metric}_std"] = grouped[metric].std(ddof=0).to_numpy()
+    return summary.sort_values([sort_metric, "sensitivity"], ascending=False)
+
+
+def leaderboard_markdown(
+    rows: list[dict], sweep: SweepResult, dataset: Dataset, run_info: dict, plots: dict[str, str]
+) -> str:
+    """The human-readable leaderboard: a table per task, the grid, confusion matrices, plots, provenance."""
+    config = run_info["config"]
+    sort_metric = config["sort_metric"]
+    rule = (
+        "lowest validation loss" if config["select_by"] == "val_loss" else f"highest validation {config['select_by']}"
+    )
     out = ["# cxr-bench leaderboard", ""]
     for line in _warnings(run_info):
         out += [line, ""]
@@ -131,52 +159,53 @@ def leaderboard_markdown(rows: list[dict], results: list[HeadResult], dataset: D
             tablefmt="pipe",
         ),
         "",
-        "## Test results per task",
+        "## Selection rule",
         "",
-        "Every choice (early stopping, checkpoint) was made on the validation split; the test split "
-        "was predicted once, for these tables. A binary decision is the multi-class argmax mapped "
-        "onto the task; AUC uses the summed probability of the positive classes. "
-        f"Tables are sorted by **{sort_metric}** (ties: sensitivity), best first.",
+        f"Each backbone's grid ({len(sweep.points)} trained heads in all) was scored on the **validation** "
+        f"split only; per backbone, the grid point with the **{rule}** (mean over its seeds) was selected. "
+        "Early stopping and the kept checkpoint also used validation loss. Only the selected heads were "
+        "then predicted on the test split, once, for the tables below. A binary decision is the "
+        "multi-class argmax mapped onto the task; AUC uses the summed probability of the positive classes. "
+        f"Tables are sorted by test **{sort_metric}** (ties: sensitivity); with several seeds a cell is "
+        "mean ± standard deviation.",
+        "",
+        "## Best per backbone: test results per task",
         "",
     ]
     frame = pd.DataFrame(rows)
     for task, positives in binary_tasks(dataset.classes).items():
-        table = frame[frame["task"] == task].sort_values([sort_metric, "sensitivity"], ascending=False)
-        body = [
-            [rank, row.backbone, row.image_size, _fmt(row.lr), _fmt(row.dropout)]
-            + [_fmt(getattr(row, m)) for m in METRIC_COLUMNS]
-            + [f"{row.tp}/{row.fn}/{row.fp}/{row.tn}", row.best_epoch, _fmt(row.best_val_loss)]
-            for rank, row in enumerate(table.itertuples(), start=1)
-        ]
+        summary = _summary(frame[frame["task"] == task], sort_metric)
+        body = []
+        for rank, row in enumerate(summary.itertuples(), start=1):
+            members = frame[(frame["task"] == task) & (frame["backbone"] == row.backbone)]
+            body.append(
+                [rank, row.backbone, row.image_size, _fmt(row.lr), _fmt(row.dropout), row.lr_schedule, row.seeds]
+                + [_mean_std(members[m]) for m in METRIC_COLUMNS]
+            )
         out += [
             f"### {task} (positive: {' + '.join(positives)})",
             "",
             tabulate(
                 body,
-                headers=[
-                    "#",
-                    "backbone",
-                    "size",
-                    "lr",
-                    "dropout",
-                    *METRIC_COLUMNS,
-                    "TP/FN/FP/TN",
-                    "best epoch",
-                    "val loss",
-                ],
+                headers=["#", "backbone", "size", "lr", "dropout", "schedule", "seeds", *METRIC_COLUMNS],
                 tablefmt="pipe",
                 disable_numparse=True,
             ),
             "",
         ]
-    out += ["## Multi-class accuracy and confusion matrices (test)", "", "Rows: true class; columns: argmax class.", ""]
+    if plots:
+        out += ["## Plots", ""] + [f"![{title}]({path})" for title, path in plots.items()] + [""]
+    out += ["## Confusion matrices of the selected heads (test, summed over seeds)", "",
+            "Rows: true class; columns: argmax class.", ""]  # fmt: skip
     labels = dataset.labels("test")
-    for result in results:
-        probabilities = result.probabilities["test"]
-        matrix = multiclass_confusion(labels, probabilities, len(dataset.classes))
+    for backbone in dict.fromkeys(w.backbone for w in sweep.winners):
+        heads = [w for w in sweep.winners if w.backbone == backbone]
+        matrix = sum(multiclass_confusion(labels, w.probabilities["test"], len(dataset.classes)) for w in heads)
+        accuracy = np.mean([multiclass_accuracy(labels, w.probabilities["test"]) for w in heads])
         out += [
-            f"**{result.head_id}**: {len(dataset.classes)}-class accuracy "
-            f"{_fmt(multiclass_accuracy(labels, probabilities))}",
+            f"**{backbone}** ({heads[0].image_size} px, lr {heads[0].settings.lr:g}, dropout "
+            f"{heads[0].settings.dropout:g}, {heads[0].settings.lr_schedule}): "
+            f"{len(dataset.classes)}-class accuracy {_fmt(float(accuracy))}",
             "",
             tabulate(
                 [[name, *row] for name, row in zip(dataset.classes, matrix.tolist(), strict=True)],
@@ -185,10 +214,50 @@ def leaderboard_markdown(rows: list[dict], results: list[HeadResult], dataset: D
             ),
             "",
         ]
+    grid = pd.DataFrame(grid_rows(sweep.points, dataset.classes, config["select_by"]))
+    first_task = next(iter(binary_tasks(dataset.classes)))
+    chosen = {
+        (w.backbone, w.image_size, w.settings.lr, w.settings.dropout, w.settings.lr_schedule) for w in sweep.winners
+    }
+    body = []
+    for row in grid.sort_values(
+        ["backbone", "selection_score"], ascending=[True, False], na_position="last"
+    ).itertuples():
+        key = (row.backbone, row.image_size, row.lr, row.dropout, row.lr_schedule)
+        done = row.seeds > 0
+        body.append(
+            ["**✓**" if key in chosen else "", row.backbone, row.image_size, _fmt(row.lr), _fmt(row.dropout),
+             row.lr_schedule, row.seeds,
+             _fmt(row.val_loss) if done else "failed",
+             _fmt(getattr(row, f"val_{first_task}_auc")) if done else row.errors,
+             _fmt(row.val_multiclass_accuracy) if done else ""]
+        )  # fmt: skip
     out += [
+        "## Every grid point (validation split only)",
+        "",
+        "✓ marks the selected point per backbone. Full scores: `grid.csv`.",
+        "",
+        tabulate(
+            body,
+            headers=[
+                "",
+                "backbone",
+                "size",
+                "lr",
+                "dropout",
+                "schedule",
+                "seeds",
+                "val loss",
+                f"val {first_task} AUC",
+                "val accuracy",
+            ],
+            tablefmt="pipe",
+            disable_numparse=True,
+        ),  # fmt: skip
+        "",
         "## Settings",
         "",
-        tabulate(sorted(run_info["config"].items()), headers=["setting", "value"], tablefmt="pipe"),
+        tabulate(sorted(config.items()), headers=["setting", "value"], tablefmt="pipe"),
         "",
         "## Versions",
         "",
@@ -198,20 +267,68 @@ def leaderboard_markdown(rows: list[dict], results: list[HeadResult], dataset: D
     return "\n".join(out)
 
 
-def write_reports(results_dir: Path, results: list[HeadResult], dataset: Dataset, run_info: dict) -> dict[str, Path]:
+def _plots(results_dir: Path, rows: list[dict], sweep: SweepResult, dataset: Dataset) -> dict[str, str]:
+    """Draw the report's PNGs into ``results_dir/plots``; return title -> relative path."""
+    folder = results_dir / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {}
+    first = {}
+    for winner in sweep.winners:
+        first.setdefault(winner.backbone, winner)
+    plot_training_curves(
+        {w.backbone: w.history for w in first.values()},
+        folder / "training_curves.png",
+        best_epochs={w.backbone: w.best_epoch for w in first.values()},
+        title="Training curves of the selected heads (first seed)",
+    )
+    made["Training curves"] = "plots/training_curves.png"
+    frame = pd.DataFrame(rows)
+    summary = frame.groupby(["task", "backbone"], sort=False)[list(METRIC_COLUMNS)].agg(["mean", "std"])
+    flat = pd.DataFrame({"task": [t for t, _ in summary.index], "backbone": [b for _, b in summary.index]})
+    for metric in METRIC_COLUMNS:
+        flat[metric] = summary[(metric, "mean")].to_numpy()
+        flat[f"{metric}_std"] = summary[(metric, "std")].fillna(0.0).to_numpy()
+    plot_metric_bars(
+        flat,
+        folder / "metric_bars.png",
+        error_columns={m: f"{m}_std" for m in ("sensitivity", "specificity", "f1", "auc")},
+    )
+    made["Test metrics per backbone and task"] = "plots/metric_bars.png"
+    labels = dataset.labels("test")
+    for task, positives in binary_tasks(dataset.classes).items():
+        index = [dataset.classes.index(name) for name in positives]
+        curves = {
+            name: (np.isin(labels, index), w.probabilities["test"][:, index].sum(axis=1)) for name, w in first.items()
+        }
+        plot_roc_curves(curves, folder / f"roc_{task}.png", title=f"ROC, {task} (test, first seed)")
+        made[f"ROC {task}"] = f"plots/roc_{task}.png"
+    for name, winner in first.items():
+        matrix = multiclass_confusion(labels, winner.probabilities["test"], len(dataset.classes))
+        plot_confusion_matrix(matrix, dataset.classes, folder / f"confusion_{name}.png", title=f"{name} (test)")
+        made[f"Confusion matrix {name}"] = f"plots/confusion_{name}.png"
+    return made
+
+
+def write_reports(results_dir: Path, sweep: SweepResult, dataset: Dataset, run_info: dict) -> dict[str, Path]:
     """Write every report file of a run into ``results_dir``; return their paths by name."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    rows = leaderboard_rows(results, dataset, run_info)
+    rows = leaderboard_rows(sweep.winners, dataset, run_info)
+    plots = _plots(results_dir, rows, sweep, dataset) if sweep.winners else {}
     paths = {
         "leaderboard.csv": results_dir / "leaderboard.csv",
         "predictions.csv": results_dir / "predictions.csv",
+        "grid.csv": results_dir / "grid.csv",
         "leaderboard.md": results_dir / "leaderboard.md",
         "skipped.csv": results_dir / "skipped.csv",
         "run.json": results_dir / "run.json",
     }
     atomic_write_text(paths["leaderboard.csv"], pd.DataFrame(rows).to_csv(index=False))
-    atomic_write_text(paths["predictions.csv"], pd.DataFrame(prediction_rows(results, dataset)).to_csv(index=False))
-    atomic_write_text(paths["leaderboard.md"], leaderboard_markdown(rows, results, dataset, run_info))
+    atomic_write_text(
+        paths["predictions.csv"], pd.DataFrame(prediction_rows(sweep.winners, dataset)).to_csv(index=False)
+    )
+    grid = grid_rows(sweep.points, dataset.classes, run_info["config"]["select_by"])
+    atomic_write_text(paths["grid.csv"], pd.DataFrame(grid).to_csv(index=False))
+    atomic_write_text(paths["leaderboard.md"], leaderboard_markdown(rows, sweep, dataset, run_info, plots))
     atomic_write_text(
         paths["skipped.csv"], pd.DataFrame(dataset.skipped, columns=["path", "reason"]).to_csv(index=False)
     )

@@ -1,0 +1,292 @@
+"""The sweep: every backbone x image size x head grid point, trained, scored on validation, resumable.
+
+Features are extracted once per (backbone, image size) and shared by every
+head of the grid; heads that differ only in learning rate, dropout and
+schedule train together in one model (``benchmark.heads.train_heads``).
+
+Each grid point is stored in ``RESULTS/heads/<point_id>/point.json``, written
+last and atomically, keyed by its full config: a rerun skips finished points,
+and a point that failed is recorded with its error while the sweep goes on.
+
+Selection uses the validation split only: each grid point's score is averaged
+over its seeds and the best per backbone is then predicted on the test split,
+once, for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from backbones import get_backbone, resolve_weights
+from benchmark.config import RunConfig
+from benchmark.heads import HISTORY, HeadSettings, load_head, train_heads
+from benchmark.metrics import binary_tasks, evaluate, multiclass_accuracy
+from features.cache import FeatureCache, atomic_write_text, cache_key
+from features.dataset import Dataset
+from features.extract import ExtractionStats, extract_features
+
+POINT = "point.json"
+GRID_COLUMNS = ("backbone", "image_size", "lr", "dropout", "lr_schedule")
+
+
+@dataclass
+class HeadResult:
+    """A selected head: its settings, training record and test probabilities."""
+
+    backbone: str
+    image_size: int
+    settings: HeadSettings
+    weights: str
+    head_id: str
+    best_epoch: int
+    epochs_run: int
+    best_val_loss: float
+    history: dict[str, list[float]]
+    probabilities: dict[str, np.ndarray]
+
+
+@dataclass
+class SweepResult:
+    """Every grid point's record, the selected heads, and what extraction did."""
+
+    points: list[dict]
+    winners: list[HeadResult]
+    extraction: dict[str, ExtractionStats]
+    trained: int
+
+
+def point_id(backbone: str, image_size: int, settings: HeadSettings, context: dict) -> str:
+    """A readable folder name plus a hash of everything that makes the point."""
+    readable = (
+        f"{backbone}-{image_size}px-lr{settings.lr:g}-do{settings.dropout:g}-{settings.lr_schedule}-seed{settings.seed}"
+    )
+    return f"{readable}-{cache_key(dict(context, settings=asdict(settings)))[:10]}"
+
+
+def selection_score(point: dict, select_by: str) -> float:
+    """The validation number ``select_by`` names, oriented so that higher is better."""
+    if select_by == "val_loss":
+        return -point["val_loss"]
+    task, metric = select_by.split(".")
+    return point["val"][task][metric]
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    lines = path.read_text(encoding="utf-8").strip().splitlines()
+    names = lines[0].split(",")[1:]
+    rows = [[float(v) for v in line.split(",")[1:]] for line in lines[1:]]
+    return {name: [row[i] for row in rows] for i, name in enumerate(names)}
+
+
+def split_features(features: np.ndarray, dataset: Dataset) -> dict[str, np.ndarray]:
+    """Rows of ``features`` (aligned with ``dataset.records``) per split, in memory."""
+    splits = np.array([record.split for record in dataset.records])
+    return {name: np.asarray(features[np.flatnonzero(splits == name)]) for name in ("train", "val", "test")}
+
+
+class _Progress:
+    """Prints 'grid point k of n' with the time left, from the pace of the points trained so far."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.trained, self.started = total, 0, 0, time.perf_counter()
+
+    def advance(self, count: int, trained: bool, label: str) -> None:
+        self.done += count
+        self.trained += count if trained else 0
+        elapsed = time.perf_counter() - self.started
+        left = "?"
+        if self.trained:
+            left = f"{elapsed / self.trained * (self.total - self.done):.0f} s"
+        verb = "trained" if trained else "already done"
+        print(f"grid point {self.done} of {self.total} ({label}, {verb}); {elapsed:.0f} s so far, about {left} left")
+
+
+def run_sweep(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> SweepResult:
+    """Run (or resume) the whole grid of ``config`` on ``dataset``; select and test the winners."""
+    heads_dir = Path(config.results_dir) / "heads"
+    grid = config.head_grid()
+    specs = [get_backbone(name) for name in config.backbones]
+    progress = _Progress(sum(len(config.sizes_for(spec)) for spec in specs) * len(grid))
+    split_key = cache_key({split: [r.path for r in dataset.split(split)] for split in ("train", "val")})
+    points: list[dict] = []
+    features_of: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    extraction: dict[str, ExtractionStats] = {}
+    for spec in specs:
+        for size in config.sizes_for(spec):
+            source = resolve_weights(spec, config.weights, size, seed=config.seed)
+            features, stats = extract_features(
+                spec,
+                source,
+                size,
+                dataset.root,
+                [record.path for record in dataset.records],
+                cache,
+                batch_size=config.extract_batch_size,
+                seed=config.seed,
+                progress=config.progress,
+            )
+            extraction[f"{spec.name}-{size}px"] = stats
+            by_split = split_features(features, dataset)
+            features_of[(spec.name, size)] = by_split
+            context = {"feature_key": stats.key, "splits": split_key, "classes": list(dataset.classes)}
+            ids = [point_id(spec.name, size, settings, context) for settings in grid]
+            pending: dict[tuple, list[int]] = defaultdict(list)
+            for index, pid in enumerate(ids):
+                stored = heads_dir / pid / POINT
+                if stored.is_file():
+                    points.append(json.loads(stored.read_text(encoding="utf-8")))
+                else:
+                    pending[grid[index].shared_part()].append(index)
+            if len(grid) - sum(map(len, pending.values())):
+                progress.advance(len(grid) - sum(map(len, pending.values())), False, f"{spec.name} {size}px")
+            for group in pending.values():
+                records = _train_group(
+                    spec.name,
+                    size,
+                    source.identity,
+                    [grid[i] for i in group],
+                    [ids[i] for i in group],
+                    by_split,
+                    dataset,
+                    heads_dir,
+                    config.progress,
+                )
+                points.extend(records)
+                progress.advance(len(group), True, f"{spec.name} {size}px")
+    winners = _select_and_test(points, config.select_by, features_of, dataset, heads_dir)
+    return SweepResult(points, winners, extraction, progress.trained)
+
+
+def _train_group(
+    backbone: str,
+    size: int,
+    weights: str,
+    settings: list[HeadSettings],
+    ids: list[str],
+    by_split: dict[str, np.ndarray],
+    dataset: Dataset,
+    heads_dir: Path,
+    progress: bool,
+) -> list[dict]:
+    """Train heads that can share a model; fall back to one at a time if the group fails."""
+    arguments = (
+        by_split["train"],
+        dataset.labels("train"),
+        by_split["val"],
+        dataset.labels("val"),
+        len(dataset.classes),
+    )
+    try:
+        trained = train_heads(
+            *arguments,
+            settings,
+            [heads_dir / i for i in ids],
+            progress=progress,
+            description=f"{backbone} {size}px: {len(settings)} heads",
+        )
+        outcomes = list(zip(settings, ids, trained, strict=True))
+    except Exception:
+        outcomes = []
+        for one, pid in zip(settings, ids, strict=True):
+            try:
+                outcomes.append((one, pid, train_heads(*arguments, [one], [heads_dir / pid], progress=progress)[0]))
+            except Exception as error:  # recorded, and the sweep goes on
+                outcomes.append((one, pid, error))
+    records = []
+    for one, pid, outcome in outcomes:
+        record = {
+            "point_id": pid, "backbone": backbone, "image_size": size, "lr": one.lr, "dropout": one.dropout,
+            "lr_schedule": one.lr_schedule, "seed": one.seed, "weights": weights, "settings": asdict(one),
+        }  # fmt: skip
+        if isinstance(outcome, Exception):
+            record.update(status="failed", error=f"{type(outcome).__name__}: {outcome}")
+        elif not math.isfinite(outcome.best_val_loss):
+            record.update(status="failed", error="validation loss was never finite (training diverged)")
+        else:
+            probabilities = outcome.model.predict(by_split["val"], batch_size=4096, verbose=0)
+            labels = dataset.labels("val")
+            record.update(
+                status="done",
+                error="",
+                best_epoch=outcome.best_epoch,
+                epochs_run=outcome.epochs_run,
+                seconds=outcome.seconds,
+                val_loss=outcome.best_val_loss,
+                val_multiclass_accuracy=multiclass_accuracy(labels, probabilities),
+                val=evaluate(labels, probabilities, dataset.classes),
+            )
+        atomic_write_text(heads_dir / pid / POINT, json.dumps(record, indent=2, default=float))
+        records.append(record)
+    return records
+
+
+def _select_and_test(
+    points: list[dict],
+    select_by: str,
+    features_of: dict[tuple[str, int], dict[str, np.ndarray]],
+    dataset: Dataset,
+    heads_dir: Path,
+) -> list[HeadResult]:
+    """Per backbone, the grid point with the best mean validation score; its heads predicted on test."""
+    scores: dict[tuple, list[float]] = defaultdict(list)
+    for point in points:
+        if point["status"] == "done":
+            scores[tuple(point[c] for c in GRID_COLUMNS)].append(selection_score(point, select_by))
+    best: dict[str, tuple] = {}
+    for key, values in sorted(scores.items(), key=lambda item: str(item[0])):
+        mean = float(np.mean(values))
+        if key[0] not in best or mean > best[key[0]][0]:
+            best[key[0]] = (mean, key)
+    winners = []
+    for _, key in best.values():
+        for point in sorted(points, key=lambda p: p["seed"]):
+            if point["status"] != "done" or tuple(point[c] for c in GRID_COLUMNS) != key:
+                continue
+            folder = heads_dir / point["point_id"]
+            model = load_head(folder / "best.keras")
+            test = features_of[(point["backbone"], point["image_size"])]["test"]
+            winners.append(
+                HeadResult(
+                    backbone=point["backbone"],
+                    image_size=point["image_size"],
+                    settings=HeadSettings(**point["settings"]),
+                    weights=point["weights"],
+                    head_id=point["point_id"],
+                    best_epoch=point["best_epoch"],
+                    epochs_run=point["epochs_run"],
+                    best_val_loss=point["val_loss"],
+                    history=_read_history(folder / HISTORY),
+                    probabilities={"test": model.predict(test, batch_size=4096, verbose=0)},
+                )
+            )
+    return winners
+
+
+def grid_rows(points: list[dict], classes: tuple[str, ...], select_by: str) -> list[dict]:
+    """One row per grid point (seeds averaged): validation scores only, with the selected one marked."""
+    grouped: dict[tuple, list[dict]] = defaultdict(list)
+    for point in points:
+        grouped[tuple(point[c] for c in GRID_COLUMNS)].append(point)
+    rows = []
+    for key, members in grouped.items():
+        done = [p for p in members if p["status"] == "done"]
+        row = dict(zip(GRID_COLUMNS, key, strict=True))
+        row.update(seeds=len(done), failed=len(members) - len(done))
+        row["errors"] = "; ".join(sorted({p["error"] for p in members if p["status"] != "done"}))
+        if done:
+            row["val_loss"] = float(np.mean([p["val_loss"] for p in done]))
+            row["val_loss_std"] = float(np.std([p["val_loss"] for p in done]))
+            row["val_multiclass_accuracy"] = float(np.mean([p["val_multiclass_accuracy"] for p in done]))
+            for task in binary_tasks(classes):
+                for metric in ("auc", "sensitivity", "specificity"):
+                    row[f"val_{task}_{metric}"] = float(np.mean([p["val"][task][metric] for p in done]))
+            row["selection_score"] = float(np.mean([selection_score(p, select_by) for p in done]))
+        rows.append(row)
+    return rows

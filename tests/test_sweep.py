@@ -1,0 +1,163 @@
+"""Sweeps: grid config, joint head training, validation-only selection, resumption."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import run_benchmark
+from benchmark.config import RunConfig, load_toml
+from benchmark.heads import HeadSettings, train_heads
+from benchmark.sweep import selection_score
+from benchmark.verify import verify
+
+GRID = ("--backbones", "MobileNetV2", "--image-size", "32", "--lr", "1e-3", "1e-2", "--dropout", "0.0", "0.3")
+
+
+def _sweep(root: Path, tmp_path: Path, name: str, *extra: str) -> int:
+    return run_benchmark.main(
+        ["--data", str(root), "--weights", "none", "--epochs", "6", "--patience", "3", "--no-progress",
+         "--results-dir", str(tmp_path / name), "--cache-dir", str(tmp_path / "cache"), *GRID, *extra]
+    )  # fmt: skip
+
+
+def _blobs(seed: int, n: int = 60):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    centers = np.random.default_rng(7).normal(0, 1, (3, 8))
+    return (centers[labels] + rng.normal(0, 1.0, (n, 8))).astype(np.float32), labels
+
+
+def test_heads_trained_together_equal_heads_trained_alone(tmp_path: Path):
+    x, y = _blobs(0)
+    xv, yv = _blobs(1)
+    grid = [
+        HeadSettings(lr=1e-3, dropout=0.0, epochs=5, patience=2, seed=4),
+        HeadSettings(lr=1e-2, dropout=0.5, epochs=5, patience=2, seed=4),
+        HeadSettings(lr=3e-3, dropout=0.2, epochs=5, patience=2, seed=4),
+    ]
+    together = train_heads(x, y, xv, yv, 3, grid, [tmp_path / f"t{i}" for i in range(3)], progress=False)
+    for i, settings in enumerate(grid):
+        alone = train_heads(x, y, xv, yv, 3, [settings], [tmp_path / f"a{i}"], progress=False)[0]
+        assert alone.history["val_loss"] == pytest.approx(together[i].history["val_loss"], rel=1e-5, abs=1e-6)
+        for joint_weight, lone_weight in zip(together[i].model.get_weights(), alone.model.get_weights(), strict=True):
+            np.testing.assert_allclose(joint_weight, lone_weight, rtol=1e-5, atol=1e-6)
+    step = [HeadSettings(lr=lr, dropout=0.2, lr_schedule="step", step_decay_epochs=2, epochs=5, seed=4)
+            for lr in (3e-3, 1e-2)]  # fmt: skip
+    step_together = train_heads(x, y, xv, yv, 3, step, [tmp_path / "s0", tmp_path / "s1"], progress=False)
+    step_alone = train_heads(x, y, xv, yv, 3, step[:1], [tmp_path / "s2"], progress=False)[0]
+    assert step_alone.history["val_loss"] == pytest.approx(step_together[0].history["val_loss"], rel=1e-5)
+    constant_alone = train_heads(x, y, xv, yv, 3, [grid[2]], [tmp_path / "c"], progress=False)[0]
+    assert step_alone.history["val_loss"][-1] != pytest.approx(constant_alone.history["val_loss"][-1])
+    # Different settings really give different heads.
+    assert together[0].history["val_loss"] != pytest.approx(together[1].history["val_loss"])
+
+
+def test_grid_and_toml_config(tmp_path: Path):
+    config = RunConfig(lr=(1e-4, 1e-3), dropout=(0.1, 0.3, 0.5), lr_schedule=("constant", "step"), seeds=2)
+    grid = config.head_grid()
+    assert len(grid) == 2 * 3 * 2 * 2
+    assert {(h.lr, h.dropout, h.lr_schedule, h.seed) for h in grid} == {
+        (lr, d, s, seed)
+        for lr in (1e-4, 1e-3)
+        for d in (0.1, 0.3, 0.5)
+        for s in ("constant", "step")
+        for seed in (0, 1)
+    }
+    good = tmp_path / "good.toml"
+    good.write_text('backbones = ["ResNet50"]\nlr = [1e-4, 5e-4]\ndropout = 0.3\nimage_size = [224, 299]\n')
+    loaded = RunConfig(**load_toml(good))
+    loaded.validate()
+    assert loaded.lr == (1e-4, 5e-4) and loaded.dropout == (0.3,) and loaded.image_size == (224, 299)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("learning_rate = [1e-3]\n")
+    with pytest.raises(ValueError, match="unknown key.*learning_rate.*valid keys.*lr"):
+        load_toml(bad)
+    for wrong in (dict(lr=(-1e-3,)), dict(dropout=(1.0,)), dict(lr_schedule=("cosine",)), dict(select_by="auc")):
+        with pytest.raises(ValueError):
+            RunConfig(**wrong).validate()
+
+
+def test_cli_and_toml_errors_come_before_any_work(kermany_root: Path, tmp_path: Path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("dropuot = 0.2\n")
+    assert run_benchmark.main(["--config", str(bad), "--data", str(kermany_root)]) == 2
+    assert "dropout" in capsys.readouterr().err
+    assert _sweep(kermany_root, tmp_path, "r", "--select-by", "covid_vs_rest.auc") == 2
+    assert "normal_vs_pneumonia" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_selection_ignores_the_test_labels(kermany_root: Path, tmp_path: Path):
+    assert _sweep(kermany_root, tmp_path, "original") == 0
+    # Swap the test images between classes: test labels change, train and val do not.
+    test_dir = kermany_root / "test"
+    normal = sorted((test_dir / "NORMAL").iterdir())
+    viral = sorted(p for p in (test_dir / "PNEUMONIA").iterdir() if "virus" in p.name)
+    for i, (a, b) in enumerate(zip(normal, viral, strict=False)):
+        a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+        a.write_bytes(b_bytes)
+        b.write_bytes(a_bytes)
+        if i == 3:
+            break
+    assert _sweep(kermany_root, tmp_path, "shuffled") == 0
+    original = pd.read_csv(tmp_path / "original" / "grid.csv")
+    shuffled = pd.read_csv(tmp_path / "shuffled" / "grid.csv")
+    pd.testing.assert_frame_equal(original, shuffled)  # every validation score is the same
+    keys = ["backbone", "image_size", "lr", "dropout", "lr_schedule"]
+    chosen = [pd.read_csv(tmp_path / n / "leaderboard.csv")[keys].drop_duplicates() for n in ("original", "shuffled")]
+    pd.testing.assert_frame_equal(chosen[0].reset_index(drop=True), chosen[1].reset_index(drop=True))
+    test_scores = [pd.read_csv(tmp_path / n / "leaderboard.csv")["auc"] for n in ("original", "shuffled")]
+    assert not np.allclose(test_scores[0], test_scores[1])  # the test labels did change
+    assert verify(tmp_path / "shuffled") == []
+
+
+def test_rerun_skips_finished_points_and_ends_identical(kermany_root: Path, tmp_path: Path, capsys):
+    assert _sweep(kermany_root, tmp_path, "full", "--seeds", "2") == 0
+    capsys.readouterr()
+    # Simulate a sweep killed after some points: copy half the finished points to a fresh results dir.
+    finished = sorted((tmp_path / "full" / "heads").iterdir())
+    for folder in finished[: len(finished) // 2]:
+        shutil.copytree(folder, tmp_path / "resumed" / "heads" / folder.name)
+    assert _sweep(kermany_root, tmp_path, "resumed", "--seeds", "2") == 0
+    out = capsys.readouterr().out
+    assert "already done" in out and "trained" in out
+    run_info = json.loads((tmp_path / "resumed" / "run.json").read_text())
+    assert run_info["heads_trained_this_run"] == len(finished) - len(finished) // 2
+    full = pd.read_csv(tmp_path / "full" / "leaderboard.csv")
+    resumed = pd.read_csv(tmp_path / "resumed" / "leaderboard.csv")
+    metrics = ["backbone", "lr", "dropout", "seed", "task", "sensitivity", "specificity", "f1", "auc"]
+    pd.testing.assert_frame_equal(full[metrics], resumed[metrics])
+    assert set(full["seed"]) == {0, 1}
+    markdown = (tmp_path / "resumed" / "leaderboard.md").read_text()
+    assert "±" in markdown and "Every grid point" in markdown and "plots/metric_bars.png" in markdown
+    for plot in ("training_curves.png", "metric_bars.png", "roc_normal_vs_pneumonia.png"):
+        assert (tmp_path / "resumed" / "plots" / plot).stat().st_size > 1000
+
+
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(kermany_root: Path, tmp_path: Path, monkeypatch):
+    from benchmark import sweep
+
+    real = sweep.train_heads
+
+    def flaky(*args, **kwargs):
+        if any(s.lr == 1e-2 and s.dropout == 0.3 for s in args[5]):
+            raise FloatingPointError("simulated divergence")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "train_heads", flaky)
+    assert _sweep(kermany_root, tmp_path, "r") == 0
+    grid = pd.read_csv(tmp_path / "r" / "grid.csv")
+    failed = grid[grid["failed"] > 0]
+    assert len(failed) == 1 and "simulated divergence" in failed["errors"].iloc[0]
+    assert (grid["seeds"] > 0).sum() == 3
+    assert "failed" in (tmp_path / "r" / "leaderboard.md").read_text()
+
+
+def test_selection_score_orientation():
+    point = {"val_loss": 0.4, "val": {"normal_vs_pneumonia": {"auc": 0.9}}}
+    assert selection_score(point, "val_loss") == -0.4
+    assert selection_score(point, "normal_vs_pneumonia.auc") == 0.9
