@@ -21,15 +21,16 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
 
-from backbones import BACKBONES, WeightsUnavailableError  # noqa: E402
+from backbones import BACKBONES, PRECISIONS, WeightsUnavailableError  # noqa: E402
 from benchmark import provenance  # noqa: E402
 from benchmark.config import RunConfig, load_toml  # noqa: E402
 from benchmark.heads import LR_SCHEDULES  # noqa: E402
 from benchmark.metrics import METRICS, binary_tasks  # noqa: E402
 from benchmark.report import write_reports  # noqa: E402
-from benchmark.sweep import run_sweep  # noqa: E402
+from benchmark.sweep import extract_all, run_sweep  # noqa: E402
 from features.cache import FeatureCache  # noqa: E402
 from features.dataset import describe_counts, make_splits, scan_dataset  # noqa: E402
+from features.extract import ExtractionStats  # noqa: E402
 from features.phantom import make_phantom_dataset  # noqa: E402
 
 DEFAULT_DATA = Path("data/chest_xray")
@@ -86,7 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(g, "--image-size", "input sizes to sweep, for every backbone", nargs="+", type=int, metavar="PX")
     add(g, "--extract-batch-size", "images per backbone forward pass", type=int, metavar="N")
-    add(g, "--cache-dir", "feature cache folder", metavar="DIR")
+    add(g, "--cache-dir", "feature (and decoded pixel) cache folder", metavar="DIR")
+    add(
+        g,
+        "--precision",
+        "backbone compute type; bfloat16/float16 keep float32 weights (Keras mixed precision)",
+        choices=list(PRECISIONS),
+    )
+    add(g, "--jit-compile", "XLA-compile the backbone forward pass", action="store_true")
+    add(
+        g,
+        "--no-pixel-cache",
+        "decode images for every backbone instead of once per size into a uint8 cache",
+        dest="pixel_cache",
+        action="store_false",
+        field="pixel_cache",
+    )
+    add(g, "--extract-only", "extract (and cache) features, train nothing", action="store_true")
     g = p.add_argument_group("head grid: every combination is a grid point")
     add(g, "--lr", "Adam learning rates", nargs="+", type=float, metavar="LR")
     add(g, "--dropout", "dropout rates before the softmax", nargs="+", type=float, metavar="P")
@@ -116,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="standardize",
         action="store_false",
         field="standardize",
+    )
+    add(
+        g,
+        "--head-workers",
+        "processes training head groups in parallel, one thread each; 0: one per CPU core up to 4, 1: in this process",
+        type=int,
+        metavar="N",
     )
     add(g, "--step-decay-epochs", "epochs between learning-rate drops of the step schedule", type=int, metavar="N")
     add(g, "--step-decay-factor", "factor of each drop of the step schedule", type=float, metavar="F")
@@ -149,6 +173,16 @@ def resolve_data(config: RunConfig) -> tuple[Path, bool]:
     return make_phantom_dataset(root, seed=config.seed), True
 
 
+def report_extraction(extraction: dict[str, ExtractionStats]) -> None:
+    """One line per backbone and size: from cache, or how fast it went."""
+    for name, stats in extraction.items():
+        decoding = f" and {stats.decode_seconds:.1f} s decoding into the pixel cache" if stats.decode_seconds else ""
+        done = "cache, 0 forward passes" if stats.from_cache else (
+            f"{stats.forward_batches} forward passes, {stats.images_per_second:.1f} img/s "
+            f"after a {stats.build_seconds:.1f} s model build{decoding}")  # fmt: skip
+        print(f"{name}: features from {done}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, then data -> features -> heads -> selection -> reports."""
     try:
@@ -176,15 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {data_root} ({dataset.layout}), weights: {config.weights}")
     print(describe_counts(dataset))
     try:
+        if config.extract_only:
+            report_extraction(extract_all(config, dataset, FeatureCache(config.cache_dir)))
+            return 0
         sweep = run_sweep(config, dataset, FeatureCache(config.cache_dir))
     except WeightsUnavailableError as error:
         print(f"run_benchmark.py: error: {error}", file=sys.stderr)
         return 1
-    for name, stats in sweep.extraction.items():
-        done = "cache, 0 forward passes" if stats.from_cache else (
-            f"{stats.forward_batches} forward passes, {stats.images_per_second:.1f} img/s "
-            f"after a {stats.build_seconds:.1f} s model build")  # fmt: skip
-        print(f"{name}: features from {done}")
+    report_extraction(sweep.extraction)
     failed = [p for p in sweep.points if p["status"] != "done"]
     for point in failed:
         print(f"grid point {point['point_id']} FAILED: {point['error']}")

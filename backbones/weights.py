@@ -71,13 +71,37 @@ def resolve_weights(spec: BackboneSpec, weights: str, image_size: int, seed: int
     )
 
 
-def build_backbone(spec: BackboneSpec, image_size: int, source: WeightsSource, seed: int = 0) -> keras.Model:
+# Compute precision of a backbone -> the Keras dtype policy it is built under. The
+# mixed policies keep the variables (and so any weights file) in float32.
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+def check_precision(precision: str) -> None:
+    """Raise ``ValueError`` naming the valid precisions if ``precision`` is not one."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+
+
+def build_backbone(
+    spec: BackboneSpec, image_size: int, source: WeightsSource, seed: int = 0, precision: str = "float32"
+) -> keras.Model:
     """Build ``spec`` without its classifier, globally average-pooled, with ``source`` weights.
 
     The output is the GlobalAveragePooling of the last feature map, shape
-    ``(batch, spec.feature_size)``.
+    ``(batch, spec.feature_size)``. ``precision`` "bfloat16" or "float16"
+    computes in that type with float32 weights (Keras mixed precision).
     """
     spec.check_size(image_size)
+    check_precision(precision)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISIONS[precision])
+    try:
+        return _construct(spec, image_size, source, seed)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _construct(spec: BackboneSpec, image_size: int, source: WeightsSource, seed: int) -> keras.Model:
     # Random init must be the same on every run, or cached features would lie.
     keras.utils.set_random_seed(seed)
     kwargs = dict(include_top=False, input_shape=(image_size, image_size, 3), pooling="avg")

@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from backbones import BACKBONES, BackboneSpec, get_backbone
+from backbones import BACKBONES, PRECISIONS, BackboneSpec, get_backbone
 from benchmark.heads import LR_SCHEDULES, HeadSettings
 from benchmark.metrics import METRICS
 
@@ -53,6 +53,11 @@ class RunConfig:
     results_dir: str = "results"
     cache_dir: str = ".cache/features"
     extract_batch_size: int = 32
+    precision: str = "float32"
+    jit_compile: bool = False
+    pixel_cache: bool = True
+    extract_only: bool = False
+    head_workers: int = 0
     progress: bool = True
 
     def __post_init__(self):
@@ -84,6 +89,8 @@ class RunConfig:
             (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
             (self.extract_batch_size >= 1, f"--extract-batch-size must be at least 1, not {self.extract_batch_size}"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
+            (self.head_workers >= 0, f"--head-workers must be 0 (auto) or more, not {self.head_workers}"),
             (self.patience >= 0, f"--patience must be 0 or more, not {self.patience}"),
             (self.step_decay_epochs >= 1, f"--step-decay-epochs must be at least 1, not {self.step_decay_epochs}"),
             (0 < self.step_decay_factor <= 1, f"--step-decay-factor must be in (0, 1], not {self.step_decay_factor}"),

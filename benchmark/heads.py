@@ -150,21 +150,37 @@ class _HeadBank(keras.layers.Layer):
     def call(self, inputs, training=False):
         if training:
             noise = keras.random.uniform(keras.ops.shape(inputs), seed=self.seed_generator, dtype=inputs.dtype)
-            logits = 0.0
-            for rate in sorted(set(self.rates)):
+            blocks = []
+            # Heads come sorted by rate, so each rate's heads are one block of columns.
+            for rate, start, stop in self._blocks():
                 keep = 1.0 - rate
-                dropped = keras.ops.where(noise < keep, inputs / keep, 0.0)
-                columns = np.repeat([r == rate for r in self.rates], self.n_classes).astype("float32")
-                logits = logits + keras.ops.matmul(dropped, self.kernel) * columns
+                dropped = keras.ops.where(noise < keep, inputs / keep, 0.0) if rate > 0 else inputs
+                blocks.append(keras.ops.matmul(dropped, self.kernel[:, start:stop]))
+            logits = blocks[0] if len(blocks) == 1 else keras.ops.concatenate(blocks, axis=-1)
         else:
             logits = keras.ops.matmul(inputs, self.kernel)
         logits = keras.ops.reshape(logits + self.bias, (-1, len(self.rates), self.n_classes))
         return keras.ops.softmax(logits, axis=-1)
 
-    def head_weights(self, head: int) -> list[np.ndarray]:
-        """Kernel and bias of one head, as a lone Dense layer's weights."""
+    def _blocks(self) -> list[tuple[float, int, int]]:
+        if list(self.rates) != sorted(self.rates):
+            raise ValueError("heads of a bank must be sorted by dropout rate")
+        blocks = []
+        for rate in sorted(set(self.rates)):
+            first = self.rates.index(rate)
+            count = self.rates.count(rate)
+            blocks.append((rate, first * self.n_classes, (first + count) * self.n_classes))
+        return blocks
+
+    def numpy_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole bank's kernel and bias as NumPy arrays."""
+        return keras.ops.convert_to_numpy(self.kernel), keras.ops.convert_to_numpy(self.bias)
+
+    def head_weights(self, head: int, weights: tuple[np.ndarray, np.ndarray] | None = None) -> list[np.ndarray]:
+        """Kernel and bias of one head, as a lone Dense layer's weights (from ``weights`` when given)."""
+        kernel, bias = weights if weights is not None else self.numpy_weights()
         columns = slice(head * self.n_classes, (head + 1) * self.n_classes)
-        return [keras.ops.convert_to_numpy(self.kernel)[:, columns], keras.ops.convert_to_numpy(self.bias)[columns]]
+        return [kernel[:, columns].copy(), bias[columns].copy()]
 
 
 def _summed_crossentropy(y_true, y_pred):
@@ -211,6 +227,52 @@ def _cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(np.log(picked)))
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class _PerHeadEarlyStopping(keras.callbacks.Callback):
+    """After every epoch: each head's loss and accuracy on both splits, its best weights, its stop.
+
+    Loss and accuracy are taken in inference mode (no dropout) on the
+    standardised features with NumPy, so the train and validation curves
+    compare and no Keras ``predict`` call is paid per epoch. Training ends
+    when every head has stopped.
+    """
+
+    def __init__(self, bank: _HeadBank, splits: dict[str, tuple[np.ndarray, np.ndarray]], patience: int, bar):
+        super().__init__()
+        self.bank, self.splits, self.patience, self.bar = bank, splits, patience, bar
+        heads = len(bank.rates)
+        self.history = [{"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []} for _ in range(heads)]
+        self.best: list[tuple[float, int, list[np.ndarray] | None]] = [(math.inf, 0, None)] * heads
+        self.stopped_at: list[int | None] = [None] * heads
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch += 1
+        weights = self.bank.numpy_weights()
+        heads, classes = len(self.bank.rates), self.bank.n_classes
+        for prefix, (features, labels) in self.splits.items():
+            logits = (features @ weights[0] + weights[1]).reshape(len(features), heads, classes)
+            probabilities = _softmax(logits)
+            for k in range(heads):
+                self.history[k][f"{prefix}loss"].append(_cross_entropy(probabilities[:, k], labels))
+                self.history[k][f"{prefix}accuracy"].append(float(np.mean(probabilities[:, k].argmax(1) == labels)))
+        for k in range(heads):
+            val_loss = self.history[k]["val_loss"][-1]
+            if self.stopped_at[k]:
+                continue
+            if val_loss < self.best[k][0]:
+                self.best[k] = (val_loss, epoch, self.bank.head_weights(k, weights))
+            elif not math.isfinite(val_loss) or epoch - self.best[k][1] >= self.patience:
+                self.stopped_at[k] = epoch
+        self.bar.set_postfix(best_val_loss=f"{min(b[0] for b in self.best):.3f}", running=self.stopped_at.count(None))
+        self.bar.update(1)
+        if all(self.stopped_at):
+            self.model.stop_training = True
+
+
 def train_heads(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -239,6 +301,9 @@ def train_heads(
     """
     if len({s.shared_part() for s in settings}) != 1:
         raise ValueError("heads trained together must share all settings but lr and dropout")
+    # The bank wants heads grouped by dropout rate; results go back in the caller's order.
+    order = sorted(range(len(settings)), key=lambda k: settings[k].dropout)
+    settings, out_dirs = [settings[k] for k in order], [out_dirs[k] for k in order]
     shared, heads = settings[0], len(settings)
     x_train = np.asarray(x_train, dtype=np.float32)
     x_val = np.asarray(x_val, dtype=np.float32)
@@ -252,9 +317,12 @@ def train_heads(
     hidden = inputs if statistics is None else Standardize(*statistics, name="standardize")(inputs)
     bank = _HeadBank([s.dropout for s in settings], n_classes, initial, shared.seed, name="heads")
     joint = keras.Model(inputs, bank(hidden))
+    steps_per_epoch = math.ceil(len(x_train) / shared.batch_size)
+    # A whole epoch per call of the compiled step: the per-step Python and dispatch cost dominates heads this small.
     joint.compile(
-        optimizer=_PerHeadAdam(settings, n_classes, math.ceil(len(x_train) / shared.batch_size)),
+        optimizer=_PerHeadAdam(settings, n_classes, steps_per_epoch),
         loss=_summed_crossentropy,
+        steps_per_execution=steps_per_epoch,
     )
     targets = np.repeat(keras.utils.to_categorical(y_train, n_classes)[:, None, :], heads, axis=1)
     weights = None
@@ -262,60 +330,46 @@ def train_heads(
         balance = class_balance(y_train, n_classes)
         weights = np.array([balance[c] for c in y_train], dtype=np.float32)
 
-    history = [{"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []} for _ in settings]
-    best: list[tuple[float, int, list[np.ndarray] | None]] = [(math.inf, 0, None)] * heads
-    stopped_at: list[int | None] = [None] * heads
+    def standardized(features: np.ndarray) -> np.ndarray:
+        if statistics is None:
+            return features
+        # The same float32 arithmetic as the Standardize layer.
+        return (features - statistics[0].astype(np.float32)) / statistics[1].astype(np.float32)
+
     started = time.perf_counter()
     bar = tqdm(total=shared.epochs, unit="epoch", desc=description, disable=not progress, leave=False)
-    for epoch in range(1, shared.epochs + 1):
-        order = rng.permutation(len(x_train))
-        joint.fit(
-            x_train[order],
-            targets[order],
-            sample_weight=None if weights is None else weights[order],
-            batch_size=shared.batch_size,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-        )
-        # Loss and accuracy of both splits in inference mode (no dropout), so the curves compare.
-        probabilities_of = {
-            "": joint.predict(x_train, batch_size=4096, verbose=0),
-            "val_": joint.predict(x_val, batch_size=4096, verbose=0),
-        }
-        for k in range(heads):
-            for split, labels in (("", y_train), ("val_", y_val)):
-                probabilities = probabilities_of[split][:, k]
-                history[k][f"{split}loss"].append(_cross_entropy(probabilities, labels))
-                history[k][f"{split}accuracy"].append(float(np.mean(probabilities.argmax(1) == labels)))
-            val_loss = history[k]["val_loss"][-1]
-            if stopped_at[k]:
-                continue
-            if val_loss < best[k][0]:
-                best[k] = (val_loss, epoch, bank.head_weights(k))
-            elif not math.isfinite(val_loss) or epoch - best[k][1] >= shared.patience:
-                stopped_at[k] = epoch
-        bar.set_postfix(best_val_loss=f"{min(b[0] for b in best):.3f}", running=stopped_at.count(None))
-        bar.update(1)
-        if all(stopped_at):
-            break
+    stopper = _PerHeadEarlyStopping(
+        bank, {"": (standardized(x_train), y_train), "val_": (standardized(x_val), y_val)}, shared.patience, bar
+    )
+    keras.utils.set_random_seed(shared.seed)  # the batch order of every epoch
+    joint.fit(
+        x_train,
+        targets,
+        sample_weight=weights,
+        batch_size=shared.batch_size,
+        epochs=shared.epochs,
+        shuffle=True,
+        verbose=0,
+        callbacks=[stopper],
+    )
     bar.close()
     seconds = (time.perf_counter() - started) / heads
 
     trained = []
     for k, head in enumerate(settings):
         model = build_head(feature_size, n_classes, head.dropout, statistics)
-        _, best_epoch, best_weights = best[k]
+        _, best_epoch, best_weights = stopper.best[k]
         model.get_layer("softmax").set_weights(best_weights if best_weights is not None else initial)
         # A head that stopped early trained on with the others; its history ends where it stopped.
-        epochs_run = stopped_at[k] or len(history[k]["val_loss"])
-        own_history = {name: values[:epochs_run] for name, values in history[k].items()}
+        history = stopper.history[k]
+        epochs_run = stopper.stopped_at[k] or len(history["val_loss"])
+        own_history = {name: values[:epochs_run] for name, values in history.items()}
         out_dirs[k].mkdir(parents=True, exist_ok=True)
         checkpoint = out_dirs[k] / CHECKPOINT
         model.save(checkpoint)
         _write_history(out_dirs[k] / HISTORY, own_history)
         trained.append(TrainedHead(head, model, own_history, max(best_epoch, 1), epochs_run, seconds, checkpoint))
-    return trained
+    return [trained[order.index(k)] for k in range(heads)]
 
 
 def train_head(

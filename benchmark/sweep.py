@@ -17,20 +17,27 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
+import keras
 import numpy as np
 
-from backbones import get_backbone, resolve_weights
+from backbones import BackboneSpec, WeightsSource, get_backbone, resolve_weights
 from benchmark.config import RunConfig
-from benchmark.heads import HISTORY, HeadSettings, load_head, train_heads
+from benchmark.heads import HISTORY, HeadSettings, TrainedHead, load_head, train_heads
 from benchmark.metrics import binary_tasks, evaluate, multiclass_accuracy
 from features.cache import FeatureCache, atomic_write_text, cache_key
 from features.dataset import Dataset
 from features.extract import ExtractionStats, extract_features
+from features.pixels import PixelCache
 
 POINT = "point.json"
 GRID_COLUMNS = ("backbone", "image_size", "lr", "dropout", "lr_schedule")
@@ -108,6 +115,38 @@ class _Progress:
         print(f"grid point {self.done} of {self.total} ({label}, {verb}); {elapsed:.0f} s so far, about {left} left")
 
 
+def extract_for(
+    config: RunConfig, dataset: Dataset, cache: FeatureCache, spec: BackboneSpec, size: int
+) -> tuple[WeightsSource, np.ndarray, ExtractionStats]:
+    """Features of every image of ``dataset`` through ``spec`` at ``size``, with ``config``'s extraction settings."""
+    source = resolve_weights(spec, config.weights, size, seed=config.seed)
+    features, stats = extract_features(
+        spec,
+        source,
+        size,
+        dataset.root,
+        [record.path for record in dataset.records],
+        cache,
+        batch_size=config.extract_batch_size,
+        seed=config.seed,
+        precision=config.precision,
+        jit_compile=config.jit_compile,
+        pixel_cache=PixelCache(cache.root) if config.pixel_cache else None,
+        progress=config.progress,
+    )
+    return source, features, stats
+
+
+def extract_all(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> dict[str, ExtractionStats]:
+    """Extract and cache features for every backbone and size of ``config``; train nothing."""
+    extraction = {}
+    for name in config.backbones:
+        spec = get_backbone(name)
+        for size in config.sizes_for(spec):
+            extraction[f"{spec.name}-{size}px"] = extract_for(config, dataset, cache, spec, size)[2]
+    return extraction
+
+
 def run_sweep(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> SweepResult:
     """Run (or resume) the whole grid of ``config`` on ``dataset``; select and test the winners."""
     heads_dir = Path(config.results_dir) / "heads"
@@ -118,20 +157,10 @@ def run_sweep(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> Sweep
     points: list[dict] = []
     features_of: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     extraction: dict[str, ExtractionStats] = {}
+    jobs: list[tuple] = []
     for spec in specs:
         for size in config.sizes_for(spec):
-            source = resolve_weights(spec, config.weights, size, seed=config.seed)
-            features, stats = extract_features(
-                spec,
-                source,
-                size,
-                dataset.root,
-                [record.path for record in dataset.records],
-                cache,
-                batch_size=config.extract_batch_size,
-                seed=config.seed,
-                progress=config.progress,
-            )
+            source, features, stats = extract_for(config, dataset, cache, spec, size)
             extraction[f"{spec.name}-{size}px"] = stats
             by_split = split_features(features, dataset)
             features_of[(spec.name, size)] = by_split
@@ -147,21 +176,67 @@ def run_sweep(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> Sweep
             if len(grid) - sum(map(len, pending.values())):
                 progress.advance(len(grid) - sum(map(len, pending.values())), False, f"{spec.name} {size}px")
             for group in pending.values():
-                records = _train_group(
-                    spec.name,
-                    size,
-                    source.identity,
-                    [grid[i] for i in group],
-                    [ids[i] for i in group],
-                    by_split,
-                    dataset,
-                    heads_dir,
-                    config.progress,
+                jobs.append(
+                    (spec.name, size, source.identity, [grid[i] for i in group], [ids[i] for i in group], by_split)
                 )
-                points.extend(records)
-                progress.advance(len(group), True, f"{spec.name} {size}px")
+    # Time left is estimated from head training alone, which starts now that every feature is extracted.
+    progress.started = time.perf_counter()
+    for job, records in train_groups(jobs, dataset, heads_dir, config):
+        points.extend(records)
+        progress.advance(len(records), True, f"{job[0]} {job[1]}px")
     winners = _select_and_test(points, config.select_by, features_of, dataset, heads_dir)
     return SweepResult(points, winners, extraction, progress.trained)
+
+
+def head_workers(config: RunConfig) -> int:
+    """Processes that train heads: ``config.head_workers``, or with 0 one per CPU core up to 4."""
+    return config.head_workers or min(os.cpu_count() or 1, 4)
+
+
+@contextmanager
+def _environment(**values: str):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def train_groups(
+    jobs: list[tuple], dataset: Dataset, heads_dir: Path, config: RunConfig
+) -> Iterator[tuple[tuple, list[dict]]]:
+    """Train every job (a group of heads sharing a model), yielding each job with its point records as it ends.
+
+    A head is a few thousand tiny steps: TensorFlow's per-operation overhead,
+    not arithmetic, sets its speed, and one thread per step beats two. So with
+    several workers, groups train in parallel in single-threaded child
+    processes (spawned, so they start clean of this process's TensorFlow).
+    """
+    workers = min(head_workers(config), len(jobs))
+    if workers <= 1:
+        for job in jobs:
+            yield job, _train_group(*job, dataset, heads_dir, config.progress)
+        return
+    print(f"training {len(jobs)} groups of heads in {workers} single-threaded worker processes")
+    threads = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    # The children inherit the environment when they are spawned, on submit.
+    with _environment(**threads), ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_train_group, *job, dataset, heads_dir, False): job for job in jobs}
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                records = future.result()
+            except Exception as error:  # a worker that died (out of memory, killed): its points are recorded as failed
+                records = [
+                    _record(job[0], job[1], job[2], one, pid, error, None, dataset, heads_dir)
+                    for one, pid in zip(job[3], job[4], strict=True)
+                ]
+            yield job, records
 
 
 def _train_group(
@@ -199,32 +274,47 @@ def _train_group(
                 outcomes.append((one, pid, train_heads(*arguments, [one], [heads_dir / pid], progress=progress)[0]))
             except Exception as error:  # recorded, and the sweep goes on
                 outcomes.append((one, pid, error))
-    records = []
-    for one, pid, outcome in outcomes:
-        record = {
-            "point_id": pid, "backbone": backbone, "image_size": size, "lr": one.lr, "dropout": one.dropout,
-            "lr_schedule": one.lr_schedule, "seed": one.seed, "weights": weights, "settings": asdict(one),
-        }  # fmt: skip
-        if isinstance(outcome, Exception):
-            record.update(status="failed", error=f"{type(outcome).__name__}: {outcome}")
-        elif not math.isfinite(outcome.best_val_loss):
-            record.update(status="failed", error="validation loss was never finite (training diverged)")
-        else:
-            probabilities = outcome.model.predict(by_split["val"], batch_size=4096, verbose=0)
-            labels = dataset.labels("val")
-            record.update(
-                status="done",
-                error="",
-                best_epoch=outcome.best_epoch,
-                epochs_run=outcome.epochs_run,
-                seconds=outcome.seconds,
-                val_loss=outcome.best_val_loss,
-                val_multiclass_accuracy=multiclass_accuracy(labels, probabilities),
-                val=evaluate(labels, probabilities, dataset.classes),
-            )
-        atomic_write_text(heads_dir / pid / POINT, json.dumps(record, indent=2, default=float))
-        records.append(record)
-    return records
+    return [
+        _record(backbone, size, weights, one, pid, outcome, by_split["val"], dataset, heads_dir)
+        for one, pid, outcome in outcomes
+    ]
+
+
+def _record(
+    backbone: str,
+    size: int,
+    weights: str,
+    one: HeadSettings,
+    pid: str,
+    outcome: TrainedHead | Exception,
+    val_features: np.ndarray | None,
+    dataset: Dataset,
+    heads_dir: Path,
+) -> dict:
+    """The stored result of one grid point: its settings and validation scores, or its error."""
+    record = {
+        "point_id": pid, "backbone": backbone, "image_size": size, "lr": one.lr, "dropout": one.dropout,
+        "lr_schedule": one.lr_schedule, "seed": one.seed, "weights": weights, "settings": asdict(one),
+    }  # fmt: skip
+    if isinstance(outcome, Exception):
+        record.update(status="failed", error=f"{type(outcome).__name__}: {outcome}")
+    elif not math.isfinite(outcome.best_val_loss):
+        record.update(status="failed", error="validation loss was never finite (training diverged)")
+    else:
+        probabilities = keras.ops.convert_to_numpy(outcome.model(val_features, training=False))
+        labels = dataset.labels("val")
+        record.update(
+            status="done",
+            error="",
+            best_epoch=outcome.best_epoch,
+            epochs_run=outcome.epochs_run,
+            seconds=outcome.seconds,
+            val_loss=outcome.best_val_loss,
+            val_multiclass_accuracy=multiclass_accuracy(labels, probabilities),
+            val=evaluate(labels, probabilities, dataset.classes),
+        )
+    atomic_write_text(heads_dir / pid / POINT, json.dumps(record, indent=2, default=float))
+    return record
 
 
 def _select_and_test(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -65,18 +66,64 @@ def atomic_write_text(path: Path, text: str) -> None:
         temp.unlink(missing_ok=True)
 
 
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a temp file beside ``path``, then rename it into place."""
+def npy_data_offset(path: Path) -> int:
+    """Byte offset of the array data in a ``.npy`` file."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f"{path}: .npy format version {version} is not supported")
+        readers[version](handle)
+        return handle.tell()
+
+
+def _write_at(fd: int, data: np.ndarray, position: int) -> None:
+    view = memoryview(np.ascontiguousarray(data)).cast("B")
+    written = 0
+    while written < len(view):
+        written += os.pwrite(fd, view[written:], position + written)
+
+
+def atomic_save_rows(path: Path, shape: tuple[int, ...], dtype: str, chunks: Iterable[np.ndarray]) -> None:
+    """Write a ``.npy`` of ``shape`` from consecutive chunks of rows, atomically.
+
+    Only one chunk is in memory at a time and nothing is memory-mapped, so
+    resident memory does not grow with the array. Readers see the old file or
+    the whole new one; fewer or more rows than ``shape[0]`` is an error.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = _temp_path(path)
     try:
+        row_bytes = np.dtype(dtype).itemsize * math.prod(shape[1:])
         with open(temp, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+            np.lib.format.write_array_header_1_0(handle, header)
+            position = handle.tell()
+            # Sized up front (sparse); the rows go in with pwrite.
+            handle.truncate(position + row_bytes * shape[0])
+        rows = 0
+        fd = os.open(temp, os.O_WRONLY)
+        try:
+            for chunk in chunks:
+                chunk = np.asarray(chunk, dtype=dtype)
+                if chunk.shape[1:] != tuple(shape[1:]) or rows + len(chunk) > shape[0]:
+                    raise ValueError(f"chunk of shape {chunk.shape} does not fit rows {rows}... of {shape}")
+                _write_at(fd, chunk, position + rows * row_bytes)
+                rows += len(chunk)
+            if rows != shape[0]:
+                raise ValueError(f"got {rows} rows for an array of shape {shape}")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to a temp file beside ``path``, then rename it into place."""
+    array = np.asarray(array)
+    atomic_save_rows(path, array.shape, array.dtype.str, [array])
 
 
 class FeatureCache:
@@ -109,9 +156,15 @@ class FeatureCache:
 
     def save(self, backbone: str, key: str, array: np.ndarray, info: dict) -> np.ndarray:
         """Store ``array`` with ``info`` in its manifest; return it memory-mapped."""
+        return self.save_rows(backbone, key, np.shape(array), [array], info)
+
+    def save_rows(
+        self, backbone: str, key: str, shape: tuple[int, ...], chunks: Iterable[np.ndarray], info: dict
+    ) -> np.ndarray:
+        """Store the float32 array of ``shape`` given as consecutive row chunks; return it memory-mapped."""
         folder = self.entry(backbone, key)
         features_path = folder / FEATURES
-        atomic_save_npy(features_path, np.ascontiguousarray(array, dtype=np.float32))
-        manifest = dict(info, key=key, shape=list(array.shape), dtype="float32", sha256=sha256_file(features_path))
+        atomic_save_rows(features_path, tuple(shape), "float32", chunks)
+        manifest = dict(info, key=key, shape=list(shape), dtype="float32", sha256=sha256_file(features_path))
         atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
         return np.load(features_path, mmap_mode="r", allow_pickle=False)

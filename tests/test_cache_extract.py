@@ -76,6 +76,8 @@ def test_key_names_everything_that_changes_the_array(kermany_root: Path):
         feature_key_parts(SPEC, none, 64, kermany_root, paths),
         feature_key_parts(dataclasses.replace(SPEC, preprocess_mode="caffe"), none, 32, kermany_root, paths),
         feature_key_parts(SPEC, none, 32, kermany_root, paths[:-1]),
+        feature_key_parts(SPEC, none, 32, kermany_root, paths, precision="bfloat16"),
+        feature_key_parts(SPEC, none, 32, kermany_root, paths, jit_compile=True),
         dict(base, keras="0.0.0"),
     ]
     keys = {cache_key(base)} | {cache_key(v) for v in variants}
@@ -103,11 +105,11 @@ def test_untrustworthy_entries_are_not_used(tmp_path: Path):
 
 
 def test_failed_write_leaves_neither_file_nor_temp(tmp_path: Path, monkeypatch):
-    def broken_save(handle, array, allow_pickle):
-        handle.write(b"partial")
+    def broken_pwrite(fd, data, position):
+        os.write(fd, b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cache_module.np, "save", broken_save)
+    monkeypatch.setattr(cache_module.os, "pwrite", broken_pwrite)
     with pytest.raises(OSError, match="No space"):
         atomic_save_npy(tmp_path / "features.npy", np.zeros(3))
     assert list(tmp_path.iterdir()) == []

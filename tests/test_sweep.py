@@ -161,3 +161,19 @@ def test_selection_score_orientation():
     point = {"val_loss": 0.4, "val": {"normal_vs_pneumonia": {"auc": 0.9}}}
     assert selection_score(point, "val_loss") == -0.4
     assert selection_score(point, "normal_vs_pneumonia.auc") == 0.9
+
+
+def test_worker_processes_give_the_in_process_results(kermany_root: Path, tmp_path: Path, capsys):
+    # Two seeds make two groups of heads, so two workers really run in parallel.
+    assert _sweep(kermany_root, tmp_path, "inline", "--seeds", "2", "--head-workers", "1") == 0
+    assert "worker processes" not in capsys.readouterr().out
+    assert _sweep(kermany_root, tmp_path, "workers", "--seeds", "2", "--head-workers", "2") == 0
+    assert "in 2 single-threaded worker processes" in capsys.readouterr().out
+    keys = ["backbone", "image_size", "lr", "dropout", "lr_schedule"]
+    inline, workers = (
+        pd.read_csv(tmp_path / name / "grid.csv").sort_values(keys).reset_index(drop=True)
+        for name in ("inline", "workers")
+    )
+    assert len(inline) == 4 and set(inline["seeds"]) == {2}
+    # One thread or two only reorders float sums: the same points, the same scores to float32 noise.
+    pd.testing.assert_frame_equal(inline, workers, rtol=1e-4)

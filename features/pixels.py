@@ -1,0 +1,143 @@
+"""Decoded images cached once per image size, shared by every backbone of that size.
+
+Six backbones at two sizes would otherwise decode and resize every image
+twelve times. A pixel cache entry is ``CACHE/pixels/<size>px/<key>/pixels.npy``,
+a ``(n, size, size, 3)`` uint8 array, with a manifest written last (as in the
+feature cache). It is read and written with positioned file I/O, batch by
+batch, never memory-mapped as a whole, so resident memory stays one batch
+whatever the size of the data set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from features.cache import (
+    MANIFEST,
+    atomic_save_rows,
+    atomic_write_text,
+    cache_key,
+    file_list_fingerprint,
+    npy_data_offset,
+)
+from features.images import DECODE_VERSION, load_image
+
+PIXELS = "pixels.npy"
+
+
+def pixel_key_parts(image_size: int, root: Path, paths: list[str]) -> dict:
+    """Everything that changes the decoded pixels."""
+    return {
+        "image_size": image_size,
+        "decode": DECODE_VERSION,
+        "files": file_list_fingerprint(root, paths),
+        "n_images": len(paths),
+    }
+
+
+@dataclass
+class PixelReader:
+    """Batches of rows from a pixel cache entry, read into one reusable buffer."""
+
+    path: Path
+    shape: tuple[int, ...]
+
+    def __post_init__(self):
+        self._offset = npy_data_offset(self.path)
+        self._row_bytes = int(np.prod(self.shape[1:]))
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``start:stop`` as uint8, into ``out`` when given."""
+        out = np.empty((stop - start, *self.shape[1:]), np.uint8) if out is None else out[: stop - start]
+        view = memoryview(out).cast("B")
+        position, done = self._offset + start * self._row_bytes, 0
+        while done < len(view):
+            count = os.preadv(self._fd, [view[done:]], position + done)
+            if count == 0:
+                raise OSError(f"{self.path} is shorter than its manifest says")
+            done += count
+        return out
+
+    def close(self) -> None:
+        """Release the file descriptor."""
+        os.close(self._fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class PixelCache:
+    """Decoded uint8 images on disk under ``root``, one entry per (size, file list)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def entry(self, image_size: int, key: str) -> Path:
+        """The folder of one entry."""
+        return self.root / "pixels" / f"{image_size}px" / key
+
+    def open(self, image_size: int, root: Path, paths: list[str]) -> PixelReader | None:
+        """A reader over the finished entry for these images, or None."""
+        key = cache_key(pixel_key_parts(image_size, root, paths))
+        folder = self.entry(image_size, key)
+        shape = (len(paths), image_size, image_size, 3)
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            expected = npy_data_offset(folder / PIXELS) + int(np.prod(shape))
+            if manifest["shape"] != list(shape) or (folder / PIXELS).stat().st_size != expected:
+                return None
+        except (OSError, ValueError, KeyError):
+            return None
+        return PixelReader(folder / PIXELS, shape)
+
+    def build(
+        self,
+        image_size: int,
+        root: Path,
+        paths: list[str],
+        *,
+        workers: int = 2,
+        chunk: int = 256,
+        progress: bool = True,
+    ) -> tuple[PixelReader, float]:
+        """Decode every image once into the cache (unless there already) and return a reader and the seconds spent."""
+        reader = self.open(image_size, root, paths)
+        if reader is not None:
+            return reader, 0.0
+        started = time.perf_counter()
+        parts = pixel_key_parts(image_size, root, paths)
+        folder = self.entry(image_size, cache_key(parts))
+        shape = (len(paths), image_size, image_size, 3)
+        # A build killed mid-write leaves its temp file (as large as the entry): clear it first.
+        for stale in folder.glob(f"{PIXELS}.tmp-*"):
+            stale.unlink(missing_ok=True)
+        bar = tqdm(total=len(paths), unit="img", desc=f"decode {image_size}px", disable=not progress)
+
+        def decoded_chunks():
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for start in range(0, len(paths), chunk):
+                    names = paths[start : start + chunk]
+                    yield np.stack(list(pool.map(lambda name: load_image(root / name, image_size), names)))
+                    bar.update(len(names))
+
+        try:
+            atomic_save_rows(folder / PIXELS, shape, "uint8", decoded_chunks())
+        finally:
+            bar.close()
+        atomic_write_text(folder / MANIFEST, json.dumps(dict(parts, shape=list(shape), paths=paths), indent=1))
+        return PixelReader(folder / PIXELS, shape), time.perf_counter() - started
