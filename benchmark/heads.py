@@ -176,9 +176,9 @@ class _HeadBank(keras.layers.Layer):
         """The whole bank's kernel and bias as NumPy arrays."""
         return keras.ops.convert_to_numpy(self.kernel), keras.ops.convert_to_numpy(self.bias)
 
-    def head_weights(self, head: int, weights: tuple[np.ndarray, np.ndarray] | None = None) -> list[np.ndarray]:
-        """Kernel and bias of one head, as a lone Dense layer's weights (from ``weights`` when given)."""
-        kernel, bias = weights if weights is not None else self.numpy_weights()
+    def head_weights(self, head: int, weights: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+        """Kernel and bias of one head, as a lone Dense layer's weights, from the bank's ``numpy_weights()``."""
+        kernel, bias = weights
         columns = slice(head * self.n_classes, (head + 1) * self.n_classes)
         return [kernel[:, columns].copy(), bias[columns].copy()]
 

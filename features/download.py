@@ -637,6 +637,24 @@ _MEDMNIST_CITATION = (
 _CC_BY_4 = "CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/)"
 _MEDMNIST_INFO = "MedMNIST/MedMNIST medmnist/info.py (v3.0.2)"
 
+
+def _medmnist_source(name: str, md5: str, info_key: str, resolution: str) -> DatasetSource:
+    """A PneumoniaMNIST file on Zenodo, with the MD5 that MedMNIST's ``info.py`` publishes for it."""
+    return DatasetSource(
+        name=name,
+        url=f"https://zenodo.org/records/10519652/files/{name}.npz?download=1",
+        filename=f"{name}.npz",
+        checksum_algo="md5",
+        checksum=md5,
+        citation=_MEDMNIST_CITATION,
+        license=_CC_BY_4,
+        unpack=_unpack_medmnist(name),
+        folder=name,
+        description=f"PneumoniaMNIST {resolution}, converted to PNG folders",
+        checksum_source=_MEDMNIST_INFO + f' INFO["pneumoniamnist"]["{info_key}"]',
+    )
+
+
 DATASETS: dict[str, DatasetSource] = {
     source.name: source
     for source in (
@@ -660,32 +678,8 @@ DATASETS: dict[str, DatasetSource] = {
             description="Kermany/Guangzhou pediatric chest X-rays, ChestXRay2017.zip (~1.2 GB), JPEG",
             checksum_source="none published; trust on first use",
         ),
-        DatasetSource(
-            name="pneumoniamnist",
-            url="https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1",
-            filename="pneumoniamnist.npz",
-            checksum_algo="md5",
-            checksum="28209eda62fecd6e6a2d98b1501bb15f",
-            citation=_MEDMNIST_CITATION,
-            license=_CC_BY_4,
-            unpack=_unpack_medmnist("pneumoniamnist"),
-            folder="pneumoniamnist",
-            description="PneumoniaMNIST 28x28 (MedMNIST), converted to PNG folders",
-            checksum_source=_MEDMNIST_INFO + ' INFO["pneumoniamnist"]["MD5"]',
-        ),
-        DatasetSource(
-            name="pneumoniamnist_224",
-            url="https://zenodo.org/records/10519652/files/pneumoniamnist_224.npz?download=1",
-            filename="pneumoniamnist_224.npz",
-            checksum_algo="md5",
-            checksum="d6a3c71de1b945ea11211b03746c1fe1",
-            citation=_MEDMNIST_CITATION,
-            license=_CC_BY_4,
-            unpack=_unpack_medmnist("pneumoniamnist_224"),
-            folder="pneumoniamnist_224",
-            description="PneumoniaMNIST 224x224 (MedMNIST+), converted to PNG folders",
-            checksum_source=_MEDMNIST_INFO + ' INFO["pneumoniamnist"]["MD5_224"]',
-        ),
+        _medmnist_source("pneumoniamnist", "28209eda62fecd6e6a2d98b1501bb15f", "MD5", "28x28 (MedMNIST)"),
+        _medmnist_source("pneumoniamnist_224", "d6a3c71de1b945ea11211b03746c1fe1", "MD5_224", "224x224 (MedMNIST+)"),
     )
 }
 

@@ -74,12 +74,12 @@ def _shard_path(folder: Path, start: int, stop: int) -> Path:
     return folder / f"shard-{start:08d}-{stop:08d}.npy"
 
 
-def _load_shard(path: Path, rows: int, width: int) -> np.ndarray | None:
+def _shard_is_whole(path: Path, rows: int, width: int) -> bool:
+    # Memory-mapping reads only the header; shards are written atomically, so a whole header means a whole shard.
     try:
-        array = np.load(path, allow_pickle=False)
+        return np.load(path, mmap_mode="r", allow_pickle=False).shape == (rows, width)
     except (OSError, ValueError):
-        return None
-    return array if array.shape == (rows, width) else None
+        return False
 
 
 def make_forward(model: keras.Model, jit_compile: bool = False) -> Callable[[np.ndarray], np.ndarray]:
@@ -163,7 +163,7 @@ def extract_features(
     shard_dir = entry / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     bounds = [(start, min(start + shard_size, len(paths))) for start in range(0, len(paths), shard_size)]
-    missing = [b for b in bounds if _load_shard(_shard_path(shard_dir, *b), b[1] - b[0], spec.feature_size) is None]
+    missing = [b for b in bounds if not _shard_is_whole(_shard_path(shard_dir, *b), b[1] - b[0], spec.feature_size)]
     stats = ExtractionStats(sum(stop - start for start, stop in missing), from_cache=False, key=key)
 
     if missing:
@@ -178,7 +178,6 @@ def extract_features(
         stats.build_seconds = time.perf_counter() - built
         done = len(paths) - stats.images
         bar = tqdm(total=len(paths), initial=done, unit="img", desc=f"{spec.name} {image_size}px", disable=not progress)
-        batch = np.zeros((batch_size, image_size, image_size, 3), dtype=np.float32)
         with ThreadPoolExecutor(max_workers=decode_workers) as pool:
             for start, stop in missing:
                 shard = np.empty((stop - start, spec.feature_size), dtype=np.float32)
@@ -187,9 +186,9 @@ def extract_features(
                 pixel_batches = _pixel_batches(batches, root, paths, image_size, pixels, pool)
                 for (lo, hi), uint8 in zip(batches, pixel_batches, strict=True):
                     # A short last batch is zero-padded: one input shape means one compiled graph.
+                    batch = np.zeros((batch_size, image_size, image_size, 3), dtype=np.float32)
                     batch[: hi - lo] = uint8
-                    batch[hi - lo :] = 0
-                    shard[lo - start : hi - start] = forward(spec.preprocess(batch.copy()))[: hi - lo]
+                    shard[lo - start : hi - start] = forward(spec.preprocess(batch))[: hi - lo]
                     stats.forward_batches += 1
                     bar.update(hi - lo)
                 stats.seconds += time.perf_counter() - started

@@ -58,9 +58,9 @@ class PixelReader:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Rows ``start:stop`` as uint8, into ``out`` when given."""
-        out = np.empty((stop - start, *self.shape[1:]), np.uint8) if out is None else out[: stop - start]
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as uint8."""
+        out = np.empty((stop - start, *self.shape[1:]), np.uint8)
         view = memoryview(out).cast("B")
         position, done = self._offset + start * self._row_bytes, 0
         while done < len(view):
@@ -93,9 +93,11 @@ class PixelCache:
 
     def open(self, image_size: int, root: Path, paths: list[str]) -> PixelReader | None:
         """A reader over the finished entry for these images, or None."""
-        key = cache_key(pixel_key_parts(image_size, root, paths))
-        folder = self.entry(image_size, key)
-        shape = (len(paths), image_size, image_size, 3)
+        return self._open(image_size, pixel_key_parts(image_size, root, paths))
+
+    def _open(self, image_size: int, parts: dict) -> PixelReader | None:
+        folder = self.entry(image_size, cache_key(parts))
+        shape = (parts["n_images"], image_size, image_size, 3)
         try:
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
             expected = npy_data_offset(folder / PIXELS) + int(np.prod(shape))
@@ -116,11 +118,11 @@ class PixelCache:
         progress: bool = True,
     ) -> tuple[PixelReader, float]:
         """Decode every image once into the cache (unless there already) and return a reader and the seconds spent."""
-        reader = self.open(image_size, root, paths)
-        if reader is not None:
-            return reader, 0.0
         started = time.perf_counter()
         parts = pixel_key_parts(image_size, root, paths)
+        reader = self._open(image_size, parts)
+        if reader is not None:
+            return reader, 0.0
         folder = self.entry(image_size, cache_key(parts))
         shape = (len(paths), image_size, image_size, 3)
         # A build killed mid-write leaves its temp file (as large as the entry): clear it first.
