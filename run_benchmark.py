@@ -12,6 +12,7 @@ phantom set so the whole pipeline can be seen offline; those numbers are not med
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import sys
@@ -26,11 +27,13 @@ from benchmark import provenance  # noqa: E402
 from benchmark.config import RunConfig, load_toml  # noqa: E402
 from benchmark.heads import LR_SCHEDULES  # noqa: E402
 from benchmark.metrics import METRICS, binary_tasks  # noqa: E402
-from benchmark.report import write_reports  # noqa: E402
+from benchmark.report import write_data_report, write_reports  # noqa: E402
 from benchmark.sweep import extract_all, run_sweep  # noqa: E402
+from features.audit import LEAKAGE_POLICIES, DatasetError, audit_images, check_classes, flag_leakage  # noqa: E402
 from features.cache import FeatureCache  # noqa: E402
-from features.dataset import describe_counts, make_splits, scan_dataset  # noqa: E402
+from features.dataset import Dataset, describe_counts, make_splits, scan_dataset  # noqa: E402
 from features.extract import ExtractionStats  # noqa: E402
+from features.images import UnreadableImageError  # noqa: E402
 from features.phantom import make_phantom_dataset  # noqa: E402
 
 DEFAULT_DATA = Path("data/chest_xray")
@@ -76,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("carve", "official"),
     )
     add(g, "--test-fraction", "share carved as test when the data has no test split", type=float, metavar="F")
+    add(
+        g,
+        "--min-image-side",
+        "skip images whose shorter side is below PX; 0 keeps every readable image (default: the largest "
+        "minimum input size of the chosen backbones)",
+        type=int,
+        metavar="PX",
+    )
+    add(
+        g,
+        "--leakage",
+        "images found in two splits or under two labels (same bytes): warn and keep them, drop the "
+        "train/val copies, or fail",
+        choices=LEAKAGE_POLICIES,
+    )
     g = p.add_argument_group("backbones and features")
     add(g, "--backbones", f"backbones to compare: {', '.join(BACKBONES)}", nargs="+", metavar="NAME")
     add(
@@ -87,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(g, "--image-size", "input sizes to sweep, for every backbone", nargs="+", type=int, metavar="PX")
     add(g, "--extract-batch-size", "images per backbone forward pass", type=int, metavar="N")
+    add(
+        g,
+        "--extract-shard-size",
+        "images per saved extraction shard: a killed extraction resumes from the last whole shard",
+        type=int,
+        metavar="N",
+    )
     add(g, "--cache-dir", "feature (and decoded pixel) cache folder", metavar="DIR")
     add(
         g,
@@ -173,6 +198,30 @@ def resolve_data(config: RunConfig) -> tuple[Path, bool]:
     return make_phantom_dataset(root, seed=config.seed), True
 
 
+def prepare_data(config: RunConfig, data_root: Path) -> Dataset:
+    """Scan, check every image, split, and look for leakage; the reports of what was left out are written."""
+    dataset = scan_dataset(data_root)
+    dataset = audit_images(dataset, min_side=config.min_side(), cache_dir=config.cache_dir, progress=config.progress)
+    dataset = make_splits(
+        dataset,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        val_source=config.val_source,
+        limit_per_class=config.limit_per_class,
+        seed=config.seed,
+    )
+    dataset = flag_leakage(dataset, config.leakage)
+    written = write_data_report(Path(config.results_dir), dataset)
+    if dataset.skipped:
+        print(f"{len(dataset.skipped)} files left out, each with its reason, in {written['skipped.csv']}")
+    if dataset.leakage:
+        groups = len({row["group"] for row in dataset.leakage})
+        print(f"WARNING: {groups} image(s) found in two splits or under two labels (same bytes), "
+              f"listed in {written['leakage.csv']} (--leakage {config.leakage})")  # fmt: skip
+    check_classes(dataset)
+    return dataset
+
+
 def report_extraction(extraction: dict[str, ExtractionStats]) -> None:
     """One line per backbone and size: from cache, or how fast it went."""
     for name, stats in extraction.items():
@@ -194,14 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     data_root, phantom = resolve_data(config)
     if config.weights is None:
         config.weights = "none" if phantom else "imagenet"
-    dataset = make_splits(
-        scan_dataset(data_root),
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        val_source=config.val_source,
-        limit_per_class=config.limit_per_class,
-        seed=config.seed,
-    )
+    Path(config.results_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        dataset = prepare_data(config, data_root)
+    except (DatasetError, ValueError, OSError) as error:
+        print(f"run_benchmark.py: error: {error}", file=sys.stderr)
+        return 2
     task = config.select_by.partition(".")[0]
     if config.select_by != "val_loss" and task not in binary_tasks(dataset.classes):
         print(f"run_benchmark.py: error: --select-by task {task!r} is not one of "
@@ -216,6 +263,18 @@ def main(argv: list[str] | None = None) -> int:
         sweep = run_sweep(config, dataset, FeatureCache(config.cache_dir))
     except WeightsUnavailableError as error:
         print(f"run_benchmark.py: error: {error}", file=sys.stderr)
+        return 1
+    except UnreadableImageError as error:
+        print(f"run_benchmark.py: error: {error}. The file changed after the image check; "
+              "run the same command again and it will be checked (and skipped) anew.", file=sys.stderr)  # fmt: skip
+        return 1
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"run_benchmark.py: error: the disk is full ({error}). Free some space, or point --cache-dir "
+              "and --results-dir at a larger disk, then run the same command again: finished features and "
+              "grid points are kept, and the file being written was removed, never trusted.",
+              file=sys.stderr)  # fmt: skip
         return 1
     report_extraction(sweep.extraction)
     failed = [p for p in sweep.points if p["status"] != "done"]

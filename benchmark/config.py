@@ -16,6 +16,7 @@ from pathlib import Path
 from backbones import BACKBONES, PRECISIONS, BackboneSpec, get_backbone
 from benchmark.heads import LR_SCHEDULES, HeadSettings
 from benchmark.metrics import METRICS
+from features.audit import LEAKAGE_POLICIES
 
 _HEAD = HeadSettings()
 WEIGHTS_CHOICES = ("imagenet", "none")
@@ -49,10 +50,13 @@ class RunConfig:
     val_source: str = "carve"
     test_fraction: float = 0.2
     limit_per_class: int | None = None
+    min_image_side: int | None = None
+    leakage: str = "warn"
     sort_metric: str = "f1"
     results_dir: str = "results"
     cache_dir: str = ".cache/features"
     extract_batch_size: int = 32
+    extract_shard_size: int = 512
     precision: str = "float32"
     jit_compile: bool = False
     pixel_cache: bool = True
@@ -89,6 +93,10 @@ class RunConfig:
             (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
             (self.extract_batch_size >= 1, f"--extract-batch-size must be at least 1, not {self.extract_batch_size}"),
+            (self.extract_shard_size >= 1, f"--extract-shard-size must be at least 1, not {self.extract_shard_size}"),
+            (self.min_image_side is None or self.min_image_side >= 0,
+             f"--min-image-side must be 0 or more, not {self.min_image_side}"),
+            (self.leakage in LEAKAGE_POLICIES, f"--leakage must be one of {', '.join(LEAKAGE_POLICIES)}"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
             (self.head_workers >= 0, f"--head-workers must be 0 (auto) or more, not {self.head_workers}"),
             (self.patience >= 0, f"--patience must be 0 or more, not {self.patience}"),
@@ -112,6 +120,13 @@ class RunConfig:
                 f"(for example normal_vs_pneumonia.auc), not {self.select_by!r}"
             )
 
+    def min_side(self) -> int:
+        """Images whose shorter side is below this are skipped: the given value, else the
+        largest minimum input size among the chosen backbones."""
+        if self.min_image_side is not None:
+            return self.min_image_side
+        return max(get_backbone(name).min_size for name in self.backbones)
+
     def sizes_for(self, spec: BackboneSpec) -> tuple[int, ...]:
         """The image sizes of the grid for ``spec``: the given ones, else its default."""
         return self.image_size or (spec.default_size,)
@@ -134,12 +149,46 @@ class RunConfig:
         return values
 
 
+_TYPE_CHECKS = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _check_type(name: str, annotation: str, value) -> str | None:
+    """Why ``value`` does not fit the RunConfig field ``name`` of type ``annotation``, or None."""
+    optional = annotation.endswith(" | None")
+    base = annotation.removesuffix(" | None")
+    if base.startswith("tuple["):
+        item = base[len("tuple[") :].split(",")[0]
+        check, words = _TYPE_CHECKS[item]
+        items = value if isinstance(value, list) else [value]
+        return None if all(check(v) for v in items) else f"{name} must be {words} or a list of them, not {value!r}"
+    check, words = _TYPE_CHECKS[base]
+    if check(value):
+        return None
+    return f"{name} must be {words}{' (or left out)' if optional else ''}, not {value!r}"
+
+
 def load_toml(path: str | Path) -> dict:
-    """Settings from a TOML file; an unknown key fails, naming the valid ones."""
-    with open(path, "rb") as handle:
-        values = tomllib.load(handle)
-    valid = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(values) - valid)
+    """Settings from a TOML file; an unknown key or a value of the wrong type fails, naming what is valid.
+
+    ``tomllib`` only ever builds strings, numbers, booleans, dates, lists and
+    tables, so a config file cannot run code.
+    """
+    try:
+        with open(path, "rb") as handle:
+            values = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path} is not valid TOML: {error}") from error
+    annotations = {f.name: f.type for f in fields(RunConfig)}
+    unknown = sorted(set(values) - set(annotations))
     if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(sorted(valid))}")
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(sorted(annotations))}")
+    for name, value in values.items():
+        problem = _check_type(name, annotations[name], value)
+        if problem:
+            raise ValueError(f"{path}: {problem}")
     return values

@@ -1,4 +1,4 @@
-"""What a run writes: leaderboard.md, leaderboard.csv, predictions.csv, skipped.csv."""
+"""What a run writes: leaderboard.md, leaderboard.csv, predictions.csv, grid.csv, skipped.csv, leakage.csv."""
 
 from __future__ import annotations
 
@@ -88,8 +88,16 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _warnings(run_info: dict) -> list[str]:
+def _warnings(run_info: dict, dataset: Dataset) -> list[str]:
     lines = []
+    leaked_to_test = {r["sha256"] for r in dataset.leakage if r["split"] == "test"} & {
+        r["sha256"] for r in dataset.leakage if r["split"] != "test"
+    }
+    if leaked_to_test:
+        lines.append(
+            f"> **Leakage: {len(leaked_to_test)} test image(s) also appear in train or validation** (same "
+            "bytes; listed in `leakage.csv`). Test scores may be optimistic. `--leakage drop` removes the copies."
+        )
     if run_info.get("phantom"):
         lines.append(
             "> **SYNTHETIC PHANTOM DATA: THESE NUMBERS ARE NOT MEDICAL.** The images are generated "
@@ -137,7 +145,7 @@ def leaderboard_markdown(
         "lowest validation loss" if config["select_by"] == "val_loss" else f"highest validation {config['select_by']}"
     )
     out = ["# cxr-bench leaderboard", ""]
-    for line in _warnings(run_info):
+    for line in _warnings(run_info, dataset):
         out += [line, ""]
     out += [
         f"Generated {run_info['timestamp']} by cxr-bench `{run_info['git']}` on {run_info['machine']}.",
@@ -149,6 +157,8 @@ def leaderboard_markdown(
         f"- Data: `{dataset.root}` ({dataset.layout} layout), classes: {', '.join(dataset.classes)}",
         *[f"- {note}" for note in dataset.notes],
         f"- Files left out: {len(dataset.skipped)}" + (" (see `skipped.csv`)" if dataset.skipped else ""),
+        f"- Leakage (same bytes in two splits or under two labels): {len({r['group'] for r in dataset.leakage})} "
+        "image(s)" + (" (see `leakage.csv`)" if dataset.leakage else ""),
         "",
     ]
     counts = dataset.counts()
@@ -309,6 +319,20 @@ def _plots(results_dir: Path, rows: list[dict], sweep: SweepResult, dataset: Dat
     return made
 
 
+def write_data_report(results_dir: Path, dataset: Dataset) -> dict[str, Path]:
+    """Write ``skipped.csv`` (every file left out, with why) and ``leakage.csv``; return their paths.
+
+    Written before any extraction, so they are there even when the run stops on bad data.
+    """
+    paths = {"skipped.csv": results_dir / "skipped.csv", "leakage.csv": results_dir / "leakage.csv"}
+    atomic_write_text(
+        paths["skipped.csv"], pd.DataFrame(dataset.skipped, columns=["path", "reason"]).to_csv(index=False)
+    )
+    columns = ["group", "sha256", "split", "label", "path", "problem"]
+    atomic_write_text(paths["leakage.csv"], pd.DataFrame(dataset.leakage, columns=columns).to_csv(index=False))
+    return paths
+
+
 def write_reports(results_dir: Path, sweep: SweepResult, dataset: Dataset, run_info: dict) -> dict[str, Path]:
     """Write every report file of a run into ``results_dir``; return their paths by name."""
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -319,7 +343,6 @@ def write_reports(results_dir: Path, sweep: SweepResult, dataset: Dataset, run_i
         "predictions.csv": results_dir / "predictions.csv",
         "grid.csv": results_dir / "grid.csv",
         "leaderboard.md": results_dir / "leaderboard.md",
-        "skipped.csv": results_dir / "skipped.csv",
         "run.json": results_dir / "run.json",
     }
     atomic_write_text(paths["leaderboard.csv"], pd.DataFrame(rows).to_csv(index=False))
@@ -329,8 +352,5 @@ def write_reports(results_dir: Path, sweep: SweepResult, dataset: Dataset, run_i
     grid = grid_rows(sweep.points, dataset.classes, run_info["config"]["select_by"])
     atomic_write_text(paths["grid.csv"], pd.DataFrame(grid).to_csv(index=False))
     atomic_write_text(paths["leaderboard.md"], leaderboard_markdown(rows, sweep, dataset, run_info, plots))
-    atomic_write_text(
-        paths["skipped.csv"], pd.DataFrame(dataset.skipped, columns=["path", "reason"]).to_csv(index=False)
-    )
     atomic_write_text(paths["run.json"], json.dumps(run_info, indent=2, default=str))
-    return paths
+    return paths | write_data_report(results_dir, dataset)

@@ -128,6 +128,7 @@ def extract_for(
         [record.path for record in dataset.records],
         cache,
         batch_size=config.extract_batch_size,
+        shard_size=config.extract_shard_size,
         seed=config.seed,
         precision=config.precision,
         jit_compile=config.jit_compile,
@@ -145,6 +146,15 @@ def extract_all(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> dic
         for size in config.sizes_for(spec):
             extraction[f"{spec.name}-{size}px"] = extract_for(config, dataset, cache, spec, size)[2]
     return extraction
+
+
+def _read_point(path: Path) -> dict | None:
+    """A finished grid point's record, or None if absent or damaged (the point is then trained again)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "status" in record and "point_id" in record else None
 
 
 def run_sweep(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> SweepResult:
@@ -168,9 +178,9 @@ def run_sweep(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> Sweep
             ids = [point_id(spec.name, size, settings, context) for settings in grid]
             pending: dict[tuple, list[int]] = defaultdict(list)
             for index, pid in enumerate(ids):
-                stored = heads_dir / pid / POINT
-                if stored.is_file():
-                    points.append(json.loads(stored.read_text(encoding="utf-8")))
+                stored = _read_point(heads_dir / pid / POINT)
+                if stored is not None:
+                    points.append(stored)
                 else:
                     pending[grid[index].shared_part()].append(index)
             if len(grid) - sum(map(len, pending.values())):

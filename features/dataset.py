@@ -47,6 +47,9 @@ class Dataset:
         records: every usable image.
         skipped: ``(relative path, reason)`` for every file left out.
         notes: how the splits were made, for the leaderboard.
+        digests: SHA-256 of each record's bytes, once ``features.audit`` has read them;
+            identical images are then kept on one side of a carved split.
+        leakage: rows of ``features.audit.find_leakage`` (images found in two splits or under two labels).
     """
 
     root: Path
@@ -55,6 +58,8 @@ class Dataset:
     records: list[ImageRecord]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)
+    leakage: list[dict] = field(default_factory=list)
 
     def split(self, name: str) -> list[ImageRecord]:
         """The records of split ``name``, in a stable order."""
@@ -73,8 +78,41 @@ class Dataset:
         return table
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+# Folders and files that operating systems and archivers leave behind.
+_SYSTEM_NAMES = {"__macosx", "thumbs.db", "desktop.ini", "$recycle.bin"}
+_WRONG_DEPTH = "image at the wrong depth; expected SPLIT/CLASS/IMAGE or CLASS/IMAGE"
+
+
+def _is_hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name.lower() in _SYSTEM_NAMES
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p))
+
+
+def _why_not_an_image(path: Path) -> str | None:
+    """Why a class-folder entry is not read as an image, or None if it is one."""
+    if _is_hidden(path):
+        return "hidden or system file"
+    if path.is_symlink() and not path.exists():
+        return "broken symbolic link"
+    if path.is_dir():
+        return "folder inside a class folder; its files are not read (expected SPLIT/CLASS/IMAGE)"
+    if not path.is_file():
+        return "not a regular file"
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image file (suffix {path.suffix or 'none'}; read are {', '.join(IMAGE_SUFFIXES)})"
+    return None
+
+
+def _stray_images(folder: Path, root: Path) -> list[tuple[str, str]]:
+    """Image files lying directly in ``folder``, where only folders belong."""
+    return [
+        (path.relative_to(root).as_posix(), _WRONG_DEPTH)
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(path)
+    ]
 
 
 def _kermany_label(folder: str, file_name: str) -> str | None:
@@ -90,15 +128,13 @@ def _kermany_label(folder: str, file_name: str) -> str | None:
 
 def _split_folders(root: Path) -> dict[str, Path]:
     return {
-        SPLIT_ALIASES[child.name.lower()]: child
-        for child in sorted(root.iterdir())
-        if child.is_dir() and child.name.lower() in SPLIT_ALIASES
+        SPLIT_ALIASES[child.name.lower()]: child for child in _visible_dirs(root) if child.name.lower() in SPLIT_ALIASES
     }
 
 
 def _is_kermany(split_dirs: dict[str, Path]) -> bool:
     """NORMAL/PNEUMONIA folders whose pneumonia file names carry the subtype."""
-    class_dirs = [child for folder in split_dirs.values() for child in folder.iterdir() if child.is_dir()]
+    class_dirs = [child for folder in split_dirs.values() for child in _visible_dirs(folder)]
     names = {child.name.upper() for child in class_dirs}
     if not names or not names <= {"NORMAL", "PNEUMONIA"}:
         return False
@@ -114,6 +150,12 @@ def _is_kermany(split_dirs: dict[str, Path]) -> bool:
 def scan_dataset(root: str | Path) -> Dataset:
     """Read ``root`` in the Kermany or the class-folder layout.
 
+    Every file that is not read is listed in ``skipped`` with its reason:
+    hidden and system files, other suffixes, broken symbolic links, images at
+    the wrong depth, folders where images belong, folders that are not splits.
+    Symbolic links to images are followed. An empty class folder still names a
+    class (``features.audit.check_classes`` then stops the run).
+
     Raises:
         FileNotFoundError: if ``root`` does not exist.
         ValueError: if no class folder with images is found.
@@ -124,37 +166,33 @@ def scan_dataset(root: str | Path) -> Dataset:
     split_dirs = _split_folders(root)
     records: list[ImageRecord] = []
     skipped: list[tuple[str, str]] = []
-    if split_dirs and _is_kermany(split_dirs):
-        layout, classes = "kermany", KERMANY_CLASSES
-        for split, folder in split_dirs.items():
-            for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-                for path in sorted(class_dir.iterdir()):
-                    relative = path.relative_to(root).as_posix()
-                    if not _is_image(path):
-                        skipped.append((relative, "not an image file"))
-                        continue
-                    label = _kermany_label(class_dir.name, path.name)
-                    if label is None:
-                        skipped.append((relative, "PNEUMONIA file name names neither bacteria nor virus"))
-                        continue
+    kermany = bool(split_dirs) and _is_kermany(split_dirs)
+    if split_dirs:
+        skipped += [(p.relative_to(root).as_posix() + "/", "folder is not a split (train, val, test); not read")
+                    for p in _visible_dirs(root) if p.name.lower() not in SPLIT_ALIASES]  # fmt: skip
+        skipped += _stray_images(root, root)
+    class_names: set[str] = set()
+    for split, folder in (split_dirs or {"train": root}).items():
+        if split_dirs:
+            skipped += _stray_images(folder, root)
+        for class_dir in _visible_dirs(folder):
+            class_names.add(class_dir.name)
+            for path in sorted(class_dir.iterdir()):
+                relative = path.relative_to(root).as_posix()
+                reason = _why_not_an_image(path)
+                label = class_dir.name if not kermany else _kermany_label(class_dir.name, path.name)
+                if reason is None and label is None:
+                    reason = "PNEUMONIA file name names neither bacteria nor virus"
+                if reason is None:
                     records.append(ImageRecord(relative, label, split))
-    else:
-        layout = "class-folders"
-        split_dirs = split_dirs or {"train": root}
-        for split, folder in split_dirs.items():
-            for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-                for path in sorted(class_dir.iterdir()):
-                    relative = path.relative_to(root).as_posix()
-                    if _is_image(path):
-                        records.append(ImageRecord(relative, class_dir.name, split))
-                    else:
-                        skipped.append((relative, "not an image file"))
-        classes = tuple(sorted({record.label for record in records}))
+                else:
+                    skipped.append((relative, reason))
     if not records:
         raise ValueError(
             f"no images found in {root}: expected ROOT/{{train,val,test}}/{{NORMAL,PNEUMONIA}}/*.jpeg "
             f"or ROOT/[split/]CLASS/* with files ending in {', '.join(IMAGE_SUFFIXES)}"
         )
+    layout, classes = ("kermany", KERMANY_CLASSES) if kermany else ("class-folders", tuple(sorted(class_names)))
     return Dataset(root, layout, classes, records, skipped)
 
 
@@ -171,11 +209,32 @@ def patient_of(path: str) -> str:
     return match.group(1).lower() if match else path
 
 
-def _stratified_pick(records: list[ImageRecord], fraction: float, rng: np.random.Generator) -> set[str]:
-    """Paths of a seeded, per-class ``fraction`` of ``records``, whole patients at a time."""
-    by_patient: dict[str, list[ImageRecord]] = {}
+def _groups(records: list[ImageRecord], digests: dict[str, str]) -> dict[str, list[ImageRecord]]:
+    """Records that must land on one side of a split: a patient's images, and copies of one image."""
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        while parent.setdefault(node, node) != node:
+            node = parent[node]
+        return node
+
     for record in sorted(records, key=lambda r: r.path):
-        by_patient.setdefault(patient_of(record.path), []).append(record)
+        patient = find("patient:" + patient_of(record.path))
+        if record.path in digests:
+            copy = find("sha256:" + digests[record.path])
+            if copy != patient:
+                parent[copy] = patient
+    groups: dict[str, list[ImageRecord]] = {}
+    for record in sorted(records, key=lambda r: r.path):
+        groups.setdefault(find("patient:" + patient_of(record.path)), []).append(record)
+    return groups
+
+
+def _stratified_pick(
+    records: list[ImageRecord], fraction: float, rng: np.random.Generator, digests: dict[str, str]
+) -> set[str]:
+    """Paths of a seeded, per-class ``fraction`` of ``records``, whole patients (and image copies) at a time."""
+    by_patient = _groups(records, digests)
     class_sizes = Counter(record.label for record in records)
     targets = {}
     for label, n in class_sizes.items():
@@ -220,7 +279,7 @@ def make_splits(
     records = list(dataset.records)
     notes: list[str] = []
     if not any(r.split == "test" for r in records):
-        test_paths = _stratified_pick([r for r in records if r.split == "train"], test_fraction, rng)
+        test_paths = _stratified_pick([r for r in records if r.split == "train"], test_fraction, rng, dataset.digests)
         records = [replace(r, split="test") if r.path in test_paths else r for r in records]
         notes.append(
             f"test: no test split in the data; {test_fraction:.0%} of train carved, stratified, "
@@ -235,7 +294,7 @@ def make_splits(
         notes.append(f"validation: the dataset's own val split ({official_val} images)")
     else:
         records = [replace(r, split="train") if r.split == "val" else r for r in records]
-        val_paths = _stratified_pick([r for r in records if r.split == "train"], val_fraction, rng)
+        val_paths = _stratified_pick([r for r in records if r.split == "train"], val_fraction, rng, dataset.digests)
         records = [replace(r, split="val") if r.path in val_paths else r for r in records]
         folded = f"; the official val images ({official_val}) joined the pool first" if official_val else ""
         notes.append(

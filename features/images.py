@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,29 @@ from PIL import Image, ImageOps
 # Part of every feature cache key: bump it whenever the pixels this module
 # produces change, so old caches stop matching.
 DECODE_VERSION = "pil-exif-draft-rgb-bilinear-squash-v1"
+
+# What Pillow raises on a file it cannot read: unknown format (UnidentifiedImageError
+# is an OSError), truncated or broken data (OSError, sometimes SyntaxError or
+# ValueError from a plugin), and more pixels than Image.MAX_IMAGE_PIXELS allows.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+class UnreadableImageError(ValueError):
+    """An image file that cannot be decoded; ``reason`` says why, in words."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, Image.DecompressionBombError):
+        return f"too many pixels to decode safely ({error})"
+    text = str(error)
+    if text.startswith("cannot identify image file"):
+        return "not an image Pillow can read (unknown or broken format)"
+    return f"cannot be decoded: {text or type(error).__name__}"
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -27,6 +52,20 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _decode(source, size: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        # A "possible decompression bomb" warning is not news to the user of a 5000 px radiograph.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(source) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (size, size))
+            image = ImageOps.exif_transpose(image)
+            image = _to_rgb(image)
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+
+
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """Read ``path`` as a ``(size, size, 3)`` uint8 RGB array.
 
@@ -35,12 +74,35 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
     resampling, like ``keras.utils.load_img``. Large JPEGs are decoded at a
     reduced scale first (draft mode), which is much faster and still larger
     than the target size.
+
+    Raises:
+        UnreadableImageError: the file is empty, not an image, truncated or broken.
     """
-    with Image.open(path) as image:
-        if image.format == "JPEG":
-            image.draft("RGB", (size, size))
-        image = ImageOps.exif_transpose(image)
-        image = _to_rgb(image)
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+    try:
+        return _decode(path, size)
+    except _DECODE_ERRORS as error:
+        raise UnreadableImageError(path, _reason(error)) from error
+
+
+def inspect_image(data: bytes, name: str = "image") -> tuple[int, int]:
+    """Decode the image in ``data`` completely (at a small scale) and return its ``(width, height)``.
+
+    Every byte of the compressed stream is read, so a truncated or broken file
+    fails here rather than half-way through an extraction.
+
+    Raises:
+        UnreadableImageError: as ``load_image``.
+    """
+    if not data:
+        raise UnreadableImageError(name, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if image.format == "JPEG":
+                    image.draft(image.mode, (32, 32))  # the DCT still reads every block, at 1/8 the work
+                image.load()
+    except _DECODE_ERRORS as error:
+        raise UnreadableImageError(name, _reason(error)) from error
+    return width, height

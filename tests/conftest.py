@@ -58,3 +58,14 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real data not found at {REAL_DATA}")
     return REAL_DATA
+
+
+def run_small_benchmark(root: Path, tmp_path: Path, *extra: str) -> int:
+    """``run_benchmark.main`` on ``root``: MobileNetV2 at 32 px, random weights, 3 epochs, one process."""
+    import run_benchmark
+
+    return run_benchmark.main(
+        ["--data", str(root), "--weights", "none", "--epochs", "3", "--patience", "2", "--no-progress",
+         "--backbones", "MobileNetV2", "--image-size", "32", "--head-workers", "1",
+         "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), *extra]
+    )  # fmt: skip

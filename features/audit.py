@@ -1,0 +1,205 @@
+"""Check every image before any extraction: readable, big enough, and where else it appears.
+
+``audit_images`` decodes each file once (at a small scale, but reading every
+byte), records its size and the SHA-256 of its bytes, and moves every file
+that cannot be used into ``Dataset.skipped`` with its reason. The results are
+remembered per file (size and modification time) under the cache folder, so a
+rerun audits only new or changed files.
+
+``find_leakage`` then uses the content hashes: the same bytes in two splits
+(a test image that is also a training image) or under two labels.
+``check_classes`` stops the run, before any extraction, when a class has no
+usable image left in some split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from features.cache import atomic_write_text, cache_key
+from features.dataset import SPLITS, Dataset
+from features.images import UnreadableImageError, inspect_image
+
+# Bump when what the audit records, or how it decides, changes.
+AUDIT_VERSION = "audit-v1"
+LEAKAGE_POLICIES = ("warn", "drop", "fail")
+
+
+class DatasetError(ValueError):
+    """The data cannot give a meaningful run (a class without usable images, leakage with ``fail``)."""
+
+
+def _check_file(path: Path) -> dict:
+    """Size, content hash and decode result of one file."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return {"sha256": "", "width": 0, "height": 0, "error": f"cannot be read: {error.strerror or error}"}
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        width, height = inspect_image(data, path.name)
+    except UnreadableImageError as error:
+        return {"sha256": digest, "width": 0, "height": 0, "error": error.reason}
+    return {"sha256": digest, "width": width, "height": height, "error": ""}
+
+
+def _stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _memo_path(cache_dir: Path, root: Path) -> Path:
+    return cache_dir / "audit" / f"{cache_key({'root': str(root.resolve())})}.json"
+
+
+def _load_memo(path: Path) -> dict:
+    # A damaged or foreign memo is ignored (and rewritten): it only saves time.
+    try:
+        memo = json.loads(path.read_text(encoding="utf-8"))
+        return memo["files"] if memo.get("version") == AUDIT_VERSION and isinstance(memo["files"], dict) else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def audit_images(
+    dataset: Dataset,
+    *,
+    min_side: int,
+    cache_dir: str | Path | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> Dataset:
+    """Return ``dataset`` with only usable images, their content hashes in ``digests``.
+
+    A file is left out, and listed in ``skipped`` with its reason, when it is
+    empty, not an image, truncated or broken, or when its shorter side is below
+    ``min_side`` pixels (the smallest input the chosen backbones accept).
+    """
+    root = Path(dataset.root)
+    memo_file = _memo_path(Path(cache_dir), root) if cache_dir is not None else None
+    memo = _load_memo(memo_file) if memo_file is not None else {}
+    results: dict[str, dict] = {}
+    todo: list[str] = []
+    for record in dataset.records:
+        stamp = _stamp(root / record.path)
+        known = memo.get(record.path)
+        if isinstance(known, dict) and known.get("stamp") == stamp:
+            results[record.path] = known
+        else:
+            todo.append(record.path)
+    if todo:
+        with (
+            ThreadPoolExecutor(max_workers=workers) as pool,
+            tqdm(total=len(todo), unit="img", desc="check images", disable=not progress) as bar,
+        ):
+            for path, checked in zip(todo, pool.map(lambda p: _check_file(root / p), todo), strict=True):
+                results[path] = dict(checked, stamp=_stamp(root / path))
+                bar.update()
+        if memo_file is not None:
+            memo.update(results)
+            atomic_write_text(memo_file, json.dumps({"version": AUDIT_VERSION, "files": memo}))
+    kept, skipped = [], list(dataset.skipped)
+    for record in dataset.records:
+        result = results[record.path]
+        if result["error"]:
+            skipped.append((record.path, result["error"]))
+        elif min(result["width"], result["height"]) < min_side:
+            skipped.append(
+                (record.path, f"too small: {result['width']}x{result['height']} px, below the {min_side} px "
+                 "minimum input of the chosen backbones (--min-image-side)")
+            )  # fmt: skip
+        else:
+            kept.append(record)
+    digests = {record.path: results[record.path]["sha256"] for record in kept}
+    return replace(dataset, records=kept, skipped=skipped, digests=digests)
+
+
+def find_leakage(dataset: Dataset) -> list[dict]:
+    """Rows for every image whose bytes appear more than once across splits or labels.
+
+    Each row: ``group`` (one per distinct content), ``sha256``, ``split``,
+    ``label``, ``path`` and ``problem`` (which splits or labels the copies span).
+    Copies inside one split with one label are harmless and not listed.
+    """
+    by_digest: dict[str, list] = defaultdict(list)
+    for record in dataset.records:
+        digest = dataset.digests.get(record.path)
+        if digest:
+            by_digest[digest].append(record)
+    rows = []
+    for digest, members in sorted(by_digest.items(), key=lambda item: min(r.path for r in item[1])):
+        splits = sorted({r.split for r in members}, key=SPLITS.index)
+        labels = sorted({r.label for r in members})
+        problems = []
+        if len(splits) > 1:
+            problems.append(f"same image in {' and '.join(splits)}")
+        if len(labels) > 1:
+            problems.append(f"same image labelled {' and '.join(labels)}")
+        if problems:
+            group = len({row["group"] for row in rows}) + 1
+            for record in sorted(members, key=lambda r: (SPLITS.index(r.split), r.path)):
+                rows.append(
+                    {"group": group, "sha256": digest, "split": record.split, "label": record.label,
+                     "path": record.path, "problem": "; ".join(problems)}
+                )  # fmt: skip
+    return rows
+
+
+def flag_leakage(dataset: Dataset, policy: str = "warn") -> Dataset:
+    """Find leakage (``find_leakage``) and apply ``policy``; the rows land in ``dataset.leakage``.
+
+    ``warn`` keeps every image; ``drop`` removes the train and val copies of
+    every image that is also in test, so the test split stays as published;
+    ``fail`` raises ``DatasetError``.
+    """
+    if policy not in LEAKAGE_POLICIES:
+        raise ValueError(f"leakage policy must be one of {', '.join(LEAKAGE_POLICIES)}, not {policy!r}")
+    rows = find_leakage(dataset)
+    if rows and policy == "fail":
+        groups = len({row["group"] for row in rows})
+        raise DatasetError(
+            f"{groups} image(s) appear in more than one split or under more than one label "
+            f"(same bytes), for example {rows[0]['path']} and {rows[1]['path']}; see leakage.csv. "
+            "Remove the copies, or pass --leakage drop (drops the train/val copies) or --leakage warn."
+        )
+    if rows and policy == "drop":
+        in_test = {row["sha256"] for row in rows if row["split"] == "test"}
+        drop = {row["path"] for row in rows if row["split"] != "test" and row["sha256"] in in_test}
+        dataset = replace(
+            dataset,
+            records=[record for record in dataset.records if record.path not in drop],
+            skipped=dataset.skipped + [(path, "same image as a test image (--leakage drop)") for path in sorted(drop)],
+        )
+    return replace(dataset, leakage=rows)
+
+
+def check_classes(dataset: Dataset) -> None:
+    """Raise ``DatasetError`` when a class has no usable image in train, val or test.
+
+    The message gives the per-split counts and how many of that class's files
+    were skipped, so the user sees whether the folder is empty or its images unreadable.
+    """
+    counts = dataset.counts()
+    empty = [(split, label) for split in SPLITS for label in dataset.classes if counts[split][label] == 0]
+    if not empty:
+        return
+    skipped_reasons = Counter(reason for _, reason in dataset.skipped)
+    lines = [f"class {label!r} has no usable image in {split}" for split, label in empty]
+    table = "; ".join(
+        f"{label}: " + ", ".join(f"{split} {counts[split][label]}" for split in SPLITS) for label in dataset.classes
+    )
+    reasons = ", ".join(f"{n}x {reason}" for reason, n in skipped_reasons.most_common(3))
+    raise DatasetError(
+        "; ".join(lines)
+        + f". Usable images per class: {table}. "
+        + (f"{len(dataset.skipped)} files were left out (most common: {reasons}). " if dataset.skipped else "")
+        + f"Check the class folders under {dataset.root} (an empty folder, or only unreadable images), "
+        "or remove the class."
+    )
