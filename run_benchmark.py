@@ -198,9 +198,8 @@ def resolve_data(config: RunConfig) -> tuple[Path, bool]:
     return make_phantom_dataset(root, seed=config.seed), True
 
 
-def prepare_data(config: RunConfig, data_root: Path) -> Dataset:
-    """Scan, check every image, split, and look for leakage; the reports of what was left out are written."""
-    dataset = scan_dataset(data_root)
+def prepare_data(config: RunConfig, dataset: Dataset) -> Dataset:
+    """Check every image of the scanned ``dataset``, split, and look for leakage; write what was left out."""
     dataset = audit_images(dataset, min_side=config.min_side(), cache_dir=config.cache_dir, progress=config.progress)
     dataset = make_splits(
         dataset,
@@ -232,28 +231,33 @@ def report_extraction(extraction: dict[str, ExtractionStats]) -> None:
         print(f"{name}: features from {done}")
 
 
+def _error(message: object, code: int = 2) -> int:
+    print(f"run_benchmark.py: error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, then data -> features -> heads -> selection -> reports."""
     try:
         config = parse_args(argv)
         config.validate()
     except (ValueError, TypeError, OSError) as error:
-        print(f"run_benchmark.py: error: {error}", file=sys.stderr)
-        return 2
+        return _error(error)
     data_root, phantom = resolve_data(config)
     if config.weights is None:
         config.weights = "none" if phantom else "imagenet"
-    Path(config.results_dir).mkdir(parents=True, exist_ok=True)
     try:
-        dataset = prepare_data(config, data_root)
-    except (DatasetError, ValueError, OSError) as error:
-        print(f"run_benchmark.py: error: {error}", file=sys.stderr)
-        return 2
+        dataset = scan_dataset(data_root)
+    except (ValueError, OSError) as error:
+        return _error(error)
     task = config.select_by.partition(".")[0]
     if config.select_by != "val_loss" and task not in binary_tasks(dataset.classes):
-        print(f"run_benchmark.py: error: --select-by task {task!r} is not one of "
-              f"{', '.join(binary_tasks(dataset.classes))}", file=sys.stderr)  # fmt: skip
-        return 2
+        return _error(f"--select-by task {task!r} is not one of {', '.join(binary_tasks(dataset.classes))}")
+    Path(config.results_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        dataset = prepare_data(config, dataset)
+    except (DatasetError, ValueError, OSError) as error:
+        return _error(error)
     print(f"data: {data_root} ({dataset.layout}), weights: {config.weights}")
     print(describe_counts(dataset))
     try:
@@ -262,20 +266,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         sweep = run_sweep(config, dataset, FeatureCache(config.cache_dir))
     except WeightsUnavailableError as error:
-        print(f"run_benchmark.py: error: {error}", file=sys.stderr)
-        return 1
+        return _error(error, 1)
     except UnreadableImageError as error:
-        print(f"run_benchmark.py: error: {error}. The file changed after the image check; "
-              "run the same command again and it will be checked (and skipped) anew.", file=sys.stderr)  # fmt: skip
-        return 1
+        return _error(f"{error}. The file changed after the image check; run the same command again "
+                      "and it will be checked (and skipped) anew.", 1)  # fmt: skip
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(f"run_benchmark.py: error: the disk is full ({error}). Free some space, or point --cache-dir "
-              "and --results-dir at a larger disk, then run the same command again: finished features and "
-              "grid points are kept, and the file being written was removed, never trusted.",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        return _error(f"the disk is full ({error}). Free some space, or point --cache-dir and --results-dir "
+                      "at a larger disk, then run the same command again: finished features and grid points "
+                      "are kept, and the file being written was removed, never trusted.", 1)  # fmt: skip
     report_extraction(sweep.extraction)
     failed = [p for p in sweep.points if p["status"] != "done"]
     for point in failed:
