@@ -10,12 +10,19 @@ rerun audits only new or changed files.
 (a test image that is also a training image) or under two labels.
 ``check_classes`` stops the run, before any extraction, when a class has no
 usable image left in some split.
+
+As a command, it checks a dataset folder without extracting anything::
+
+    python -m features.audit DIR [--min-side PX] [--cache-dir DIR]
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import sys
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -24,7 +31,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from features.cache import atomic_write_text, cache_key
-from features.dataset import SPLITS, Dataset
+from features.dataset import SPLITS, Dataset, describe_counts, make_splits, scan_dataset
 from features.images import UnreadableImageError, inspect_image
 
 # Bump when what the audit records, or how it decides, changes.
@@ -203,3 +210,44 @@ def check_classes(dataset: Dataset) -> None:
         + f"Check the class folders under {dataset.root} (an empty folder, or only unreadable images), "
         "or remove the class."
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Check a dataset folder: counts, files left out and why, leakage; exit 1 if a run would stop."""
+    parser = argparse.ArgumentParser(prog="python -m features.audit", description=main.__doc__)
+    parser.add_argument("data", metavar="DIR", help="dataset folder, Kermany or class-folder layout")
+    parser.add_argument(
+        "--min-side",
+        type=int,
+        default=75,
+        metavar="PX",
+        help="shorter side below which an image is left out (default: 75, InceptionV3's minimum)",
+    )
+    parser.add_argument("--cache-dir", metavar="DIR", help="remember results here, as run_benchmark.py does")
+    args = parser.parse_args(argv)  # fmt: skip
+    started = time.perf_counter()
+    try:
+        dataset = audit_images(scan_dataset(args.data), min_side=args.min_side, cache_dir=args.cache_dir)
+        dataset = make_splits(dataset)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - started
+    rows = find_leakage(dataset)
+    print(f"{dataset.root} ({dataset.layout}): {len(dataset.records)} usable images, checked in {seconds:.1f} s")
+    print(describe_counts(dataset))
+    for reason, n in Counter(reason for _, reason in dataset.skipped).most_common():
+        print(f"left out: {n} x {reason}")
+    print(f"leakage: {len({row['group'] for row in rows})} image(s) in two splits or under two labels")
+    for row in rows:
+        print(f"  {row['group']}: {row['split']} {row['label']} {row['path']} ({row['problem']})")
+    try:
+        check_classes(dataset)
+    except DatasetError as error:
+        print(f"a run would stop: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

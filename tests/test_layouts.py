@@ -149,3 +149,19 @@ def test_copies_inside_train_never_straddle_the_carved_validation(kermany_root: 
         shutil.copyfile(source, normal / f"IM-dup{i}-0001.jpeg")  # another "patient", the same bytes
     dataset = _prepared(kermany_root, seed=seed)
     assert find_leakage(dataset) == []
+
+
+def test_the_audit_command_reports_a_folder_without_running_anything(kermany_root: Path, capsys):
+    from features import audit
+
+    _copy_train_image_to_test(kermany_root)
+    (kermany_root / "train" / "NORMAL" / "IM-0000-9999.jpeg").write_text("not an image")
+    assert audit.main([str(kermany_root), "--min-side", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "left out: 1 x not an image" in out and "leakage: 1 image(s)" in out and "IM-copy-0001" in out
+    for path in (kermany_root / "train" / "PNEUMONIA").glob("*virus*"):
+        path.unlink()
+    for path in (kermany_root / "val" / "PNEUMONIA").glob("*virus*"):
+        path.unlink()
+    assert audit.main([str(kermany_root), "--min-side", "32"]) == 1
+    assert "class 'viral' has no usable image in train" in capsys.readouterr().err
