@@ -172,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     add(g, "--results-dir", "where reports go", metavar="DIR")
     add(g, "--sort-metric", "test metric the leaderboard tables are sorted by", choices=METRICS)
+    add(
+        g,
+        "--target-sensitivity",
+        "operating point: the threshold is chosen on validation to reach this sensitivity, then reported on test",
+        type=float,
+        metavar="S",
+    )
+    add(g, "--bootstrap", "resamples of the test set for 95%% confidence intervals; 0: none", type=int, metavar="N")
     add(g, "--no-progress", "no progress bars", dest="progress", action="store_false", field="progress")
     return p  # fmt: skip
 

@@ -53,6 +53,8 @@ class RunConfig:
     min_image_side: int | None = None
     leakage: str = "warn"
     sort_metric: str = "f1"
+    target_sensitivity: float = 0.95
+    bootstrap: int = 1000
     results_dir: str = "results"
     cache_dir: str = ".cache/features"
     extract_batch_size: int = 32
@@ -109,6 +111,10 @@ class RunConfig:
             (self.class_weight in CLASS_WEIGHTS, f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}"),
             (self.val_source in VAL_SOURCES, f"--val-source must be one of {', '.join(VAL_SOURCES)}"),
             (self.sort_metric in METRICS, f"--sort-metric must be one of {', '.join(METRICS)}"),
+            (0 < self.target_sensitivity <= 1,
+             f"--target-sensitivity must be in (0, 1], not {self.target_sensitivity}"),
+            (self.bootstrap == 0 or self.bootstrap >= 100,
+             f"--bootstrap must be 0 (off) or at least 100 resamples, not {self.bootstrap}"),
         ]  # fmt: skip
         for ok, message in checks:
             if not ok:

@@ -96,11 +96,16 @@ def task_metrics(
     labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...], positives: tuple[str, ...]
 ) -> dict[str, float]:
     """Binary metrics of one task from integer labels and ``(n, n_classes)`` probabilities."""
+    return binary_metrics(*task_decision(labels, probabilities, classes, positives))
+
+
+def task_decision(
+    labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...], positives: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean truth, argmax decision and positive-group score of one task."""
+    y_true, score = task_truth_and_score(labels, probabilities, classes, positives)
     positive_index = [classes.index(name) for name in positives]
-    y_true = np.isin(labels, positive_index)
-    y_pred = np.isin(np.argmax(probabilities, axis=1), positive_index)
-    score = probabilities[:, positive_index].sum(axis=1)
-    return binary_metrics(y_true, y_pred, score)
+    return y_true, np.isin(np.argmax(probabilities, axis=1), positive_index), score
 
 
 def multiclass_confusion(labels: np.ndarray, probabilities: np.ndarray, n_classes: int) -> np.ndarray:
@@ -121,3 +126,122 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, 
         task: task_metrics(labels, probabilities, classes, positives)
         for task, positives in binary_tasks(classes).items()
     }
+
+
+def task_truth_and_score(
+    labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...], positives: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean disease truth and the summed positive-group probability of one task."""
+    positive_index = [classes.index(name) for name in positives]
+    return np.isin(labels, positive_index), probabilities[:, positive_index].sum(axis=1)
+
+
+def threshold_for_sensitivity(y_true: np.ndarray, score: np.ndarray, target: float) -> float:
+    """The highest threshold ``t`` at which ``score >= t`` reaches ``target`` sensitivity on these cases.
+
+    Chosen on validation, then applied unchanged to test. NaN without positive cases.
+    """
+    if not 0 < target <= 1:
+        raise ValueError(f"target sensitivity must be in (0, 1], not {target}")
+    positives = np.sort(np.asarray(score, dtype=np.float64)[np.asarray(y_true, dtype=bool)])[::-1]
+    if len(positives) == 0:
+        return math.nan
+    # The k-th highest positive score lets k positives through; ties only let more through.
+    needed = math.ceil(target * len(positives) - 1e-9)
+    return float(positives[needed - 1])
+
+
+def operating_point(
+    val_truth: np.ndarray, val_score: np.ndarray, test_truth: np.ndarray, test_score: np.ndarray, target: float
+) -> dict[str, float]:
+    """The validation threshold for ``target`` sensitivity and what it gives on validation and test."""
+    threshold = threshold_for_sensitivity(val_truth, val_score, target)
+    val = binary_metrics(val_truth, np.asarray(val_score) >= threshold, val_score)
+    test = binary_metrics(test_truth, np.asarray(test_score) >= threshold, test_score)
+    return {
+        "target_sensitivity": target,
+        "threshold": threshold,
+        "val_sensitivity": val["sensitivity"],
+        "val_specificity": val["specificity"],
+        **{f"test_{name}": test[name] for name in ("sensitivity", "specificity", "precision", "tp", "fn", "fp", "tn")},
+    }
+
+
+def _rank_auc(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC AUC of each row of ``scores`` (same truth per row, which may itself be 2-D)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores, axis=-1)  # ties get their average rank, so they count one half
+    n_pos = y_true.sum(axis=-1)
+    n_neg = y_true.shape[-1] - n_pos
+    u_statistic = (ranks * y_true).sum(axis=-1) - n_pos * (n_pos + 1) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u_statistic / (n_pos * n_neg), np.nan)
+
+
+def bootstrap_intervals(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    score: np.ndarray,
+    *,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap confidence interval of every metric in ``METRICS``.
+
+    The test images are resampled with replacement ``resamples`` times; a
+    resample where a metric is undefined (no positive case, say) is left out of
+    that metric's interval.
+    """
+    y_true = np.asarray(y_true, dtype=bool)
+    y_pred = np.asarray(y_pred, dtype=bool)
+    score = np.asarray(score, dtype=np.float64)
+    index = np.random.default_rng(seed).integers(0, len(y_true), size=(resamples, len(y_true)))
+    truth, pred = y_true[index], y_pred[index]
+    tp = (truth & pred).sum(axis=1).astype(np.float64)
+    fn = (truth & ~pred).sum(axis=1).astype(np.float64)
+    fp = (~truth & pred).sum(axis=1).astype(np.float64)
+    tn = (~truth & ~pred).sum(axis=1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = {
+            "accuracy": (tp + tn) / (tp + fn + fp + tn),
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "precision": tp / (tp + fp),
+            "f1": 2 * tp / (2 * tp + fp + fn),
+            "auc": _rank_auc(truth, score[index]),
+        }
+    tail = (1 - level) / 2 * 100
+    intervals = {}
+    for name, samples in values.items():
+        samples = samples[np.isfinite(samples)]
+        low, high = np.percentile(samples, [tail, 100 - tail]) if len(samples) else (math.nan, math.nan)
+        intervals[name] = (float(low), float(high))
+    return intervals
+
+
+def reliability_bins(y_true: np.ndarray, score: np.ndarray, n_bins: int = 10) -> dict[str, np.ndarray]:
+    """Equal-width bins of predicted probability: ``count``, mean ``confidence`` and observed ``frequency``.
+
+    Empty bins have NaN confidence and frequency.
+    """
+    y_true = np.asarray(y_true, dtype=np.float64)
+    score = np.clip(np.asarray(score, dtype=np.float64), 0.0, 1.0)
+    # Bins are (lo, hi], the first one [0, 0.1]: a probability of exactly 1 lands in the last bin.
+    which = np.clip(np.ceil(score * n_bins).astype(int) - 1, 0, n_bins - 1)
+    count = np.bincount(which, minlength=n_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(which, weights=score, minlength=n_bins) / count
+        frequency = np.bincount(which, weights=y_true, minlength=n_bins) / count
+    return {"count": count, "confidence": confidence, "frequency": frequency, "edges": np.linspace(0, 1, n_bins + 1)}
+
+
+def expected_calibration_error(y_true: np.ndarray, score: np.ndarray, n_bins: int = 10) -> float:
+    """ECE: the count-weighted mean gap between predicted probability and observed frequency per bin."""
+    bins = reliability_bins(y_true, score, n_bins)
+    filled = bins["count"] > 0
+    if not filled.any():
+        return math.nan
+    gaps = np.abs(bins["confidence"][filled] - bins["frequency"][filled])
+    return float(np.sum(bins["count"][filled] * gaps) / bins["count"].sum())

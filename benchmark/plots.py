@@ -29,6 +29,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from benchmark.metrics import expected_calibration_error, reliability_bins  # noqa: E402
+
 DPI = 110
 # Okabe & Ito (2008), "Color Universal Design": black moved last so it is not the first curve.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -387,6 +389,46 @@ def plot_roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: P
         ax.set_aspect("equal")
         ax.set_xlabel("False positive rate (1 − specificity)")
         ax.set_ylabel("True positive rate (sensitivity)")
+        ax.set_title(title, fontsize=12)
+        ax.grid(True, alpha=0.3)
+    except BaseException:
+        plt.close(fig)
+        raise
+    return _save(fig, path)
+
+
+def plot_reliability(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str, n_bins: int = 10
+) -> Path:
+    """Reliability diagram: observed frequency against mean predicted probability per bin, one line per
+    model, each labelled with its expected calibration error; returns ``path``.
+
+    ``curves`` maps a label to ``(y_true, score)``, as for ``plot_roc_curves``. Empty bins are not drawn.
+    """
+    names = list(curves)
+    colours = _palette(min(len(names), len(OKABE_ITO)))
+    fig, ax = plt.subplots(figsize=(7.2, 6.4), layout="constrained")
+    try:
+        ax.plot([0, 1], [0, 1], ":", color="0.5", lw=1.2, label="perfectly calibrated")
+        for i, name in enumerate(names):
+            y_true, score = (np.asarray(v, dtype=np.float64) for v in curves[name])
+            bins = reliability_bins(y_true, score, n_bins)
+            filled = bins["count"] > 0
+            ece = expected_calibration_error(y_true, score, n_bins)
+            ax.plot(
+                bins["confidence"][filled],
+                bins["frequency"][filled],
+                "o-",
+                color=colours[i % len(colours)] if colours else None,
+                lw=1.8,
+                label=f"{name} (ECE {ece:.3f})",
+            )
+        ax.legend(loc="upper left", fontsize=9, framealpha=0.95)
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_aspect("equal")
+        ax.set_xlabel("Mean predicted probability of the positive class (per bin)")
+        ax.set_ylabel("Observed frequency of the positive class")
         ax.set_title(title, fontsize=12)
         ax.grid(True, alpha=0.3)
     except BaseException:

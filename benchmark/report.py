@@ -10,8 +10,24 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from benchmark.metrics import binary_tasks, evaluate, multiclass_accuracy, multiclass_confusion
-from benchmark.plots import plot_confusion_matrix, plot_metric_bars, plot_roc_curves, plot_training_curves
+from benchmark.metrics import (
+    binary_tasks,
+    bootstrap_intervals,
+    evaluate,
+    expected_calibration_error,
+    multiclass_accuracy,
+    multiclass_confusion,
+    operating_point,
+    task_decision,
+    task_truth_and_score,
+)
+from benchmark.plots import (
+    plot_confusion_matrix,
+    plot_metric_bars,
+    plot_reliability,
+    plot_roc_curves,
+    plot_training_curves,
+)
 from benchmark.sweep import HeadResult, SweepResult, grid_rows
 from features.cache import atomic_write_text
 from features.dataset import Dataset
@@ -31,8 +47,29 @@ def _head_columns(result: HeadResult) -> dict:
     }
 
 
+def test_quality(result: HeadResult, dataset: Dataset, task: str, config: dict) -> dict:
+    """Bootstrap intervals, calibration and the validation-chosen operating point of one head on one task."""
+    positives = binary_tasks(dataset.classes)[task]
+    test_truth, decision, test_score = task_decision(
+        dataset.labels("test"), result.probabilities["test"], dataset.classes, positives
+    )
+    val_truth, val_score = task_truth_and_score(
+        dataset.labels("val"), result.probabilities["val"], dataset.classes, positives
+    )
+    columns = {"ece": expected_calibration_error(test_truth, test_score)}
+    if config["bootstrap"]:
+        intervals = bootstrap_intervals(
+            test_truth, decision, test_score, resamples=config["bootstrap"], seed=config["seed"]
+        )
+        for metric, (low, high) in intervals.items():
+            columns[f"{metric}_ci_low"], columns[f"{metric}_ci_high"] = low, high
+    point = operating_point(val_truth, val_score, test_truth, test_score, config["target_sensitivity"])
+    return columns | {f"op_{name}": value for name, value in point.items()}
+
+
 def leaderboard_rows(results: list[HeadResult], dataset: Dataset, run_info: dict) -> list[dict]:
-    """One flat row per head and task, with the test metrics, the settings and the versions."""
+    """One flat row per head and task: test metrics with bootstrap intervals, calibration, the
+    operating point, the settings and the versions."""
     labels = dataset.labels("test")
     rows = []
     for result in results:
@@ -45,6 +82,7 @@ def leaderboard_rows(results: list[HeadResult], dataset: Dataset, run_info: dict
                     "task": task,
                     "positive": "+".join(binary_tasks(dataset.classes)[task]),
                     **metrics,
+                    **test_quality(result, dataset, task, run_info["config"]),
                     "n_test": len(labels),
                     "multiclass_accuracy": three_class,
                     "best_epoch": result.best_epoch,
@@ -124,6 +162,15 @@ def _mean_std(values: pd.Series) -> str:
     return f"{values.mean():.3f} ± {values.std(ddof=0):.3f}"
 
 
+def _cell(members: pd.DataFrame, metric: str) -> str:
+    """Mean ± std over seeds; with one seed, the value and its bootstrap 95% interval."""
+    text = _mean_std(members[metric])
+    low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+    if len(members) == 1 and low in members and not math.isnan(members[low].iloc[0]):
+        text += f" ({members[low].iloc[0]:.2f}–{members[high].iloc[0]:.2f})"
+    return text
+
+
 def _summary(frame: pd.DataFrame, sort_metric: str) -> pd.DataFrame:
     """Test metrics per selected grid point, mean and standard deviation over its seeds."""
     keys = ["backbone", "image_size", "lr", "dropout", "lr_schedule"]
@@ -133,6 +180,50 @@ def _summary(frame: pd.DataFrame, sort_metric: str) -> pd.DataFrame:
     for metric in METRIC_COLUMNS:
         summary[f"{metric}_std"] = grouped[metric].std(ddof=0).to_numpy()
     return summary.sort_values([sort_metric, "sensitivity"], ascending=False)
+
+
+def _operating_point_section(frame: pd.DataFrame, dataset: Dataset, config: dict) -> list[str]:
+    target = config["target_sensitivity"]
+    out = [
+        f"## Operating points: sensitivity {target:g} chosen on validation",
+        "",
+        "A missed disease costs more than a false alarm, so besides the argmax decision each selected head "
+        f"gets a threshold on its positive-class probability: the highest one that reaches sensitivity {target:g} "
+        "on the **validation** split. It is applied unchanged to test, which shows whether the sensitivity "
+        "holds and what specificity it costs. Mean ± std over seeds.",
+        "",
+    ]
+    columns = ["op_threshold", "op_val_sensitivity", "op_val_specificity", "op_test_sensitivity",
+               "op_test_specificity", "op_test_precision"]  # fmt: skip
+    for task in binary_tasks(dataset.classes):
+        rows = frame[frame["task"] == task]
+        body = [
+            [backbone, *[_mean_std(members[c]) for c in columns],
+             "/".join(str(int(members[f"op_test_{n}"].sum())) for n in ("tp", "fn", "fp", "tn"))]
+            for backbone, members in rows.groupby("backbone", sort=False)
+        ]  # fmt: skip
+        headers = ["backbone", "threshold", "val sens", "val spec", "test sens", "test spec", "test precision",
+                   "test TP/FN/FP/TN"]  # fmt: skip
+        out += [f"### {task}", "", tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True), ""]
+    return out
+
+
+def _calibration_section(frame: pd.DataFrame, dataset: Dataset, plots: dict[str, str]) -> list[str]:
+    tasks = list(binary_tasks(dataset.classes))
+    body = [
+        [backbone, *[_mean_std(members[members["task"] == task]["ece"]) for task in tasks]]
+        for backbone, members in frame.groupby("backbone", sort=False)
+    ]
+    out = [
+        "## Calibration (test)",
+        "",
+        "Expected calibration error of each task's positive-class probability: the count-weighted mean gap "
+        "between predicted probability and observed frequency over 10 equal-width bins (0 is perfect).",
+        "",
+        tabulate(body, headers=["backbone", *[f"ECE {t}" for t in tasks]], tablefmt="pipe", disable_numparse=True),
+        "",
+    ]
+    return out + [f"![{title}]({path})" for title, path in plots.items() if title.startswith("Reliability")] + [""]
 
 
 def leaderboard_markdown(
@@ -177,7 +268,8 @@ def leaderboard_markdown(
         "then predicted on the test split, once, for the tables below. A binary decision is the "
         "multi-class argmax mapped onto the task; AUC uses the summed probability of the positive classes. "
         f"Tables are sorted by test **{sort_metric}** (ties: sensitivity); with several seeds a cell is "
-        "mean ± standard deviation.",
+        "mean ± standard deviation, with one seed it is the value and its 95% bootstrap confidence interval "
+        f"({config['bootstrap']} resamples of the test images; every seed's intervals are in `leaderboard.csv`).",
         "",
         "## Best per backbone: test results per task",
         "",
@@ -190,7 +282,7 @@ def leaderboard_markdown(
             members = frame[(frame["task"] == task) & (frame["backbone"] == row.backbone)]
             body.append(
                 [rank, row.backbone, row.image_size, _fmt(row.lr), _fmt(row.dropout), row.lr_schedule, row.seeds]
-                + [_mean_std(members[m]) for m in METRIC_COLUMNS]
+                + [_cell(members, m) for m in METRIC_COLUMNS]
             )
         out += [
             f"### {task} (positive: {' + '.join(positives)})",
@@ -203,8 +295,11 @@ def leaderboard_markdown(
             ),
             "",
         ]
+    out += _operating_point_section(frame, dataset, config)
+    out += _calibration_section(frame, dataset, plots)
     if plots:
-        out += ["## Plots", ""] + [f"![{title}]({path})" for title, path in plots.items()] + [""]
+        shown = [f"![{title}]({path})" for title, path in plots.items() if not title.startswith("Reliability")]
+        out += ["## Plots", "", *shown, ""]
     out += ["## Confusion matrices of the selected heads (test, summed over seeds)", "",
             "Rows: true class; columns: argmax class.", ""]  # fmt: skip
     labels = dataset.labels("test")
@@ -312,6 +407,8 @@ def _plots(results_dir: Path, rows: list[dict], sweep: SweepResult, dataset: Dat
         }
         plot_roc_curves(curves, folder / f"roc_{task}.png", title=f"ROC, {task} (test, first seed)")
         made[f"ROC {task}"] = f"plots/roc_{task}.png"
+        plot_reliability(curves, folder / f"reliability_{task}.png", title=f"Reliability, {task} (test, first seed)")
+        made[f"Reliability {task}"] = f"plots/reliability_{task}.png"
     for name, winner in first.items():
         matrix = multiclass_confusion(labels, winner.probabilities["test"], len(dataset.classes))
         plot_confusion_matrix(matrix, dataset.classes, folder / f"confusion_{name}.png", title=f"{name} (test)")

@@ -351,7 +351,7 @@ def _select_and_test(
                 continue
             folder = heads_dir / point["point_id"]
             model = load_head(folder / "best.keras")
-            test = features_of[(point["backbone"], point["image_size"])]["test"]
+            features = features_of[(point["backbone"], point["image_size"])]
             winners.append(
                 HeadResult(
                     backbone=point["backbone"],
@@ -363,7 +363,10 @@ def _select_and_test(
                     epochs_run=point["epochs_run"],
                     best_val_loss=point["val_loss"],
                     history=_read_history(folder / HISTORY),
-                    probabilities={"test": model.predict(test, batch_size=4096, verbose=0)},
+                    # Validation probabilities pick the operating threshold; test ones are reported.
+                    probabilities={
+                        split: model.predict(features[split], batch_size=4096, verbose=0) for split in ("val", "test")
+                    },
                 )
             )
     return winners

@@ -1,4 +1,4 @@
-"""Recompute every number of leaderboard.csv from predictions.csv with scikit-learn.
+"""Recompute the metrics of leaderboard.csv (argmax and operating point) from predictions.csv with scikit-learn.
 
     python -m benchmark.verify results/
 
@@ -37,6 +37,21 @@ def sklearn_metrics(y_true: np.ndarray, y_pred: np.ndarray, score: np.ndarray) -
     }
 
 
+def _check_operating_point(row, y_true: np.ndarray, score: np.ndarray) -> list[str]:
+    """The test counts and ratios at the validation-chosen threshold, recomputed."""
+    threshold = getattr(row, "op_threshold", math.nan)
+    # A test score within rounding of the threshold could fall either side once written to CSV.
+    if math.isnan(threshold) or np.any(np.abs(score - threshold) < 1e-6):
+        return []
+    expected = sklearn_metrics(y_true, score >= threshold, score)
+    problems = []
+    for metric in ("sensitivity", "specificity", "precision", "tp", "fn", "fp", "tn"):
+        got, value = getattr(row, f"op_test_{metric}"), expected[metric]
+        if not ((math.isnan(value) and math.isnan(got)) or abs(float(got) - float(value)) <= TOLERANCE):
+            problems.append(f"{row.head_id} {row.task} op_test_{metric}: leaderboard {got}, scikit-learn {value}")
+    return problems
+
+
 def verify(results_dir: Path) -> list[str]:
     """Differences between leaderboard.csv and scikit-learn on predictions.csv (empty if none)."""
     board = pd.read_csv(results_dir / "leaderboard.csv")
@@ -58,6 +73,7 @@ def verify(results_dir: Path) -> list[str]:
             same = (math.isnan(value) and math.isnan(got)) or abs(float(got) - float(value)) <= TOLERANCE
             if not same:
                 problems.append(f"{row.head_id} {row.task} {metric}: leaderboard {got}, scikit-learn {value}")
+        problems += _check_operating_point(row, y_true, score)
         three_class = accuracy_score(head["label"], argmax)
         if abs(three_class - row.multiclass_accuracy) > TOLERANCE:
             problems.append(f"{row.head_id} multiclass_accuracy: {row.multiclass_accuracy} vs {three_class}")

@@ -143,3 +143,23 @@ def test_real_data_subset_end_to_end(real_data: Path, tmp_path: Path):
     assert verify(tmp_path / "results") == []
     predictions = pd.read_csv(tmp_path / "results" / "predictions.csv")
     assert len(predictions) == 3 * 8 and predictions["path"].str.startswith("test/").all()
+
+
+def test_operating_points_intervals_and_calibration_are_reported(kermany_root: Path, tmp_path: Path):
+    assert _run(kermany_root, tmp_path, "--backbones", "MobileNetV2", "--image-size", "32",
+                "--target-sensitivity", "0.9", "--bootstrap", "200") == 0  # fmt: skip
+    board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
+    for metric in ("sensitivity", "specificity", "accuracy", "f1", "auc"):
+        defined = board[board[metric].notna()]
+        assert (defined[f"{metric}_ci_low"] <= defined[metric] + 1e-12).all()
+        assert (defined[metric] <= defined[f"{metric}_ci_high"] + 1e-12).all()
+    assert (board["op_target_sensitivity"] == 0.9).all() and (board["op_val_sensitivity"] >= 0.9).all()
+    assert board["ece"].between(0, 1).all()
+    markdown = (tmp_path / "results" / "leaderboard.md").read_text()
+    assert "## Operating points: sensitivity 0.9 chosen on validation" in markdown
+    assert "## Calibration (test)" in markdown and "200 resamples" in markdown
+    assert (tmp_path / "results" / "plots" / "reliability_normal_vs_pneumonia.png").stat().st_size > 1000
+    assert verify(tmp_path / "results") == []
+    board.loc[0, "op_test_tp"] += 1  # a wrong count must be caught
+    board.to_csv(tmp_path / "results" / "leaderboard.csv", index=False)
+    assert any("op_test_tp" in problem for problem in verify(tmp_path / "results"))

@@ -258,3 +258,12 @@ def test_error_while_drawing_closes_the_figure(tmp_path):
         plots.plot_training_curves({"a": {"loss": ["not", "a", "number"], "val_loss": [1, 2, 3]}}, tmp_path / "x.png")
     assert len(plt.get_fignums()) == before
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reliability_png_one_line_per_model(tmp_path):
+    rng = np.random.default_rng(0)
+    score = rng.random(300)
+    curves = {"calibrated": (rng.random(300) < score, score), "overconfident": (rng.random(300) < 0.5, score)}
+    path = plots.plot_reliability(curves, tmp_path / "reliability.png", title="Reliability")
+    assert path.stat().st_size > 1000
+    assert plt.get_fignums() == []

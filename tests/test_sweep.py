@@ -110,6 +110,9 @@ def test_selection_ignores_the_test_labels(kermany_root: Path, tmp_path: Path):
     keys = ["backbone", "image_size", "lr", "dropout", "lr_schedule"]
     chosen = [pd.read_csv(tmp_path / n / "leaderboard.csv")[keys].drop_duplicates() for n in ("original", "shuffled")]
     pd.testing.assert_frame_equal(chosen[0].reset_index(drop=True), chosen[1].reset_index(drop=True))
+    # The operating threshold is chosen on validation too: the test labels cannot move it.
+    thresholds = [pd.read_csv(tmp_path / n / "leaderboard.csv")["op_threshold"] for n in ("original", "shuffled")]
+    pd.testing.assert_series_equal(thresholds[0], thresholds[1])
     test_scores = [pd.read_csv(tmp_path / n / "leaderboard.csv")["auc"] for n in ("original", "shuffled")]
     assert not np.allclose(test_scores[0], test_scores[1])  # the test labels did change
     assert verify(tmp_path / "shuffled") == []
