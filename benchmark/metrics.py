@@ -24,15 +24,20 @@ def binary_tasks(classes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     """Task name -> positive classes.
 
     The Kermany tasks for normal / bacterial / viral; ``normal_vs_X`` for two
-    classes one of which is normal; else one-vs-rest per class.
+    classes one of which is normal; else one-vs-rest per class. A normal class
+    among three or more is the rest of a ``normal_vs_disease`` task whose
+    positive group is every other class: disease is always the positive side.
     """
     if set(classes) == {"normal", "bacterial", "viral"}:
         return dict(KERMANY_TASKS)
     lowered = [name.lower() for name in classes]
-    if len(classes) == 2 and "normal" in lowered:
-        other = classes[1 - lowered.index("normal")]
-        return {f"normal_vs_{other.lower()}": (other,)}
-    return {f"{name}_vs_rest": (name,) for name in classes}
+    if "normal" not in lowered:
+        return {f"{name}_vs_rest": (name,) for name in classes}
+    normal = classes[lowered.index("normal")]
+    diseases = tuple(name for name in classes if name != normal)
+    if len(diseases) == 1:
+        return {f"normal_vs_{diseases[0].lower()}": diseases}
+    return {"normal_vs_disease": diseases} | {f"{name}_vs_rest": (name,) for name in diseases}
 
 
 def _ratio(numerator: float, denominator: float) -> float:

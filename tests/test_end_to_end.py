@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -163,3 +164,27 @@ def test_operating_points_intervals_and_calibration_are_reported(kermany_root: P
     board.loc[0, "op_test_tp"] += 1  # a wrong count must be caught
     board.to_csv(tmp_path / "results" / "leaderboard.csv", index=False)
     assert any("op_test_tp" in problem for problem in verify(tmp_path / "results"))
+
+
+def test_a_four_class_folder_dataset_gets_one_vs_rest_tasks(tmp_path: Path):
+    from conftest import write_image
+
+    from benchmark.metrics import binary_tasks
+
+    rng = np.random.default_rng(0)
+    looks = {"COVID19": "viral", "NORMAL": "normal", "PNEUMONIA": "bacterial", "TUBERCULOSIS": "bacterial"}
+    for name, look in looks.items():
+        for i in range(15):
+            write_image(tmp_path / "data" / name / f"{name.lower()}-{i:03d}.png", look, rng)
+    assert _run(tmp_path / "data", tmp_path, "--backbones", "MobileNetV2", "--image-size", "32") == 0
+    board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
+    tasks = binary_tasks(tuple(looks))
+    assert list(dict.fromkeys(board["task"])) == list(tasks)
+    assert tasks["normal_vs_disease"] == ("COVID19", "PNEUMONIA", "TUBERCULOSIS")
+    assert {"COVID19_vs_rest", "PNEUMONIA_vs_rest", "TUBERCULOSIS_vs_rest"} <= set(tasks)
+    predictions = pd.read_csv(tmp_path / "results" / "predictions.csv")
+    assert {f"p_{name}" for name in looks} <= set(predictions.columns)
+    assert verify(tmp_path / "results") == []
+    markdown = (tmp_path / "results" / "leaderboard.md").read_text()
+    assert "### normal_vs_disease (positive: COVID19 + PNEUMONIA + TUBERCULOSIS)" in markdown
+    assert (tmp_path / "results" / "plots" / "confusion_MobileNetV2.png").is_file()

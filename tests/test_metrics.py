@@ -102,10 +102,12 @@ def test_tasks_for_kermany_and_other_datasets():
         "viral_vs_rest": ("viral",),
     }
     assert binary_tasks(("covid", "normal", "pneumonia")) == {
+        "normal_vs_disease": ("covid", "pneumonia"),
         "covid_vs_rest": ("covid",),
-        "normal_vs_rest": ("normal",),
         "pneumonia_vs_rest": ("pneumonia",),
     }
+    six = ("atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule")
+    assert binary_tasks(six) == {f"{name}_vs_rest": (name,) for name in six}
     assert binary_tasks(("NORMAL", "PNEUMONIA")) == {"normal_vs_pneumonia": ("PNEUMONIA",)}
     assert set(evaluate(np.array([0, 1, 2]), np.eye(3), CLASSES)) == set(binary_tasks(CLASSES))
 
