@@ -291,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     run_info = {
         "config": config.as_dict(),
         "phantom": phantom,
+        "classes": list(dataset.classes),
         "git": provenance.git_revision(),
         "versions": provenance.versions(),
         "machine": provenance.machine(),

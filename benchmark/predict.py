@@ -1,0 +1,275 @@
+"""One image's answer with a picture of why: the best saved backbone + head of a run.
+
+    python -m benchmark.predict RESULTS_DIR IMAGE_OR_FOLDER [--backbone NAME] [--out DIR]
+
+Prints each image's class probabilities (and, for the first task, whether the
+disease probability passes the run's validation-chosen operating threshold)
+and writes one heatmap overlay PNG per image plus ``predictions.csv`` into
+``--out``.
+
+The heatmap is Grad-CAM. For a GlobalAveragePooling -> [Standardize] ->
+Dropout -> Dense head the gradient of a class logit with respect to the last
+feature map is the same at every position: ``W[k, c] / (std[k] * H * W)``.
+So Grad-CAM is computed exactly from the head's weights, with no automatic
+differentiation, on every Keras backend. ``--method occlusion`` instead
+greys out patches and records how much the class probability drops. It needs
+forward passes only, so it works for any model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, resolve_weights  # noqa: E402
+from benchmark.heads import load_head  # noqa: E402
+from features.dataset import IMAGE_SUFFIXES  # noqa: E402
+from features.images import UnreadableImageError, load_image  # noqa: E402
+
+METHODS = ("gradcam", "occlusion")
+
+
+@dataclass
+class Predictor:
+    """A backbone that returns its last feature map and pooled features, and the head on top."""
+
+    spec: BackboneSpec
+    image_size: int
+    classes: tuple[str, ...]
+    backbone: keras.Model
+    head: keras.Model
+    head_id: str
+    description: str
+
+    def features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(feature maps (n, h, w, k), pooled (n, k))`` of uint8 RGB ``images``."""
+        feature_map, pooled = self.backbone.predict_on_batch(self.spec.preprocess(images.astype(np.float32)))
+        return keras.ops.convert_to_numpy(feature_map), keras.ops.convert_to_numpy(pooled)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """``(n, n_classes)`` class probabilities of uint8 RGB ``images``."""
+        return keras.ops.convert_to_numpy(self.head.predict_on_batch(self.features(images)[1]))
+
+    def gradcam(self, image: np.ndarray, class_index: int) -> np.ndarray:
+        """Grad-CAM of ``class_index``'s logit on the last feature map, in [0, 1], shape ``(h, w)``."""
+        feature_map, _ = self.features(image[None])
+        return gradcam_from_head(feature_map[0], self.head, class_index)
+
+    def occlusion(self, image: np.ndarray, class_index: int, patch: int | None = None, batch: int = 32) -> np.ndarray:
+        """Drop in ``class_index``'s probability when each patch is greyed out, in [0, 1]."""
+        size = image.shape[0]
+        patch = patch or max(size // 7, 4)
+        stride = max(patch // 2, 1)
+        starts = list(range(0, size - patch + 1, stride))
+        base = self.probabilities(image[None])[0, class_index]
+        occluded = []
+        for top in starts:
+            for left in starts:
+                copy = image.copy()
+                copy[top : top + patch, left : left + patch] = 128
+                occluded.append(copy)
+        drops = np.concatenate(
+            [base - self.probabilities(np.stack(occluded[i : i + batch]))[:, class_index]
+             for i in range(0, len(occluded), batch)]
+        )  # fmt: skip
+        heat = np.zeros((size, size))
+        hits = np.zeros((size, size))
+        for (top, left), drop in zip([(t, s) for t in starts for s in starts], drops, strict=True):
+            heat[top : top + patch, left : left + patch] += drop
+            hits[top : top + patch, left : left + patch] += 1
+        heat = np.maximum(heat / np.maximum(hits, 1), 0)
+        return heat / heat.max() if heat.max() > 0 else heat
+
+
+def gradcam_from_head(feature_map: np.ndarray, head: keras.Model, class_index: int) -> np.ndarray:
+    """Grad-CAM of a GlobalAveragePooling -> [Standardize] -> Dropout -> Dense head, exactly.
+
+    The class logit is ``sum_k W[k, c] * (mean_ij A[i, j, k] - mu[k]) / s[k] + b[c]``, so its gradient
+    with respect to ``A[i, j, k]`` is ``W[k, c] / (s[k] * h * w)`` everywhere: Grad-CAM's channel
+    weights. The map is ``ReLU(sum_k weight[k] * A[:, :, k])``, scaled to [0, 1].
+    """
+    dense = [layer for layer in head.layers if isinstance(layer, keras.layers.Dense)][-1]
+    kernel = keras.ops.convert_to_numpy(dense.kernel)[:, class_index].astype(np.float64)
+    std = np.ones_like(kernel)
+    for layer in head.layers:
+        if hasattr(layer, "std_values"):
+            std = np.asarray(layer.std_values, dtype=np.float64)
+    height, width = feature_map.shape[:2]
+    weights = kernel / (std * height * width)
+    cam = np.maximum(np.tensordot(feature_map.astype(np.float64), weights, axes=([2], [0])), 0)
+    return cam / cam.max() if cam.max() > 0 else cam
+
+
+def _classes(results_dir: Path, run: dict) -> tuple[str, ...]:
+    if "classes" in run:
+        return tuple(run["classes"])
+    header = pd.read_csv(results_dir / "predictions.csv", nrows=0).columns
+    return tuple(column[2:] for column in header if column.startswith("p_"))
+
+
+def choose_head(results_dir: Path, backbone: str | None = None) -> pd.Series:
+    """The leaderboard row of the best selected head: by the run's validation selection score, first seed.
+
+    Never by a test score: the choice is the same whatever the test split says.
+    """
+    board = pd.read_csv(results_dir / "leaderboard.csv")
+    grid = pd.read_csv(results_dir / "grid.csv")
+    keys = ["backbone", "image_size", "lr", "dropout", "lr_schedule"]
+    heads = board.drop_duplicates("head_id").merge(grid[[*keys, "selection_score"]], on=keys, how="left")
+    if backbone is not None:
+        name = get_backbone(backbone).name
+        heads = heads[heads["backbone"] == name]
+        if heads.empty:
+            raise ValueError(f"{results_dir} has no selected head for {name}; it has {', '.join(board['backbone'])}")
+    best = heads.sort_values(["selection_score", "seed"], ascending=[False, True], kind="mergesort").iloc[0]
+    return best
+
+
+def load_predictor(results_dir: str | Path, backbone: str | None = None, weights: str | None = None) -> Predictor:
+    """Rebuild the best backbone of a run (same weights and seed as its features) with its saved head."""
+    results_dir = Path(results_dir)
+    run = json.loads((results_dir / "run.json").read_text(encoding="utf-8"))
+    row = choose_head(results_dir, backbone)
+    spec = get_backbone(row["backbone"])
+    size = int(row["image_size"])
+    config = run["config"]
+    source = resolve_weights(spec, weights or config["weights"], size, seed=int(config["seed"]))
+    pooled_model = build_backbone(spec, size, source, seed=int(config["seed"]), precision=config["precision"])
+    pooling = pooled_model.layers[-1]
+    if not isinstance(pooling, keras.layers.GlobalAveragePooling2D):
+        raise ValueError(f"{spec.name}: the last layer is {type(pooling).__name__}, not GlobalAveragePooling2D")
+    backbone_model = keras.Model(pooled_model.inputs, [pooling.input, pooled_model.outputs[0]])
+    head = load_head(results_dir / "heads" / row["head_id"] / "best.keras")
+    description = (
+        f"{spec.name} {size} px, lr {row['lr']:g}, dropout {row['dropout']:g}, seed {row['seed']}, "
+        f"weights {source.identity}"
+    )
+    return Predictor(spec, size, _classes(results_dir, run), backbone_model, head, row["head_id"], description)
+
+
+def operating_threshold(results_dir: Path, head_id: str) -> tuple[str, str, float] | None:
+    """``(task, positive classes, threshold)`` of the first task of ``head_id``, chosen on validation."""
+    board = pd.read_csv(results_dir / "leaderboard.csv")
+    rows = board[board["head_id"] == head_id]
+    if rows.empty or "op_threshold" not in rows or math.isnan(rows["op_threshold"].iloc[0]):
+        return None
+    first = rows.iloc[0]
+    return first["task"], first["positive"], float(first["op_threshold"])
+
+
+def overlay_png(image: np.ndarray, heat: np.ndarray, path: Path, title: str) -> Path:
+    """The image with ``heat`` (any resolution, [0, 1]) upsampled over it in the jet colour map."""
+    from PIL import Image
+
+    size = image.shape[0]
+    upsampled = np.asarray(
+        Image.fromarray((heat * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR), np.float64
+    ) / 255.0  # fmt: skip
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.6), layout="constrained")
+    try:
+        axes[0].imshow(image)
+        axes[0].set_title("input", fontsize=10)
+        axes[1].imshow(image)
+        shown = axes[1].imshow(upsampled, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        axes[1].set_title("heatmap", fontsize=10)
+        for axis in axes:
+            axis.axis("off")
+        fig.colorbar(shown, ax=axes[1], fraction=0.046, label="relevance")
+        fig.suptitle(title, fontsize=10)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def image_paths(target: Path) -> list[Path]:
+    """``target`` itself, or every image file under the folder ``target``, sorted."""
+    if target.is_file():
+        return [target]
+    if not target.is_dir():
+        raise FileNotFoundError(f"{target} is neither an image file nor a folder")
+    return sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: probabilities and a heatmap overlay per image."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("results_dir", type=Path, metavar="RESULTS_DIR", help="a run's --results-dir")
+    parser.add_argument("target", type=Path, metavar="IMAGE_OR_FOLDER")
+    parser.add_argument("--backbone", metavar="NAME", help=f"use this backbone's head: {', '.join(BACKBONES)}")
+    parser.add_argument("--out", type=Path, default=Path("results/predict"), help="default: results/predict")
+    parser.add_argument("--method", choices=METHODS, default="gradcam", help="heatmap method (default: gradcam)")
+    parser.add_argument("--weights", metavar="imagenet|none|DIR", help="override the run's weights source")
+    args = parser.parse_args(argv)
+    try:
+        predictor = load_predictor(args.results_dir, args.backbone, args.weights)
+        paths = image_paths(args.target)
+    except (ValueError, OSError, KeyError) as error:
+        print(f"predict: error: {error}", file=sys.stderr)
+        return 2
+    run = json.loads((args.results_dir / "run.json").read_text(encoding="utf-8"))
+    if run["config"]["weights"] == "none" or run.get("phantom"):
+        print("NOTE: this run used random-init weights (--weights none) or phantom data: NOT a medical answer.")
+    operating = operating_threshold(args.results_dir, predictor.head_id)
+    print(f"model: {predictor.description} (head {predictor.head_id})")
+    rows = []
+    for path in paths:
+        try:
+            image = load_image(path, predictor.image_size)
+        except UnreadableImageError as error:
+            print(f"{path}: skipped, {error.reason}")
+            continue
+        probabilities = predictor.probabilities(image[None])[0]
+        top = int(np.argmax(probabilities))
+        heat = (predictor.gradcam if args.method == "gradcam" else predictor.occlusion)(image, top)
+        listing = ", ".join(f"{name} {p:.3f}" for name, p in zip(predictor.classes, probabilities, strict=True))
+        row = {"path": str(path), "predicted": predictor.classes[top],
+               **{f"p_{name}": float(p) for name, p in zip(predictor.classes, probabilities, strict=True)}}  # fmt: skip
+        verdict = ""
+        if operating is not None:
+            task, positive, threshold = operating
+            score = float(sum(probabilities[predictor.classes.index(name)] for name in positive.split("+")))
+            flagged = score >= threshold
+            verdict = f"; {task}: P({positive}) {score:.3f} {'>=' if flagged else '<'} threshold {threshold:.3f}"
+            verdict += " -> FLAGGED" if flagged else " -> not flagged"
+            row |= {"task": task, "score": score, "threshold": threshold, "flagged": flagged}
+        out_png = args.out / f"{path.stem}_{args.method}.png"
+        title = (
+            f"{path.name}: {predictor.classes[top]} ({probabilities[top]:.2f}); {args.method} of "
+            f"{predictor.classes[top]}; {predictor.spec.name} {predictor.image_size} px"
+        )
+        overlay_png(image, heat, out_png, title)
+        row["heatmap"] = str(out_png)
+        rows.append(row)
+        print(f"{path}: {predictor.classes[top]} ({listing}){verdict}; heatmap {out_png}")
+    if rows:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with open(args.out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {args.out / 'predictions.csv'} and {len(rows)} heatmap(s)")
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Single-image prediction with heatmaps: the run's own probabilities, Grad-CAM as defined, occlusion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_kermany, run_small_benchmark
+from PIL import Image
+
+from benchmark import predict
+from benchmark.heads import build_head
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("predict")
+    root = make_kermany(base / "data", {"train": 12, "val": 2, "test": 6})
+    assert run_small_benchmark(root, base) == 0
+    return root, base / "results"
+
+
+def test_predict_gives_the_runs_probabilities_and_a_heatmap_per_image(finished_run, tmp_path: Path, capsys):
+    root, results = finished_run
+    (tmp_path / "in").mkdir()
+    for path in sorted((root / "test" / "PNEUMONIA").iterdir())[:3]:
+        (tmp_path / "in" / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "in" / "broken.jpeg").write_text("not an image")
+    assert predict.main([str(results), str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "broken.jpeg: skipped, not an image" in out and "random-init weights" in out
+    assert "normal_vs_pneumonia: P(bacterial+viral)" in out
+    mine = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert len(mine) == 3
+    theirs = pd.read_csv(results / "predictions.csv")
+    theirs = theirs.set_index(theirs["path"].str.rsplit("/", n=1).str[-1])
+    for row in mine.itertuples():
+        name = Path(row.path).name
+        for label in ("normal", "bacterial", "viral"):
+            assert getattr(row, f"p_{label}") == pytest.approx(theirs.loc[name, f"p_{label}"], abs=1e-5)
+        heatmap = Image.open(row.heatmap)
+        assert heatmap.size[0] > 400 and np.asarray(heatmap).std() > 1
+    assert (mine["flagged"] == (mine["score"] >= mine["threshold"])).all()
+
+
+def test_the_head_is_chosen_by_validation_never_by_test(finished_run, tmp_path: Path):
+    _, results = finished_run
+    chosen = predict.choose_head(results)["head_id"]
+    board = pd.read_csv(results / "leaderboard.csv")
+    board["auc"] = 1 - board["auc"]  # what test says cannot change the choice
+    (tmp_path / "r").mkdir()
+    board.to_csv(tmp_path / "r" / "leaderboard.csv", index=False)
+    (tmp_path / "r" / "grid.csv").write_bytes((results / "grid.csv").read_bytes())
+    assert predict.choose_head(tmp_path / "r")["head_id"] == chosen
+    with pytest.raises(ValueError, match="no selected head for ResNet50"):
+        predict.choose_head(results, "ResNet50")
+    with pytest.raises(ValueError, match="MobileNetV2"):
+        predict.choose_head(results, "ResNet51")
+
+
+def test_gradcam_from_the_head_weights_equals_gradcam_by_automatic_differentiation():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the reference gradient uses tf.GradientTape")
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    feature_map = rng.random((5, 5, 8)).astype(np.float32) * 3
+    statistics = (rng.random(8), rng.random(8) + 0.5)
+    head = build_head(8, 3, 0.3, statistics)
+    head.get_layer("softmax").set_weights([rng.normal(size=(8, 3)).astype(np.float32), np.zeros(3, np.float32)])
+    dense = head.get_layer("softmax")
+    for class_index in range(3):
+        tensor = tf.constant(feature_map[None])
+        with tf.GradientTape() as tape:
+            tape.watch(tensor)
+            pooled = tf.reduce_mean(tensor, axis=(1, 2))
+            logits = tf.matmul(head.get_layer("standardize")(pooled), dense.kernel) + dense.bias
+            target = logits[0, class_index]
+        gradient = tape.gradient(target, tensor)[0].numpy()
+        alpha = gradient.mean(axis=(0, 1))  # Grad-CAM's channel weights
+        reference = np.maximum((feature_map * alpha).sum(axis=2), 0)
+        reference = reference / reference.max()
+        np.testing.assert_allclose(predict.gradcam_from_head(feature_map, head, class_index), reference, atol=1e-5)
+
+
+class _BrightCornerModel(predict.Predictor):
+    """P(class 1) is the brightness of the top-left quarter: occlusion must light up that quarter."""
+
+    def __init__(self):
+        pass
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        corner = images[:, :16, :16].mean(axis=(1, 2, 3)) / 255.0
+        return np.stack([1 - corner, corner], axis=1)
+
+
+def test_occlusion_finds_the_region_the_model_looks_at():
+    image = np.full((64, 64, 3), 250, np.uint8)
+    heat = _BrightCornerModel().occlusion(image, 1, patch=8)
+    assert heat.shape == (64, 64) and heat.max() == 1.0
+    assert heat[:16, :16].mean() > 0.3 and heat[32:, 32:].max() == 0.0
+
+
+def test_occlusion_method_from_the_command_line(finished_run, tmp_path: Path):
+    root, results = finished_run
+    image = sorted((root / "test" / "NORMAL").iterdir())[0]
+    out = tmp_path / "out"
+    assert predict.main([str(results), str(image), "--out", str(out), "--method", "occlusion"]) == 0
+    assert (out / f"{image.stem}_occlusion.png").stat().st_size > 1000
+
+
+def test_a_missing_target_fails_clearly(finished_run, tmp_path: Path, capsys):
+    _, results = finished_run
+    assert predict.main([str(results), str(tmp_path / "nothing.jpeg")]) == 2
+    assert "neither an image file nor a folder" in capsys.readouterr().err
