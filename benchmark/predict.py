@@ -42,7 +42,7 @@ from benchmark.heads import load_head  # noqa: E402
 from features.dataset import IMAGE_SUFFIXES  # noqa: E402
 from features.images import UnreadableImageError, load_image  # noqa: E402
 
-METHODS = ("gradcam", "occlusion")
+METHODS = ("auto", "gradcam", "occlusion")
 
 
 @dataclass
@@ -56,6 +56,16 @@ class Predictor:
     head: keras.Model
     head_id: str
     description: str
+
+    def feature_map_size(self) -> tuple[int, int]:
+        """Height and width of the last feature map: Grad-CAM's resolution."""
+        return tuple(int(v) for v in self.backbone.outputs[0].shape[1:3])
+
+    def heatmap_method(self, method: str) -> str:
+        """``auto``: Grad-CAM unless the feature map is below 3x3 (too coarse to point at anything)."""
+        if method != "auto":
+            return method
+        return "gradcam" if min(self.feature_map_size()) >= 3 else "occlusion"
 
     def features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(feature maps (n, h, w, k), pooled (n, k))`` of uint8 RGB ``images``."""
@@ -217,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", type=Path, metavar="IMAGE_OR_FOLDER")
     parser.add_argument("--backbone", metavar="NAME", help=f"use this backbone's head: {', '.join(BACKBONES)}")
     parser.add_argument("--out", type=Path, default=Path("results/predict"), help="default: results/predict")
-    parser.add_argument("--method", choices=METHODS, default="gradcam", help="heatmap method (default: gradcam)")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="auto",
+        help="heatmap method; auto: Grad-CAM, or occlusion where the last feature map is below 3x3 (default: auto)",
+    )
     parser.add_argument("--weights", metavar="imagenet|none|DIR", help="override the run's weights source")
     args = parser.parse_args(argv)
     try:
@@ -230,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     if run["config"]["weights"] == "none" or run.get("phantom"):
         print("NOTE: this run used random-init weights (--weights none) or phantom data: NOT a medical answer.")
     operating = operating_threshold(args.results_dir, predictor.head_id)
-    print(f"model: {predictor.description} (head {predictor.head_id})")
+    method = predictor.heatmap_method(args.method)
+    height, width = predictor.feature_map_size()
+    print(f"model: {predictor.description} (head {predictor.head_id}); heatmap: {method} "
+          f"(last feature map {height}x{width})")  # fmt: skip
     rows = []
     for path in paths:
         try:
@@ -240,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         probabilities = predictor.probabilities(image[None])[0]
         top = int(np.argmax(probabilities))
-        heat = (predictor.gradcam if args.method == "gradcam" else predictor.occlusion)(image, top)
+        heat = (predictor.gradcam if method == "gradcam" else predictor.occlusion)(image, top)
         listing = ", ".join(f"{name} {p:.3f}" for name, p in zip(predictor.classes, probabilities, strict=True))
         row = {"path": str(path), "predicted": predictor.classes[top],
                **{f"p_{name}": float(p) for name, p in zip(predictor.classes, probabilities, strict=True)}}  # fmt: skip
@@ -252,9 +270,9 @@ def main(argv: list[str] | None = None) -> int:
             verdict = f"; {task}: P({positive}) {score:.3f} {'>=' if flagged else '<'} threshold {threshold:.3f}"
             verdict += " -> FLAGGED" if flagged else " -> not flagged"
             row |= {"task": task, "score": score, "threshold": threshold, "flagged": flagged}
-        out_png = args.out / f"{path.stem}_{args.method}.png"
+        out_png = args.out / f"{path.stem}_{method}.png"
         title = (
-            f"{path.name}: {predictor.classes[top]} ({probabilities[top]:.2f}); {args.method} of "
+            f"{path.name}: {predictor.classes[top]} ({probabilities[top]:.2f}); {method} of "
             f"{predictor.classes[top]}; {predictor.spec.name} {predictor.image_size} px"
         )
         overlay_png(image, heat, out_png, title)

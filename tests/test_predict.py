@@ -32,6 +32,7 @@ def test_predict_gives_the_runs_probabilities_and_a_heatmap_per_image(finished_r
     assert predict.main([str(results), str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "broken.jpeg: skipped, not an image" in out and "random-init weights" in out
+    assert "heatmap: occlusion (last feature map 1x1)" in out  # 32 px: too coarse for Grad-CAM
     assert "normal_vs_pneumonia: P(bacterial+viral)" in out
     mine = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert len(mine) == 3
