@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chat
 from backbones import BACKBONES, PRECISIONS, WeightsUnavailableError  # noqa: E402
 from benchmark import provenance  # noqa: E402
 from benchmark.config import RunConfig, load_toml  # noqa: E402
+from benchmark.finetune import finetune_winners  # noqa: E402
 from benchmark.heads import LR_SCHEDULES  # noqa: E402
 from benchmark.metrics import METRICS, binary_tasks  # noqa: E402
 from benchmark.report import write_data_report, write_reports  # noqa: E402
@@ -169,6 +170,37 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--step-decay-epochs", "epochs between learning-rate drops of the step schedule", type=int, metavar="N")
     add(g, "--step-decay-factor", "factor of each drop of the step schedule", type=float, metavar="F")
     add(g, "--seed", "seeds splits, random init and the first head seed", type=int, metavar="N")
+    g = p.add_argument_group("fine-tuning: after the frozen head, train backbone + head end to end on images")
+    add(
+        g,
+        "--finetune",
+        "fine-tune each backbone's selected head; rows '<backbone>-ft' join the leaderboard",
+        action="store_true",
+    )
+    add(g, "--finetune-layers", "top layers to unfreeze (BatchNormalization stays frozen), or all", metavar="N|all")
+    add(g, "--finetune-lr", "learning rate of the head", type=float, metavar="LR")
+    add(
+        g,
+        "--finetune-lr-factor",
+        "backbone learning rate = LR x F at the top, 10x lower at the lowest unfrozen layer",
+        type=float,
+        metavar="F",
+    )
+    add(g, "--finetune-epochs", "maximum epochs per size (early stopping on validation loss)", type=int, metavar="N")
+    add(
+        g,
+        "--finetune-sizes",
+        "progressive resizing: train at each size in turn, small first (default: the head's)",
+        nargs="+",
+        type=int,
+        metavar="PX",
+    )
+    add(
+        g,
+        "--augment",
+        "light augmentation while fine-tuning: flip, rotation, zoom, brightness, contrast",
+        action="store_true",
+    )
     g = p.add_argument_group("output")
     add(g, "--results-dir", "where reports go", metavar="DIR")
     add(g, "--sort-metric", "test metric the leaderboard tables are sorted by", choices=METRICS)
@@ -284,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         return _error(f"the disk is full ({error}). Free some space, or point --cache-dir and --results-dir "
                       "at a larger disk, then run the same command again: finished features and grid points "
                       "are kept, and the file being written was removed, never trusted.", 1)  # fmt: skip
+    if config.finetune:
+        sweep.winners += finetune_winners(
+            sweep.winners, dataset, config.finetune_settings(), weights=config.weights, seed=config.seed,
+            results_dir=Path(config.results_dir), cache_dir=Path(config.cache_dir), progress=config.progress,
+        )  # fmt: skip
     report_extraction(sweep.extraction)
     failed = [p for p in sweep.points if p["status"] != "done"]
     for point in failed:

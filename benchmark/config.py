@@ -23,6 +23,7 @@ WEIGHTS_CHOICES = ("imagenet", "none")
 CLASS_WEIGHTS = ("none", "balanced")
 VAL_SOURCES = ("carve", "official")
 GRID_FIELDS = ("image_size", "lr", "dropout", "lr_schedule")
+TUPLE_FIELDS = ("backbones", *GRID_FIELDS, "finetune_sizes")
 
 
 @dataclass
@@ -64,10 +65,17 @@ class RunConfig:
     pixel_cache: bool = True
     extract_only: bool = False
     head_workers: int = 0
+    finetune: bool = False
+    finetune_layers: str = "20"
+    finetune_lr: float = 1e-4
+    finetune_lr_factor: float = 0.1
+    finetune_epochs: int = 5
+    finetune_sizes: tuple[int, ...] = ()
+    augment: bool = False
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("backbones", *GRID_FIELDS):
+        for name in TUPLE_FIELDS:
             value = getattr(self, name)
             setattr(self, name, tuple(value) if isinstance(value, list | tuple) else (value,))
 
@@ -119,12 +127,28 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        self.finetune_settings().validate()
+        for size in self.finetune_sizes:
+            for name in self.backbones:
+                get_backbone(name).check_size(size)
         task, _, metric = self.select_by.partition(".")
         if self.select_by != "val_loss" and (not task or metric not in METRICS):
             raise ValueError(
                 f"--select-by must be val_loss or TASK.METRIC with METRIC one of {', '.join(METRICS)} "
                 f"(for example normal_vs_pneumonia.auc), not {self.select_by!r}"
             )
+
+    def finetune_settings(self):
+        """The fine-tuning stage's ``benchmark.finetune.FinetuneSettings`` (used when ``finetune`` is on)."""
+        # Imported here: benchmark.finetune builds on benchmark.sweep, which imports this module.
+        from benchmark.finetune import FinetuneSettings
+
+        return FinetuneSettings(
+            layers=str(self.finetune_layers), lr=self.finetune_lr, lr_factor=self.finetune_lr_factor,
+            epochs=self.finetune_epochs, sizes=self.finetune_sizes, augment=self.augment,
+            batch_size=min(self.batch_size, 16), patience=min(self.patience, 2), class_weight=self.class_weight,
+            seed=self.seed,
+        )  # fmt: skip
 
     def min_side(self) -> int:
         """Images whose shorter side is below this are skipped: the given value, else the
@@ -150,7 +174,7 @@ class RunConfig:
     def as_dict(self) -> dict:
         """Plain-value copy, for result rows and the leaderboard header."""
         values = asdict(self)
-        for name in ("backbones", *GRID_FIELDS):
+        for name in TUPLE_FIELDS:
             values[name] = " ".join(str(v) for v in values[name]) or "default"
         return values
 

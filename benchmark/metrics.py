@@ -138,7 +138,8 @@ def task_truth_and_score(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boolean disease truth and the summed positive-group probability of one task."""
     positive_index = [classes.index(name) for name in positives]
-    return np.isin(labels, positive_index), probabilities[:, positive_index].sum(axis=1)
+    # Summed in float64: float32 sums of saturated probabilities tie where the exact values do not.
+    return np.isin(labels, positive_index), probabilities[:, positive_index].astype(np.float64).sum(axis=1)
 
 
 def threshold_for_sensitivity(y_true: np.ndarray, score: np.ndarray, target: float) -> float:

@@ -271,9 +271,16 @@ def leaderboard_markdown(
         "mean ± standard deviation, with one seed it is the value and its 95% bootstrap confidence interval "
         f"({config['bootstrap']} resamples of the test images; every seed's intervals are in `leaderboard.csv`).",
         "",
+        *(
+            ["Rows named `<backbone>-ft` are that backbone fine-tuned end to end on images, starting from its "
+             "selected frozen head (first seed): top layers unfrozen, BatchNormalization frozen, lower learning "
+             "rates for earlier layers, early stopping on validation loss; how, in `weights` of `leaderboard.csv` "
+             "and the `finetune_*` settings below.", ""]
+            if any(w.backbone.endswith("-ft") for w in sweep.winners) else []
+        ),
         "## Best per backbone: test results per task",
         "",
-    ]
+    ]  # fmt: skip
     frame = pd.DataFrame(rows)
     for task, positives in binary_tasks(dataset.classes).items():
         summary = _summary(frame[frame["task"] == task], sort_metric)

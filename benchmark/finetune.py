@@ -1,0 +1,317 @@
+"""Fine-tuning after the frozen head: unfreeze the top of the backbone, train end to end on images.
+
+For each backbone's selected frozen head (first seed), the backbone is rebuilt
+with the same weights and the head is put on top. Then:
+
+* the top ``layers`` layers (or all) are unfrozen; BatchNormalization always
+  runs in inference mode (the backbone is called with ``training=False``) and
+  its statistics and scales stay frozen, as small medical batches would
+  corrupt ImageNet's statistics;
+* discriminative learning rates: the head learns at ``lr``, the top unfrozen
+  layer at ``lr * lr_factor``, falling geometrically to ``lr * lr_factor / 10``
+  at the lowest unfrozen layer (``DiscriminativeAdam``);
+* progressive resizing: with several ``sizes`` the same weights train at each
+  size in turn, small first (every backbone here is fully convolutional);
+* optional light augmentation (flip, rotation, zoom, brightness, contrast);
+* early stopping on validation loss, best weights kept; the test split is
+  predicted once at the end.
+
+Each result is stored in ``RESULTS/finetune/<id>/`` (weights, history, and
+``result.json`` written last), keyed by everything that makes it, so a rerun
+skips finished ones. The rows join the leaderboard as ``<backbone>-ft``
+beside the frozen-feature head they started from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from backbones import BackboneSpec, build_backbone, get_backbone, resolve_weights
+from benchmark.heads import load_head
+from benchmark.sweep import HeadResult
+from features.cache import atomic_write_text, cache_key
+from features.dataset import Dataset, class_balance
+from features.pixels import PixelCache, PixelReader
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Everything that changes a fine-tuned model."""
+
+    layers: str = "20"
+    lr: float = 1e-4
+    lr_factor: float = 0.1
+    epochs: int = 5
+    sizes: tuple[int, ...] = ()
+    augment: bool = False
+    batch_size: int = 16
+    patience: int = 2
+    class_weight: str = "none"
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the valid values."""
+        if self.layers != "all" and not (self.layers.isdigit() and int(self.layers) >= 1):
+            raise ValueError(f"--finetune-layers must be a positive number of layers or 'all', not {self.layers!r}")
+        checks = [
+            (self.lr > 0, f"--finetune-lr must be positive, not {self.lr}"),
+            (0 < self.lr_factor <= 1, f"--finetune-lr-factor must be in (0, 1], not {self.lr_factor}"),
+            (self.epochs >= 1, f"--finetune-epochs must be at least 1, not {self.epochs}"),
+            (list(self.sizes) == sorted(self.sizes), f"--finetune-sizes must grow, small first: {self.sizes}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+class DiscriminativeAdam(keras.optimizers.Adam):
+    """Adam with a learning-rate multiplier per variable (``multipliers``: variable path -> factor).
+
+    Keras applies one learning rate to every variable; ``update_step`` receives
+    it per variable, so scaling it there gives each layer its own rate on every backend.
+    """
+
+    def __init__(self, multipliers: dict[str, float], **kwargs):
+        super().__init__(**kwargs)
+        self._multipliers_by_path = dict(multipliers)
+        self._factors: list[float] = []
+
+    def build(self, variables):
+        super().build(variables)
+        self._factors = [self._multipliers_by_path.get(v.path, 1.0) for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._factors[self._get_variable_index(variable)]
+        return super().update_step(gradient, variable, learning_rate * factor)
+
+
+def unfreeze_top(backbone: keras.Model, layers: str) -> list[keras.layers.Layer]:
+    """Make the top ``layers`` weighted layers (or ``all``) trainable, never BatchNormalization.
+
+    Returns the unfrozen layers, top first.
+    """
+    weighted = [layer for layer in backbone.layers if layer.weights]
+    chosen = weighted if layers == "all" else weighted[-int(layers) :]
+    backbone.trainable = True
+    for layer in backbone.layers:
+        layer.trainable = False
+    unfrozen = []
+    for layer in reversed(chosen):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        layer.trainable = True
+        unfrozen.append(layer)
+    return unfrozen
+
+
+def layer_multipliers(unfrozen: list[keras.layers.Layer], lr_factor: float) -> dict[str, float]:
+    """Variable path -> learning-rate factor: ``lr_factor`` at the top layer, 10x lower at the lowest."""
+    multipliers = {}
+    for rank, layer in enumerate(unfrozen):
+        depth = rank / (len(unfrozen) - 1) if len(unfrozen) > 1 else 0.0
+        for variable in layer.trainable_weights:
+            multipliers[variable.path] = lr_factor * 10.0 ** (-depth)
+    return multipliers
+
+
+def augmenter(seed: int) -> keras.Sequential:
+    """Light augmentation on 0..255 RGB batches: flip, +-5 degrees, +-10% zoom, brightness, contrast."""
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomRotation(5 / 360, fill_mode="constant", seed=seed + 1),
+            keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 2),
+            keras.layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 3),
+            keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=seed + 4),
+        ],
+        name="augmentation",
+    )
+
+
+class ImageBatches(keras.utils.PyDataset):
+    """Batches of preprocessed images (rows of a pixel cache) and labels, reshuffled each epoch if asked."""
+
+    def __init__(
+        self,
+        reader: PixelReader,
+        rows: np.ndarray,
+        labels: np.ndarray,
+        preprocess: Callable,
+        batch_size: int,
+        *,
+        shuffle_seed: int | None = None,
+        augment: keras.Sequential | None = None,
+    ):
+        super().__init__()
+        self.reader, self.rows, self.labels = reader, np.asarray(rows), np.asarray(labels)
+        self.preprocess, self.batch_size, self.augment = preprocess, batch_size, augment
+        self.rng = None if shuffle_seed is None else np.random.default_rng(shuffle_seed)
+        self.order = np.arange(len(self.rows))
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.rows) / self.batch_size)
+
+    def on_epoch_end(self) -> None:
+        if self.rng is not None:
+            self.order = self.rng.permutation(len(self.rows))
+
+    def __getitem__(self, index: int):
+        picked = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        images = np.stack([self.reader.read(int(r), int(r) + 1)[0] for r in self.rows[picked]]).astype(np.float32)
+        if self.augment is not None:
+            images = keras.ops.convert_to_numpy(self.augment(images, training=True))
+        return self.preprocess(np.clip(images, 0, 255)), self.labels[picked]
+
+
+def _model(
+    spec: BackboneSpec, size: int, weights: str, seed: int, head: keras.Model
+) -> tuple[keras.Model, keras.Model]:
+    backbone = build_backbone(spec, size, resolve_weights(spec, weights, size, seed=seed), seed=seed)
+    inputs = keras.Input((size, size, 3))
+    # training=False keeps every BatchNormalization in inference mode, whatever fit() asks.
+    outputs = head(backbone(inputs, training=False))
+    return keras.Model(inputs, outputs, name=f"{spec.name}_finetuned"), backbone
+
+
+def _split_rows(dataset: Dataset, split: str) -> np.ndarray:
+    return np.flatnonzero([record.split == split for record in dataset.records])
+
+
+def finetune_one(
+    frozen: HeadResult,
+    dataset: Dataset,
+    settings: FinetuneSettings,
+    *,
+    weights: str,
+    seed: int,
+    heads_dir: Path,
+    pixel_cache: PixelCache,
+    out_dir: Path,
+    progress: bool = True,
+) -> HeadResult:
+    """Fine-tune ``frozen``'s backbone and head end to end; return its leaderboard entry."""
+    spec = get_backbone(frozen.backbone)
+    sizes = settings.sizes or (frozen.image_size,)
+    head = load_head(heads_dir / frozen.head_id / "best.keras")
+    paths = [record.path for record in dataset.records]
+    labels = {split: dataset.labels(split) for split in ("train", "val", "test")}
+    rows = {split: _split_rows(dataset, split) for split in ("train", "val", "test")}
+    class_weight = class_balance(labels["train"], len(dataset.classes)) if settings.class_weight == "balanced" else None
+    history: dict[str, list[float]] = {}
+    weights_state = None
+    best_epoch = epochs_run = 0
+    best_val_loss = math.inf
+    keras.utils.set_random_seed(settings.seed)
+    for stage, size in enumerate(sizes):
+        model, backbone = _model(spec, size, weights, seed, head)
+        if weights_state is not None:
+            model.set_weights(weights_state)  # progressive resizing: the same weights, a larger input
+        unfrozen = unfreeze_top(backbone, settings.layers)
+        model.compile(
+            optimizer=DiscriminativeAdam(layer_multipliers(unfrozen, settings.lr_factor), learning_rate=settings.lr),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        reader, _ = pixel_cache.build(size, dataset.root, paths, progress=progress)
+        with reader:
+            augment = augmenter(settings.seed + stage) if settings.augment else None
+            train = ImageBatches(reader, rows["train"], labels["train"], spec.preprocess, settings.batch_size,
+                                 shuffle_seed=settings.seed + stage, augment=augment)  # fmt: skip
+            val = ImageBatches(reader, rows["val"], labels["val"], spec.preprocess, settings.batch_size)
+            stop = keras.callbacks.EarlyStopping(patience=settings.patience, restore_best_weights=True)
+            fitted = model.fit(train, validation_data=val, epochs=settings.epochs, class_weight=class_weight,
+                               callbacks=[stop], verbose=2 if progress else 0)  # fmt: skip
+            for name, values in fitted.history.items():
+                history.setdefault(name, []).extend(float(v) for v in values)
+            stage_best = int(np.argmin(fitted.history["val_loss"]))
+            best_val_loss = float(fitted.history["val_loss"][stage_best])
+            best_epoch, epochs_run = epochs_run + stage_best + 1, epochs_run + len(fitted.history["val_loss"])
+            weights_state = model.get_weights()
+            probabilities = {
+                split: model.predict(
+                    ImageBatches(reader, rows[split], labels[split], spec.preprocess, settings.batch_size), verbose=0
+                )
+                for split in ("val", "test")
+            }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_weights(out_dir / "model.weights.h5")
+    description = f"{settings.layers} layers" if settings.layers != "all" else "all layers"
+    return HeadResult(
+        backbone=f"{frozen.backbone}-ft",
+        image_size=sizes[-1],
+        settings=frozen.settings,
+        weights=f"{frozen.weights}; fine-tuned {description}, sizes {'→'.join(map(str, sizes))}"
+        + (", augmented" if settings.augment else ""),
+        head_id=out_dir.name,
+        best_epoch=best_epoch,
+        epochs_run=epochs_run,
+        best_val_loss=best_val_loss,
+        history=history,
+        probabilities=probabilities,
+    )
+
+
+def finetune_winners(
+    winners: list[HeadResult],
+    dataset: Dataset,
+    settings: FinetuneSettings,
+    *,
+    weights: str,
+    seed: int,
+    results_dir: Path,
+    cache_dir: Path,
+    progress: bool = True,
+) -> list[HeadResult]:
+    """Fine-tune each backbone's selected head (first seed); finished ones are read back, not redone."""
+    firsts: dict[str, HeadResult] = {}
+    for winner in sorted(winners, key=lambda w: w.settings.seed):
+        firsts.setdefault(winner.backbone, winner)
+    split_key = {split: [r.path for r in dataset.split(split)] for split in ("train", "val", "test")}
+    results = []
+    for frozen in firsts.values():
+        key = cache_key({"from": frozen.head_id, "settings": asdict(settings), "weights": weights, "splits": split_key})
+        folder = results_dir / "finetune" / f"{frozen.backbone}-ft-{key[:10]}"
+        stored = folder / "result.json"
+        if stored.is_file():
+            try:
+                results.append(_result_from_json(json.loads(stored.read_text(encoding="utf-8")), frozen))
+                continue
+            except (ValueError, KeyError, TypeError):
+                pass  # a damaged record: fine-tune again
+        if progress:
+            print(f"fine-tuning {frozen.backbone} from head {frozen.head_id}")
+        result = finetune_one(frozen, dataset, settings, weights=weights, seed=seed,
+                              heads_dir=results_dir / "heads", pixel_cache=PixelCache(cache_dir), out_dir=folder,
+                              progress=progress)  # fmt: skip
+        record = {
+            "backbone": result.backbone, "image_size": result.image_size, "weights": result.weights,
+            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "best_val_loss": result.best_val_loss,
+            "history": result.history, "settings": asdict(settings), "head_id": result.head_id,
+            "probabilities": {split: p.tolist() for split, p in result.probabilities.items()},
+        }  # fmt: skip
+        atomic_write_text(stored, json.dumps(record))
+        results.append(result)
+    return results
+
+
+def _result_from_json(record: dict, frozen: HeadResult) -> HeadResult:
+    return HeadResult(
+        backbone=record["backbone"],
+        image_size=record["image_size"],
+        settings=frozen.settings,
+        weights=record["weights"],
+        head_id=record["head_id"],
+        best_epoch=record["best_epoch"],
+        epochs_run=record["epochs_run"],
+        best_val_loss=record["best_val_loss"],
+        history=record["history"],
+        probabilities={split: np.asarray(p, dtype=np.float32) for split, p in record["probabilities"].items()},
+    )
