@@ -171,9 +171,10 @@ class ImageBatches(keras.utils.PyDataset):
         return self.preprocess(np.clip(images, 0, 255)), self.labels[picked]
 
 
-def _model(
+def build_finetuned(
     spec: BackboneSpec, size: int, weights: str, seed: int, head: keras.Model
 ) -> tuple[keras.Model, keras.Model]:
+    """``(backbone + head model, backbone)``: the architecture a fine-tuned ``model.weights.h5`` loads into."""
     backbone = build_backbone(spec, size, resolve_weights(spec, weights, size, seed=seed), seed=seed)
     inputs = keras.Input((size, size, 3))
     # training=False keeps every BatchNormalization in inference mode, whatever fit() asks.
@@ -211,7 +212,7 @@ def finetune_one(
     best_val_loss = math.inf
     keras.utils.set_random_seed(settings.seed)
     for stage, size in enumerate(sizes):
-        model, backbone = _model(spec, size, weights, seed, head)
+        model, backbone = build_finetuned(spec, size, weights, seed, head)
         if weights_state is not None:
             model.set_weights(weights_state)  # progressive resizing: the same weights, a larger input
         unfrozen = unfreeze_top(backbone, settings.layers)
@@ -295,6 +296,7 @@ def finetune_winners(
             "backbone": result.backbone, "image_size": result.image_size, "weights": result.weights,
             "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "best_val_loss": result.best_val_loss,
             "history": result.history, "settings": asdict(settings), "head_id": result.head_id,
+            "from_head": frozen.head_id,
             "probabilities": {split: p.tolist() for split, p in result.probabilities.items()},
         }  # fmt: skip
         atomic_write_text(stored, json.dumps(record))

@@ -38,11 +38,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, resolve_weights  # noqa: E402
+from benchmark.finetune import build_finetuned  # noqa: E402
 from benchmark.heads import load_head  # noqa: E402
 from features.dataset import IMAGE_SUFFIXES  # noqa: E402
 from features.images import UnreadableImageError, load_image  # noqa: E402
 
 METHODS = ("auto", "gradcam", "occlusion")
+FINETUNED = "-ft"
 
 
 @dataclass
@@ -142,8 +144,11 @@ def choose_head(results_dir: Path, backbone: str | None = None) -> pd.Series:
     grid = pd.read_csv(results_dir / "grid.csv")
     keys = ["backbone", "image_size", "lr", "dropout", "lr_schedule"]
     heads = board.drop_duplicates("head_id").merge(grid[[*keys, "selection_score"]], on=keys, how="left")
-    if backbone is not None:
-        name = get_backbone(backbone).name
+    if backbone is None:
+        heads = heads[~heads["backbone"].str.endswith(FINETUNED)]  # fine-tuned models only when asked for
+    else:
+        base = backbone.removesuffix(FINETUNED)
+        name = get_backbone(base).name + (FINETUNED if backbone.endswith(FINETUNED) else "")
         heads = heads[heads["backbone"] == name]
         if heads.empty:
             raise ValueError(f"{results_dir} has no selected head for {name}; it has {', '.join(board['backbone'])}")
@@ -156,19 +161,27 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
     results_dir = Path(results_dir)
     run = json.loads((results_dir / "run.json").read_text(encoding="utf-8"))
     row = choose_head(results_dir, backbone)
-    spec = get_backbone(row["backbone"])
+    spec = get_backbone(row["backbone"].removesuffix(FINETUNED))
     size = int(row["image_size"])
     config = run["config"]
-    source = resolve_weights(spec, weights or config["weights"], size, seed=int(config["seed"]))
-    pooled_model = build_backbone(spec, size, source, seed=int(config["seed"]), precision=config["precision"])
+    seed = int(config["seed"])
+    source = resolve_weights(spec, weights or config["weights"], size, seed=seed)
+    if row["backbone"].endswith(FINETUNED):
+        folder = results_dir / "finetune" / row["head_id"]
+        record = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        head = load_head(results_dir / "heads" / record["from_head"] / "best.keras")
+        model, pooled_model = build_finetuned(spec, size, weights or config["weights"], seed, head)
+        model.load_weights(folder / "model.weights.h5")  # backbone and head, as fine-tuned
+    else:
+        pooled_model = build_backbone(spec, size, source, seed=seed, precision=config["precision"])
+        head = load_head(results_dir / "heads" / row["head_id"] / "best.keras")
     pooling = pooled_model.layers[-1]
     if not isinstance(pooling, keras.layers.GlobalAveragePooling2D):
         raise ValueError(f"{spec.name}: the last layer is {type(pooling).__name__}, not GlobalAveragePooling2D")
     backbone_model = keras.Model(pooled_model.inputs, [pooling.input, pooled_model.outputs[0]])
-    head = load_head(results_dir / "heads" / row["head_id"] / "best.keras")
     description = (
         f"{spec.name} {size} px, lr {row['lr']:g}, dropout {row['dropout']:g}, seed {row['seed']}, "
-        f"weights {source.identity}"
+        f"weights {row['weights'] if row['backbone'].endswith(FINETUNED) else source.identity}"
     )
     return Predictor(spec, size, _classes(results_dir, run), backbone_model, head, row["head_id"], description)
 
@@ -225,7 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("results_dir", type=Path, metavar="RESULTS_DIR", help="a run's --results-dir")
     parser.add_argument("target", type=Path, metavar="IMAGE_OR_FOLDER")
-    parser.add_argument("--backbone", metavar="NAME", help=f"use this backbone's head: {', '.join(BACKBONES)}")
+    parser.add_argument(
+        "--backbone",
+        metavar="NAME",
+        help=f"use this backbone's head: {', '.join(BACKBONES)}; NAME-ft for its fine-tuned model (--finetune runs)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/predict"), help="default: results/predict")
     parser.add_argument(
         "--method",

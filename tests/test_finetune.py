@@ -66,7 +66,7 @@ def test_top_layers_unfreeze_and_batch_normalization_never_does():
 def test_fine_tuning_keeps_batch_normalization_statistics_and_changes_the_top():
     spec = get_backbone("MobileNetV2")
     head = build_head(spec.feature_size, 3, 0.2)
-    model, backbone = finetune._model(spec, 32, "none", 0, head)
+    model, backbone = finetune.build_finetuned(spec, 32, "none", 0, head)
     unfrozen = unfreeze_top(backbone, "all")
     model.compile(optimizer=DiscriminativeAdam(layer_multipliers(unfrozen, 0.1), learning_rate=1e-3),
                   loss="sparse_categorical_crossentropy")  # fmt: skip
@@ -138,3 +138,19 @@ def test_bad_fine_tuning_settings_fail_before_any_work(kermany_root: Path, tmp_p
     assert run_small_benchmark(kermany_root, tmp_path, "--finetune", *args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()
+
+
+def test_predict_serves_the_fine_tuned_model_when_asked(finetuned_run, tmp_path: Path, capsys):
+    from benchmark import predict
+
+    root, base, _ = finetuned_run
+    image = sorted((root / "test" / "PNEUMONIA").iterdir())[0]
+    assert predict.main([str(base / "results"), str(image), "--backbone", "MobileNetV2-ft",
+                         "--out", str(tmp_path)]) == 0  # fmt: skip
+    assert "model: MobileNetV2 48 px" in capsys.readouterr().out
+    mine = pd.read_csv(tmp_path / "predictions.csv").iloc[0]
+    theirs = pd.read_csv(base / "results" / "predictions.csv")
+    theirs = theirs[(theirs["backbone"] == "MobileNetV2-ft") & theirs["path"].str.endswith(image.name)].iloc[0]
+    for label in ("normal", "bacterial", "viral"):
+        assert mine[f"p_{label}"] == pytest.approx(theirs[f"p_{label}"], abs=1e-5)
+    assert predict.choose_head(base / "results")["backbone"] == "MobileNetV2"  # by default the frozen heads
