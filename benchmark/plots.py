@@ -332,6 +332,17 @@ def trapezoid_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
     return float(np.trapezoid(np.asarray(tpr, dtype=np.float64), np.asarray(fpr, dtype=np.float64)))
 
 
+def _unit_square(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Equal-aspect [0, 1] x [0, 1] axes with labels, title and a light grid."""
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=12)
+    ax.grid(True, alpha=0.3)
+
+
 def plot_roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str) -> Path:
     """ROC curves of several models on one task, each labelled with its AUC; returns ``path``.
 
@@ -384,13 +395,7 @@ def plot_roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: P
             title_fontsize=9,
             framealpha=0.95,
         )
-        ax.set_xlim(-0.01, 1.01)
-        ax.set_ylim(-0.01, 1.01)
-        ax.set_aspect("equal")
-        ax.set_xlabel("False positive rate (1 − specificity)")
-        ax.set_ylabel("True positive rate (sensitivity)")
-        ax.set_title(title, fontsize=12)
-        ax.grid(True, alpha=0.3)
+        _unit_square(ax, "False positive rate (1 − specificity)", "True positive rate (sensitivity)", title)
     except BaseException:
         plt.close(fig)
         raise
@@ -424,13 +429,10 @@ def plot_reliability(
                 label=f"{name} (ECE {ece:.3f})",
             )
         ax.legend(loc="upper left", fontsize=9, framealpha=0.95)
-        ax.set_xlim(-0.01, 1.01)
-        ax.set_ylim(-0.01, 1.01)
-        ax.set_aspect("equal")
-        ax.set_xlabel("Mean predicted probability of the positive class (per bin)")
-        ax.set_ylabel("Observed frequency of the positive class")
-        ax.set_title(title, fontsize=12)
-        ax.grid(True, alpha=0.3)
+        _unit_square(
+            ax, "Mean predicted probability of the positive class (per bin)",
+            "Observed frequency of the positive class", title,
+        )  # fmt: skip
     except BaseException:
         plt.close(fig)
         raise
