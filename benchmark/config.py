@@ -14,11 +14,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from backbones import BACKBONES, PRECISIONS, BackboneSpec, get_backbone
+from benchmark.finetune import FinetuneSettings
 from benchmark.heads import LR_SCHEDULES, HeadSettings
 from benchmark.metrics import METRICS
 from features.audit import LEAKAGE_POLICIES
 
 _HEAD = HeadSettings()
+_FINETUNE = FinetuneSettings()
 WEIGHTS_CHOICES = ("imagenet", "none")
 CLASS_WEIGHTS = ("none", "balanced")
 VAL_SOURCES = ("carve", "official")
@@ -66,12 +68,12 @@ class RunConfig:
     extract_only: bool = False
     head_workers: int = 0
     finetune: bool = False
-    finetune_layers: str = "20"
-    finetune_lr: float = 1e-4
-    finetune_lr_factor: float = 0.1
-    finetune_epochs: int = 5
-    finetune_sizes: tuple[int, ...] = ()
-    augment: bool = False
+    finetune_layers: str = _FINETUNE.layers
+    finetune_lr: float = _FINETUNE.lr
+    finetune_lr_factor: float = _FINETUNE.lr_factor
+    finetune_epochs: int = _FINETUNE.epochs
+    finetune_sizes: tuple[int, ...] = _FINETUNE.sizes
+    augment: bool = _FINETUNE.augment
     progress: bool = True
 
     def __post_init__(self):
@@ -138,11 +140,8 @@ class RunConfig:
                 f"(for example normal_vs_pneumonia.auc), not {self.select_by!r}"
             )
 
-    def finetune_settings(self):
-        """The fine-tuning stage's ``benchmark.finetune.FinetuneSettings`` (used when ``finetune`` is on)."""
-        # Imported here: benchmark.finetune builds on benchmark.sweep, which imports this module.
-        from benchmark.finetune import FinetuneSettings
-
+    def finetune_settings(self) -> FinetuneSettings:
+        """The fine-tuning stage's settings (used when ``finetune`` is on)."""
         return FinetuneSettings(
             layers=str(self.finetune_layers), lr=self.finetune_lr, lr_factor=self.finetune_lr_factor,
             epochs=self.finetune_epochs, sizes=self.finetune_sizes, augment=self.augment,

@@ -182,10 +182,6 @@ def build_finetuned(
     return keras.Model(inputs, outputs, name=f"{spec.name}_finetuned"), backbone
 
 
-def _split_rows(dataset: Dataset, split: str) -> np.ndarray:
-    return np.flatnonzero([record.split == split for record in dataset.records])
-
-
 def finetune_one(
     frozen: HeadResult,
     dataset: Dataset,
@@ -204,7 +200,7 @@ def finetune_one(
     head = load_head(heads_dir / frozen.head_id / "best.keras")
     paths = [record.path for record in dataset.records]
     labels = {split: dataset.labels(split) for split in ("train", "val", "test")}
-    rows = {split: _split_rows(dataset, split) for split in ("train", "val", "test")}
+    rows = {split: dataset.indices(split) for split in ("train", "val", "test")}
     class_weight = class_balance(labels["train"], len(dataset.classes)) if settings.class_weight == "balanced" else None
     history: dict[str, list[float]] = {}
     weights_state = None

@@ -36,6 +36,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, resolve_weights  # noqa: E402
 from benchmark.finetune import build_finetuned  # noqa: E402
@@ -58,6 +59,7 @@ class Predictor:
     head: keras.Model
     head_id: str
     description: str
+    run: dict
 
     def feature_map_size(self) -> tuple[int, int]:
         """Height and width of the last feature map: Grad-CAM's resolution."""
@@ -183,7 +185,7 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
         f"{spec.name} {size} px, lr {row['lr']:g}, dropout {row['dropout']:g}, seed {row['seed']}, "
         f"weights {row['weights'] if row['backbone'].endswith(FINETUNED) else source.identity}"
     )
-    return Predictor(spec, size, _classes(results_dir, run), backbone_model, head, row["head_id"], description)
+    return Predictor(spec, size, _classes(results_dir, run), backbone_model, head, row["head_id"], description, run)
 
 
 def operating_threshold(results_dir: Path, head_id: str) -> tuple[str, str, float] | None:
@@ -198,8 +200,6 @@ def operating_threshold(results_dir: Path, head_id: str) -> tuple[str, str, floa
 
 def overlay_png(image: np.ndarray, heat: np.ndarray, path: Path, title: str) -> Path:
     """The image with ``heat`` (any resolution, [0, 1]) upsampled over it in the jet colour map."""
-    from PIL import Image
-
     size = image.shape[0]
     upsampled = np.asarray(
         Image.fromarray((heat * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR), np.float64
@@ -258,8 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, KeyError) as error:
         print(f"predict: error: {error}", file=sys.stderr)
         return 2
-    run = json.loads((args.results_dir / "run.json").read_text(encoding="utf-8"))
-    if run["config"]["weights"] == "none" or run.get("phantom"):
+    if predictor.run["config"]["weights"] == "none" or predictor.run.get("phantom"):
         print("NOTE: this run used random-init weights (--weights none) or phantom data: NOT a medical answer.")
     operating = operating_threshold(args.results_dir, predictor.head_id)
     method = predictor.heatmap_method(args.method)

@@ -11,9 +11,9 @@ import pandas as pd
 from tabulate import tabulate
 
 from benchmark.metrics import (
+    binary_metrics,
     binary_tasks,
     bootstrap_intervals,
-    evaluate,
     expected_calibration_error,
     multiclass_accuracy,
     multiclass_confusion,
@@ -47,15 +47,15 @@ def _head_columns(result: HeadResult) -> dict:
     }
 
 
-def test_quality(result: HeadResult, dataset: Dataset, task: str, config: dict) -> dict:
+def test_quality(
+    test_truth: np.ndarray,
+    decision: np.ndarray,
+    test_score: np.ndarray,
+    val_truth: np.ndarray,
+    val_score: np.ndarray,
+    config: dict,
+) -> dict:
     """Bootstrap intervals, calibration and the validation-chosen operating point of one head on one task."""
-    positives = binary_tasks(dataset.classes)[task]
-    test_truth, decision, test_score = task_decision(
-        dataset.labels("test"), result.probabilities["test"], dataset.classes, positives
-    )
-    val_truth, val_score = task_truth_and_score(
-        dataset.labels("val"), result.probabilities["val"], dataset.classes, positives
-    )
     columns = {"ece": expected_calibration_error(test_truth, test_score)}
     if config["bootstrap"]:
         intervals = bootstrap_intervals(
@@ -70,19 +70,23 @@ def test_quality(result: HeadResult, dataset: Dataset, task: str, config: dict) 
 def leaderboard_rows(results: list[HeadResult], dataset: Dataset, run_info: dict) -> list[dict]:
     """One flat row per head and task: test metrics with bootstrap intervals, calibration, the
     operating point, the settings and the versions."""
-    labels = dataset.labels("test")
+    labels, val_labels = dataset.labels("test"), dataset.labels("val")
     rows = []
     for result in results:
         probabilities = result.probabilities["test"]
         three_class = multiclass_accuracy(labels, probabilities)
-        for task, metrics in evaluate(labels, probabilities, dataset.classes).items():
+        for task, positives in binary_tasks(dataset.classes).items():
+            truth, decision, score = task_decision(labels, probabilities, dataset.classes, positives)
+            val_truth, val_score = task_truth_and_score(
+                val_labels, result.probabilities["val"], dataset.classes, positives
+            )
             rows.append(
                 {
                     **_head_columns(result),
                     "task": task,
-                    "positive": "+".join(binary_tasks(dataset.classes)[task]),
-                    **metrics,
-                    **test_quality(result, dataset, task, run_info["config"]),
+                    "positive": "+".join(positives),
+                    **binary_metrics(truth, decision, score),
+                    **test_quality(truth, decision, score, val_truth, val_score, run_info["config"]),
                     "n_test": len(labels),
                     "multiclass_accuracy": three_class,
                     "best_epoch": result.best_epoch,

@@ -26,18 +26,21 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
 from backbones import BackboneSpec, WeightsSource, get_backbone, resolve_weights
-from benchmark.config import RunConfig
 from benchmark.heads import HISTORY, HeadSettings, TrainedHead, load_head, train_heads
 from benchmark.metrics import binary_tasks, evaluate, multiclass_accuracy
 from features.cache import FeatureCache, atomic_write_text, cache_key
 from features.dataset import Dataset
 from features.extract import ExtractionStats, extract_features
 from features.pixels import PixelCache
+
+if TYPE_CHECKING:  # annotations only: benchmark.config builds on benchmark.finetune, which builds on this module
+    from benchmark.config import RunConfig
 
 POINT = "point.json"
 GRID_COLUMNS = ("backbone", "image_size", "lr", "dropout", "lr_schedule")
@@ -94,8 +97,7 @@ def _read_history(path: Path) -> dict[str, list[float]]:
 
 def split_features(features: np.ndarray, dataset: Dataset) -> dict[str, np.ndarray]:
     """Rows of ``features`` (aligned with ``dataset.records``) per split, in memory."""
-    splits = np.array([record.split for record in dataset.records])
-    return {name: np.asarray(features[np.flatnonzero(splits == name)]) for name in ("train", "val", "test")}
+    return {name: np.asarray(features[dataset.indices(name)]) for name in ("train", "val", "test")}
 
 
 class _Progress:

@@ -93,21 +93,21 @@ def audit_images(
     memo_file = _memo_path(Path(cache_dir), root) if cache_dir is not None else None
     memo = _load_memo(memo_file) if memo_file is not None else {}
     results: dict[str, dict] = {}
-    todo: list[str] = []
+    todo: dict[str, list[int]] = {}  # path -> its stamp, taken once
     for record in dataset.records:
         stamp = _stamp(root / record.path)
         known = memo.get(record.path)
         if isinstance(known, dict) and known.get("stamp") == stamp:
             results[record.path] = known
         else:
-            todo.append(record.path)
+            todo[record.path] = stamp
     if todo:
         with (
             ThreadPoolExecutor(max_workers=workers) as pool,
             tqdm(total=len(todo), unit="img", desc="check images", disable=not progress) as bar,
         ):
             for path, checked in zip(todo, pool.map(lambda p: _check_file(root / p), todo), strict=True):
-                results[path] = dict(checked, stamp=_stamp(root / path))
+                results[path] = dict(checked, stamp=todo[path])
                 bar.update()
         if memo_file is not None:
             memo.update(results)
@@ -140,7 +140,8 @@ def find_leakage(dataset: Dataset) -> list[dict]:
         digest = dataset.digests.get(record.path)
         if digest:
             by_digest[digest].append(record)
-    rows = []
+    rows: list[dict] = []
+    group = 0
     for digest, members in sorted(by_digest.items(), key=lambda item: min(r.path for r in item[1])):
         splits = sorted({r.split for r in members}, key=SPLITS.index)
         labels = sorted({r.label for r in members})
@@ -150,7 +151,7 @@ def find_leakage(dataset: Dataset) -> list[dict]:
         if len(labels) > 1:
             problems.append(f"same image labelled {' and '.join(labels)}")
         if problems:
-            group = len({row["group"] for row in rows}) + 1
+            group += 1
             for record in sorted(members, key=lambda r: (SPLITS.index(r.split), r.path)):
                 rows.append(
                     {"group": group, "sha256": digest, "split": record.split, "label": record.label,

@@ -65,6 +65,10 @@ class Dataset:
         """The records of split ``name``, in a stable order."""
         return [record for record in self.records if record.split == name]
 
+    def indices(self, name: str) -> np.ndarray:
+        """Positions in ``records`` of split ``name``'s records, in ``split(name)`` order."""
+        return np.flatnonzero([record.split == name for record in self.records])
+
     def labels(self, name: str) -> np.ndarray:
         """Integer class indices of split ``name``, aligned with ``split(name)``."""
         index = {label: i for i, label in enumerate(self.classes)}

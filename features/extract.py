@@ -170,7 +170,7 @@ def extract_features(
         pixels = None
         if pixel_cache is not None:
             pixels, stats.decode_seconds = pixel_cache.build(
-                image_size, root, paths, workers=decode_workers, progress=progress
+                image_size, root, paths, workers=decode_workers, progress=progress, fingerprint=parts["files"]
             )
         built = time.perf_counter()
         model = build() if build else build_backbone(spec, image_size, source, seed=seed, precision=precision)

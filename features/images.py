@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,18 +54,25 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _decode(source, size: int) -> np.ndarray:
+@contextmanager
+def _open(source) -> Iterator[Image.Image]:
     with warnings.catch_warnings():
-        # A "possible decompression bomb" warning is not news to the user of a 5000 px radiograph.
+        # A "possible decompression bomb" warning is not news to the user of a 5000 px radiograph;
+        # past twice the limit Pillow raises DecompressionBombError, which is reported.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(source) as image:
-            if image.format == "JPEG":
-                image.draft("RGB", (size, size))
-            image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image)
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
+            yield image
+
+
+def _decode(source, size: int) -> np.ndarray:
+    with _open(source) as image:
+        if image.format == "JPEG":
+            image.draft("RGB", (size, size))
+        image = ImageOps.exif_transpose(image)
+        image = _to_rgb(image)
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
 
 
 def load_image(path: str | Path, size: int) -> np.ndarray:
@@ -96,13 +105,11 @@ def inspect_image(data: bytes, name: str = "image") -> tuple[int, int]:
     if not data:
         raise UnreadableImageError(name, "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if image.format == "JPEG":
-                    image.draft(image.mode, (32, 32))  # the DCT still reads every block, at 1/8 the work
-                image.load()
+        with _open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if image.format == "JPEG":
+                image.draft(image.mode, (32, 32))  # the DCT still reads every block, at 1/8 the work
+            image.load()
     except _DECODE_ERRORS as error:
         raise UnreadableImageError(name, _reason(error)) from error
     return width, height

@@ -33,12 +33,13 @@ from features.images import DECODE_VERSION, load_image
 PIXELS = "pixels.npy"
 
 
-def pixel_key_parts(image_size: int, root: Path, paths: list[str]) -> dict:
-    """Everything that changes the decoded pixels."""
+def pixel_key_parts(image_size: int, root: Path, paths: list[str], fingerprint: str | None = None) -> dict:
+    """Everything that changes the decoded pixels; ``fingerprint`` is ``file_list_fingerprint(root, paths)``
+    when the caller already has it (it stats every file)."""
     return {
         "image_size": image_size,
         "decode": DECODE_VERSION,
-        "files": file_list_fingerprint(root, paths),
+        "files": fingerprint or file_list_fingerprint(root, paths),
         "n_images": len(paths),
     }
 
@@ -116,10 +117,11 @@ class PixelCache:
         workers: int = 2,
         chunk: int = 256,
         progress: bool = True,
+        fingerprint: str | None = None,
     ) -> tuple[PixelReader, float]:
         """Decode every image once into the cache (unless there already) and return a reader and the seconds spent."""
         started = time.perf_counter()
-        parts = pixel_key_parts(image_size, root, paths)
+        parts = pixel_key_parts(image_size, root, paths, fingerprint)
         reader = self._open(image_size, parts)
         if reader is not None:
             return reader, 0.0
