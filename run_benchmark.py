@@ -135,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--dropout", "dropout rates before the softmax", nargs="+", type=float, metavar="P")
     add(
         g,
+        "--l2",
+        "L2 penalties on the softmax kernel: loss + L2 x sum(W^2), as an L2-regularised logistic regression",
+        nargs="+",
+        type=float,
+        metavar="L2",
+    )
+    add(
+        g,
         "--lr-schedule",
         "constant and/or step (decay by --step-decay-factor every --step-decay-epochs)",
         nargs="+",
@@ -147,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
         "validation score that picks each backbone's grid point: val_loss or TASK.METRIC, e.g. normal_vs_pneumonia.auc",
         metavar="SCORE",
     )
+    add(
+        g,
+        "--probe-l2",
+        "penalties of the logistic-regression probe (scikit-learn L-BFGS, C = 1/(2 x L2 x n_train)), "
+        "selected on validation and reported as '<backbone>-logreg' beside each head",
+        nargs="+",
+        type=float,
+        metavar="L2",
+    )
+    add(g, "--no-probe", "no logistic-regression probe", dest="probe", action="store_false", field="probe")
     g = p.add_argument_group("head training")
     add(g, "--epochs", "maximum epochs", type=int, metavar="N")
     add(g, "--batch-size", "head batch size", type=int, metavar="N")
@@ -187,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
     )
     add(g, "--finetune-epochs", "maximum epochs per size (early stopping on validation loss)", type=int, metavar="N")
+    add(g, "--finetune-batch-size", "images per fine-tuning step", type=int, metavar="N")
+    add(g, "--finetune-patience", "epochs without a better validation loss before a size stops", type=int, metavar="N")
     add(
         g,
         "--finetune-sizes",

@@ -1,7 +1,7 @@
 """Backbones: what an ImageNet feature extractor is, and how to build one."""
 
 from backbones.flops import model_flops
-from backbones.registry import BACKBONES, get_backbone
+from backbones.registry import BACKBONES, DEFAULT_BACKBONES, get_backbone
 from backbones.spec import BackboneSpec
 from backbones.weights import (
     PRECISIONS,
@@ -15,6 +15,7 @@ from backbones.weights import (
 
 __all__ = [
     "BACKBONES",
+    "DEFAULT_BACKBONES",
     "PRECISIONS",
     "BackboneSpec",
     "WeightsSource",

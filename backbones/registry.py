@@ -1,13 +1,39 @@
-"""The one registry of backbones: name -> BackboneSpec."""
+"""The one registry of backbones: name -> BackboneSpec.
+
+| name                 | family            | width | input px | features |
+|----------------------|-------------------|-------|----------|----------|
+| VGG16                | VGG               |       | 224      | 512      |
+| Xception             | Xception          |       | 299      | 2048     |
+| InceptionV3          | Inception         |       | 299      | 2048     |
+| InceptionResNetV2    | Inception-ResNet  |       | 299      | 1536     |
+| ResNet50             | ResNet            |       | 224      | 2048     |
+| MobileNetV2          | MobileNetV2       | 1.0   | 224      | 1280     |
+| MobileNetV2-<w>      | MobileNetV2       | 0.35, 0.5, 0.75, 1.3, 1.4 | 224 | 1280 (1664, 1792 above 1) |
+| MobileNet-<w>        | MobileNet v1      | 0.25, 0.5, 0.75, 1.0 | 224 | 1024 x w |
+
+The first six are the benchmark's default comparison; the width variants are
+there for small, fast runs and for users whose weights folder holds them.
+"""
 
 from __future__ import annotations
 
-from backbones import inception_resnet_v2, inception_v3, mobilenet_v2, resnet50, vgg16, xception
+from backbones import inception_resnet_v2, inception_v3, mobilenet, mobilenet_v2, resnet50, vgg16, xception
 from backbones.spec import BackboneSpec
 
+DEFAULT_BACKBONES = ("VGG16", "Xception", "InceptionV3", "InceptionResNetV2", "ResNet50", "MobileNetV2")
+
 BACKBONES: dict[str, BackboneSpec] = {
-    module.SPEC.name: module.SPEC
-    for module in (vgg16, xception, inception_v3, inception_resnet_v2, resnet50, mobilenet_v2)
+    spec.name: spec
+    for spec in (
+        vgg16.SPEC,
+        xception.SPEC,
+        inception_v3.SPEC,
+        inception_resnet_v2.SPEC,
+        resnet50.SPEC,
+        mobilenet_v2.spec(1.0),
+        *(mobilenet_v2.spec(width) for width in (0.35, 0.5, 0.75, 1.3, 1.4)),
+        *(mobilenet.spec(width) for width in (0.25, 0.5, 0.75, 1.0)),
+    )
 }
 
 

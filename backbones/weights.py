@@ -36,12 +36,14 @@ def _sha256(path: Path) -> str:
 
 
 def folder_candidates(spec: BackboneSpec, image_size: int) -> list[str]:
-    """File names looked for, in order, inside a ``--weights DIR`` folder."""
-    return [
-        f"{spec.name}.weights.h5",
-        f"{spec.name}_notop.weights.h5",
-        spec.keras_weights_file(image_size),
-    ]
+    """File names looked for, in order, inside a ``--weights DIR`` folder.
+
+    Keras' file for ``image_size`` comes before its file for the default size,
+    which the fully convolutional backbones load at any input size (as Keras
+    itself does for sizes it ships no file for).
+    """
+    names = [f"{spec.name}.weights.h5", f"{spec.name}_notop.weights.h5", spec.keras_weights_file(image_size)]
+    return list(dict.fromkeys([*names, spec.keras_weights_file(spec.default_size)]))
 
 
 def resolve_weights(spec: BackboneSpec, weights: str, image_size: int, seed: int = 0) -> WeightsSource:

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from backbones import BACKBONES  # noqa: E402
+from backbones import BACKBONES, DEFAULT_BACKBONES  # noqa: E402
 from benchmark.config import RunConfig  # noqa: E402
 from benchmark.sweep import head_workers, train_groups  # noqa: E402
 from features.dataset import Dataset, ImageRecord  # noqa: E402
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         head_workers=args.head_workers, progress=False,
     )  # fmt: skip
     jobs = []
-    for name, spec in BACKBONES.items():
+    for name in DEFAULT_BACKBONES:
+        spec = BACKBONES[name]
         for size in range(SIZES):
             by_split = {
                 split: rng.normal(size=(len(values), spec.feature_size)).astype(np.float32)

@@ -64,6 +64,8 @@ class FinetuneSettings:
             (self.lr > 0, f"--finetune-lr must be positive, not {self.lr}"),
             (0 < self.lr_factor <= 1, f"--finetune-lr-factor must be in (0, 1], not {self.lr_factor}"),
             (self.epochs >= 1, f"--finetune-epochs must be at least 1, not {self.epochs}"),
+            (self.batch_size >= 1, f"--finetune-batch-size must be at least 1, not {self.batch_size}"),
+            (self.patience >= 0, f"--finetune-patience must be 0 or more, not {self.patience}"),
             (list(self.sizes) == sorted(self.sizes), f"--finetune-sizes must grow, small first: {self.sizes}"),
         ]
         for ok, message in checks:
@@ -267,10 +269,11 @@ def finetune_winners(
     cache_dir: Path,
     progress: bool = True,
 ) -> list[HeadResult]:
-    """Fine-tune each backbone's selected head (first seed); finished ones are read back, not redone."""
+    """Fine-tune each backbone's selected Adam-trained head (first seed); finished ones are read back, not redone."""
     firsts: dict[str, HeadResult] = {}
     for winner in sorted(winners, key=lambda w: w.settings.seed):
-        firsts.setdefault(winner.backbone, winner)
+        if winner.settings.kind == "keras":  # the probes are the frozen baseline, not a start for fine-tuning
+            firsts.setdefault(winner.backbone, winner)
     split_key = {split: [r.path for r in dataset.split(split)] for split in ("train", "val", "test")}
     results = []
     for frozen in firsts.values():

@@ -32,6 +32,16 @@ HISTORY = "history.csv"
 
 
 LR_SCHEDULES = ("constant", "step")
+# "keras": Dropout -> Dense softmax trained with Adam and early stopping (this module);
+# "logreg": the same Dense softmax fitted to convergence by scikit-learn (benchmark.probe).
+HEAD_KINDS = ("keras", "logreg")
+# The head settings a grid point is made of (with backbone and image size); seeds repeat a point.
+HEAD_GRID_FIELDS = ("kind", "lr", "dropout", "l2", "lr_schedule")
+
+
+def model_name(backbone: str, kind: str) -> str:
+    """The name a head's rows carry in the reports: the backbone, with ``-logreg`` for the probe."""
+    return backbone if kind == "keras" else f"{backbone}-{kind}"
 
 
 @dataclass(frozen=True)
@@ -39,11 +49,16 @@ class HeadSettings:
     """How one head is trained.
 
     ``lr_schedule`` "step" multiplies the learning rate by ``step_decay_factor``
-    every ``step_decay_epochs`` epochs; "constant" keeps it.
+    every ``step_decay_epochs`` epochs; "constant" keeps it. ``l2`` adds
+    ``l2 * sum(kernel ** 2)`` to the mean cross-entropy (as
+    ``keras.regularizers.L2``; the bias is not penalised), the objective of an
+    L2-regularised logistic regression with ``C = 1 / (2 * l2 * n_train)``.
     """
 
+    kind: str = "keras"
     lr: float = 1e-3
     dropout: float = 0.2
+    l2: float = 0.0
     lr_schedule: str = "constant"
     epochs: int = 100
     batch_size: int = 32
@@ -54,11 +69,17 @@ class HeadSettings:
     step_decay_factor: float = 0.5
     seed: int = 0
 
+    def describe(self) -> str:
+        """The settings that tell heads apart, in words, for reports and logs."""
+        if self.kind == "logreg":
+            return f"logistic-regression probe, l2 {self.l2:g}"
+        return f"Adam lr {self.lr:g}, dropout {self.dropout:g}, l2 {self.l2:g}, {self.lr_schedule}"
+
     def shared_part(self) -> tuple:
         """What heads trained together in one model must have in common."""
         # Heads with different schedules trained together drifted from their lone runs in a
         # test with three dropout rates, so the schedule stays a group setting for now.
-        per_head = {"lr", "dropout"}
+        per_head = {"lr", "dropout", "l2"}
         return tuple(getattr(self, f.name) for f in fields(self) if f.name not in per_head)
 
 
@@ -189,7 +210,7 @@ def _summed_crossentropy(y_true, y_pred):
 
 
 class _PerHeadAdam(keras.optimizers.Adam):
-    """Adam with each head's own learning rate and schedule.
+    """Adam with each head's own learning rate, schedule and L2 penalty.
 
     Adam updates every weight from its own gradient history, so a learning
     rate that differs per head slice of the bank's kernel is exactly each head
@@ -203,6 +224,7 @@ class _PerHeadAdam(keras.optimizers.Adam):
             return np.repeat(np.array(values, dtype), n_classes)
 
         self._base = per_column([s.lr for s in settings], np.float32)
+        self._l2 = per_column([2.0 * s.l2 for s in settings], np.float32)
         self._steps = per_column([s.lr_schedule == "step" for s in settings], bool)
         self._factor = per_column([s.step_decay_factor for s in settings], np.float32)
         self._every = per_column([s.step_decay_epochs for s in settings], np.float32)
@@ -214,6 +236,8 @@ class _PerHeadAdam(keras.optimizers.Adam):
         rates = self._base * keras.ops.where(self._steps, decay, keras.ops.ones_like(decay))
         # The bank's kernel is (features, heads x classes) and its bias (heads x classes,).
         rates = keras.ops.reshape(rates, (1,) * (len(variable.shape) - 1) + (len(self._base),))
+        if len(variable.shape) == 2:  # the kernel: the L2 penalty's gradient, each head's own
+            gradient = gradient + self._l2 * variable
         return super().update_step(gradient, variable, rates)
 
 
@@ -287,7 +311,7 @@ def train_heads(
 ) -> list[TrainedHead]:
     """Train one head per ``settings`` entry, all in one Keras model, and save each.
 
-    The heads may differ in learning rate and dropout; the rest must
+    The heads may differ in learning rate, dropout and L2 penalty; the rest must
     be shared (``HeadSettings.shared_part``). Every head starts from the same
     seeded initialisation and sees the same seeded batch order; each has its
     own dropout rate and Adam learning rate, trained on categorical
@@ -300,7 +324,7 @@ def train_heads(
     A head whose validation loss turns NaN stops there, keeping its last finite best.
     """
     if len({s.shared_part() for s in settings}) != 1:
-        raise ValueError("heads trained together must share all settings but lr and dropout")
+        raise ValueError("heads trained together must share all settings but lr, dropout and l2")
     # The bank wants heads grouped by dropout rate; results go back in the caller's order.
     order = sorted(range(len(settings)), key=lambda k: settings[k].dropout)
     settings, out_dirs = [settings[k] for k in order], [out_dirs[k] for k in order]
@@ -367,7 +391,7 @@ def train_heads(
         out_dirs[k].mkdir(parents=True, exist_ok=True)
         checkpoint = out_dirs[k] / CHECKPOINT
         model.save(checkpoint)
-        _write_history(out_dirs[k] / HISTORY, own_history)
+        write_history(out_dirs[k] / HISTORY, own_history)
         trained.append(TrainedHead(head, model, own_history, max(best_epoch, 1), epochs_run, seconds, checkpoint))
     return [trained[order.index(k)] for k in range(heads)]
 
@@ -390,7 +414,8 @@ def train_head(
     )[0]
 
 
-def _write_history(path: Path, history: dict[str, list[float]]) -> None:
+def write_history(path: Path, history: dict[str, list[float]]) -> None:
+    """``history`` (name -> value per epoch) as ``history.csv``: an epoch column, then one per name."""
     names = sorted(history)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

@@ -40,12 +40,22 @@ from PIL import Image  # noqa: E402
 
 from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, resolve_weights  # noqa: E402
 from benchmark.finetune import build_finetuned  # noqa: E402
-from benchmark.heads import load_head  # noqa: E402
+from benchmark.heads import HEAD_GRID_FIELDS, HeadSettings, load_head, model_name  # noqa: E402
 from features.dataset import IMAGE_SUFFIXES  # noqa: E402
 from features.images import UnreadableImageError, load_image  # noqa: E402
 
 METHODS = ("auto", "gradcam", "occlusion")
 FINETUNED = "-ft"
+# Suffixes a leaderboard's backbone column may carry after the registry name.
+MODEL_SUFFIXES = (FINETUNED, "-logreg")
+
+
+def _split_model_name(name: str) -> tuple[str, str]:
+    """``("MobileNetV2-0.35", "-logreg")`` from ``"MobileNetV2-0.35-logreg"``; the suffix is "" for a plain head."""
+    for suffix in MODEL_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)], suffix
+    return name, ""
 
 
 @dataclass
@@ -144,13 +154,15 @@ def choose_head(results_dir: Path, backbone: str | None = None) -> pd.Series:
     """
     board = pd.read_csv(results_dir / "leaderboard.csv")
     grid = pd.read_csv(results_dir / "grid.csv")
-    keys = ["backbone", "image_size", "lr", "dropout", "lr_schedule"]
+    # The grid names the backbone; the leaderboard names the model (backbone-logreg for a probe).
+    grid["backbone"] = [model_name(b, k) for b, k in zip(grid["backbone"], grid["kind"], strict=True)]
+    keys = ["backbone", "image_size", *HEAD_GRID_FIELDS]
     heads = board.drop_duplicates("head_id").merge(grid[[*keys, "selection_score"]], on=keys, how="left")
     if backbone is None:
         heads = heads[~heads["backbone"].str.endswith(FINETUNED)]  # fine-tuned models only when asked for
     else:
-        base = backbone.removesuffix(FINETUNED)
-        name = get_backbone(base).name + (FINETUNED if backbone.endswith(FINETUNED) else "")
+        base, suffix = _split_model_name(backbone)
+        name = get_backbone(base).name + suffix
         heads = heads[heads["backbone"] == name]
         if heads.empty:
             raise ValueError(f"{results_dir} has no selected head for {name}; it has {', '.join(board['backbone'])}")
@@ -163,7 +175,7 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
     results_dir = Path(results_dir)
     run = json.loads((results_dir / "run.json").read_text(encoding="utf-8"))
     row = choose_head(results_dir, backbone)
-    spec = get_backbone(row["backbone"].removesuffix(FINETUNED))
+    spec = get_backbone(_split_model_name(row["backbone"])[0])
     size = int(row["image_size"])
     config = run["config"]
     seed = int(config["seed"])
@@ -181,8 +193,9 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
     if not isinstance(pooling, keras.layers.GlobalAveragePooling2D):
         raise ValueError(f"{spec.name}: the last layer is {type(pooling).__name__}, not GlobalAveragePooling2D")
     backbone_model = keras.Model(pooled_model.inputs, [pooling.input, pooled_model.outputs[0]])
+    settings = HeadSettings(**{name: row[name] for name in HEAD_GRID_FIELDS})
     description = (
-        f"{spec.name} {size} px, lr {row['lr']:g}, dropout {row['dropout']:g}, seed {row['seed']}, "
+        f"{spec.name} {size} px, {settings.describe()}, seed {row['seed']}, "
         f"weights {row['weights'] if row['backbone'].endswith(FINETUNED) else source.identity}"
     )
     return Predictor(spec, size, _classes(results_dir, run), backbone_model, head, row["head_id"], description, run)
@@ -241,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backbone",
         metavar="NAME",
-        help=f"use this backbone's head: {', '.join(BACKBONES)}; NAME-ft for its fine-tuned model (--finetune runs)",
+        help=f"use this backbone's head: {', '.join(BACKBONES)}; NAME-logreg for its logistic-regression probe, "
+        "NAME-ft for its fine-tuned model (--finetune runs)",
     )
     parser.add_argument("--out", type=Path, default=Path("results/predict"), help="default: results/predict")
     parser.add_argument(

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from benchmark.heads import HEAD_GRID_FIELDS, model_name
 from benchmark.metrics import (
     binary_metrics,
     binary_tasks,
@@ -19,7 +20,6 @@ from benchmark.metrics import (
     multiclass_confusion,
     operating_point,
     task_decision,
-    task_truth_and_score,
 )
 from benchmark.plots import (
     plot_confusion_matrix,
@@ -40,9 +40,7 @@ def _head_columns(result: HeadResult) -> dict:
     return {
         "backbone": result.backbone,
         "image_size": result.image_size,
-        "lr": result.settings.lr,
-        "dropout": result.settings.dropout,
-        "lr_schedule": result.settings.lr_schedule,
+        **{name: getattr(result.settings, name) for name in HEAD_GRID_FIELDS},
         "seed": result.settings.seed,
     }
 
@@ -77,9 +75,10 @@ def leaderboard_rows(results: list[HeadResult], dataset: Dataset, run_info: dict
         three_class = multiclass_accuracy(labels, probabilities)
         for task, positives in binary_tasks(dataset.classes).items():
             truth, decision, score = task_decision(labels, probabilities, dataset.classes, positives)
-            val_truth, val_score = task_truth_and_score(
+            val_truth, val_decision, val_score = task_decision(
                 val_labels, result.probabilities["val"], dataset.classes, positives
             )
+            validation = binary_metrics(val_truth, val_decision, val_score)
             rows.append(
                 {
                     **_head_columns(result),
@@ -87,6 +86,7 @@ def leaderboard_rows(results: list[HeadResult], dataset: Dataset, run_info: dict
                     "positive": "+".join(positives),
                     **binary_metrics(truth, decision, score),
                     **test_quality(truth, decision, score, val_truth, val_score, run_info["config"]),
+                    **{f"val_{metric}": validation[metric] for metric in METRIC_COLUMNS},
                     "n_test": len(labels),
                     "multiclass_accuracy": three_class,
                     "best_epoch": result.best_epoch,
@@ -128,6 +128,17 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.3f}"
     return str(value)
+
+
+SETTING_HEADERS = ["size", "head", "lr", "dropout", "l2", "schedule"]
+
+
+def _setting_cells(row) -> list[str]:
+    """A head's settings as table cells; learning rates and penalties in ``g`` format, so 1e-4 stays legible."""
+    if row["kind"] == "logreg":
+        return [str(row["image_size"]), "logreg (L-BFGS)", "—", "—", f"{row['l2']:g}", "—"]
+    return [str(row["image_size"]), "Adam", f"{row['lr']:g}", f"{row['dropout']:g}", f"{row['l2']:g}",
+            row["lr_schedule"]]  # fmt: skip
 
 
 def _warnings(run_info: dict, dataset: Dataset) -> list[str]:
@@ -177,13 +188,37 @@ def _cell(members: pd.DataFrame, metric: str) -> str:
 
 def _summary(frame: pd.DataFrame, sort_metric: str) -> pd.DataFrame:
     """Test metrics per selected grid point, mean and standard deviation over its seeds."""
-    keys = ["backbone", "image_size", "lr", "dropout", "lr_schedule"]
+    keys = ["backbone", "image_size", *HEAD_GRID_FIELDS]
     grouped = frame.groupby(keys, sort=False)
     summary = grouped[list(METRIC_COLUMNS)].mean().reset_index()
     summary["seeds"] = grouped.size().to_numpy()
     for metric in METRIC_COLUMNS:
         summary[f"{metric}_std"] = grouped[metric].std(ddof=0).to_numpy()
     return summary.sort_values([sort_metric, "sensitivity"], ascending=False)
+
+
+def _validation_section(frame: pd.DataFrame, dataset: Dataset) -> list[str]:
+    """Each selected head's validation metrics beside its test metrics, and the gap."""
+    out = [
+        "## Validation beside test",
+        "",
+        "The heads were selected on validation, which is carved from the training pool; the test split was "
+        "collected apart. Where validation is far above test, validation was optimistic: expect the test numbers. "
+        "Argmax decisions; mean over seeds; Δ = test − validation.",
+        "",
+    ]
+    metrics = ("auc", "sensitivity", "specificity", "f1")
+    headers = ["backbone"] + [f"{name} {m}" for m in metrics for name in ("val", "test", "Δ")]
+    for task in binary_tasks(dataset.classes):
+        body = []
+        for backbone, members in frame[frame["task"] == task].groupby("backbone", sort=False):
+            cells = [backbone]
+            for metric in metrics:
+                val, test = members[f"val_{metric}"].mean(), members[metric].mean()
+                cells += [_fmt(float(val)), _fmt(float(test)), f"{test - val:+.3f}"]
+            body.append(cells)
+        out += [f"### {task}", "", tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True), ""]
+    return out
 
 
 def _operating_point_section(frame: pd.DataFrame, dataset: Dataset, config: dict) -> list[str]:
@@ -289,10 +324,10 @@ def leaderboard_markdown(
     for task, positives in binary_tasks(dataset.classes).items():
         summary = _summary(frame[frame["task"] == task], sort_metric)
         body = []
-        for rank, row in enumerate(summary.itertuples(), start=1):
-            members = frame[(frame["task"] == task) & (frame["backbone"] == row.backbone)]
+        for rank, (_, row) in enumerate(summary.iterrows(), start=1):
+            members = frame[(frame["task"] == task) & (frame["backbone"] == row["backbone"])]
             body.append(
-                [rank, row.backbone, row.image_size, _fmt(row.lr), _fmt(row.dropout), row.lr_schedule, row.seeds]
+                [rank, row["backbone"], *_setting_cells(row), row["seeds"]]
                 + [_cell(members, m) for m in METRIC_COLUMNS]
             )
         out += [
@@ -300,12 +335,13 @@ def leaderboard_markdown(
             "",
             tabulate(
                 body,
-                headers=["#", "backbone", "size", "lr", "dropout", "schedule", "seeds", *METRIC_COLUMNS],
+                headers=["#", "backbone", *SETTING_HEADERS, "seeds", *METRIC_COLUMNS],
                 tablefmt="pipe",
                 disable_numparse=True,
             ),
             "",
         ]
+    out += _validation_section(frame, dataset)
     out += _operating_point_section(frame, dataset, config)
     out += _calibration_section(frame, dataset, plots)
     if plots:
@@ -319,8 +355,7 @@ def leaderboard_markdown(
         matrix = sum(multiclass_confusion(labels, w.probabilities["test"], len(dataset.classes)) for w in heads)
         accuracy = np.mean([multiclass_accuracy(labels, w.probabilities["test"]) for w in heads])
         out += [
-            f"**{backbone}** ({heads[0].image_size} px, lr {heads[0].settings.lr:g}, dropout "
-            f"{heads[0].settings.dropout:g}, {heads[0].settings.lr_schedule}): "
+            f"**{backbone}** ({heads[0].image_size} px, {heads[0].settings.describe()}): "
             f"{len(dataset.classes)}-class accuracy {_fmt(float(accuracy))}",
             "",
             tabulate(
@@ -333,20 +368,19 @@ def leaderboard_markdown(
     grid = pd.DataFrame(grid_rows(sweep.points, dataset.classes, config["select_by"]))
     first_task = next(iter(binary_tasks(dataset.classes)))
     chosen = {
-        (w.backbone, w.image_size, w.settings.lr, w.settings.dropout, w.settings.lr_schedule) for w in sweep.winners
+        (w.backbone, w.image_size, *(getattr(w.settings, name) for name in HEAD_GRID_FIELDS)) for w in sweep.winners
     }
     body = []
-    for row in grid.sort_values(
-        ["backbone", "selection_score"], ascending=[True, False], na_position="last"
-    ).itertuples():
-        key = (row.backbone, row.image_size, row.lr, row.dropout, row.lr_schedule)
-        done = row.seeds > 0
+    for _, row in grid.sort_values(
+        ["backbone", "kind", "selection_score"], ascending=[True, False, False], na_position="last"
+    ).iterrows():
+        key = (model_name(row["backbone"], row["kind"]), row["image_size"], *(row[n] for n in HEAD_GRID_FIELDS))
+        done = row["seeds"] > 0
         body.append(
-            ["**✓**" if key in chosen else "", row.backbone, row.image_size, _fmt(row.lr), _fmt(row.dropout),
-             row.lr_schedule, row.seeds,
-             _fmt(row.val_loss) if done else "failed",
-             _fmt(getattr(row, f"val_{first_task}_auc")) if done else row.errors,
-             _fmt(row.val_multiclass_accuracy) if done else ""]
+            ["**✓**" if key in chosen else "", row["backbone"], *_setting_cells(row), row["seeds"],
+             _fmt(row["val_loss"]) if done else "failed",
+             _fmt(row[f"val_{first_task}_auc"]) if done else row["errors"],
+             _fmt(row["val_multiclass_accuracy"]) if done else ""]
         )  # fmt: skip
     out += [
         "## Every grid point (validation split only)",
@@ -358,10 +392,7 @@ def leaderboard_markdown(
             headers=[
                 "",
                 "backbone",
-                "size",
-                "lr",
-                "dropout",
-                "schedule",
+                *SETTING_HEADERS,
                 "seeds",
                 "val loss",
                 f"val {first_task} AUC",
@@ -391,10 +422,12 @@ def _plots(results_dir: Path, rows: list[dict], sweep: SweepResult, dataset: Dat
     first = {}
     for winner in sweep.winners:
         first.setdefault(winner.backbone, winner)
+    # A probe is fitted in one go: it has no curve to draw.
+    curves = [w for w in first.values() if w.settings.kind != "logreg"] or list(first.values())
     plot_training_curves(
-        {w.backbone: w.history for w in first.values()},
+        {w.backbone: w.history for w in curves},
         folder / "training_curves.png",
-        best_epochs={w.backbone: w.best_epoch for w in first.values()},
+        best_epochs={w.backbone: w.best_epoch for w in curves},
         title="Training curves of the selected heads (first seed)",
     )
     made["Training curves"] = "plots/training_curves.png"

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,8 +33,9 @@ import keras
 import numpy as np
 
 from backbones import BackboneSpec, WeightsSource, get_backbone, resolve_weights
-from benchmark.heads import HISTORY, HeadSettings, TrainedHead, load_head, train_heads
+from benchmark.heads import HEAD_GRID_FIELDS, HISTORY, HeadSettings, TrainedHead, load_head, model_name, train_heads
 from benchmark.metrics import binary_tasks, evaluate, multiclass_accuracy
+from benchmark.probe import fit_probes
 from features.cache import FeatureCache, atomic_write_text, cache_key
 from features.dataset import Dataset
 from features.extract import ExtractionStats, extract_features
@@ -43,7 +45,7 @@ if TYPE_CHECKING:  # annotations only: benchmark.config builds on benchmark.fine
     from benchmark.config import RunConfig
 
 POINT = "point.json"
-GRID_COLUMNS = ("backbone", "image_size", "lr", "dropout", "lr_schedule")
+GRID_COLUMNS = ("backbone", "image_size", *HEAD_GRID_FIELDS)
 
 
 @dataclass
@@ -74,10 +76,19 @@ class SweepResult:
 
 def point_id(backbone: str, image_size: int, settings: HeadSettings, context: dict) -> str:
     """A readable folder name plus a hash of everything that makes the point."""
-    readable = (
-        f"{backbone}-{image_size}px-lr{settings.lr:g}-do{settings.dropout:g}-{settings.lr_schedule}-seed{settings.seed}"
-    )
+    if settings.kind == "logreg":
+        readable = f"{backbone}-{image_size}px-logreg-l2{settings.l2:g}-seed{settings.seed}"
+    else:
+        readable = (
+            f"{backbone}-{image_size}px-lr{settings.lr:g}-do{settings.dropout:g}-l2{settings.l2:g}-"
+            f"{settings.lr_schedule}-seed{settings.seed}"
+        )
     return f"{readable}-{cache_key(dict(context, settings=asdict(settings)))[:10]}"
+
+
+def grid_key(point: dict) -> tuple:
+    """The grid point a stored record belongs to (its seeds share it): the values of ``GRID_COLUMNS``."""
+    return tuple(point[column] for column in GRID_COLUMNS)
 
 
 def selection_score(point: dict, select_by: str) -> float:
@@ -162,7 +173,7 @@ def _read_point(path: Path) -> dict | None:
 def run_sweep(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> SweepResult:
     """Run (or resume) the whole grid of ``config`` on ``dataset``; select and test the winners."""
     heads_dir = Path(config.results_dir) / "heads"
-    grid = config.head_grid()
+    grid = config.head_grid() + config.probe_grid()
     specs = [get_backbone(name) for name in config.backbones]
     progress = _Progress(sum(len(config.sizes_for(spec)) for spec in specs) * len(grid))
     split_key = cache_key({split: [r.path for r in dataset.split(split)] for split in ("train", "val")})
@@ -262,7 +273,10 @@ def _train_group(
     heads_dir: Path,
     progress: bool,
 ) -> list[dict]:
-    """Train heads that can share a model; fall back to one at a time if the group fails."""
+    """Train heads that can share a model (or fit the probes); fall back to one at a time if the group fails."""
+    train = fit_probes
+    if settings[0].kind == "keras":
+        train = partial(train_heads, progress=progress, description=f"{backbone} {size}px: {len(settings)} heads")
     arguments = (
         by_split["train"],
         dataset.labels("train"),
@@ -271,19 +285,13 @@ def _train_group(
         len(dataset.classes),
     )
     try:
-        trained = train_heads(
-            *arguments,
-            settings,
-            [heads_dir / i for i in ids],
-            progress=progress,
-            description=f"{backbone} {size}px: {len(settings)} heads",
-        )
+        trained = train(*arguments, settings, [heads_dir / i for i in ids])
         outcomes = list(zip(settings, ids, trained, strict=True))
     except Exception:
         outcomes = []
         for one, pid in zip(settings, ids, strict=True):
             try:
-                outcomes.append((one, pid, train_heads(*arguments, [one], [heads_dir / pid], progress=progress)[0]))
+                outcomes.append((one, pid, train(*arguments, [one], [heads_dir / pid])[0]))
             except Exception as error:  # recorded, and the sweep goes on
                 outcomes.append((one, pid, error))
     return [
@@ -305,8 +313,9 @@ def _record(
 ) -> dict:
     """The stored result of one grid point: its settings and validation scores, or its error."""
     record = {
-        "point_id": pid, "backbone": backbone, "image_size": size, "lr": one.lr, "dropout": one.dropout,
-        "lr_schedule": one.lr_schedule, "seed": one.seed, "weights": weights, "settings": asdict(one),
+        "point_id": pid, "backbone": backbone, "image_size": size,
+        **{name: getattr(one, name) for name in HEAD_GRID_FIELDS},
+        "seed": one.seed, "weights": weights, "settings": asdict(one),
     }  # fmt: skip
     if isinstance(outcome, Exception):
         record.update(status="failed", error=f"{type(outcome).__name__}: {outcome}")
@@ -336,27 +345,32 @@ def _select_and_test(
     dataset: Dataset,
     heads_dir: Path,
 ) -> list[HeadResult]:
-    """Per backbone, the grid point with the best mean validation score; its heads predicted on test."""
+    """Per backbone and head kind, the grid point with the best mean validation score; its heads predicted on test.
+
+    The Adam-trained heads and the logistic-regression probes are selected
+    apart, so each backbone reports both: its head and the baseline beside it.
+    """
     scores: dict[tuple, list[float]] = defaultdict(list)
     for point in points:
         if point["status"] == "done":
-            scores[tuple(point[c] for c in GRID_COLUMNS)].append(selection_score(point, select_by))
+            scores[grid_key(point)].append(selection_score(point, select_by))
     best: dict[str, tuple] = {}
     for key, values in sorted(scores.items(), key=lambda item: str(item[0])):
         mean = float(np.mean(values))
-        if key[0] not in best or mean > best[key[0]][0]:
-            best[key[0]] = (mean, key)
+        name = model_name(key[GRID_COLUMNS.index("backbone")], key[GRID_COLUMNS.index("kind")])
+        if name not in best or mean > best[name][0]:
+            best[name] = (mean, key)
     winners = []
     for _, key in best.values():
         for point in sorted(points, key=lambda p: p["seed"]):
-            if point["status"] != "done" or tuple(point[c] for c in GRID_COLUMNS) != key:
+            if point["status"] != "done" or grid_key(point) != key:
                 continue
             folder = heads_dir / point["point_id"]
             model = load_head(folder / "best.keras")
             features = features_of[(point["backbone"], point["image_size"])]
             winners.append(
                 HeadResult(
-                    backbone=point["backbone"],
+                    backbone=model_name(point["backbone"], point["kind"]),
                     image_size=point["image_size"],
                     settings=HeadSettings(**point["settings"]),
                     weights=point["weights"],
@@ -378,7 +392,7 @@ def grid_rows(points: list[dict], classes: tuple[str, ...], select_by: str) -> l
     """One row per grid point (seeds averaged): validation scores only, with the selected one marked."""
     grouped: dict[tuple, list[dict]] = defaultdict(list)
     for point in points:
-        grouped[tuple(point[c] for c in GRID_COLUMNS)].append(point)
+        grouped[grid_key(point)].append(point)
     rows = []
     for key, members in grouped.items():
         done = [p for p in members if p["status"] == "done"]

@@ -8,6 +8,7 @@ import pytest
 
 from backbones import (
     BACKBONES,
+    DEFAULT_BACKBONES,
     WeightsUnavailableError,
     build_backbone,
     get_backbone,
@@ -19,8 +20,48 @@ NAMES = list(BACKBONES)
 EXPECTED = {"VGG16", "Xception", "InceptionV3", "InceptionResNetV2", "ResNet50", "MobileNetV2"}
 
 
-def test_registry_holds_the_six_backbones():
-    assert set(NAMES) == EXPECTED
+WIDTH_VARIANTS = {
+    # name: Keras' own ImageNet file (no top) at 224 px, as keras.applications downloads it
+    "MobileNetV2-0.35": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5",
+    "MobileNetV2-0.5": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5",
+    "MobileNetV2-0.75": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.75_224_no_top.h5",
+    "MobileNetV2-1.3": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.3_224_no_top.h5",
+    "MobileNetV2-1.4": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.4_224_no_top.h5",
+    "MobileNet-0.25": "mobilenet_2_5_224_tf_no_top.h5",
+    "MobileNet-0.5": "mobilenet_5_0_224_tf_no_top.h5",
+    "MobileNet-0.75": "mobilenet_7_5_224_tf_no_top.h5",
+    "MobileNet-1.0": "mobilenet_1_0_224_tf_no_top.h5",
+}
+
+
+def test_registry_holds_the_six_backbones_and_the_width_variants():
+    assert set(DEFAULT_BACKBONES) == EXPECTED
+    assert set(NAMES) == EXPECTED | set(WIDTH_VARIANTS)
+    assert BACKBONES["MobileNetV2"].keras_weights_file(224) == (
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    )
+
+
+@pytest.mark.parametrize("name", list(WIDTH_VARIANTS))
+def test_width_variants_use_keras_file_names(name: str):
+    spec = BACKBONES[name]
+    assert spec.keras_weights_file(224) == WIDTH_VARIANTS[name]
+    # Keras keeps one file per trained resolution and uses the 224 px one for any other size.
+    assert spec.keras_weights_file(300) == WIDTH_VARIANTS[name]
+    assert spec.keras_weights_file(160) == WIDTH_VARIANTS[name].replace("224", "160")
+
+
+def test_width_changes_the_network():
+    """Each width builds a different network: its own parameter count, feature length as Keras gives it."""
+    counts = {}
+    for name in ("MobileNetV2-0.35", "MobileNetV2", "MobileNetV2-1.4", "MobileNet-0.25", "MobileNet-1.0"):
+        spec = BACKBONES[name]
+        model = build_backbone(spec, 32, resolve_weights(spec, "none", 32))
+        assert model.output_shape == (None, spec.feature_size)
+        counts[name] = model.count_params()
+    assert len(set(counts.values())) == len(counts)
+    assert counts["MobileNetV2-0.35"] < counts["MobileNetV2"] < counts["MobileNetV2-1.4"]
+    assert counts["MobileNet-0.25"] < counts["MobileNet-1.0"]
 
 
 def test_unknown_name_lists_the_valid_ones():
@@ -74,6 +115,16 @@ def test_keras_file_name_is_found_and_content_names_the_weights(tmp_path: Path):
         resolve_weights(spec, str(tmp_path / "other"), 32).identity
         != resolve_weights(spec, str(keras_named.parent), 224).identity
     )
+
+
+def test_a_folder_with_only_the_default_size_file_serves_every_size(tmp_path: Path):
+    """Keras ships MobileNetV2 files per training size; a folder holding only the 224 px one serves 160 px too."""
+    spec = BACKBONES["MobileNetV2-0.35"]
+    model = build_backbone(spec, 32, resolve_weights(spec, "none", 32))
+    save_weights_file(model, tmp_path, spec).rename(tmp_path / spec.keras_weights_file(224))
+    assert resolve_weights(spec, str(tmp_path), 160).path == tmp_path / spec.keras_weights_file(224)
+    (tmp_path / spec.keras_weights_file(160)).write_bytes(b"")
+    assert resolve_weights(spec, str(tmp_path), 160).path == tmp_path / spec.keras_weights_file(160)
 
 
 def test_missing_weights_file_names_what_was_looked_for(tmp_path: Path):

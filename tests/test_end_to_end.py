@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import run_benchmark
-from backbones import BACKBONES
+from backbones import DEFAULT_BACKBONES
 from benchmark.verify import verify
 
 REQUIRED_LEADERBOARD = {
@@ -52,6 +52,8 @@ def _run(root: Path, tmp_path: Path, *extra: str) -> int:
             str(tmp_path / "results"),
             "--cache-dir",
             str(tmp_path / "cache"),
+            # One Adam head and two probe penalties: each backbone reports its head and its probe.
+            *("--lr", "1e-3", "--dropout", "0.2", "--l2", "0", "--probe-l2", "0.1", "1"),
             *extra,
         ]
     )
@@ -63,8 +65,9 @@ def test_run_writes_reports_that_scikit_learn_agrees_with(kermany_root: Path, tm
     board = pd.read_csv(results / "leaderboard.csv")
     predictions = pd.read_csv(results / "predictions.csv")
     assert REQUIRED_LEADERBOARD <= set(board.columns) and REQUIRED_PREDICTIONS <= set(predictions.columns)
-    assert len(board) == 2 * 3  # backbones x tasks
-    assert set(predictions["split"]) == {"test"} and len(predictions) == 2 * 18
+    assert len(board) == 2 * 2 * 3  # backbones x (head, probe) x tasks
+    assert set(board["backbone"]) == {"MobileNetV2", "ResNet50", "MobileNetV2-logreg", "ResNet50-logreg"}
+    assert set(predictions["split"]) == {"test"} and len(predictions) == 2 * 2 * 18
     assert set(predictions["label"]) == {"normal", "bacterial", "viral"}
     assert verify(results) == []
     markdown = (results / "leaderboard.md").read_text()
@@ -110,7 +113,7 @@ def test_all_six_backbones_extract_and_train(kermany_root: Path, tmp_path: Path)
             kermany_root,
             tmp_path,
             "--backbones",
-            *BACKBONES,
+            *DEFAULT_BACKBONES,
             "--image-size",
             "75",
             "--limit-per-class",
@@ -121,7 +124,7 @@ def test_all_six_backbones_extract_and_train(kermany_root: Path, tmp_path: Path)
         == 0
     )  # the 40 px fixtures are below Inception's 75 px minimum
     board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
-    assert set(board["backbone"]) == set(BACKBONES)
+    assert set(board["backbone"]) == set(DEFAULT_BACKBONES) | {f"{name}-logreg" for name in DEFAULT_BACKBONES}
     assert verify(tmp_path / "results") == []
 
 
@@ -143,7 +146,7 @@ def test_real_data_subset_end_to_end(real_data: Path, tmp_path: Path):
     assert _run(real_data, tmp_path, "--backbones", "MobileNetV2", "--image-size", "64", "--limit-per-class", "8") == 0
     assert verify(tmp_path / "results") == []
     predictions = pd.read_csv(tmp_path / "results" / "predictions.csv")
-    assert len(predictions) == 3 * 8 and predictions["path"].str.startswith("test/").all()
+    assert len(predictions) == 2 * 3 * 8 and predictions["path"].str.startswith("test/").all()
 
 
 def test_operating_points_intervals_and_calibration_are_reported(kermany_root: Path, tmp_path: Path):

@@ -31,9 +31,10 @@ METRIC_COLUMNS = ["backbone", "image_size", "lr", "dropout", "task", "accuracy",
 def _command(root: Path, out: Path) -> list[str]:
     return [
         sys.executable, str(REPO / "run_benchmark.py"), "--data", str(root), "--weights", "none",
-        "--backbones", "MobileNetV2", "--image-size", "32", "40", "--lr", "1e-3", "1e-2", "--epochs", "6",
-        "--patience", "3", "--no-progress", "--head-workers", "1", "--extract-batch-size", "4",
-        "--extract-shard-size", "8", "--results-dir", str(out / "results"), "--cache-dir", str(out / "cache"),
+        "--backbones", "MobileNetV2", "--image-size", "32", "40", "--lr", "1e-3", "1e-2", "--dropout", "0.2",
+        "--l2", "0", "--no-probe", "--epochs", "6", "--patience", "3", "--no-progress", "--head-workers", "1",
+        "--extract-batch-size", "4", "--extract-shard-size", "8", "--results-dir", str(out / "results"),
+        "--cache-dir", str(out / "cache"),
     ]  # fmt: skip
 
 

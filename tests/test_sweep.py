@@ -14,7 +14,8 @@ from benchmark.heads import HeadSettings, train_heads
 from benchmark.sweep import selection_score
 from benchmark.verify import verify
 
-GRID = ("--backbones", "MobileNetV2", "--image-size", "32", "--lr", "1e-3", "1e-2", "--dropout", "0.0", "0.3")
+GRID = ("--backbones", "MobileNetV2", "--image-size", "32", "--lr", "1e-3", "1e-2", "--dropout", "0.0", "0.3",
+        "--l2", "0", "--no-probe")  # fmt: skip
 
 
 def _sweep(root: Path, tmp_path: Path, name: str, *extra: str) -> int:
@@ -57,16 +58,24 @@ def test_heads_trained_together_equal_heads_trained_alone(tmp_path: Path):
 
 
 def test_grid_and_toml_config(tmp_path: Path):
-    config = RunConfig(lr=(1e-4, 1e-3), dropout=(0.1, 0.3, 0.5), lr_schedule=("constant", "step"), seeds=2)
+    config = RunConfig(
+        lr=(1e-4, 1e-3), dropout=(0.1, 0.3, 0.5), l2=(0.0, 0.1), lr_schedule=("constant", "step"), seeds=2
+    )
     grid = config.head_grid()
-    assert len(grid) == 2 * 3 * 2 * 2
-    assert {(h.lr, h.dropout, h.lr_schedule, h.seed) for h in grid} == {
-        (lr, d, s, seed)
+    assert len(grid) == 2 * 3 * 2 * 2 * 2
+    assert {(h.lr, h.dropout, h.l2, h.lr_schedule, h.seed) for h in grid} == {
+        (lr, d, l2, s, seed)
         for lr in (1e-4, 1e-3)
         for d in (0.1, 0.3, 0.5)
+        for l2 in (0.0, 0.1)
         for s in ("constant", "step")
         for seed in (0, 1)
     }
+    assert {h.kind for h in grid} == {"keras"}
+    # The probe: one deterministic fit per penalty, whatever the seeds; none when switched off.
+    probes = RunConfig(probe_l2=(0.01, 1.0), seeds=3).probe_grid()
+    assert [(p.kind, p.l2, p.seed) for p in probes] == [("logreg", 0.01, 0), ("logreg", 1.0, 0)]
+    assert RunConfig(probe=False).probe_grid() == []
     good = tmp_path / "good.toml"
     good.write_text('backbones = ["ResNet50"]\nlr = [1e-4, 5e-4]\ndropout = 0.3\nimage_size = [224, 299]\n')
     loaded = RunConfig(**load_toml(good))
@@ -76,7 +85,8 @@ def test_grid_and_toml_config(tmp_path: Path):
     bad.write_text("learning_rate = [1e-3]\n")
     with pytest.raises(ValueError, match="unknown key.*learning_rate.*valid keys.*lr"):
         load_toml(bad)
-    for wrong in (dict(lr=(-1e-3,)), dict(dropout=(1.0,)), dict(lr_schedule=("cosine",)), dict(select_by="auc")):
+    for wrong in (dict(lr=(-1e-3,)), dict(dropout=(1.0,)), dict(lr_schedule=("cosine",)), dict(select_by="auc"),
+                  dict(l2=(-0.1,)), dict(probe_l2=(0.0,))):  # fmt: skip
         with pytest.raises(ValueError):
             RunConfig(**wrong).validate()
 
@@ -172,7 +182,7 @@ def test_worker_processes_give_the_in_process_results(kermany_root: Path, tmp_pa
     assert "worker processes" not in capsys.readouterr().out
     assert _sweep(kermany_root, tmp_path, "workers", "--seeds", "2", "--head-workers", "2") == 0
     assert "in 2 single-threaded worker processes" in capsys.readouterr().out
-    keys = ["backbone", "image_size", "lr", "dropout", "lr_schedule"]
+    keys = ["backbone", "image_size", "kind", "lr", "dropout", "l2", "lr_schedule"]
     inline, workers = (
         pd.read_csv(tmp_path / name / "grid.csv").sort_values(keys).reset_index(drop=True)
         for name in ("inline", "workers")
