@@ -251,3 +251,24 @@ def expected_calibration_error(y_true: np.ndarray, score: np.ndarray, n_bins: in
         return math.nan
     gaps = np.abs(bins["confidence"][filled] - bins["frequency"][filled])
     return float(np.sum(bins["count"][filled] * gaps) / bins["count"].sum())
+
+
+def paired_auc_difference(
+    y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, *, resamples: int = 1000, level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``AUC(a) - AUC(b)`` on the same cases, with a percentile bootstrap interval from shared resamples.
+
+    Both models are scored on every resample, so the interval reflects the
+    difference itself, not two independent intervals that overlap. Resamples
+    with one class only are left out.
+    """  # fmt: skip
+    y_true = np.asarray(y_true, dtype=bool)
+    score_a, score_b = (np.asarray(s, dtype=np.float64) for s in (score_a, score_b))
+    index = np.random.default_rng(seed).integers(0, len(y_true), size=(resamples, len(y_true)))
+    truth = y_true[index]
+    samples = _rank_auc(truth, score_a[index]) - _rank_auc(truth, score_b[index])
+    samples = samples[np.isfinite(samples)]
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(samples, [tail, 100 - tail]) if len(samples) else (math.nan, math.nan)
+    return roc_auc(y_true, score_a) - roc_auc(y_true, score_b), float(low), float(high)

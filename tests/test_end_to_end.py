@@ -78,6 +78,8 @@ def test_run_writes_reports_that_scikit_learn_agrees_with(kermany_root: Path, tm
         "random initialisation",
         "carved",
         "keras",
+        "## Validation beside test",
+        "## The head against the logistic-regression probe",
     ):
         assert text in markdown
     for head in board["head_id"].unique():

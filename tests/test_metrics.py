@@ -197,3 +197,20 @@ def test_reliability_bins_match_scikit_learn():
     np.testing.assert_allclose(bins["confidence"][filled], confidence)
     assert expected_calibration_error(truth, score) < 0.08
     assert expected_calibration_error(truth, np.clip(score * 0.3, 0, 1)) > 0.25  # overconfident in "no disease"
+
+
+def test_paired_auc_difference_against_scikit_learn():
+    from benchmark.metrics import paired_auc_difference
+
+    rng = np.random.default_rng(3)
+    truth = rng.random(300) < 0.4
+    good = truth + rng.normal(0, 0.6, 300)
+    weak = truth + rng.normal(0, 1.5, 300)
+    diff, low, high = paired_auc_difference(truth, good, weak, resamples=500, seed=1)
+    assert diff == pytest.approx(roc_auc_score(truth, good) - roc_auc_score(truth, weak), abs=1e-12)
+    assert 0 < low < diff < high  # clearly better on the same cases
+    assert paired_auc_difference(truth, good, good, resamples=200) == (0.0, 0.0, 0.0)
+    # The paired interval is narrower than the gap between two unpaired intervals would suggest.
+    close = good + rng.normal(0, 0.05, 300)
+    _, low, high = paired_auc_difference(truth, good, close, resamples=500, seed=1)
+    assert high - low < 0.02
