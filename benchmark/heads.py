@@ -246,7 +246,8 @@ def _glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.n
     return rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32)
 
 
-def _cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean categorical cross-entropy of ``probabilities`` (rows) at integer ``labels``, clipped as Keras does."""
     picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
     return float(-np.mean(np.log(picked)))
 
@@ -281,7 +282,7 @@ class _PerHeadEarlyStopping(keras.callbacks.Callback):
             logits = (features @ weights[0] + weights[1]).reshape(len(features), heads, classes)
             probabilities = _softmax(logits)
             for k in range(heads):
-                self.history[k][f"{prefix}loss"].append(_cross_entropy(probabilities[:, k], labels))
+                self.history[k][f"{prefix}loss"].append(cross_entropy(probabilities[:, k], labels))
                 self.history[k][f"{prefix}accuracy"].append(float(np.mean(probabilities[:, k].argmax(1) == labels)))
         for k in range(heads):
             val_loss = self.history[k]["val_loss"][-1]

@@ -30,17 +30,13 @@ from benchmark.heads import (
     HeadSettings,
     TrainedHead,
     build_head,
+    cross_entropy,
     feature_statistics,
     write_history,
 )
 from features.dataset import class_balance
 
 MAX_ITERATIONS = 2000
-
-
-def _log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
-    return float(-np.mean(np.log(picked)))
 
 
 def fit_probes(
@@ -81,9 +77,9 @@ def fit_probes(
         kernel, bias = _dense_weights(model, n_classes)
         head.get_layer("softmax").set_weights([kernel, bias])
         history = {
-            "loss": [_log_loss(model.predict_proba(train), y_train)],
+            "loss": [cross_entropy(model.predict_proba(train), y_train)],
             "accuracy": [float(model.score(train, y_train))],
-            "val_loss": [_log_loss(model.predict_proba(val), y_val)],
+            "val_loss": [cross_entropy(model.predict_proba(val), y_val)],
             "val_accuracy": [float(model.score(val, y_val))],
         }
         out_dirs[index].mkdir(parents=True, exist_ok=True)

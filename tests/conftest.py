@@ -64,13 +64,13 @@ def real_data() -> Path:
 ONE_HEAD = ("--lr", "1e-3", "--dropout", "0.2", "--l2", "0", "--no-probe")
 
 
-def run_small_benchmark(root: Path, tmp_path: Path, *extra: str) -> int:
+def run_small_benchmark(root: Path, tmp_path: Path, *extra: str, grid: tuple[str, ...] = ONE_HEAD) -> int:
     """``run_benchmark.main`` on ``root``: MobileNetV2 at 32 px, random weights, one head (no probe), 3 epochs,
     one process."""
     import run_benchmark
 
     return run_benchmark.main(
         ["--data", str(root), "--weights", "none", "--epochs", "3", "--patience", "2", "--no-progress",
-         "--backbones", "MobileNetV2", "--image-size", "32", "--head-workers", "1", *ONE_HEAD,
+         "--backbones", "MobileNetV2", "--image-size", "32", "--head-workers", "1", *grid,
          "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), *extra]
     )  # fmt: skip

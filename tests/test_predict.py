@@ -47,6 +47,23 @@ def test_predict_gives_the_runs_probabilities_and_a_heatmap_per_image(finished_r
     assert (mine["flagged"] == (mine["score"] >= mine["threshold"])).all()
 
 
+def test_predict_serves_the_logistic_regression_probe(tmp_path: Path, capsys):
+    root = make_kermany(tmp_path / "data", {"train": 12, "val": 2, "test": 6})
+    probe_grid = ("--lr", "1e-3", "--dropout", "0.2", "--l2", "0", "--probe-l2", "0.1", "1")
+    assert run_small_benchmark(root, tmp_path, grid=probe_grid) == 0
+    results = tmp_path / "results"
+    image = sorted((root / "test" / "NORMAL").iterdir())[0]
+    capsys.readouterr()
+    out = str(tmp_path / "o")
+    assert predict.main([str(results), str(image), "--backbone", "mobilenetv2-logreg", "--out", out]) == 0
+    assert "logistic-regression probe, l2" in capsys.readouterr().out
+    mine = pd.read_csv(tmp_path / "o" / "predictions.csv").iloc[0]
+    theirs = pd.read_csv(results / "predictions.csv")
+    theirs = theirs[(theirs["backbone"] == "MobileNetV2-logreg") & theirs["path"].str.endswith(image.name)].iloc[0]
+    for label in ("normal", "bacterial", "viral"):
+        assert mine[f"p_{label}"] == pytest.approx(theirs[f"p_{label}"], abs=1e-5)
+
+
 def test_the_head_is_chosen_by_validation_never_by_test(finished_run, tmp_path: Path):
     _, results = finished_run
     chosen = predict.choose_head(results)["head_id"]
