@@ -345,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     failed = [p for p in sweep.points if p["status"] != "done"]
     for point in failed:
         print(f"grid point {point['point_id']} FAILED: {point['error']}")
+    if not sweep.winners:
+        errors = sorted({point["error"] for point in failed})
+        return _error(f"every grid point failed ({len(failed)}), so there is nothing to report: "
+                      f"{'; '.join(errors[:3])}. Features and each point's record are kept under "
+                      f"{config.cache_dir} and {Path(config.results_dir) / 'heads'}; a rerun trains the failed "
+                      "points again.", 1)  # fmt: skip
     run_info = {
         "config": config.as_dict(),
         "phantom": phantom,

@@ -192,7 +192,8 @@ def run_sweep(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> Sweep
             pending: dict[tuple, list[int]] = defaultdict(list)
             for index, pid in enumerate(ids):
                 stored = _read_point(heads_dir / pid / POINT)
-                if stored is not None:
+                # A failure is a record of what happened, not a result: a rerun trains the point again.
+                if stored is not None and stored["status"] == "done":
                     points.append(stored)
                 else:
                     pending[grid[index].shared_part()].append(index)

@@ -189,11 +189,17 @@ def flag_leakage(dataset: Dataset, policy: str = "warn") -> Dataset:
 
 
 def check_classes(dataset: Dataset) -> None:
-    """Raise ``DatasetError`` when a class has no usable image in train, val or test.
+    """Raise ``DatasetError`` for fewer than two classes, or a class with no usable image in train, val or test.
 
     The message gives the per-split counts and how many of that class's files
     were skipped, so the user sees whether the folder is empty or its images unreadable.
     """
+    if len(dataset.classes) < 2:
+        found = f"one class, {dataset.classes[0]!r}" if dataset.classes else "no class folder"
+        raise DatasetError(
+            f"{dataset.root} has {found}: a classifier needs at least two classes (for example NORMAL and "
+            "PNEUMONIA folders in each split)"
+        )
     counts = dataset.counts()
     empty = [(split, label) for split in SPLITS for label in dataset.classes if counts[split][label] == 0]
     if not empty:

@@ -49,6 +49,10 @@ def sha256_file(path: Path) -> str:
 def _temp_path(path: Path) -> Path:
     handle, name = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
     os.close(handle)
+    # mkstemp makes the file 0600 and the rename keeps that; outputs get the mode any program's files get.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
     return Path(name)
 
 
