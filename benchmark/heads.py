@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -390,8 +392,7 @@ def train_heads(
         epochs_run = stopper.stopped_at[k] or len(history["val_loss"])
         own_history = {name: values[:epochs_run] for name, values in history.items()}
         out_dirs[k].mkdir(parents=True, exist_ok=True)
-        checkpoint = out_dirs[k] / CHECKPOINT
-        model.save(checkpoint)
+        checkpoint = save_head(model, out_dirs[k])
         write_history(out_dirs[k] / HISTORY, own_history)
         trained.append(TrainedHead(head, model, own_history, max(best_epoch, 1), epochs_run, seconds, checkpoint))
     return [trained[order.index(k)] for k in range(heads)]
@@ -423,6 +424,28 @@ def write_history(path: Path, history: dict[str, list[float]]) -> None:
         writer.writerow(["epoch", *names])
         for epoch, values in enumerate(zip(*(history[name] for name in names), strict=True), start=1):
             writer.writerow([epoch, *values])
+
+
+def save_head(model: keras.Model, folder: Path) -> Path:
+    """Save ``model`` as ``folder/best.keras`` atomically: readers see no file or the whole one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / CHECKPOINT
+    partial = folder / f"partial-{os.getpid()}.keras"  # Keras wants the .keras suffix on what it writes
+    try:
+        model.save(partial)
+        os.replace(partial, checkpoint)
+    finally:
+        partial.unlink(missing_ok=True)
+    return checkpoint
+
+
+def checkpoint_is_whole(path: Path) -> bool:
+    """Whether ``path`` is a readable ``.keras`` archive whose every member matches its CRC."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def load_head(path: Path) -> keras.Model:

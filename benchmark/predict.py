@@ -165,7 +165,8 @@ def choose_head(results_dir: Path, backbone: str | None = None) -> pd.Series:
         name = get_backbone(base).name + suffix
         heads = heads[heads["backbone"] == name]
         if heads.empty:
-            raise ValueError(f"{results_dir} has no selected head for {name}; it has {', '.join(board['backbone'])}")
+            present = ", ".join(board["backbone"].unique())
+            raise ValueError(f"{results_dir} has no selected head for {name}; it has {present}")
     best = heads.sort_values(["selection_score", "seed"], ascending=[False, True], kind="mergesort").iloc[0]
     return best
 

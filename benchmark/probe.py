@@ -25,13 +25,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from benchmark.heads import (
-    CHECKPOINT,
     HISTORY,
     HeadSettings,
     TrainedHead,
     build_head,
     cross_entropy,
     feature_statistics,
+    save_head,
     write_history,
 )
 from features.dataset import class_balance
@@ -82,9 +82,7 @@ def fit_probes(
             "val_loss": [cross_entropy(model.predict_proba(val), y_val)],
             "val_accuracy": [float(model.score(val, y_val))],
         }
-        out_dirs[index].mkdir(parents=True, exist_ok=True)
-        checkpoint = out_dirs[index] / CHECKPOINT
-        head.save(checkpoint)
+        checkpoint = save_head(head, out_dirs[index])
         write_history(out_dirs[index] / HISTORY, history)
         trained[index] = TrainedHead(one, head, history, 1, 1, seconds, checkpoint)
     return [trained[k] for k in range(len(settings))]

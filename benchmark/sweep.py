@@ -33,7 +33,17 @@ import keras
 import numpy as np
 
 from backbones import BackboneSpec, WeightsSource, get_backbone, resolve_weights
-from benchmark.heads import HEAD_GRID_FIELDS, HISTORY, HeadSettings, TrainedHead, load_head, model_name, train_heads
+from benchmark.heads import (
+    CHECKPOINT,
+    HEAD_GRID_FIELDS,
+    HISTORY,
+    HeadSettings,
+    TrainedHead,
+    checkpoint_is_whole,
+    load_head,
+    model_name,
+    train_heads,
+)
 from benchmark.metrics import binary_tasks, evaluate, multiclass_accuracy
 from benchmark.probe import fit_probes
 from features.cache import FeatureCache, atomic_write_text, cache_key
@@ -162,12 +172,19 @@ def extract_all(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> dic
 
 
 def _read_point(path: Path) -> dict | None:
-    """A finished grid point's record, or None if absent or damaged (the point is then trained again)."""
+    """A finished grid point's record, or None if absent or damaged (the point is then trained again).
+
+    A record whose checkpoint is missing or damaged counts as damaged too.
+    """
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and "status" in record and "point_id" in record else None
+    if not (isinstance(record, dict) and "status" in record and "point_id" in record):
+        return None
+    if record["status"] == "done" and not checkpoint_is_whole(path.parent / CHECKPOINT):
+        return None
+    return record
 
 
 def run_sweep(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> SweepResult:
@@ -367,7 +384,7 @@ def _select_and_test(
             if point["status"] != "done" or grid_key(point) != key:
                 continue
             folder = heads_dir / point["point_id"]
-            model = load_head(folder / "best.keras")
+            model = load_head(folder / CHECKPOINT)
             features = features_of[(point["backbone"], point["image_size"])]
             winners.append(
                 HeadResult(

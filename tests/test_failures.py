@@ -69,3 +69,17 @@ def test_a_strict_umask_is_kept(tmp_path: Path):
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "private.txt").stat().st_mode) == 0o600
+
+
+def test_a_truncated_checkpoint_is_detected_and_the_point_retrained(kermany_root: Path, tmp_path: Path):
+    import pandas as pd
+
+    assert run_small_benchmark(kermany_root, tmp_path) == 0
+    first = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
+    (checkpoint,) = (tmp_path / "results" / "heads").glob("*/best.keras")
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-200])  # point.json stays intact
+    assert run_small_benchmark(kermany_root, tmp_path) == 0
+    assert json.loads((tmp_path / "results" / "run.json").read_text())["heads_trained_this_run"] == 1
+    second = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
+    pd.testing.assert_frame_equal(first[["task", "auc", "sensitivity"]], second[["task", "auc", "sensitivity"]])
+    assert [p.name for p in checkpoint.parent.iterdir() if p.suffix == ".keras"] == ["best.keras"]

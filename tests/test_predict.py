@@ -73,8 +73,9 @@ def test_the_head_is_chosen_by_validation_never_by_test(finished_run, tmp_path: 
     board.to_csv(tmp_path / "r" / "leaderboard.csv", index=False)
     (tmp_path / "r" / "grid.csv").write_bytes((results / "grid.csv").read_bytes())
     assert predict.choose_head(tmp_path / "r")["head_id"] == chosen
-    with pytest.raises(ValueError, match="no selected head for ResNet50"):
+    with pytest.raises(ValueError, match="no selected head for ResNet50") as error:
         predict.choose_head(results, "ResNet50")
+    assert str(error.value).endswith("it has MobileNetV2")  # each backbone once, not once per task
     with pytest.raises(ValueError, match="MobileNetV2"):
         predict.choose_head(results, "ResNet51")
 
