@@ -374,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     started = time.perf_counter()
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = _error("interrupted. Finished features, extraction shards and grid points are kept: run the same "
+                      "command again to resume.", 130)  # fmt: skip
     print(f"done in {time.perf_counter() - started:.0f} s")
     sys.exit(code)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -266,8 +268,12 @@ def train_groups(
     print(f"training {len(jobs)} groups of heads in {workers} single-threaded worker processes")
     threads = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
     # The children inherit the environment when they are spawned, on submit.
-    with _environment(**threads), ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    with _environment(**threads):
+        pool = ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=_worker_setup, initargs=(os.getpid(),)
+        )
         futures = {pool.submit(_train_group, *job, dataset, heads_dir, False): job for job in jobs}
+    try:
         for future in as_completed(futures):
             job = futures[future]
             try:
@@ -278,6 +284,28 @@ def train_groups(
                     for one, pid in zip(job[3], job[4], strict=True)
                 ]
             yield job, records
+    except BaseException:  # Ctrl-C, or an error here: stop the workers now rather than after their current group
+        for process in list(pool._processes.values()):  # no public way to end busy workers before Python 3.14
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _worker_setup(parent: int) -> None:
+    """In each head worker: leave Ctrl-C to the main process, and exit as soon as the main process is gone.
+
+    A worker orphaned by ``kill -9`` of the main process would otherwise sit
+    idle forever holding its memory.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def exit_when_orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=exit_when_orphaned, daemon=True, name="orphan-watch").start()
 
 
 def _train_group(

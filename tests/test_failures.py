@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 from conftest import make_kermany, run_small_benchmark
 
 
@@ -83,3 +89,73 @@ def test_a_truncated_checkpoint_is_detected_and_the_point_retrained(kermany_root
     second = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     pd.testing.assert_frame_equal(first[["task", "auc", "sensitivity"]], second[["task", "auc", "sensitivity"]])
     assert [p.name for p in checkpoint.parent.iterdir() if p.suffix == ".keras"] == ["best.keras"]
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _session_processes(session: int) -> list[int]:
+    """Process ids still alive in ``session`` (the run and any worker it started), zombies excluded."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            alive.append(int(entry.name))
+    return alive
+
+
+def _start_busy_sweep(root: Path, out: Path) -> subprocess.Popen:
+    """A sweep whose head groups keep 2 worker processes busy for a while, in a session of its own."""
+    command = [
+        sys.executable, str(REPO / "run_benchmark.py"), "--data", str(root), "--weights", "none",
+        "--backbones", "MobileNetV2", "--image-size", "32", "--seeds", "6", "--epochs", "400", "--patience", "400",
+        "--head-workers", "2", "--no-progress", "--no-probe", "--results-dir", str(out / "results"),
+        "--cache-dir", str(out / "cache"),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    for line in process.stdout:
+        if "worker processes" in line:
+            break
+    deadline = time.monotonic() + 120
+    while len(_session_processes(process.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the main process and its two workers (plus the spawn helper)
+    time.sleep(3)  # workers are training
+    assert process.poll() is None, "the sweep ended before it could be interrupted"
+    return process
+
+
+def _wait_until_gone(session: int, seconds: float = 20) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while _session_processes(session) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return _session_processes(session)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_prints_one_line_exits_130_and_stops_the_workers(kermany_root: Path, tmp_path: Path):
+    process = _start_busy_sweep(kermany_root, tmp_path)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err, err[-2000:]
+    # TensorFlow's own start-up lines (absl logging, before our code runs) are not ours to silence.
+    tensorflow_noise = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} \d\d:\d\d)")
+    assert [line for line in err.splitlines() if line.strip() and not tensorflow_noise.match(line)] == [
+        "run_benchmark.py: error: interrupted. Finished features, extraction shards and grid points are kept: "
+        "run the same command again to resume."
+    ]
+    assert _wait_until_gone(process.pid) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_exit_when_the_main_process_is_killed(kermany_root: Path, tmp_path: Path):
+    process = _start_busy_sweep(kermany_root, tmp_path)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert _wait_until_gone(process.pid) == []
