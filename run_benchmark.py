@@ -297,7 +297,24 @@ def _error(message: object, code: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, then data -> features -> heads -> selection -> reports."""
+    """Parse arguments, then data -> features -> heads -> selection -> reports.
+
+    A file that cannot be written (full disk, a folder that cannot be made)
+    ends the run with one line, wherever it happens; finished work is kept.
+    """
+    try:
+        return _run(argv)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _error(f"the disk is full ({error}). Free some space, or point --cache-dir and --results-dir "
+                          "at a larger disk, then run the same command again: finished features and grid points "
+                          "are kept, and the file being written was removed, never trusted.", 1)  # fmt: skip
+        return _error(f"cannot write {error.filename or 'a file'}: {error.strerror or error}. Check that "
+                      "--results-dir and --cache-dir are folders you can write to; finished work is kept.",
+                      1)  # fmt: skip
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         config = parse_args(argv)
         config.validate()
@@ -330,12 +347,6 @@ def main(argv: list[str] | None = None) -> int:
     except UnreadableImageError as error:
         return _error(f"{error}. The file changed after the image check; run the same command again "
                       "and it will be checked (and skipped) anew.", 1)  # fmt: skip
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        return _error(f"the disk is full ({error}). Free some space, or point --cache-dir and --results-dir "
-                      "at a larger disk, then run the same command again: finished features and grid points "
-                      "are kept, and the file being written was removed, never trusted.", 1)  # fmt: skip
     if config.finetune:
         sweep.winners += finetune_winners(
             sweep.winners, dataset, config.finetune_settings(), weights=config.weights, seed=config.seed,

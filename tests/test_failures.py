@@ -159,3 +159,30 @@ def test_workers_exit_when_the_main_process_is_killed(kermany_root: Path, tmp_pa
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert _wait_until_gone(process.pid) == []
+
+
+def test_an_unwritable_results_folder_ends_with_one_line(kermany_root: Path, tmp_path: Path, capsys):
+    (tmp_path / "results").write_text("a file where the results folder should be")
+    assert run_small_benchmark(kermany_root, tmp_path) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("run_benchmark.py: error: cannot write") and "--results-dir" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_full_disk_while_writing_the_reports_ends_with_one_line(kermany_root: Path, tmp_path: Path, monkeypatch,
+                                                                  capsys):  # fmt: skip
+    import errno
+
+    from benchmark import report
+
+    write = report.atomic_write_text
+
+    def full_at_the_leaderboard(path, text):
+        if path.name == "leaderboard.csv":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write(path, text)
+
+    monkeypatch.setattr(report, "atomic_write_text", full_at_the_leaderboard)
+    assert run_small_benchmark(kermany_root, tmp_path) == 1
+    assert "error: the disk is full" in capsys.readouterr().err
+    assert list((tmp_path / "results" / "heads").glob("*/point.json"))  # finished grid points are kept
