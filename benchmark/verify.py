@@ -1,7 +1,12 @@
-"""Recompute the metrics of leaderboard.csv (argmax and operating point) from predictions.csv with scikit-learn.
+"""Recompute the test numbers of leaderboard.csv from predictions.csv with scikit-learn.
 
     python -m benchmark.verify results/
 
+Checked, per row: accuracy, sensitivity, specificity, precision, f1, auc and the four counts (argmax
+decision), the operating point's test sensitivity, specificity, precision and counts, n_test,
+multiclass_accuracy, ece (from scikit-learn's calibration_curve), and that every bootstrap interval
+holds its value. Not checkable from test predictions, so not checked: the validation columns (val_*,
+op_val_*, op_threshold, best_val_loss, best_epoch) and the interval bounds themselves (resampled).
 Exits 1 and lists the differences if any number disagrees.
 """
 
@@ -14,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
 TOLERANCE = 1e-9
@@ -52,6 +58,30 @@ def _check_operating_point(row, y_true: np.ndarray, score: np.ndarray) -> list[s
     return problems
 
 
+def sklearn_ece(y_true: np.ndarray, score: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over equal-width bins, from scikit-learn's reliability curve."""
+    frequency, confidence = calibration_curve(y_true, score, n_bins=bins, strategy="uniform")
+    # calibration_curve drops empty bins; count the cases per bin the way it assigns them.
+    counts = np.bincount(np.searchsorted(np.linspace(0, 1, bins + 1)[1:-1], score), minlength=bins)
+    return float(np.sum(counts[counts > 0] / len(score) * np.abs(frequency - confidence)))
+
+
+def _check_consistency(row, head: pd.DataFrame, y_true: np.ndarray, score: np.ndarray) -> list[str]:
+    """n_test, ECE, and each bootstrap interval around its value."""
+    problems = []
+    if int(row.n_test) != len(head):
+        problems.append(f"{row.head_id} {row.task} n_test: leaderboard {row.n_test}, predictions {len(head)}")
+    ece = sklearn_ece(y_true, score) if len(set(y_true.tolist())) == 2 else math.nan
+    if not math.isnan(ece) and abs(row.ece - ece) > 1e-6:
+        problems.append(f"{row.head_id} {row.task} ece: leaderboard {row.ece}, scikit-learn {ece}")
+    for metric in ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc"):
+        low, high, value = (getattr(row, f"{metric}_ci_low", math.nan), getattr(row, f"{metric}_ci_high", math.nan),
+                            getattr(row, metric))  # fmt: skip
+        if not any(math.isnan(v) for v in (low, high, value)) and not low - 1e-9 <= value <= high + 1e-9:
+            problems.append(f"{row.head_id} {row.task} {metric}: {value} outside its interval {low}–{high}")
+    return problems
+
+
 def verify(results_dir: Path) -> list[str]:
     """Differences between leaderboard.csv and scikit-learn on predictions.csv (empty if none)."""
     board = pd.read_csv(results_dir / "leaderboard.csv")
@@ -74,6 +104,7 @@ def verify(results_dir: Path) -> list[str]:
             if not same:
                 problems.append(f"{row.head_id} {row.task} {metric}: leaderboard {got}, scikit-learn {value}")
         problems += _check_operating_point(row, y_true, score)
+        problems += _check_consistency(row, head, y_true, score)
         three_class = accuracy_score(head["label"], argmax)
         if abs(three_class - row.multiclass_accuracy) > TOLERANCE:
             problems.append(f"{row.head_id} multiclass_accuracy: {row.multiclass_accuracy} vs {three_class}")

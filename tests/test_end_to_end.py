@@ -167,8 +167,13 @@ def test_operating_points_intervals_and_calibration_are_reported(kermany_root: P
     assert (tmp_path / "results" / "plots" / "reliability_normal_vs_pneumonia.png").stat().st_size > 1000
     assert verify(tmp_path / "results") == []
     board.loc[0, "op_test_tp"] += 1  # a wrong count must be caught
+    board.loc[1, "ece"] += 0.01
+    board.loc[2, "n_test"] -= 1
+    board.loc[3, "auc_ci_high"] = board.loc[3, "auc"] - 0.01
     board.to_csv(tmp_path / "results" / "leaderboard.csv", index=False)
-    assert any("op_test_tp" in problem for problem in verify(tmp_path / "results"))
+    problems = verify(tmp_path / "results")
+    for column in ("op_test_tp", "ece", "n_test", "outside its interval"):
+        assert any(column in problem for problem in problems), column
 
 
 def test_a_four_class_folder_dataset_gets_one_vs_rest_tasks(tmp_path: Path):
