@@ -95,6 +95,15 @@ def _visible_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p))
 
 
+def _hidden_dirs(folder: Path, root: Path) -> list[tuple[str, str]]:
+    """Hidden and system folders (``__MACOSX/``, ``.git/``) in ``folder``, listed as left out, never read."""
+    return [
+        (p.relative_to(root).as_posix() + "/", "hidden or system folder; not read")
+        for p in sorted(folder.iterdir())
+        if p.is_dir() and _is_hidden(p)
+    ]
+
+
 def _why_not_an_image(path: Path) -> str | None:
     """Why a class-folder entry is not read as an image, or None if it is one."""
     if _is_hidden(path):
@@ -175,10 +184,11 @@ def scan_dataset(root: str | Path) -> Dataset:
         skipped += [(p.relative_to(root).as_posix() + "/", "folder is not a split (train, val, test); not read")
                     for p in _visible_dirs(root) if p.name.lower() not in SPLIT_ALIASES]  # fmt: skip
         skipped += _stray_images(root, root)
+    skipped += _hidden_dirs(root, root)
     class_names: set[str] = set()
     for split, folder in (split_dirs or {"train": root}).items():
         if split_dirs:
-            skipped += _stray_images(folder, root)
+            skipped += _stray_images(folder, root) + _hidden_dirs(folder, root)
         for class_dir in _visible_dirs(folder):
             class_names.add(class_dir.name)
             for path in sorted(class_dir.iterdir()):

@@ -64,6 +64,7 @@ def test_unexpected_folders_and_files_at_the_wrong_depth_are_listed(kermany_root
     assert reasons["train/NORMAL/.DS_Store"] == "hidden or system file"
     assert "not an image file (suffix .txt" in reasons["train/NORMAL/notes.txt"]
     assert not any("MACOSX" in r.path or "9999" in r.path or "9997" in r.path for r in dataset.records)
+    assert reasons["__MACOSX/"] == "hidden or system folder; not read"  # listed, as the README says
     assert "README.md" not in reasons  # a top-level document is not a misplaced image
 
 
