@@ -41,6 +41,7 @@ from PIL import Image  # noqa: E402
 from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, resolve_weights  # noqa: E402
 from benchmark.finetune import build_finetuned  # noqa: E402
 from benchmark.heads import HEAD_GRID_FIELDS, HeadSettings, load_head, model_name  # noqa: E402
+from features.audit import image_problem  # noqa: E402
 from features.dataset import IMAGE_SUFFIXES  # noqa: E402
 from features.images import UnreadableImageError, load_image  # noqa: E402
 
@@ -202,6 +203,13 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
     return Predictor(spec, size, _classes(results_dir, run), backbone_model, head, row["head_id"], description, run)
 
 
+def run_min_side(config: dict) -> int:
+    """The shortest image side the run accepted: its ``--min-image-side``, else its backbones' largest minimum."""
+    if config.get("min_image_side") not in (None, "None"):
+        return int(config["min_image_side"])
+    return max(get_backbone(name).min_size for name in str(config["backbones"]).split())
+
+
 def operating_threshold(results_dir: Path, head_id: str) -> tuple[str, str, float] | None:
     """``(task, positive classes, threshold)`` of the first task of ``head_id``, chosen on validation."""
     board = pd.read_csv(results_dir / "leaderboard.csv")
@@ -281,7 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {predictor.description} (head {predictor.head_id}); heatmap: {method} "
           f"(last feature map {height}x{width})")  # fmt: skip
     rows = []
+    min_side = run_min_side(predictor.run["config"])
     for path in paths:
+        problem = image_problem(path, min_side)  # the run's own image check: what it left out, predict refuses
+        if problem:
+            print(f"{path}: skipped, {problem}")
+            continue
         try:
             image = load_image(path, predictor.image_size)
         except UnreadableImageError as error:

@@ -57,6 +57,21 @@ def _check_file(path: Path) -> dict:
     return {"sha256": digest, "width": width, "height": height, "error": ""}
 
 
+def _why_left_out(checked: dict, min_side: int) -> str | None:
+    """Why a checked file is not used (unreadable, or smaller than ``min_side``), or None."""
+    if checked["error"]:
+        return checked["error"]
+    if min(checked["width"], checked["height"]) < min_side:
+        return (f"too small: {checked['width']}x{checked['height']} px, below the {min_side} px minimum input "
+                "of the chosen backbones (--min-image-side)")  # fmt: skip
+    return None
+
+
+def image_problem(path: Path, min_side: int) -> str | None:
+    """The check a run applies to each image, for one file: why it would be left out, or None."""
+    return _why_left_out(_check_file(Path(path)), min_side)
+
+
 def _stamp(path: Path) -> list[int]:
     stat = path.stat()
     return [stat.st_size, stat.st_mtime_ns]
@@ -115,13 +130,9 @@ def audit_images(
     kept, skipped = [], list(dataset.skipped)
     for record in dataset.records:
         result = results[record.path]
-        if result["error"]:
-            skipped.append((record.path, result["error"]))
-        elif min(result["width"], result["height"]) < min_side:
-            skipped.append(
-                (record.path, f"too small: {result['width']}x{result['height']} px, below the {min_side} px "
-                 "minimum input of the chosen backbones (--min-image-side)")
-            )  # fmt: skip
+        reason = _why_left_out(result, min_side)
+        if reason:
+            skipped.append((record.path, reason))
         else:
             kept.append(record)
     digests = {record.path: results[record.path]["sha256"] for record in kept}

@@ -29,9 +29,11 @@ def test_predict_gives_the_runs_probabilities_and_a_heatmap_per_image(finished_r
     for path in sorted((root / "test" / "PNEUMONIA").iterdir())[:3]:
         (tmp_path / "in" / path.name).write_bytes(path.read_bytes())
     (tmp_path / "in" / "broken.jpeg").write_text("not an image")
+    Image.new("L", (1, 1), 128).save(tmp_path / "in" / "dot.png")  # the run itself would have left it out
     assert predict.main([str(results), str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "broken.jpeg: skipped, not an image" in out and "random-init weights" in out
+    assert "dot.png: skipped, too small: 1x1 px, below the 32 px minimum" in out
     assert "heatmap: occlusion (last feature map 1x1)" in out  # 32 px: too coarse for Grad-CAM
     assert "normal_vs_pneumonia: P(bacterial+viral)" in out
     mine = pd.read_csv(tmp_path / "out" / "predictions.csv")
