@@ -17,6 +17,7 @@ import os
 import shlex
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from benchmark.metrics import METRICS, binary_tasks  # noqa: E402
 from benchmark.report import write_data_report, write_reports  # noqa: E402
 from benchmark.sweep import extract_all, run_sweep  # noqa: E402
 from features.audit import LEAKAGE_POLICIES, DatasetError, audit_images, check_classes, flag_leakage  # noqa: E402
-from features.cache import FeatureCache  # noqa: E402
+from features.cache import FeatureCache, FolderInUseError, folder_lock  # noqa: E402
 from features.dataset import Dataset, describe_counts, make_splits, scan_dataset  # noqa: E402
 from features.extract import ExtractionStats  # noqa: E402
 from features.images import UnreadableImageError  # noqa: E402
@@ -330,7 +331,18 @@ def _run(argv: list[str] | None) -> int:
     task = config.select_by.partition(".")[0]
     if config.select_by != "val_loss" and task not in binary_tasks(dataset.classes):
         return _error(f"--select-by task {task!r} is not one of {', '.join(binary_tasks(dataset.classes))}")
-    Path(config.results_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        with ExitStack() as locks:
+            # Two runs writing the same folders would overwrite each other's files: one run per folder.
+            for folder, flag in {Path(config.cache_dir).resolve(): "--cache-dir",
+                                 Path(config.results_dir).resolve(): "--results-dir"}.items():  # fmt: skip
+                locks.enter_context(folder_lock(folder, flag))
+            return _run_locked(config, dataset, data_root, phantom, argv)
+    except FolderInUseError as error:
+        return _error(error, 1)
+
+
+def _run_locked(config: RunConfig, dataset: Dataset, data_root: Path, phantom: bool, argv: list[str] | None) -> int:
     try:
         dataset = prepare_data(config, dataset)
     except (DatasetError, ValueError, OSError) as error:

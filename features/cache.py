@@ -8,12 +8,15 @@ whose array does not match it, is never trusted.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
 import os
+import socket
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +175,37 @@ class FeatureCache:
         manifest = dict(info, key=key, shape=list(shape), dtype="float32", sha256=sha256_file(features_path))
         atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
         return np.load(features_path, mmap_mode="r", allow_pickle=False)
+
+
+class FolderInUseError(RuntimeError):
+    """Another live run holds the lock on a folder this run would write."""
+
+
+@contextmanager
+def folder_lock(folder: Path, purpose: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` for this process, or fail at once naming the process that holds it.
+
+    The lock is an ``flock`` on ``folder/.cxr-bench.lock``: the kernel releases
+    it when the holder exits, even by ``kill -9``, so a stale lock never
+    blocks a rerun. The file records the holder's process id for the message.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".cxr-bench.lock"
+    handle = open(path, "a+", encoding="utf-8")  # held open for as long as the lock
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise FolderInUseError(
+                f"{folder} ({purpose}) is in use by another cxr-bench run ({holder}); wait for it to finish, "
+                "or give this run its own --results-dir and --cache-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing releases the lock

@@ -208,3 +208,24 @@ def test_class_names_that_are_not_identifiers_work_through_every_output(tmp_path
     markdown = (results / "leaderboard.md").read_text()
     assert "COVID-19_vs_rest" in markdown and "val loss" in markdown
     assert set(pd.read_csv(results / "grid.csv")["val_COVID-19_vs_rest_auc"].notna()) == {True}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_second_run_on_the_same_folders_is_refused_naming_the_first(kermany_root: Path, tmp_path: Path):
+    first = _start_busy_sweep(kermany_root, tmp_path)
+    try:
+        second = subprocess.run(
+            [sys.executable, str(REPO / "run_benchmark.py"), "--data", str(kermany_root), "--weights", "none",
+             "--backbones", "MobileNetV2", "--image-size", "32", "--no-progress",
+             "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "other-cache")],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert second.returncode == 1
+        assert f"in use by another cxr-bench run (process {first.pid} on" in second.stderr
+        assert first.poll() is None  # the first run goes on untouched
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert _wait_until_gone(first.pid) == []
+    # The kernel released the dead run's lock: the same command now runs.
+    assert run_small_benchmark(kermany_root, tmp_path) == 0
