@@ -42,7 +42,7 @@ from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, res
 from benchmark.finetune import build_finetuned  # noqa: E402
 from benchmark.heads import HEAD_GRID_FIELDS, HeadSettings, load_head, model_name  # noqa: E402
 from features.audit import image_problem  # noqa: E402
-from features.dataset import IMAGE_SUFFIXES  # noqa: E402
+from features.dataset import IMAGE_SUFFIXES, name_problem, printable  # noqa: E402
 from features.images import UnreadableImageError, load_image  # noqa: E402
 
 METHODS = ("auto", "gradcam", "occlusion")
@@ -291,9 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     min_side = run_min_side(predictor.run["config"])
     for path in paths:
-        problem = image_problem(path, min_side)  # the run's own image check: what it left out, predict refuses
+        # The run's own checks: what it would have left out, predict refuses.
+        problem = name_problem(Path(path)) or image_problem(path, min_side)
         if problem:
-            print(f"{path}: skipped, {problem}")
+            print(f"{printable(str(path))}: skipped, {problem}")
             continue
         try:
             image = load_image(path, predictor.image_size)

@@ -104,10 +104,26 @@ def _hidden_dirs(folder: Path, root: Path) -> list[tuple[str, str]]:
     ]
 
 
+def printable(relative: str) -> str:
+    """``relative`` as valid UTF-8 text: bytes that are not UTF-8 shown as ``\\xff`` escapes."""
+    return relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def name_problem(path: Path) -> str | None:
+    """Why a file name cannot go through the reports (not valid UTF-8), or None."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8 (written on another system?); rename it to read it"
+    return None
+
+
 def _why_not_an_image(path: Path) -> str | None:
     """Why a class-folder entry is not read as an image, or None if it is one."""
     if _is_hidden(path):
         return "hidden or system file"
+    if name_problem(path):
+        return name_problem(path)
     if path.is_symlink() and not path.exists():
         return "broken symbolic link"
     if path.is_dir():
@@ -192,7 +208,7 @@ def scan_dataset(root: str | Path) -> Dataset:
         for class_dir in _visible_dirs(folder):
             class_names.add(class_dir.name)
             for path in sorted(class_dir.iterdir()):
-                relative = path.relative_to(root).as_posix()
+                relative = printable(path.relative_to(root).as_posix())
                 reason = _why_not_an_image(path)
                 label = class_dir.name if not kermany else _kermany_label(class_dir.name, path.name)
                 if reason is None and label is None:

@@ -229,3 +229,28 @@ def test_a_second_run_on_the_same_folders_is_refused_naming_the_first(kermany_ro
     assert _wait_until_gone(first.pid) == []
     # The kernel released the dead run's lock: the same command now runs.
     assert run_small_benchmark(kermany_root, tmp_path) == 0
+
+
+def test_a_file_name_that_is_not_utf8_is_left_out_by_audit_run_and_predict(kermany_root: Path, tmp_path: Path,
+                                                                          capsys):  # fmt: skip
+    import pandas as pd
+
+    from benchmark import predict
+    from features import audit
+
+    source = sorted((kermany_root / "train" / "NORMAL").iterdir())[0]
+    odd = os.path.join(os.fsencode(kermany_root / "train" / "NORMAL"), b"\xff\xfe.jpeg")
+    with open(odd, "wb") as handle:
+        handle.write(source.read_bytes())
+    assert audit.main([str(kermany_root), "--min-side", "32", "--cache-dir", str(tmp_path / "audit")]) == 0
+    assert "not valid UTF-8" in capsys.readouterr().out
+    assert run_small_benchmark(kermany_root, tmp_path) == 0
+    skipped = pd.read_csv(tmp_path / "results" / "skipped.csv")
+    row = skipped[skipped["reason"].str.contains("not valid UTF-8")]
+    assert row["path"].tolist() == ["train/NORMAL/\\xff\\xfe.jpeg"]
+    capsys.readouterr()
+    folder = os.fsdecode(os.path.dirname(odd))
+    assert predict.main([str(tmp_path / "results"), folder, "--out", str(tmp_path / "predicted")]) == 0
+    out = capsys.readouterr().out
+    assert "\\xff\\xfe.jpeg: skipped, file name is not valid UTF-8" in out
+    assert len(pd.read_csv(tmp_path / "predicted" / "predictions.csv")) == len(list(Path(folder).iterdir())) - 1
