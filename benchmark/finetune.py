@@ -36,9 +36,11 @@ import numpy as np
 from backbones import BackboneSpec, build_backbone, get_backbone, resolve_weights
 from benchmark.heads import load_head
 from benchmark.sweep import HeadResult
-from features.cache import atomic_write_text, cache_key
+from features.cache import atomic_write_text, cache_key, sha256_file
 from features.dataset import Dataset, class_balance
 from features.pixels import PixelCache, PixelReader
+
+WEIGHTS_FILE = "model.weights.h5"
 
 
 @dataclass(frozen=True)
@@ -241,7 +243,7 @@ def finetune_one(
                 for split in ("val", "test")
             }
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_weights(out_dir / "model.weights.h5")
+    model.save_weights(out_dir / WEIGHTS_FILE)
     description = f"{settings.layers} layers" if settings.layers != "all" else "all layers"
     return HeadResult(
         backbone=f"{frozen.backbone}-ft",
@@ -282,10 +284,13 @@ def finetune_winners(
         stored = folder / "result.json"
         if stored.is_file():
             try:
-                results.append(_result_from_json(json.loads(stored.read_text(encoding="utf-8")), frozen))
-                continue
-            except (ValueError, KeyError, TypeError):
-                pass  # a damaged record: fine-tune again
+                record = json.loads(stored.read_text(encoding="utf-8"))
+                # The weights must be the ones the record was written for (predict loads them).
+                if sha256_file(folder / WEIGHTS_FILE) == record["weights_sha256"]:
+                    results.append(_result_from_json(record, frozen))
+                    continue
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # a damaged record or weights file: fine-tune again
         if progress:
             print(f"fine-tuning {frozen.backbone} from head {frozen.head_id}")
         result = finetune_one(frozen, dataset, settings, weights=weights, seed=seed,
@@ -295,7 +300,7 @@ def finetune_winners(
             "backbone": result.backbone, "image_size": result.image_size, "weights": result.weights,
             "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "best_val_loss": result.best_val_loss,
             "history": result.history, "settings": asdict(settings), "head_id": result.head_id,
-            "from_head": frozen.head_id,
+            "from_head": frozen.head_id, "weights_sha256": sha256_file(folder / WEIGHTS_FILE),
             "probabilities": {split: p.tolist() for split, p in result.probabilities.items()},
         }  # fmt: skip
         atomic_write_text(stored, json.dumps(record))

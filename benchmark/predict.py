@@ -39,7 +39,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, resolve_weights  # noqa: E402
-from benchmark.finetune import build_finetuned  # noqa: E402
+from benchmark.finetune import WEIGHTS_FILE, build_finetuned  # noqa: E402
 from benchmark.heads import HEAD_GRID_FIELDS, HeadSettings, load_head, model_name  # noqa: E402
 from features.audit import image_problem  # noqa: E402
 from features.dataset import IMAGE_SUFFIXES, name_problem, printable  # noqa: E402
@@ -187,7 +187,7 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
         record = json.loads((folder / "result.json").read_text(encoding="utf-8"))
         head = load_head(results_dir / "heads" / record["from_head"] / "best.keras")
         model, pooled_model = build_finetuned(spec, size, weights or config["weights"], seed, head)
-        model.load_weights(folder / "model.weights.h5")  # backbone and head, as fine-tuned
+        model.load_weights(folder / WEIGHTS_FILE)  # backbone and head, as fine-tuned
     else:
         pooled_model = build_backbone(spec, size, source, seed=seed, precision=config["precision"])
         head = load_head(results_dir / "heads" / row["head_id"] / "best.keras")

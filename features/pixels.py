@@ -2,10 +2,11 @@
 
 Six backbones at two sizes would otherwise decode and resize every image
 twelve times. A pixel cache entry is ``CACHE/pixels/<size>px/<key>/pixels.npy``,
-a ``(n, size, size, 3)`` uint8 array, with a manifest written last (as in the
-feature cache). It is read and written with positioned file I/O, batch by
-batch, never memory-mapped as a whole, so resident memory stays one batch
-whatever the size of the data set.
+a ``(n, size, size, 3)`` uint8 array, with a manifest written last holding its
+shape and SHA-256 (as in the feature cache): a damaged entry is rebuilt, never
+read. It is read and written with positioned file I/O, batch by batch, never
+memory-mapped as a whole, so resident memory stays one batch whatever the size
+of the data set.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from features.cache import (
     cache_key,
     file_list_fingerprint,
     npy_data_offset,
+    sha256_file,
 )
 from features.images import DECODE_VERSION, load_image
 
@@ -104,6 +106,9 @@ class PixelCache:
             expected = npy_data_offset(folder / PIXELS) + int(np.prod(shape))
             if manifest["shape"] != list(shape) or (folder / PIXELS).stat().st_size != expected:
                 return None
+            # A bit flip keeps the size: only the checksum tells, and wrong pixels would make wrong features.
+            if sha256_file(folder / PIXELS) != manifest["sha256"]:
+                return None
         except (OSError, ValueError, KeyError):
             return None
         return PixelReader(folder / PIXELS, shape)
@@ -143,5 +148,6 @@ class PixelCache:
             atomic_save_rows(folder / PIXELS, shape, "uint8", decoded_chunks())
         finally:
             bar.close()
-        atomic_write_text(folder / MANIFEST, json.dumps(dict(parts, shape=list(shape), paths=paths), indent=1))
+        manifest = dict(parts, shape=list(shape), sha256=sha256_file(folder / PIXELS), paths=paths)
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
         return PixelReader(folder / PIXELS, shape), time.perf_counter() - started

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import make_kermany, run_small_benchmark
 
@@ -254,3 +255,23 @@ def test_a_file_name_that_is_not_utf8_is_left_out_by_audit_run_and_predict(kerma
     out = capsys.readouterr().out
     assert "\\xff\\xfe.jpeg: skipped, file name is not valid UTF-8" in out
     assert len(pd.read_csv(tmp_path / "predicted" / "predictions.csv")) == len(list(Path(folder).iterdir())) - 1
+
+
+def test_a_bit_flip_in_the_pixel_cache_is_detected_and_rebuilt(kermany_root: Path, tmp_path: Path):
+    from features.dataset import scan_dataset
+    from features.pixels import PIXELS, PixelCache
+
+    paths = [record.path for record in scan_dataset(kermany_root).records][:10]
+    cache = PixelCache(tmp_path / "cache")
+    reader, _ = cache.build(32, kermany_root, paths, progress=False)
+    with reader:
+        clean = reader.read(0, 10)
+    (pixels,) = (tmp_path / "cache").glob(f"pixels/32px/*/{PIXELS}")
+    data = bytearray(pixels.read_bytes())
+    data[-100] ^= 0x10  # one bit, same size
+    pixels.write_bytes(bytes(data))
+    assert cache.open(32, kermany_root, paths) is None  # never read as if whole
+    reader, seconds = cache.build(32, kermany_root, paths, progress=False)
+    with reader:
+        np.testing.assert_array_equal(reader.read(0, 10), clean)
+    assert seconds > 0  # decoded again

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import keras
@@ -123,6 +125,19 @@ def test_a_rerun_reads_fine_tuned_results_back(finetuned_run, monkeypatch):
     second = pd.read_csv(base / "results" / "leaderboard.csv")
     columns = ["backbone", "task", "sensitivity", "specificity", "auc", "op_threshold"]
     pd.testing.assert_frame_equal(first[columns], second[columns])
+
+
+def test_a_damaged_fine_tuned_weights_file_is_fine_tuned_again(finetuned_run, monkeypatch):
+    root, base, extra = finetuned_run
+    (weights,) = (base / "results" / "finetune").glob("*/model.weights.h5")
+    weights.write_bytes(weights.read_bytes()[:-64])
+    calls = []
+    real = finetune.finetune_one
+    monkeypatch.setattr(finetune, "finetune_one", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert run_small_benchmark(root, base, *extra) == 0
+    assert calls == [1]
+    record = json.loads((weights.parent / "result.json").read_text())
+    assert record["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize(
