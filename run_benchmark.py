@@ -23,7 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
 
-from backbones import BACKBONES, PRECISIONS, WeightsUnavailableError  # noqa: E402
+from backbones import BACKBONES, PRECISIONS, WeightsUnavailableError, get_backbone  # noqa: E402
 from benchmark import provenance  # noqa: E402
 from benchmark.config import RunConfig, load_toml  # noqa: E402
 from benchmark.finetune import finetune_winners  # noqa: E402
@@ -34,7 +34,7 @@ from benchmark.sweep import extract_all, run_sweep  # noqa: E402
 from features.audit import LEAKAGE_POLICIES, DatasetError, audit_images, check_classes, flag_leakage  # noqa: E402
 from features.cache import FeatureCache, FolderInUseError, folder_lock  # noqa: E402
 from features.dataset import Dataset, describe_counts, make_splits, scan_dataset  # noqa: E402
-from features.extract import ExtractionStats  # noqa: E402
+from features.extract import ExtractionStats, resource_problems  # noqa: E402
 from features.images import UnreadableImageError  # noqa: E402
 from features.phantom import make_phantom_dataset  # noqa: E402
 
@@ -349,6 +349,12 @@ def _run_locked(config: RunConfig, dataset: Dataset, data_root: Path, phantom: b
         return _error(error)
     print(f"data: {data_root} ({dataset.layout}), weights: {config.weights}")
     print(describe_counts(dataset))
+    problems = [problem for name in config.backbones for size in config.sizes_for(get_backbone(name))
+                for problem in resource_problems(get_backbone(name), size, len(dataset.records),
+                                                 config.extract_batch_size, Path(config.cache_dir),
+                                                 config.pixel_cache)]  # fmt: skip
+    if problems:
+        return _error("; ".join(dict.fromkeys(problems)), 2)
     try:
         if config.extract_only:
             report_extraction(extract_all(config, dataset, FeatureCache(config.cache_dir)))

@@ -8,6 +8,8 @@ and the shards are removed.
 
 from __future__ import annotations
 
+import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -201,3 +203,47 @@ def extract_features(
     result = cache.save_rows(spec.name, key, (len(paths), spec.feature_size), shards, dict(parts, paths=paths))
     shutil.rmtree(shard_dir, ignore_errors=True)
     return result, stats
+
+
+def _available_memory() -> int:
+    """Bytes of memory the system can still give (MemAvailable), or total memory where that is unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def resource_problems(
+    spec: BackboneSpec, image_size: int, n_images: int, batch_size: int, cache_dir: Path, pixel_cache: bool
+) -> list[str]:
+    """What would not fit before extraction starts: the pixel cache on disk, the forward pass in memory.
+
+    The forward pass is estimated as ``batch_size`` images x the largest
+    activation of the network x 3 (a layer's input and output alive at once,
+    plus the framework's working space), counted on a symbolic build only for
+    inputs above the backbone's own size, where a mistake (``--image-size
+    5000``) would otherwise end in the out-of-memory killer.
+    """
+    problems = []
+    if pixel_cache:
+        needed = n_images * image_size * image_size * 3
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(cache_dir).free
+        if needed > free:
+            problems.append(f"the {image_size} px pixel cache needs {needed / 2**30:.1f} GiB, {cache_dir} has "
+                            f"{free / 2**30:.1f} GiB free (--no-pixel-cache decodes per backbone instead)")  # fmt: skip
+    if image_size > spec.default_size:
+        model = spec.constructor(weights=None, include_top=False, input_shape=(image_size, image_size, 3))
+        largest = max(math.prod(layer.output.shape[1:]) for layer in model.layers if len(layer.output.shape) == 4)
+        needed = batch_size * largest * 4 * 3
+        available = _available_memory()
+        if needed > 0.8 * available:
+            problems.append(f"{spec.name} at {image_size} px needs about {needed / 2**30:.0f} GiB of memory for a "
+                            f"batch of {batch_size} (its largest activation is {largest * 4 / 2**20:.0f} MiB per "
+                            f"image); {available / 2**30:.0f} GiB are available. Use a smaller --image-size or "
+                            "--extract-batch-size")  # fmt: skip
+        keras.backend.clear_session()
+    return problems

@@ -275,3 +275,11 @@ def test_a_bit_flip_in_the_pixel_cache_is_detected_and_rebuilt(kermany_root: Pat
     with reader:
         np.testing.assert_array_equal(reader.read(0, 10), clean)
     assert seconds > 0  # decoded again
+
+
+def test_an_image_size_that_cannot_fit_in_memory_is_refused_with_the_number(kermany_root: Path, tmp_path: Path,
+                                                                           capsys):  # fmt: skip
+    assert run_small_benchmark(kermany_root, tmp_path, "--image-size", "5000") == 2
+    err = capsys.readouterr().err
+    assert "MobileNetV2 at 5000 px needs about" in err and "GiB of memory" in err and "--extract-batch-size" in err
+    assert not (tmp_path / "cache" / "MobileNetV2").exists()  # refused before any extraction
