@@ -47,7 +47,7 @@ WEIGHTS_FILE = "model.weights.h5"
 class FinetuneSettings:
     """Everything that changes a fine-tuned model."""
 
-    layers: str = "20"
+    layers: str = "all"
     lr: float = 1e-4
     lr_factor: float = 0.1
     epochs: int = 5
