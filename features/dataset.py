@@ -122,8 +122,8 @@ def _why_not_an_image(path: Path) -> str | None:
     """Why a class-folder entry is not read as an image, or None if it is one."""
     if _is_hidden(path):
         return "hidden or system file"
-    if name_problem(path):
-        return name_problem(path)
+    if problem := name_problem(path):
+        return problem
     if path.is_symlink() and not path.exists():
         return "broken symbolic link"
     if path.is_dir():
