@@ -24,19 +24,19 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
 
 from backbones import BACKBONES, PRECISIONS, WeightsUnavailableError, get_backbone  # noqa: E402
-from benchmark import provenance  # noqa: E402
 from benchmark.config import RunConfig, load_toml  # noqa: E402
-from benchmark.finetune import finetune_winners  # noqa: E402
-from benchmark.heads import LR_SCHEDULES  # noqa: E402
-from benchmark.metrics import METRICS, binary_tasks  # noqa: E402
-from benchmark.report import write_data_report, write_reports  # noqa: E402
-from benchmark.sweep import extract_all, run_sweep  # noqa: E402
-from features.audit import LEAKAGE_POLICIES, DatasetError, audit_images, check_classes, flag_leakage  # noqa: E402
+from benchmark.evaluation.metrics import METRICS, binary_tasks  # noqa: E402
+from benchmark.reporting import provenance  # noqa: E402
+from benchmark.reporting.report import write_data_report, write_reports  # noqa: E402
+from benchmark.training.finetune import finetune_winners  # noqa: E402
+from benchmark.training.heads import LR_SCHEDULES  # noqa: E402
+from benchmark.training.sweep import extract_all, run_sweep  # noqa: E402
 from features.cache import FeatureCache, FolderInUseError, folder_lock  # noqa: E402
-from features.dataset import Dataset, describe_counts, make_splits, scan_dataset  # noqa: E402
+from features.data.audit import LEAKAGE_POLICIES, DatasetError, audit_images, check_classes, flag_leakage  # noqa: E402
+from features.data.dataset import Dataset, describe_counts, make_splits, scan_dataset  # noqa: E402
+from features.data.images import UnreadableImageError  # noqa: E402
+from features.data.phantom import make_phantom_dataset  # noqa: E402
 from features.extract import ExtractionStats, resource_problems  # noqa: E402
-from features.images import UnreadableImageError  # noqa: E402
-from features.phantom import make_phantom_dataset  # noqa: E402
 
 DEFAULT_DATA = Path("data/chest_xray")
 

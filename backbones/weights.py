@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
 from backbones.spec import BackboneSpec
+from common.files import sha256_file
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -28,11 +28,6 @@ class WeightsSource:
     kind: str
     path: Path | None
     identity: str
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def folder_candidates(spec: BackboneSpec, image_size: int) -> list[str]:
@@ -65,7 +60,7 @@ def resolve_weights(spec: BackboneSpec, weights: str, image_size: int, seed: int
         path = folder / name
         if path.is_file():
             # The file's content, not its name, decides whether cached features still hold.
-            return WeightsSource("file", path, f"file:{_sha256(path)}")
+            return WeightsSource("file", path, f"file:{sha256_file(path)}")
     present = sorted(p.name for p in folder.iterdir())[:20]
     raise WeightsUnavailableError(
         f"no weights for {spec.name} in {folder}: looked for {', '.join(names)}; "

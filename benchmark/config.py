@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from backbones import BACKBONES, DEFAULT_BACKBONES, PRECISIONS, BackboneSpec, get_backbone
-from benchmark.finetune import FinetuneSettings
-from benchmark.heads import HEAD_GRID_FIELDS, LR_SCHEDULES, HeadSettings
-from benchmark.metrics import METRICS
-from benchmark.probe import probe_settings
-from features.audit import LEAKAGE_POLICIES
+from benchmark.evaluation.metrics import METRICS
+from benchmark.training.finetune import FinetuneSettings
+from benchmark.training.heads import HEAD_GRID_FIELDS, LR_SCHEDULES, HeadSettings
+from benchmark.training.probe import probe_settings
+from features.data.audit import LEAKAGE_POLICIES
 
 _HEAD = HeadSettings()
 # HeadSettings fields a run sets once for every head: all but the grid's and the seed.

@@ -39,11 +39,11 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, resolve_weights  # noqa: E402
-from benchmark.finetune import WEIGHTS_FILE, build_finetuned  # noqa: E402
-from benchmark.heads import HEAD_GRID_FIELDS, HeadSettings, load_head, model_name  # noqa: E402
-from features.audit import image_problem  # noqa: E402
-from features.dataset import IMAGE_SUFFIXES, name_problem, printable  # noqa: E402
-from features.images import UnreadableImageError, load_image  # noqa: E402
+from benchmark.training.finetune import WEIGHTS_FILE, build_finetuned  # noqa: E402
+from benchmark.training.heads import HEAD_GRID_FIELDS, HeadSettings, load_head, model_name  # noqa: E402
+from features.data.audit import image_problem  # noqa: E402
+from features.data.dataset import IMAGE_SUFFIXES, name_problem, printable  # noqa: E402
+from features.data.images import UnreadableImageError, load_image  # noqa: E402
 
 METHODS = ("auto", "gradcam", "occlusion")
 FINETUNED = "-ft"

@@ -14,12 +14,13 @@ import json
 import math
 import os
 import socket
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from common.files import atomic_output, atomic_write_text, sha256_file
 
 MANIFEST = "manifest.json"
 FEATURES = "features.npy"
@@ -43,45 +44,15 @@ def file_list_fingerprint(root: Path, relative_paths: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def _temp_path(path: Path) -> Path:
-    handle, name = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    os.close(handle)
-    # mkstemp makes the file 0600 and the rename keeps that; outputs get the mode any program's files get.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
-    return Path(name)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_path(path)
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def npy_data_offset(path: Path) -> int:
     """Byte offset of the array data in a ``.npy`` file."""
-    with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
         readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
         if version not in readers:
             raise ValueError(f"{path}: .npy format version {version} is not supported")
-        readers[version](handle)
-        return handle.tell()
+        readers[version](fh)
+        return fh.tell()
 
 
 def _write_at(fd: int, data: np.ndarray, position: int) -> None:
@@ -98,33 +69,23 @@ def atomic_save_rows(path: Path, shape: tuple[int, ...], dtype: str, chunks: Ite
     resident memory does not grow with the array. Readers see the old file or
     the whole new one; fewer or more rows than ``shape[0]`` is an error.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_path(path)
-    try:
-        row_bytes = np.dtype(dtype).itemsize * math.prod(shape[1:])
-        with open(temp, "wb") as handle:
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
-            np.lib.format.write_array_header_1_0(handle, header)
-            position = handle.tell()
-            # Sized up front (sparse); the rows go in with pwrite.
-            handle.truncate(position + row_bytes * shape[0])
+    row_bytes = np.dtype(dtype).itemsize * math.prod(shape[1:])
+    with atomic_output(path, "wb") as fh:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(fh, header)
+        position = fh.tell()
+        # Sized up front (sparse); the rows go in with pwrite.
+        fh.truncate(position + row_bytes * shape[0])
+        fh.flush()
         rows = 0
-        fd = os.open(temp, os.O_WRONLY)
-        try:
-            for chunk in chunks:
-                chunk = np.asarray(chunk, dtype=dtype)
-                if chunk.shape[1:] != tuple(shape[1:]) or rows + len(chunk) > shape[0]:
-                    raise ValueError(f"chunk of shape {chunk.shape} does not fit rows {rows}... of {shape}")
-                _write_at(fd, chunk, position + rows * row_bytes)
-                rows += len(chunk)
-            if rows != shape[0]:
-                raise ValueError(f"got {rows} rows for an array of shape {shape}")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+        for chunk in chunks:
+            chunk = np.asarray(chunk, dtype=dtype)
+            if chunk.shape[1:] != tuple(shape[1:]) or rows + len(chunk) > shape[0]:
+                raise ValueError(f"chunk of shape {chunk.shape} does not fit rows {rows}... of {shape}")
+            _write_at(fh.fileno(), chunk, position + rows * row_bytes)
+            rows += len(chunk)
+        if rows != shape[0]:
+            raise ValueError(f"got {rows} rows for an array of shape {shape}")
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
@@ -191,21 +152,21 @@ def folder_lock(folder: Path, purpose: str) -> Iterator[None]:
     """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".cxr-bench.lock"
-    handle = open(path, "a+", encoding="utf-8")  # held open for as long as the lock
+    fh = open(path, "a+", encoding="utf-8")  # held open for as long as the lock
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
             raise FolderInUseError(
                 f"{folder} ({purpose}) is in use by another cxr-bench run ({holder}); wait for it to finish, "
                 "or give this run its own --results-dir and --cache-dir"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()} on {socket.gethostname()}")
-        handle.flush()
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()} on {socket.gethostname()}")
+        fh.flush()
         yield
     finally:
-        handle.close()  # closing releases the lock
+        fh.close()  # closing releases the lock

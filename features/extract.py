@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from backbones import BackboneSpec, WeightsSource, build_backbone
 from features.cache import FeatureCache, atomic_save_npy, cache_key, file_list_fingerprint
-from features.images import DECODE_VERSION, load_image
+from features.data.images import DECODE_VERSION, load_image
 from features.pixels import PixelCache, PixelReader
 
 

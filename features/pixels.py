@@ -21,16 +21,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from features.cache import (
-    MANIFEST,
-    atomic_save_rows,
-    atomic_write_text,
-    cache_key,
-    file_list_fingerprint,
-    npy_data_offset,
-    sha256_file,
-)
-from features.images import DECODE_VERSION, load_image
+from common.files import atomic_write_text, sha256_file
+from features.cache import MANIFEST, atomic_save_rows, cache_key, file_list_fingerprint, npy_data_offset
+from features.data.images import DECODE_VERSION, load_image
 
 PIXELS = "pixels.npy"
 

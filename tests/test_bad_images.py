@@ -11,10 +11,10 @@ import pytest
 from conftest import run_small_benchmark
 from PIL import Image
 
-from features import audit as audit_module
-from features.audit import audit_images
-from features.dataset import scan_dataset
-from features.images import UnreadableImageError, load_image
+from features.data import audit as audit_module
+from features.data.audit import audit_images
+from features.data.dataset import scan_dataset
+from features.data.images import UnreadableImageError, load_image
 
 GRADIENT = np.tile(np.linspace(10, 240, 64, dtype=np.uint8), (48, 1))  # 48 rows x 64 columns, dark left
 

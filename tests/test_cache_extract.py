@@ -10,7 +10,7 @@ import pytest
 from backbones import get_backbone, resolve_weights
 from features import cache as cache_module
 from features.cache import FeatureCache, atomic_save_npy, cache_key
-from features.dataset import scan_dataset
+from features.data.dataset import scan_dataset
 from features.extract import extract_features, feature_key_parts
 
 SPEC = dataclasses.replace(get_backbone("MobileNetV2"), feature_size=4)

@@ -12,7 +12,7 @@ import pytest
 
 import run_benchmark
 from benchmark.config import RunConfig, load_toml
-from benchmark.heads import load_head
+from benchmark.training.heads import load_head
 from features.cache import FeatureCache
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import make_kermany, write_image
 
-from features.dataset import make_splits, patient_of, scan_dataset
+from features.data.dataset import make_splits, patient_of, scan_dataset
 
 
 def test_kermany_layout_labels_from_folder_and_file_name(kermany_root: Path):

@@ -1,4 +1,4 @@
-"""Tests for features/download.py against a throwaway HTTP server on 127.0.0.1."""
+"""Tests for features/data/download.py against a throwaway HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from PIL import Image
 # The repo is not an installed package; make `features` importable however pytest
 # is invoked (imported via importlib so no import sits below executable code).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-dl = importlib.import_module("features.download")
+dl = importlib.import_module("features.data.download")
 
 # --------------------------------------------------------------------------- #
 # Local HTTP server with Range support and a "cut the connection" switch
@@ -555,7 +555,7 @@ def test_cli_unknown_name_fails_with_list(tmp_path, capsys):
 def test_module_help_runs_as_a_script():
     repo = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, "-m", "features.download", "--help"],
+        [sys.executable, "-m", "features.data.download", "--help"],
         check=False,
         cwd=repo,
         capture_output=True,

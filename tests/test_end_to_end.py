@@ -8,7 +8,7 @@ import pytest
 
 import run_benchmark
 from backbones import DEFAULT_BACKBONES
-from benchmark.verify import verify
+from benchmark.evaluation.verify import verify
 
 REQUIRED_LEADERBOARD = {
     "backbone",
@@ -179,7 +179,7 @@ def test_operating_points_intervals_and_calibration_are_reported(kermany_root: P
 def test_a_four_class_folder_dataset_gets_one_vs_rest_tasks(tmp_path: Path):
     from conftest import write_image
 
-    from benchmark.metrics import binary_tasks
+    from benchmark.evaluation.metrics import binary_tasks
 
     rng = np.random.default_rng(0)
     looks = {"COVID19": "viral", "NORMAL": "normal", "PNEUMONIA": "bacterial", "TUBERCULOSIS": "bacterial"}

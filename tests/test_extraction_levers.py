@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from backbones import BACKBONES, build_backbone, get_backbone, model_flops, resolve_weights
-from features.bench_extract import cosine_rows
+from benchmark.speed.bench_extract import cosine_rows
 from features.cache import FeatureCache, atomic_save_rows, cache_key
-from features.dataset import scan_dataset
+from features.data.dataset import scan_dataset
+from features.data.images import load_image
 from features.extract import extract_features
-from features.images import load_image
 from features.pixels import PixelCache, pixel_key_parts
 
 SPEC = dataclasses.replace(get_backbone("MobileNetV2"), feature_size=3)

@@ -21,7 +21,7 @@ from conftest import make_kermany, run_small_benchmark
 def test_failed_points_are_retried_and_an_all_failed_sweep_ends_clearly(
     kermany_root: Path, tmp_path: Path, monkeypatch, capsys
 ):
-    from benchmark import sweep
+    from benchmark.training import sweep
 
     def broken(*args, **kwargs):
         raise MemoryError("simulated out-of-memory in a head worker")
@@ -68,7 +68,7 @@ def test_outputs_respect_the_umask(kermany_root: Path, tmp_path: Path):
 
 
 def test_a_strict_umask_is_kept(tmp_path: Path):
-    from features.cache import atomic_write_text
+    from common.files import atomic_write_text
 
     previous = os.umask(0o077)
     try:
@@ -174,7 +174,7 @@ def test_a_full_disk_while_writing_the_reports_ends_with_one_line(kermany_root: 
                                                                   capsys):  # fmt: skip
     import errno
 
-    from benchmark import report
+    from benchmark.reporting import report
 
     write = report.atomic_write_text
 
@@ -201,7 +201,7 @@ def test_class_names_that_are_not_identifiers_work_through_every_output(tmp_path
     import pandas as pd
     from conftest import write_image
 
-    from benchmark.verify import verify
+    from benchmark.evaluation.verify import verify
 
     rng = np.random.default_rng(0)
     for name, look in looks.items():
@@ -244,7 +244,7 @@ def test_a_file_name_that_is_not_utf8_is_left_out_by_audit_run_and_predict(kerma
     import pandas as pd
 
     from benchmark import predict
-    from features import audit
+    from features.data import audit
 
     source = sorted((kermany_root / "train" / "NORMAL").iterdir())[0]
     odd = os.path.join(os.fsencode(kermany_root / "train" / "NORMAL"), b"\xff\xfe.jpeg")
@@ -265,7 +265,7 @@ def test_a_file_name_that_is_not_utf8_is_left_out_by_audit_run_and_predict(kerma
 
 
 def test_a_bit_flip_in_the_pixel_cache_is_detected_and_rebuilt(kermany_root: Path, tmp_path: Path):
-    from features.dataset import scan_dataset
+    from features.data.dataset import scan_dataset
     from features.pixels import PIXELS, PixelCache
 
     paths = [record.path for record in scan_dataset(kermany_root).records][:10]

@@ -21,7 +21,7 @@ from backbones import build_backbone, get_backbone, resolve_weights, save_weight
 from features import cache as cache_module
 from features import extract as extract_module
 from features.cache import cache_key
-from features.dataset import scan_dataset
+from features.data.dataset import scan_dataset
 from features.extract import feature_key_parts
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,10 +13,10 @@ import pytest
 from conftest import make_kermany, run_small_benchmark
 
 from backbones import get_backbone
-from benchmark import finetune
-from benchmark.finetune import DiscriminativeAdam, augmenter, layer_multipliers, unfreeze_top
-from benchmark.heads import build_head
-from benchmark.verify import verify
+from benchmark.evaluation.verify import verify
+from benchmark.training import finetune
+from benchmark.training.finetune import DiscriminativeAdam, augmenter, layer_multipliers, unfreeze_top
+from benchmark.training.heads import build_head
 
 
 def _two_layer_model() -> keras.Model:

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from benchmark.heads import HeadSettings, build_head, feature_statistics, load_head, train_head
-from features.dataset import class_balance
+from benchmark.training.heads import HeadSettings, build_head, feature_statistics, load_head, train_head
+from features.data.dataset import class_balance
 
 
 def _blobs(seed: int, n: int = 90, scale: float = 1.0, noise: float = 1.5):

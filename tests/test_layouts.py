@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from conftest import make_kermany, run_small_benchmark, write_image
 
-from features.audit import DatasetError, audit_images, check_classes, find_leakage, flag_leakage
-from features.dataset import make_splits, scan_dataset
+from features.data.audit import DatasetError, audit_images, check_classes, find_leakage, flag_leakage
+from features.data.dataset import make_splits, scan_dataset
 
 
 def _prepared(root: Path, leakage: str = "warn", **splits):
@@ -153,7 +153,7 @@ def test_copies_inside_train_never_straddle_the_carved_validation(kermany_root: 
 
 
 def test_the_audit_command_reports_a_folder_without_running_anything(kermany_root: Path, capsys):
-    from features import audit
+    from features.data import audit
 
     _copy_train_image_to_test(kermany_root)
     (kermany_root / "train" / "NORMAL" / "IM-0000-9999.jpeg").write_text("not an image")

@@ -7,7 +7,7 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from benchmark.metrics import (
+from benchmark.evaluation.metrics import (
     METRICS,
     binary_metrics,
     binary_tasks,
@@ -200,7 +200,7 @@ def test_reliability_bins_match_scikit_learn():
 
 
 def test_paired_auc_difference_against_scikit_learn():
-    from benchmark.metrics import paired_auc_difference
+    from benchmark.evaluation.metrics import paired_auc_difference
 
     rng = np.random.default_rng(3)
     truth = rng.random(300) < 0.4

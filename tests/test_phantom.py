@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from features import phantom
-from features.phantom import (
+from features.data import phantom
+from features.data.phantom import (
     CLASSES,
     DEFAULT_PER_CLASS,
     MARKER_NAME,
@@ -90,7 +90,7 @@ def test_layout_names_and_decoding(tmp_path: Path) -> None:
 
 
 def test_the_harness_loader_reads_three_classes(tmp_path: Path) -> None:
-    from features.dataset import scan_dataset
+    from features.data.dataset import scan_dataset
 
     root = make_phantom_dataset(tmp_path / "phantom", per_class=SMALL, image_size=64)
     dataset = scan_dataset(root)

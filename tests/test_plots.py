@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from benchmark import plots
+from benchmark.reporting import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BACKBONES = ("VGG16", "Xception", "InceptionV3", "InceptionResNetV2", "ResNet50", "MobileNetV2")

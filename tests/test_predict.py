@@ -12,7 +12,7 @@ from conftest import make_kermany, run_small_benchmark
 from PIL import Image
 
 from benchmark import predict
-from benchmark.heads import build_head
+from benchmark.training.heads import build_head
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ import pytest
 from conftest import REAL_DATA
 
 from backbones import BACKBONES, build_backbone, resolve_weights
-from benchmark.heads import HeadSettings
-from benchmark.metrics import roc_auc
-from benchmark.probe import fit_probes
+from benchmark.evaluation.metrics import roc_auc
+from benchmark.training.heads import HeadSettings
+from benchmark.training.probe import fit_probes
 from features.cache import FeatureCache
-from features.dataset import make_splits, scan_dataset
+from features.data.dataset import make_splits, scan_dataset
 from features.extract import extract_features
 
 WEIGHTS = REAL_DATA.parent.parent / "weights"

@@ -10,9 +10,9 @@ import pytest
 
 import run_benchmark
 from benchmark.config import RunConfig, load_toml
-from benchmark.heads import HeadSettings, train_heads
-from benchmark.sweep import selection_score
-from benchmark.verify import verify
+from benchmark.evaluation.verify import verify
+from benchmark.training.heads import HeadSettings, train_heads
+from benchmark.training.sweep import selection_score
 
 GRID = ("--backbones", "MobileNetV2", "--image-size", "32", "--lr", "1e-3", "1e-2", "--dropout", "0.0", "0.3",
         "--l2", "0", "--no-probe")  # fmt: skip
@@ -152,7 +152,7 @@ def test_rerun_skips_finished_points_and_ends_identical(kermany_root: Path, tmp_
 
 
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(kermany_root: Path, tmp_path: Path, monkeypatch):
-    from benchmark import sweep
+    from benchmark.training import sweep
 
     real = sweep.train_heads
 

@@ -3,8 +3,8 @@
 This is the only part of cxr-bench that needs internet access. Run it once on a
 connected machine, then point ``run_benchmark.py --data`` at the folder it prints::
 
-    python -m features.download kermany --dest ~/data
-    python -m features.download pneumoniamnist --dest ~/data
+    python -m features.data.download kermany --dest ~/data
+    python -m features.data.download pneumoniamnist --dest ~/data
 
 Registry (``DATASETS``) and where each URL / checksum comes from:
 
@@ -822,7 +822,7 @@ def _build_parser() -> argparse.ArgumentParser:
         for s in DATASETS.values()
     )
     parser = argparse.ArgumentParser(
-        prog="python -m features.download",
+        prog="python -m features.data.download",
         description="Download a public chest X-ray dataset and lay it out for run_benchmark.py. "
         "Interrupted downloads resume when the same command is run again.",
         epilog=f"datasets:\n{listing}\n\nOffline? No download is needed if you already have the "

@@ -2,7 +2,7 @@
 
 Features are extracted once per (backbone, image size) and shared by every
 head of the grid; heads that differ only in learning rate, dropout and
-schedule train together in one model (``benchmark.heads.train_heads``).
+schedule train together in one model (``benchmark.training.heads.train_heads``).
 
 Each grid point is stored in ``RESULTS/heads/<point_id>/point.json``, written
 last and atomically, keyed by its full config: a rerun skips finished points,
@@ -35,7 +35,8 @@ import keras
 import numpy as np
 
 from backbones import BackboneSpec, WeightsSource, get_backbone, resolve_weights
-from benchmark.heads import (
+from benchmark.evaluation.metrics import binary_tasks, evaluate, multiclass_accuracy
+from benchmark.training.heads import (
     CHECKPOINT,
     HEAD_GRID_FIELDS,
     HISTORY,
@@ -46,14 +47,14 @@ from benchmark.heads import (
     model_name,
     train_heads,
 )
-from benchmark.metrics import binary_tasks, evaluate, multiclass_accuracy
-from benchmark.probe import fit_probes
-from features.cache import FeatureCache, atomic_write_text, cache_key
-from features.dataset import Dataset
+from benchmark.training.probe import fit_probes
+from common.files import atomic_write_text
+from features.cache import FeatureCache, cache_key
+from features.data.dataset import Dataset
 from features.extract import ExtractionStats, extract_features
 from features.pixels import PixelCache
 
-if TYPE_CHECKING:  # annotations only: benchmark.config builds on benchmark.finetune, which builds on this module
+if TYPE_CHECKING:  # annotations only: benchmark.config builds on benchmark.training.finetune, which builds on this module
     from benchmark.config import RunConfig
 
 POINT = "point.json"

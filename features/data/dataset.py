@@ -47,9 +47,9 @@ class Dataset:
         records: every usable image.
         skipped: ``(relative path, reason)`` for every file left out.
         notes: how the splits were made, for the leaderboard.
-        digests: SHA-256 of each record's bytes, once ``features.audit`` has read them;
+        digests: SHA-256 of each record's bytes, once ``features.data.audit`` has read them;
             identical images are then kept on one side of a carved split.
-        leakage: rows of ``features.audit.find_leakage`` (images found in two splits or under two labels).
+        leakage: rows of ``features.data.audit.find_leakage`` (images found in two splits or under two labels).
     """
 
     root: Path
@@ -183,7 +183,7 @@ def scan_dataset(root: str | Path) -> Dataset:
     hidden and system files, other suffixes, broken symbolic links, images at
     the wrong depth, folders where images belong, folders that are not splits.
     Symbolic links to images are followed. An empty class folder still names a
-    class (``features.audit.check_classes`` then stops the run).
+    class (``features.data.audit.check_classes`` then stops the run).
 
     Raises:
         FileNotFoundError: if ``root`` does not exist.

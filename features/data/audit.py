@@ -13,7 +13,7 @@ usable image left in some split.
 
 As a command, it checks a dataset folder without extracting anything::
 
-    python -m features.audit DIR [--min-side PX] [--cache-dir DIR]
+    python -m features.data.audit DIR [--min-side PX] [--cache-dir DIR]
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from features.cache import atomic_write_text, cache_key
-from features.dataset import SPLITS, Dataset, describe_counts, make_splits, scan_dataset
-from features.images import UnreadableImageError, inspect_image
+from common.files import atomic_write_text
+from features.cache import cache_key
+from features.data.dataset import SPLITS, Dataset, describe_counts, make_splits, scan_dataset
+from features.data.images import UnreadableImageError, inspect_image
 
 # Bump when what the audit records, or how it decides, changes.
 AUDIT_VERSION = "audit-v1"
@@ -232,7 +233,7 @@ def check_classes(dataset: Dataset) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Check a dataset folder: counts, files left out and why, leakage; exit 1 if a run would stop."""
-    parser = argparse.ArgumentParser(prog="python -m features.audit", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m features.data.audit", description=main.__doc__)
     parser.add_argument("data", metavar="DIR", help="dataset folder, Kermany or class-folder layout")
     parser.add_argument(
         "--min-side",

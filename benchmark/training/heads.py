@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from features.dataset import class_balance
+from features.data.dataset import class_balance
 
 CHECKPOINT = "best.keras"
 HISTORY = "history.csv"
@@ -35,7 +35,7 @@ HISTORY = "history.csv"
 
 LR_SCHEDULES = ("constant", "step")
 # "keras": Dropout -> Dense softmax trained with Adam and early stopping (this module);
-# "logreg": the same Dense softmax fitted to convergence by scikit-learn (benchmark.probe).
+# "logreg": the same Dense softmax fitted to convergence by scikit-learn (benchmark.training.probe).
 HEAD_KINDS = ("keras", "logreg")
 # The head settings a grid point is made of (with backbone and image size); seeds repeat a point.
 HEAD_GRID_FIELDS = ("kind", "lr", "dropout", "l2", "lr_schedule")

@@ -1,12 +1,12 @@
 """Benchmark: how long a 6-backbone x 40-point head grid takes to train from cached features.
 
-    python -m benchmark.bench_heads [--train 4185 --val 1047 --epochs 30 --head-workers 0]
+    python -m benchmark.speed.bench_heads [--train 4185 --val 1047 --epochs 30 --head-workers 0]
 
 Features are random arrays of each backbone's feature size with the sizes of
 the full Kermany train and carved validation splits (no extraction is timed).
 Each backbone's 40 points are 2 image sizes x 4 learning rates x 5 dropout
 rates; the points of one image size share a model, and the groups are trained
-as a sweep trains them (``benchmark.sweep.train_groups``, with its worker
+as a sweep trains them (``benchmark.training.sweep.train_groups``, with its worker
 processes). Early stopping is switched off (patience = epochs), so every head
 runs ``--epochs`` epochs: a fixed amount of work, independent of what the data allow.
 """
@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 
 from backbones import BACKBONES, DEFAULT_BACKBONES  # noqa: E402
 from benchmark.config import RunConfig  # noqa: E402
-from benchmark.sweep import head_workers, train_groups  # noqa: E402
-from features.dataset import Dataset, ImageRecord  # noqa: E402
+from benchmark.training.sweep import head_workers, train_groups  # noqa: E402
+from features.data.dataset import Dataset, ImageRecord  # noqa: E402
 
 LRS = (1e-4, 2e-4, 5e-4, 1e-3)
 DROPOUTS = (0.1, 0.2, 0.3, 0.4, 0.5)

@@ -9,8 +9,6 @@ distinguishable under the common colour-vision deficiencies.
 from __future__ import annotations
 
 import math
-import os
-import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -29,7 +27,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from benchmark.metrics import expected_calibration_error, reliability_bins  # noqa: E402
+from benchmark.evaluation.metrics import expected_calibration_error, reliability_bins  # noqa: E402
+from common.files import atomic_output  # noqa: E402
 
 DPI = 110
 # Okabe & Ito (2008), "Color Universal Design": black moved last so it is not the first curve.
@@ -59,20 +58,10 @@ def _save(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as a PNG to ``path`` atomically and close it, whatever happens."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A plain exclusive open rather than mkstemp: mkstemp's 0600 mode would survive the rename
-        # and leave a PNG that the web server or a colleague cannot read.
-        temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            with open(temp, "xb") as handle:
-                # No bbox_inches="tight": constrained layout already fits the outside legends, and
-                # "tight" would draw every figure twice.
-                fig.savefig(handle, format="png", dpi=DPI, facecolor="white")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
+        with atomic_output(path, "wb") as fh:
+            # No bbox_inches="tight": constrained layout already fits the outside legends, and
+            # "tight" would draw every figure twice.
+            fig.savefig(fh, format="png", dpi=DPI, facecolor="white")
     finally:
         plt.close(fig)
     return path

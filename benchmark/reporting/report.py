@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from benchmark.heads import HEAD_GRID_FIELDS, model_name
-from benchmark.metrics import (
+from benchmark.evaluation.metrics import (
     binary_metrics,
     binary_tasks,
     bootstrap_intervals,
@@ -23,16 +22,17 @@ from benchmark.metrics import (
     task_decision,
     task_truth_and_score,
 )
-from benchmark.plots import (
+from benchmark.reporting.plots import (
     plot_confusion_matrix,
     plot_metric_bars,
     plot_reliability,
     plot_roc_curves,
     plot_training_curves,
 )
-from benchmark.sweep import HeadResult, SweepResult, grid_rows
-from features.cache import atomic_write_text
-from features.dataset import Dataset
+from benchmark.training.heads import HEAD_GRID_FIELDS, model_name
+from benchmark.training.sweep import HeadResult, SweepResult, grid_rows
+from common.files import atomic_write_text
+from features.data.dataset import Dataset
 
 METRIC_COLUMNS = ("sensitivity", "specificity", "accuracy", "precision", "f1", "auc")
 

@@ -34,10 +34,11 @@ import keras
 import numpy as np
 
 from backbones import BackboneSpec, build_backbone, get_backbone, resolve_weights
-from benchmark.heads import load_head
-from benchmark.sweep import HeadResult
-from features.cache import atomic_write_text, cache_key, sha256_file
-from features.dataset import Dataset, class_balance
+from benchmark.training.heads import load_head
+from benchmark.training.sweep import HeadResult
+from common.files import atomic_write_text, sha256_file
+from features.cache import cache_key
+from features.data.dataset import Dataset, class_balance
 from features.pixels import PixelCache, PixelReader
 
 WEIGHTS_FILE = "model.weights.h5"

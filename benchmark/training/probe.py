@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from benchmark.heads import (
+from benchmark.training.heads import (
     HISTORY,
     HeadSettings,
     TrainedHead,
@@ -34,7 +34,7 @@ from benchmark.heads import (
     save_head,
     write_history,
 )
-from features.dataset import class_balance
+from features.data.dataset import class_balance
 
 MAX_ITERATIONS = 2000
 

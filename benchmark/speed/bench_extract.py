@@ -1,6 +1,6 @@
 """Benchmark: the harness's extraction path against the textbook Keras pipeline, in one process.
 
-    python -m features.bench_extract --data ../shared/data/chest_xray_224 \\
+    python -m benchmark.speed.bench_extract --data ../shared/data/chest_xray_224 \\
         --backbone ResNet50 --size 224 --images 512 [--precision bfloat16] [--jit-compile]
 
 Both paths run the same backbone (built once per path, random init unless
@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 from backbones import PRECISIONS, build_backbone, get_backbone, model_flops, resolve_weights  # noqa: E402
 from features.cache import FeatureCache  # noqa: E402
-from features.dataset import scan_dataset  # noqa: E402
+from features.data.dataset import scan_dataset  # noqa: E402
 from features.extract import extract_features  # noqa: E402
 from features.pixels import PixelCache  # noqa: E402
 

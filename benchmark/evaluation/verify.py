@@ -1,6 +1,6 @@
 """Recompute the test numbers of leaderboard.csv from predictions.csv with scikit-learn.
 
-    python -m benchmark.verify results/
+    python -m benchmark.evaluation.verify results/
 
 Checked, per row: accuracy, sensitivity, specificity, precision, f1, auc and the four counts (argmax
 decision), the operating point's test sensitivity, specificity, precision and counts, n_test,

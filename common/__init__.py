@@ -1,0 +1,1 @@
+"""Helpers every package may import; nothing here imports our other packages."""
