@@ -22,10 +22,18 @@ from pathlib import Path
 
 from backbones import BACKBONES, DEFAULT_BACKBONES, PRECISIONS, BackboneSpec, get_backbone
 from benchmark.evaluation.metrics import METRICS
-from benchmark.training.finetune import FinetuneSettings
-from benchmark.training.heads import HEAD_GRID_FIELDS, LR_SCHEDULES, HeadSettings
-from benchmark.training.probe import probe_settings
+from benchmark.settings import (
+    HEAD_GRID_FIELDS,
+    LR_SCHEDULES,
+    FinetuneRun,
+    FinetuneSettings,
+    HeadSettings,
+    ReportSettings,
+    SweepSettings,
+    probe_settings,
+)
 from features.data.audit import LEAKAGE_POLICIES
+from features.settings import DataSettings, ExtractSettings
 
 _HEAD = HeadSettings()
 # HeadSettings fields a run sets once for every head: all but the grid's and the seed.
@@ -157,15 +165,6 @@ class RunConfig:
                 f"(for example normal_vs_pneumonia.auc), not {self.select_by!r}"
             )
 
-    def finetune_settings(self) -> FinetuneSettings:
-        """The fine-tuning stage's settings (used when ``finetune`` is on)."""
-        return FinetuneSettings(
-            layers=str(self.finetune_layers), lr=self.finetune_lr, lr_factor=self.finetune_lr_factor,
-            epochs=self.finetune_epochs, sizes=self.finetune_sizes, augment=self.augment,
-            batch_size=self.finetune_batch_size, patience=self.finetune_patience, class_weight=self.class_weight,
-            seed=self.seed,
-        )  # fmt: skip
-
     def min_side(self) -> int:
         """Images whose shorter side is below this are skipped: the given value, else the
         largest minimum input size among the chosen backbones."""
@@ -191,12 +190,76 @@ class RunConfig:
         """The logistic-regression probes per backbone and size (none without ``probe``): deterministic, one seed."""
         return probe_settings(self.probe_l2, self.head_grid()[0]) if self.probe else []
 
-    def as_dict(self) -> dict:
-        """Plain-value copy, for result rows and the leaderboard header."""
-        values = asdict(self)
-        for name in TUPLE_FIELDS:
-            values[name] = " ".join(str(v) for v in values[name]) or "default"
-        return values
+    def extraction_plan(self) -> list[tuple[BackboneSpec, int]]:
+        """Every (backbone, image size) whose features the run needs, in order."""
+        return [(spec, size) for spec in map(get_backbone, self.backbones) for size in self.sizes_for(spec)]
+
+    # Each stage's settings, derived here and nowhere else: a stage reads only its own object.
+
+    def stages(self) -> StageSettings:
+        """The settings object of every stage of the run."""
+        return StageSettings(
+            data=DataSettings(
+                min_side=self.min_side(), val_fraction=self.val_fraction, test_fraction=self.test_fraction,
+                val_source=self.val_source, limit_per_class=self.limit_per_class, leakage=self.leakage,
+                seed=self.seed, cache_dir=self.cache_dir, progress=self.progress,
+            ),
+            extract=ExtractSettings(
+                weights=self.weights or "none", batch_size=self.extract_batch_size,
+                shard_size=self.extract_shard_size, seed=self.seed, precision=self.precision,
+                jit_compile=self.jit_compile, pixel_cache=self.pixel_cache, cache_dir=self.cache_dir,
+                progress=self.progress,
+            ),
+            sweep=SweepSettings(
+                heads=tuple(self.head_grid()), probes=tuple(self.probe_grid()), select_by=self.select_by,
+                head_workers=self.head_workers, results_dir=self.results_dir, progress=self.progress,
+            ),
+            finetune=FinetuneRun(
+                model=self.finetune_settings(), weights=self.weights or "none", results_dir=self.results_dir,
+                cache_dir=self.cache_dir, progress=self.progress,
+            ) if self.finetune else None,
+            report=ReportSettings(
+                sort_metric=self.sort_metric, select_by=self.select_by, target_sensitivity=self.target_sensitivity,
+                bootstrap=self.bootstrap, seed=self.seed, random_init=self.weights == "none",
+                limit_per_class=self.limit_per_class,
+            ),
+        )  # fmt: skip
+
+    def finetune_settings(self) -> FinetuneSettings:
+        """The fine-tuning model's settings, every value as given (nothing capped)."""
+        return FinetuneSettings(
+            layers=str(self.finetune_layers), lr=self.finetune_lr, lr_factor=self.finetune_lr_factor,
+            epochs=self.finetune_epochs, sizes=self.finetune_sizes, augment=self.augment,
+            batch_size=self.finetune_batch_size, patience=self.finetune_patience, class_weight=self.class_weight,
+            seed=self.seed,
+        )  # fmt: skip
+
+    def to_json(self) -> dict:
+        """Every field as a JSON value (tuples become lists), for ``run.json``; ``from_json`` reads it back."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, values: dict) -> RunConfig:
+        """The config a run wrote into its ``run.json``; keys of other versions are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in values.items() if name in known})
+
+    @staticmethod
+    def display(values: dict) -> dict:
+        """``to_json`` values for display: a list becomes its values joined by spaces ("default" when empty)."""
+        return {name: " ".join(map(str, v)) or "default" if isinstance(v, list | tuple) else v
+                for name, v in values.items()}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """One settings object per stage of a run, all derived from one ``RunConfig`` by ``RunConfig.stages``."""
+
+    data: DataSettings
+    extract: ExtractSettings
+    sweep: SweepSettings
+    finetune: FinetuneRun | None  # None: no fine-tuning stage
+    report: ReportSettings
 
 
 _TYPE_CHECKS = {

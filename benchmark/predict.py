@@ -39,8 +39,11 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, resolve_weights  # noqa: E402
-from benchmark.training.finetune import WEIGHTS_FILE, build_finetuned  # noqa: E402
-from benchmark.training.heads import HEAD_GRID_FIELDS, HeadSettings, load_head, model_name  # noqa: E402
+from benchmark.config import RunConfig  # noqa: E402
+from benchmark.settings import HEAD_GRID_FIELDS, GridKey, HeadSettings, model_name  # noqa: E402
+from benchmark.training.finetune import RESULT_FILE, WEIGHTS_FILE, build_finetuned  # noqa: E402
+from benchmark.training.heads import load_head  # noqa: E402
+from common.files import atomic_output  # noqa: E402
 from features.data.audit import image_problem  # noqa: E402
 from features.data.dataset import IMAGE_SUFFIXES, name_problem, printable  # noqa: E402
 from features.data.images import UnreadableImageError, load_image  # noqa: E402
@@ -157,7 +160,7 @@ def choose_head(results_dir: Path, backbone: str | None = None) -> pd.Series:
     grid = pd.read_csv(results_dir / "grid.csv")
     # The grid names the backbone; the leaderboard names the model (backbone-logreg for a probe).
     grid["backbone"] = [model_name(b, k) for b, k in zip(grid["backbone"], grid["kind"], strict=True)]
-    keys = ["backbone", "image_size", *HEAD_GRID_FIELDS]
+    keys = list(GridKey._fields)
     heads = board.drop_duplicates("head_id").merge(grid[[*keys, "selection_score"]], on=keys, how="left")
     if backbone is None:
         heads = heads[~heads["backbone"].str.endswith(FINETUNED)]  # fine-tuned models only when asked for
@@ -179,17 +182,17 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
     row = choose_head(results_dir, backbone)
     spec = get_backbone(_split_model_name(row["backbone"])[0])
     size = int(row["image_size"])
-    config = run["config"]
-    seed = int(config["seed"])
-    source = resolve_weights(spec, weights or config["weights"], size, seed=seed)
+    config = RunConfig.from_json(run["config"])
+    weights = weights or config.weights
+    source = resolve_weights(spec, weights, size, seed=config.seed)
     if row["backbone"].endswith(FINETUNED):
         folder = results_dir / "finetune" / row["head_id"]
-        record = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        record = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
         head = load_head(results_dir / "heads" / record["from_head"] / "best.keras")
-        model, pooled_model = build_finetuned(spec, size, weights or config["weights"], seed, head)
+        model, pooled_model = build_finetuned(spec, size, weights, config.seed, head)
         model.load_weights(folder / WEIGHTS_FILE)  # backbone and head, as fine-tuned
     else:
-        pooled_model = build_backbone(spec, size, source, seed=seed, precision=config["precision"])
+        pooled_model = build_backbone(spec, size, source, seed=config.seed, precision=config.precision)
         head = load_head(results_dir / "heads" / row["head_id"] / "best.keras")
     pooling = pooled_model.layers[-1]
     if not isinstance(pooling, keras.layers.GlobalAveragePooling2D):
@@ -201,13 +204,6 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
         f"weights {row['weights'] if row['backbone'].endswith(FINETUNED) else source.identity}"
     )
     return Predictor(spec, size, _classes(results_dir, run), backbone_model, head, row["head_id"], description, run)
-
-
-def run_min_side(config: dict) -> int:
-    """The shortest image side the run accepted: its ``--min-image-side``, else its backbones' largest minimum."""
-    if config.get("min_image_side") not in (None, "None"):
-        return int(config["min_image_side"])
-    return max(get_backbone(name).min_size for name in str(config["backbones"]).split())
 
 
 def operating_threshold(results_dir: Path, head_id: str) -> tuple[str, str, float] | None:
@@ -289,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {predictor.description} (head {predictor.head_id}); heatmap: {method} "
           f"(last feature map {height}x{width})")  # fmt: skip
     rows = []
-    min_side = run_min_side(predictor.run["config"])
+    min_side = RunConfig.from_json(predictor.run["config"]).min_side()
     for path in paths:
         # The run's own checks: what it would have left out, predict refuses.
         problem = name_problem(Path(path)) or image_problem(path, min_side)
@@ -326,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: {predictor.classes[top]} ({listing}){verdict}; heatmap {out_png}")
     if rows:
         args.out.mkdir(parents=True, exist_ok=True)
-        with open(args.out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        with atomic_output(args.out / "predictions.csv", "w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
         print(f"wrote {args.out / 'predictions.csv'} and {len(rows)} heatmap(s)")

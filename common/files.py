@@ -36,7 +36,9 @@ def _temp_file_beside(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_output(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+def atomic_output(
+    path: str | Path, mode: str = "wb", encoding: str | None = None, newline: str | None = None
+) -> Iterator[IO]:
     """Open a temp file beside ``path`` for writing; on success it is synced and renamed onto ``path``.
 
     On any error (a full disk included) the temp file is removed and ``path``
@@ -46,7 +48,7 @@ def atomic_output(path: str | Path, mode: str = "wb", encoding: str | None = Non
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = _temp_file_beside(path)
     try:
-        with open(temp, mode, encoding=encoding) as fh:
+        with open(temp, mode, encoding=encoding, newline=newline) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

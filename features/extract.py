@@ -21,10 +21,12 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from backbones import BackboneSpec, WeightsSource, build_backbone
+from backbones import BackboneSpec, WeightsSource, build_backbone, resolve_weights
 from features.cache import FeatureCache, atomic_save_npy, cache_key, file_list_fingerprint
+from features.data.dataset import Dataset
 from features.data.images import DECODE_VERSION, load_image
 from features.pixels import PixelCache, PixelReader
+from features.settings import ExtractSettings
 
 
 @dataclass
@@ -214,6 +216,42 @@ def _available_memory() -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@dataclass
+class BackboneFeatures:
+    """One backbone's pooled features of every image of a dataset at one image size."""
+
+    backbone: str
+    image_size: int
+    weights: str  # the identity of the weights (``WeightsSource.identity``)
+    features: np.ndarray  # rows aligned with ``Dataset.records``, memory-mapped from the cache
+    stats: ExtractionStats
+
+    @property
+    def name(self) -> str:
+        """``<backbone>-<size>px``, as the logs and ``run.json`` name it."""
+        return f"{self.backbone}-{self.image_size}px"
+
+
+def extract_dataset(settings: ExtractSettings, dataset: Dataset, spec: BackboneSpec, size: int) -> BackboneFeatures:
+    """Features of every image of ``dataset`` through ``spec`` at ``size``, from the cache when possible."""
+    cache = FeatureCache(settings.cache_dir)
+    source = resolve_weights(spec, settings.weights, size, seed=settings.seed)
+    features, stats = extract_features(
+        spec, source, size, dataset.root, [record.path for record in dataset.records], cache,
+        batch_size=settings.batch_size, shard_size=settings.shard_size, seed=settings.seed,
+        precision=settings.precision, jit_compile=settings.jit_compile,
+        pixel_cache=PixelCache(cache.root) if settings.pixel_cache else None, progress=settings.progress,
+    )  # fmt: skip
+    return BackboneFeatures(spec.name, size, source.identity, features, stats)
+
+
+def extract_all(
+    settings: ExtractSettings, dataset: Dataset, plan: list[tuple[BackboneSpec, int]]
+) -> list[BackboneFeatures]:
+    """Extract (or read from the cache) the features of every (backbone, image size) of ``plan``."""
+    return [extract_dataset(settings, dataset, spec, size) for spec, size in plan]
 
 
 def resource_problems(

@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from benchmark.training.heads import HeadSettings, build_head, feature_statistics, load_head, train_head
+from benchmark.settings import HeadSettings
+from benchmark.training.heads import build_head, feature_statistics, load_head, train_head
 from features.data.dataset import class_balance
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from benchmark.training.heads import HeadSettings, load_head, train_heads
-from benchmark.training.probe import fit_probes, probe_settings
+from benchmark.settings import HeadSettings, probe_settings
+from benchmark.training.heads import load_head, train_heads
+from benchmark.training.probe import fit_probes
 
 
 def _blobs(seed: int, n: int, classes: int = 3, width: int = 8) -> tuple[np.ndarray, np.ndarray]:

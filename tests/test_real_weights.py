@@ -17,7 +17,7 @@ from conftest import REAL_DATA
 
 from backbones import BACKBONES, build_backbone, resolve_weights
 from benchmark.evaluation.metrics import roc_auc
-from benchmark.training.heads import HeadSettings
+from benchmark.settings import HeadSettings
 from benchmark.training.probe import fit_probes
 from features.cache import FeatureCache
 from features.data.dataset import make_splits, scan_dataset

@@ -11,7 +11,8 @@ import pytest
 import run_benchmark
 from benchmark.config import RunConfig, load_toml
 from benchmark.evaluation.verify import verify
-from benchmark.training.heads import HeadSettings, train_heads
+from benchmark.settings import HeadSettings
+from benchmark.training.heads import train_heads
 from benchmark.training.sweep import selection_score
 
 GRID = ("--backbones", "MobileNetV2", "--image-size", "32", "--lr", "1e-3", "1e-2", "--dropout", "0.0", "0.3",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from benchmark.config import RunConfig
 from benchmark.evaluation.metrics import (
     binary_metrics,
     binary_tasks,
@@ -22,6 +22,7 @@ from benchmark.evaluation.metrics import (
     task_decision,
     task_truth_and_score,
 )
+from benchmark.records import HeadResult, SweepResult
 from benchmark.reporting.plots import (
     plot_confusion_matrix,
     plot_metric_bars,
@@ -29,9 +30,9 @@ from benchmark.reporting.plots import (
     plot_roc_curves,
     plot_training_curves,
 )
-from benchmark.training.heads import HEAD_GRID_FIELDS, model_name
-from benchmark.training.sweep import HeadResult, SweepResult, grid_rows
-from common.files import atomic_write_text
+from benchmark.settings import GridKey, ReportSettings, model_name
+from benchmark.training.sweep import grid_rows
+from common.files import atomic_write_json, atomic_write_text
 from features.data.dataset import Dataset
 
 METRIC_COLUMNS = ("sensitivity", "specificity", "accuracy", "precision", "f1", "auc")
@@ -42,7 +43,7 @@ def _head_columns(result: HeadResult) -> dict:
     return {
         "backbone": result.backbone,
         "image_size": result.image_size,
-        **{name: getattr(result.settings, name) for name in HEAD_GRID_FIELDS},
+        **result.grid_key()._asdict(),
         "seed": result.settings.seed,
     }
 
@@ -53,21 +54,22 @@ def test_quality(
     test_score: np.ndarray,
     val_truth: np.ndarray,
     val_score: np.ndarray,
-    config: dict,
+    settings: ReportSettings,
 ) -> dict:
     """Bootstrap intervals, calibration and the validation-chosen operating point of one head on one task."""
     columns = {"ece": expected_calibration_error(test_truth, test_score)}
-    if config["bootstrap"]:
-        intervals = bootstrap_intervals(
-            test_truth, decision, test_score, resamples=config["bootstrap"], seed=config["seed"]
-        )
+    if settings.bootstrap:
+        intervals = bootstrap_intervals(test_truth, decision, test_score, resamples=settings.bootstrap,
+                                        seed=settings.seed)  # fmt: skip
         for metric, (low, high) in intervals.items():
             columns[f"{metric}_ci_low"], columns[f"{metric}_ci_high"] = low, high
-    point = operating_point(val_truth, val_score, test_truth, test_score, config["target_sensitivity"])
+    point = operating_point(val_truth, val_score, test_truth, test_score, settings.target_sensitivity)
     return columns | {f"op_{name}": value for name, value in point.items()}
 
 
-def leaderboard_rows(results: list[HeadResult], dataset: Dataset, run_info: dict) -> list[dict]:
+def leaderboard_rows(
+    results: list[HeadResult], dataset: Dataset, run_info: dict, settings: ReportSettings
+) -> list[dict]:
     """One flat row per head and task: test metrics with bootstrap intervals, calibration, the
     operating point, the settings and the versions."""
     labels, val_labels = dataset.labels("test"), dataset.labels("val")
@@ -87,7 +89,7 @@ def leaderboard_rows(results: list[HeadResult], dataset: Dataset, run_info: dict
                     "task": task,
                     "positive": "+".join(positives),
                     **binary_metrics(truth, decision, score),
-                    **test_quality(truth, decision, score, val_truth, val_score, run_info["config"]),
+                    **test_quality(truth, decision, score, val_truth, val_score, settings),
                     **{f"val_{metric}": validation[metric] for metric in METRIC_COLUMNS},
                     "n_test": len(labels),
                     "multiclass_accuracy": three_class,
@@ -96,7 +98,7 @@ def leaderboard_rows(results: list[HeadResult], dataset: Dataset, run_info: dict
                     "best_val_loss": result.best_val_loss,
                     "weights": result.weights,
                     "head_id": result.head_id,
-                    **{f"config_{key}": value for key, value in run_info["config"].items()},
+                    **{f"config_{key}": value for key, value in RunConfig.display(run_info["config"]).items()},
                     "git": run_info["git"],
                     **{f"version_{key}": value for key, value in run_info["versions"].items()},
                 }
@@ -143,7 +145,7 @@ def _setting_cells(row) -> list[str]:
             row["lr_schedule"]]  # fmt: skip
 
 
-def _warnings(run_info: dict, dataset: Dataset) -> list[str]:
+def _warnings(run_info: dict, dataset: Dataset, settings: ReportSettings) -> list[str]:
     lines = []
     leaked_to_test = {r["sha256"] for r in dataset.leakage if r["split"] == "test"} & {
         r["sha256"] for r in dataset.leakage if r["split"] != "test"
@@ -159,14 +161,14 @@ def _warnings(run_info: dict, dataset: Dataset) -> list[str]:
             "drawings of normal lungs, focal consolidation and a diffuse interstitial pattern, made "
             "to show the pipeline working offline. Point `--data` at real radiographs for real numbers."
         )
-    if run_info["config"]["weights"] == "none":
+    if settings.random_init:
         lines.append(
             "> **Weights: none (random initialisation).** The backbones never saw ImageNet, so this "
             "measures the pipeline, not ImageNet transfer. Use `--weights imagenet` (or a weights "
             "folder) for the real comparison."
         )
-    if run_info["config"]["limit_per_class"]:
-        lines.append(f"> Subset run: at most {run_info['config']['limit_per_class']} images per class and split.")
+    if settings.limit_per_class:
+        lines.append(f"> Subset run: at most {settings.limit_per_class} images per class and split.")
     return lines
 
 
@@ -190,7 +192,7 @@ def _cell(members: pd.DataFrame, metric: str) -> str:
 
 def _summary(frame: pd.DataFrame, sort_metric: str) -> pd.DataFrame:
     """Test metrics per selected grid point, mean and standard deviation over its seeds."""
-    keys = ["backbone", "image_size", *HEAD_GRID_FIELDS]
+    keys = list(GridKey._fields)
     grouped = frame.groupby(keys, sort=False)
     summary = grouped[list(METRIC_COLUMNS)].mean().reset_index()
     summary["seeds"] = grouped.size().to_numpy()
@@ -223,7 +225,7 @@ def _validation_section(frame: pd.DataFrame, dataset: Dataset) -> list[str]:
     return out
 
 
-def _probe_section(winners: list[HeadResult], dataset: Dataset, config: dict) -> list[str]:
+def _probe_section(winners: list[HeadResult], dataset: Dataset, settings: ReportSettings) -> list[str]:
     """Each backbone's selected Keras head against its selected logistic-regression probe (first seeds)."""
     firsts: dict[str, HeadResult] = {}
     for winner in sorted(winners, key=lambda w: w.settings.seed):
@@ -238,10 +240,8 @@ def _probe_section(winners: list[HeadResult], dataset: Dataset, config: dict) ->
         for task, positives in binary_tasks(dataset.classes).items():
             truth, head_score = task_truth_and_score(labels, head.probabilities["test"], dataset.classes, positives)
             _, probe_score = task_truth_and_score(labels, probe.probabilities["test"], dataset.classes, positives)
-            resamples = config["bootstrap"] or 1000
-            diff, low, high = paired_auc_difference(
-                truth, head_score, probe_score, resamples=resamples, seed=config["seed"]
-            )
+            diff, low, high = paired_auc_difference(truth, head_score, probe_score,
+                                                    resamples=settings.bootstrap or 1000, seed=settings.seed)
             body.append([head.backbone, _fmt(head.best_val_loss), _fmt(probe.best_val_loss), task,
                          f"{diff:+.3f}", f"{low:+.3f} to {high:+.3f}"])  # fmt: skip
     headers = ["backbone", "val loss head", "val loss probe", "task", "test AUC head − probe", "95% interval"]
@@ -258,8 +258,8 @@ def _probe_section(winners: list[HeadResult], dataset: Dataset, config: dict) ->
     ]
 
 
-def _operating_point_section(frame: pd.DataFrame, dataset: Dataset, config: dict) -> list[str]:
-    target = config["target_sensitivity"]
+def _operating_point_section(frame: pd.DataFrame, dataset: Dataset, settings: ReportSettings) -> list[str]:
+    target = settings.target_sensitivity
     out = [
         f"## Operating points: sensitivity {target:g} chosen on validation",
         "",
@@ -303,22 +303,36 @@ def _calibration_section(frame: pd.DataFrame, dataset: Dataset, plots: dict[str,
 
 
 def leaderboard_markdown(
-    rows: list[dict], sweep: SweepResult, dataset: Dataset, run_info: dict, plots: dict[str, str]
+    rows: list[dict], sweep: SweepResult, dataset: Dataset, run_info: dict, plots: dict[str, str],
+    settings: ReportSettings,
 ) -> str:
     """The human-readable leaderboard: a table per task, the grid, confusion matrices, plots, provenance."""
-    config = run_info["config"]
-    sort_metric = config["sort_metric"]
-    rule = (
-        "lowest validation loss" if config["select_by"] == "val_loss" else f"highest validation {config['select_by']}"
-    )
+    frame = pd.DataFrame(rows)
     out = ["# cxr-bench leaderboard", ""]
-    for line in _warnings(run_info, dataset):
+    for line in _warnings(run_info, dataset, settings):
         out += [line, ""]
-    out += [
-        f"Generated {run_info['timestamp']} by cxr-bench `{run_info['git']}` on {run_info['machine']}.",
-        "",
-        f"Command: `{run_info['command']}`",
-        "",
+    out += [f"Generated {run_info['timestamp']} by cxr-bench `{run_info['git']}` on {run_info['machine']}.", "",
+            f"Command: `{run_info['command']}`", ""]  # fmt: skip
+    out += _data_section(dataset)
+    out += _selection_section(sweep, settings)
+    out += _task_tables(frame, dataset, settings.sort_metric)
+    out += _validation_section(frame, dataset)
+    out += _probe_section(sweep.winners, dataset, settings)
+    out += _operating_point_section(frame, dataset, settings)
+    out += _calibration_section(frame, dataset, plots)
+    if plots:
+        shown = [f"![{title}]({path})" for title, path in plots.items() if not title.startswith("Reliability")]
+        out += ["## Plots", "", *shown, ""]
+    out += _confusion_section(sweep.winners, dataset)
+    out += _grid_section(sweep, dataset, settings.select_by)
+    out += _provenance_section(run_info)
+    return "\n".join(out)
+
+
+def _data_section(dataset: Dataset) -> list[str]:
+    """Where the data came from, what was left out, and the images per split and class."""
+    counts = dataset.counts()
+    return [
         "## Data and splits",
         "",
         f"- Data: `{dataset.root}` ({dataset.layout} layout), classes: {', '.join(dataset.classes)}",
@@ -327,15 +341,19 @@ def leaderboard_markdown(
         f"- Leakage (same bytes in two splits or under two labels): {len({r['group'] for r in dataset.leakage})} "
         "image(s)" + (" (see `leakage.csv`)" if dataset.leakage else ""),
         "",
-    ]
-    counts = dataset.counts()
-    out += [
         tabulate(
             [[split, *counts[split].values(), sum(counts[split].values())] for split in counts],
             headers=["split", *dataset.classes, "total"],
             tablefmt="pipe",
         ),
         "",
+    ]
+
+
+def _selection_section(sweep: SweepResult, settings: ReportSettings) -> list[str]:
+    """How the heads were selected (validation only) and how the tables read."""
+    rule = "lowest validation loss" if settings.select_by == "val_loss" else f"highest validation {settings.select_by}"
+    out = [
         "## Selection rule",
         "",
         f"Each backbone's grid ({len(sweep.points)} trained heads in all) was scored on the **validation** "
@@ -343,76 +361,65 @@ def leaderboard_markdown(
         "Early stopping and the kept checkpoint also used validation loss. Only the selected heads were "
         "then predicted on the test split, once, for the tables below. A binary decision is the "
         "multi-class argmax mapped onto the task; AUC uses the summed probability of the positive classes. "
-        f"Tables are sorted by test **{sort_metric}** (ties: sensitivity); with several seeds a cell is "
+        f"Tables are sorted by test **{settings.sort_metric}** (ties: sensitivity); with several seeds a cell is "
         "mean ± standard deviation, with one seed it is the value and its 95% bootstrap confidence interval "
-        f"({config['bootstrap']} resamples of the test images; every seed's intervals are in `leaderboard.csv`).",
+        f"({settings.bootstrap} resamples of the test images; every seed's intervals are in `leaderboard.csv`).",
         "",
-        *(
-            ["Rows named `<backbone>-ft` are that backbone fine-tuned end to end on images, starting from its "
-             "selected frozen head (first seed): top layers unfrozen, BatchNormalization frozen, lower learning "
-             "rates for earlier layers, early stopping on validation loss; how, in `weights` of `leaderboard.csv` "
-             "and the `finetune_*` settings below.", ""]
-            if any(w.backbone.endswith("-ft") for w in sweep.winners) else []
-        ),
-        "## Best per backbone: test results per task",
-        "",
-    ]  # fmt: skip
-    frame = pd.DataFrame(rows)
+    ]
+    if any(w.backbone.endswith("-ft") for w in sweep.winners):
+        out += ["Rows named `<backbone>-ft` are that backbone fine-tuned end to end on images, starting from its "
+                "selected frozen head (first seed): top layers unfrozen, BatchNormalization frozen, lower learning "
+                "rates for earlier layers, early stopping on validation loss; how, in `weights` of `leaderboard.csv` "
+                "and the `finetune_*` settings below.", ""]  # fmt: skip
+    return out
+
+
+def _task_tables(frame: pd.DataFrame, dataset: Dataset, sort_metric: str) -> list[str]:
+    """The leaderboard proper: per task, the selected heads ranked by their test ``sort_metric``."""
+    out = ["## Best per backbone: test results per task", ""]
     for task, positives in binary_tasks(dataset.classes).items():
         summary = _summary(frame[frame["task"] == task], sort_metric)
         body = []
         for rank, (_, row) in enumerate(summary.iterrows(), start=1):
             members = frame[(frame["task"] == task) & (frame["backbone"] == row["backbone"])]
-            body.append(
-                [rank, row["backbone"], *_setting_cells(row), row["seeds"]]
-                + [_cell(members, m) for m in METRIC_COLUMNS]
-            )
-        out += [
-            f"### {task} (positive: {' + '.join(positives)})",
-            "",
-            tabulate(
-                body,
-                headers=["#", "backbone", *SETTING_HEADERS, "seeds", *METRIC_COLUMNS],
-                tablefmt="pipe",
-                disable_numparse=True,
-            ),
-            "",
-        ]
-    out += _validation_section(frame, dataset)
-    out += _probe_section(sweep.winners, dataset, config)
-    out += _operating_point_section(frame, dataset, config)
-    out += _calibration_section(frame, dataset, plots)
-    if plots:
-        shown = [f"![{title}]({path})" for title, path in plots.items() if not title.startswith("Reliability")]
-        out += ["## Plots", "", *shown, ""]
-    out += ["## Confusion matrices of the selected heads (test, summed over seeds)", "",
-            "Rows: true class; columns: argmax class.", ""]  # fmt: skip
+            body.append([rank, row["backbone"], *_setting_cells(row), row["seeds"]]
+                        + [_cell(members, m) for m in METRIC_COLUMNS])  # fmt: skip
+        headers = ["#", "backbone", *SETTING_HEADERS, "seeds", *METRIC_COLUMNS]
+        out += [f"### {task} (positive: {' + '.join(positives)})", "",
+                tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True), ""]  # fmt: skip
+    return out
+
+
+def _confusion_section(winners: list[HeadResult], dataset: Dataset) -> list[str]:
+    """Each selected head's multi-class confusion matrix on test, summed over its seeds."""
+    out = ["## Confusion matrices of the selected heads (test, summed over seeds)", "",
+           "Rows: true class; columns: argmax class.", ""]  # fmt: skip
     labels = dataset.labels("test")
-    for backbone in dict.fromkeys(w.backbone for w in sweep.winners):
-        heads = [w for w in sweep.winners if w.backbone == backbone]
+    for backbone in dict.fromkeys(w.backbone for w in winners):
+        heads = [w for w in winners if w.backbone == backbone]
         matrix = sum(multiclass_confusion(labels, w.probabilities["test"], len(dataset.classes)) for w in heads)
         accuracy = np.mean([multiclass_accuracy(labels, w.probabilities["test"]) for w in heads])
+        rows = [[name, *row] for name, row in zip(dataset.classes, matrix.tolist(), strict=True)]
         out += [
             f"**{backbone}** ({heads[0].image_size} px, {heads[0].settings.describe()}): "
             f"{len(dataset.classes)}-class accuracy {_fmt(float(accuracy))}",
             "",
-            tabulate(
-                [[name, *row] for name, row in zip(dataset.classes, matrix.tolist(), strict=True)],
-                headers=["true \\ predicted", *dataset.classes],
-                tablefmt="pipe",
-            ),
+            tabulate(rows, headers=["true \\ predicted", *dataset.classes], tablefmt="pipe"),
             "",
         ]
-    grid = pd.DataFrame(grid_rows(sweep.points, dataset.classes, config["select_by"]))
+    return out
+
+
+def _grid_section(sweep: SweepResult, dataset: Dataset, select_by: str) -> list[str]:
+    """Every grid point's validation scores, the selected one marked; never a test number."""
+    grid = pd.DataFrame(grid_rows(sweep.points, dataset.classes, select_by))
     first_task = next(iter(binary_tasks(dataset.classes)))
-    chosen = {
-        (w.backbone, w.image_size, *(getattr(w.settings, name) for name in HEAD_GRID_FIELDS)) for w in sweep.winners
-    }
+    chosen = {w.grid_key() for w in sweep.winners}
     body = []
-    for _, row in grid.sort_values(
-        ["backbone", "kind", "selection_score"], ascending=[True, False, False], na_position="last"
-    ).iterrows():
-        key = (model_name(row["backbone"], row["kind"]), row["image_size"], *(row[n] for n in HEAD_GRID_FIELDS))
+    ordered = grid.sort_values(["backbone", "kind", "selection_score"], ascending=[True, False, False],
+                               na_position="last")  # fmt: skip
+    for _, row in ordered.iterrows():
+        key = GridKey.of(row)._replace(backbone=model_name(row["backbone"], row["kind"]))
         done = row["seeds"] > 0
         body.append(
             ["**✓**" if key in chosen else "", row["backbone"], *_setting_cells(row), row["seeds"],
@@ -420,36 +427,25 @@ def leaderboard_markdown(
              _fmt(row[f"val_{first_task}_auc"]) if done else row["errors"],
              _fmt(row["val_multiclass_accuracy"]) if done else ""]
         )  # fmt: skip
-    out += [
-        "## Every grid point (validation split only)",
-        "",
-        "✓ marks the selected point per backbone. Full scores: `grid.csv`.",
-        "",
-        tabulate(
-            body,
-            headers=[
-                "",
-                "backbone",
-                *SETTING_HEADERS,
-                "seeds",
-                "val loss",
-                f"val {first_task} AUC",
-                "val accuracy",
-            ],
-            tablefmt="pipe",
-            disable_numparse=True,
-        ),  # fmt: skip
-        "",
+    headers = ["", "backbone", *SETTING_HEADERS, "seeds", "val loss", f"val {first_task} AUC", "val accuracy"]
+    return ["## Every grid point (validation split only)", "",
+            "✓ marks the selected point per backbone. Full scores: `grid.csv`.", "",
+            tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True), ""]  # fmt: skip
+
+
+def _provenance_section(run_info: dict) -> list[str]:
+    """Every setting of the run and every package version."""
+    return [
         "## Settings",
         "",
-        tabulate(sorted(config.items()), headers=["setting", "value"], tablefmt="pipe"),
+        tabulate(sorted(RunConfig.display(run_info["config"]).items()), headers=["setting", "value"],
+                 tablefmt="pipe"),
         "",
         "## Versions",
         "",
         tabulate(sorted(run_info["versions"].items()), headers=["package", "version"], tablefmt="pipe"),
         "",
     ]
-    return "\n".join(out)
 
 
 def _plots(results_dir: Path, rows: list[dict], sweep: SweepResult, dataset: Dataset) -> dict[str, str]:
@@ -512,10 +508,12 @@ def write_data_report(results_dir: Path, dataset: Dataset) -> dict[str, Path]:
     return paths
 
 
-def write_reports(results_dir: Path, sweep: SweepResult, dataset: Dataset, run_info: dict) -> dict[str, Path]:
+def write_reports(
+    results_dir: Path, sweep: SweepResult, dataset: Dataset, run_info: dict, settings: ReportSettings
+) -> dict[str, Path]:
     """Write every report file of a run into ``results_dir``; return their paths by name."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    rows = leaderboard_rows(sweep.winners, dataset, run_info)
+    rows = leaderboard_rows(sweep.winners, dataset, run_info, settings)
     plots = _plots(results_dir, rows, sweep, dataset) if sweep.winners else {}
     paths = {
         "leaderboard.csv": results_dir / "leaderboard.csv",
@@ -528,8 +526,8 @@ def write_reports(results_dir: Path, sweep: SweepResult, dataset: Dataset, run_i
     atomic_write_text(
         paths["predictions.csv"], pd.DataFrame(prediction_rows(sweep.winners, dataset)).to_csv(index=False)
     )
-    grid = grid_rows(sweep.points, dataset.classes, run_info["config"]["select_by"])
+    grid = grid_rows(sweep.points, dataset.classes, settings.select_by)
     atomic_write_text(paths["grid.csv"], pd.DataFrame(grid).to_csv(index=False))
-    atomic_write_text(paths["leaderboard.md"], leaderboard_markdown(rows, sweep, dataset, run_info, plots))
-    atomic_write_text(paths["run.json"], json.dumps(run_info, indent=2, default=str))
+    atomic_write_text(paths["leaderboard.md"], leaderboard_markdown(rows, sweep, dataset, run_info, plots, settings))
+    atomic_write_json(paths["run.json"], run_info, default=str)
     return paths | write_data_report(results_dir, dataset)

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         lr=LRS, dropout=DROPOUTS, epochs=args.epochs, patience=args.epochs, batch_size=args.batch_size,
         head_workers=args.head_workers, progress=False,
     )  # fmt: skip
+    settings = config.stages().sweep
     jobs = []
     for name in DEFAULT_BACKBONES:
         spec = BACKBONES[name]
@@ -63,13 +64,13 @@ def main(argv: list[str] | None = None) -> None:
                 split: rng.normal(size=(len(values), spec.feature_size)).astype(np.float32)
                 for split, values in labels.items()
             }
-            grid = config.head_grid()
+            grid = list(settings.heads)
             jobs.append((name, size, "random", grid, [f"{name}-{size}-{i}" for i in range(len(grid))], by_split))
-    print(f"{len(jobs)} groups of {len(config.head_grid())} heads, {head_workers(config)} worker(s)")
+    print(f"{len(jobs)} groups of {len(settings.heads)} heads, {head_workers(settings.head_workers)} worker(s)")
     started = time.perf_counter()
     heads = 0
     with tempfile.TemporaryDirectory() as scratch:
-        for job, points in train_groups(jobs, dataset, Path(scratch), config):
+        for job, points in train_groups(jobs, dataset, Path(scratch), settings):
             heads += sum(point["status"] == "done" for point in points)
             print(f"{job[0]} group {job[1]}: {len(points)} heads done at {time.perf_counter() - started:.1f} s")
     total = time.perf_counter() - started

@@ -27,53 +27,23 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from backbones import BackboneSpec, build_backbone, get_backbone, resolve_weights
+from benchmark.records import HeadResult
+from benchmark.settings import FinetuneRun, FinetuneSettings
 from benchmark.training.heads import load_head
-from benchmark.training.sweep import HeadResult
-from common.files import atomic_write_text, sha256_file
+from common.files import atomic_write_json, sha256_file
 from features.cache import cache_key
 from features.data.dataset import Dataset, class_balance
 from features.pixels import PixelCache, PixelReader
 
 WEIGHTS_FILE = "model.weights.h5"
-
-
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """Everything that changes a fine-tuned model."""
-
-    layers: str = "all"
-    lr: float = 1e-4
-    lr_factor: float = 0.1
-    epochs: int = 5
-    sizes: tuple[int, ...] = ()
-    augment: bool = False
-    batch_size: int = 16
-    patience: int = 2
-    class_weight: str = "none"
-    seed: int = 0
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the valid values."""
-        if self.layers != "all" and not (self.layers.isdigit() and int(self.layers) >= 1):
-            raise ValueError(f"--finetune-layers must be a positive number of layers or 'all', not {self.layers!r}")
-        checks = [
-            (self.lr > 0, f"--finetune-lr must be positive, not {self.lr}"),
-            (0 < self.lr_factor <= 1, f"--finetune-lr-factor must be in (0, 1], not {self.lr_factor}"),
-            (self.epochs >= 1, f"--finetune-epochs must be at least 1, not {self.epochs}"),
-            (self.batch_size >= 1, f"--finetune-batch-size must be at least 1, not {self.batch_size}"),
-            (self.patience >= 0, f"--finetune-patience must be 0 or more, not {self.patience}"),
-            (list(self.sizes) == sorted(self.sizes), f"--finetune-sizes must grow, small first: {self.sizes}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+RESULT_FILE = "result.json"
 
 
 class DiscriminativeAdam(keras.optimizers.Adam):
@@ -193,7 +163,6 @@ def finetune_one(
     settings: FinetuneSettings,
     *,
     weights: str,
-    seed: int,
     heads_dir: Path,
     pixel_cache: PixelCache,
     out_dir: Path,
@@ -213,7 +182,7 @@ def finetune_one(
     best_val_loss = math.inf
     keras.utils.set_random_seed(settings.seed)
     for stage, size in enumerate(sizes):
-        model, backbone = build_finetuned(spec, size, weights, seed, head)
+        model, backbone = build_finetuned(spec, size, weights, settings.seed, head)
         if weights_state is not None:
             model.set_weights(weights_state)  # progressive resizing: the same weights, a larger input
         unfrozen = unfreeze_top(backbone, settings.layers)
@@ -261,64 +230,40 @@ def finetune_one(
     )
 
 
-def finetune_winners(
-    winners: list[HeadResult],
-    dataset: Dataset,
-    settings: FinetuneSettings,
-    *,
-    weights: str,
-    seed: int,
-    results_dir: Path,
-    cache_dir: Path,
-    progress: bool = True,
-) -> list[HeadResult]:
+def finetune_winners(winners: list[HeadResult], dataset: Dataset, run: FinetuneRun) -> list[HeadResult]:
     """Fine-tune each backbone's selected Adam-trained head (first seed); finished ones are read back, not redone."""
     firsts: dict[str, HeadResult] = {}
     for winner in sorted(winners, key=lambda w: w.settings.seed):
         if winner.settings.kind == "keras":  # the probes are the frozen baseline, not a start for fine-tuning
             firsts.setdefault(winner.backbone, winner)
     split_key = {split: [r.path for r in dataset.split(split)] for split in ("train", "val", "test")}
+    results_dir = Path(run.results_dir)
     results = []
     for frozen in firsts.values():
-        key = cache_key({"from": frozen.head_id, "settings": asdict(settings), "weights": weights, "splits": split_key})
+        key = cache_key({"from": frozen.head_id, "settings": asdict(run.model), "weights": run.weights,
+                         "splits": split_key})  # fmt: skip
         folder = results_dir / "finetune" / f"{frozen.backbone}-ft-{key[:10]}"
-        stored = folder / "result.json"
-        if stored.is_file():
-            try:
-                record = json.loads(stored.read_text(encoding="utf-8"))
-                # The weights must be the ones the record was written for (predict loads them).
-                if sha256_file(folder / WEIGHTS_FILE) == record["weights_sha256"]:
-                    results.append(_result_from_json(record, frozen))
-                    continue
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # a damaged record or weights file: fine-tune again
-        if progress:
+        stored = _stored_result(folder)
+        if stored is not None:
+            results.append(stored)
+            continue
+        if run.progress:
             print(f"fine-tuning {frozen.backbone} from head {frozen.head_id}")
-        result = finetune_one(frozen, dataset, settings, weights=weights, seed=seed,
-                              heads_dir=results_dir / "heads", pixel_cache=PixelCache(cache_dir), out_dir=folder,
-                              progress=progress)  # fmt: skip
-        record = {
-            "backbone": result.backbone, "image_size": result.image_size, "weights": result.weights,
-            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "best_val_loss": result.best_val_loss,
-            "history": result.history, "settings": asdict(settings), "head_id": result.head_id,
-            "from_head": frozen.head_id, "weights_sha256": sha256_file(folder / WEIGHTS_FILE),
-            "probabilities": {split: p.tolist() for split, p in result.probabilities.items()},
-        }  # fmt: skip
-        atomic_write_text(stored, json.dumps(record))
+        result = finetune_one(frozen, dataset, run.model, weights=run.weights, heads_dir=results_dir / "heads",
+                              pixel_cache=PixelCache(run.cache_dir), out_dir=folder, progress=run.progress)  # fmt: skip
+        record = dict(result.to_json(), from_head=frozen.head_id, weights_sha256=sha256_file(folder / WEIGHTS_FILE))
+        atomic_write_json(folder / RESULT_FILE, record)
         results.append(result)
     return results
 
 
-def _result_from_json(record: dict, frozen: HeadResult) -> HeadResult:
-    return HeadResult(
-        backbone=record["backbone"],
-        image_size=record["image_size"],
-        settings=frozen.settings,
-        weights=record["weights"],
-        head_id=record["head_id"],
-        best_epoch=record["best_epoch"],
-        epochs_run=record["epochs_run"],
-        best_val_loss=record["best_val_loss"],
-        history=record["history"],
-        probabilities={split: np.asarray(p, dtype=np.float32) for split, p in record["probabilities"].items()},
-    )
+def _stored_result(folder: Path) -> HeadResult | None:
+    """A finished fine-tuning result whose weights file is the one it was written for, else None (redo it)."""
+    try:
+        record = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
+        # The weights must be the ones the record was written for (predict loads them).
+        if sha256_file(folder / WEIGHTS_FILE) == record["weights_sha256"]:
+            return HeadResult.from_json(record)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent, or a damaged record or weights file
+    return None

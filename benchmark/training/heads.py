@@ -20,69 +20,18 @@ import math
 import os
 import time
 import zipfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from benchmark.settings import HeadSettings
 from features.data.dataset import class_balance
 
 CHECKPOINT = "best.keras"
 HISTORY = "history.csv"
-
-
-LR_SCHEDULES = ("constant", "step")
-# "keras": Dropout -> Dense softmax trained with Adam and early stopping (this module);
-# "logreg": the same Dense softmax fitted to convergence by scikit-learn (benchmark.training.probe).
-HEAD_KINDS = ("keras", "logreg")
-# The head settings a grid point is made of (with backbone and image size); seeds repeat a point.
-HEAD_GRID_FIELDS = ("kind", "lr", "dropout", "l2", "lr_schedule")
-
-
-def model_name(backbone: str, kind: str) -> str:
-    """The name a head's rows carry in the reports: the backbone, with ``-logreg`` for the probe."""
-    return backbone if kind == "keras" else f"{backbone}-{kind}"
-
-
-@dataclass(frozen=True)
-class HeadSettings:
-    """How one head is trained.
-
-    ``lr_schedule`` "step" multiplies the learning rate by ``step_decay_factor``
-    every ``step_decay_epochs`` epochs; "constant" keeps it. ``l2`` adds
-    ``l2 * sum(kernel ** 2)`` to the mean cross-entropy (as
-    ``keras.regularizers.L2``; the bias is not penalised), the objective of an
-    L2-regularised logistic regression with ``C = 1 / (2 * l2 * n_train)``.
-    """
-
-    kind: str = "keras"
-    lr: float = 1e-3
-    dropout: float = 0.2
-    l2: float = 0.0
-    lr_schedule: str = "constant"
-    epochs: int = 100
-    batch_size: int = 32
-    patience: int = 10
-    class_weight: str = "none"
-    standardize: bool = True
-    step_decay_epochs: int = 10
-    step_decay_factor: float = 0.5
-    seed: int = 0
-
-    def describe(self) -> str:
-        """The settings that tell heads apart, in words, for reports and logs."""
-        if self.kind == "logreg":
-            return f"logistic-regression probe, l2 {self.l2:g}"
-        return f"Adam lr {self.lr:g}, dropout {self.dropout:g}, l2 {self.l2:g}, {self.lr_schedule}"
-
-    def shared_part(self) -> tuple:
-        """What heads trained together in one model must have in common."""
-        # Heads with different schedules trained together drifted from their lone runs in a
-        # test with three dropout rates, so the schedule stays a group setting for now.
-        per_head = {"lr", "dropout", "l2"}
-        return tuple(getattr(self, f.name) for f in fields(self) if f.name not in per_head)
 
 
 @dataclass

@@ -96,12 +96,3 @@ def _dense_weights(model: LogisticRegression, n_classes: int) -> tuple[np.ndarra
         coef = np.vstack([np.zeros_like(coef), coef])
         intercept = np.array([0.0, intercept[0]])
     return coef.T.astype(np.float32), intercept.astype(np.float32)
-
-
-def probe_settings(l2_values: tuple[float, ...], base: HeadSettings) -> list[HeadSettings]:
-    """One probe per penalty, sharing ``base``'s class weighting and seed; lr and dropout do not apply."""
-    return [
-        HeadSettings(kind="logreg", lr=0.0, dropout=0.0, l2=l2, lr_schedule="constant", epochs=1, patience=0,
-                     batch_size=base.batch_size, class_weight=base.class_weight, standardize=True, seed=base.seed)
-        for l2 in l2_values
-    ]  # fmt: skip

@@ -25,66 +25,24 @@ from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
-from backbones import BackboneSpec, WeightsSource, get_backbone, resolve_weights
 from benchmark.evaluation.metrics import binary_tasks, evaluate, multiclass_accuracy
-from benchmark.training.heads import (
-    CHECKPOINT,
-    HEAD_GRID_FIELDS,
-    HISTORY,
-    HeadSettings,
-    TrainedHead,
-    checkpoint_is_whole,
-    load_head,
-    model_name,
-    train_heads,
-)
+from benchmark.records import HeadResult, SweepResult
+from benchmark.settings import GridKey, HeadSettings, SweepSettings
+from benchmark.training.heads import CHECKPOINT, HISTORY, TrainedHead, checkpoint_is_whole, load_head, train_heads
 from benchmark.training.probe import fit_probes
-from common.files import atomic_write_text
-from features.cache import FeatureCache, cache_key
+from common.files import atomic_write_json
+from features.cache import cache_key
 from features.data.dataset import Dataset
-from features.extract import ExtractionStats, extract_features
-from features.pixels import PixelCache
-
-if TYPE_CHECKING:  # annotations only: benchmark.config builds on benchmark.training.finetune, which builds on this module
-    from benchmark.config import RunConfig
+from features.extract import BackboneFeatures
 
 POINT = "point.json"
-GRID_COLUMNS = ("backbone", "image_size", *HEAD_GRID_FIELDS)
-
-
-@dataclass
-class HeadResult:
-    """A selected head: its settings, training record and test probabilities."""
-
-    backbone: str
-    image_size: int
-    settings: HeadSettings
-    weights: str
-    head_id: str
-    best_epoch: int
-    epochs_run: int
-    best_val_loss: float
-    history: dict[str, list[float]]
-    probabilities: dict[str, np.ndarray]
-
-
-@dataclass
-class SweepResult:
-    """Every grid point's record, the selected heads, and what extraction did."""
-
-    points: list[dict]
-    winners: list[HeadResult]
-    extraction: dict[str, ExtractionStats]
-    trained: int
 
 
 def point_id(backbone: str, image_size: int, settings: HeadSettings, context: dict) -> str:
@@ -96,12 +54,7 @@ def point_id(backbone: str, image_size: int, settings: HeadSettings, context: di
             f"{backbone}-{image_size}px-lr{settings.lr:g}-do{settings.dropout:g}-l2{settings.l2:g}-"
             f"{settings.lr_schedule}-seed{settings.seed}"
         )
-    return f"{readable}-{cache_key(dict(context, settings=asdict(settings)))[:10]}"
-
-
-def grid_key(point: dict) -> tuple:
-    """The grid point a stored record belongs to (its seeds share it): the values of ``GRID_COLUMNS``."""
-    return tuple(point[column] for column in GRID_COLUMNS)
+    return f"{readable}-{cache_key(dict(context, settings=settings.to_json()))[:10]}"
 
 
 def selection_score(point: dict, select_by: str) -> float:
@@ -141,39 +94,6 @@ class _Progress:
         print(f"grid point {self.done} of {self.total} ({label}, {verb}); {elapsed:.0f} s so far, about {left} left")
 
 
-def extract_for(
-    config: RunConfig, dataset: Dataset, cache: FeatureCache, spec: BackboneSpec, size: int
-) -> tuple[WeightsSource, np.ndarray, ExtractionStats]:
-    """Features of every image of ``dataset`` through ``spec`` at ``size``, with ``config``'s extraction settings."""
-    source = resolve_weights(spec, config.weights, size, seed=config.seed)
-    features, stats = extract_features(
-        spec,
-        source,
-        size,
-        dataset.root,
-        [record.path for record in dataset.records],
-        cache,
-        batch_size=config.extract_batch_size,
-        shard_size=config.extract_shard_size,
-        seed=config.seed,
-        precision=config.precision,
-        jit_compile=config.jit_compile,
-        pixel_cache=PixelCache(cache.root) if config.pixel_cache else None,
-        progress=config.progress,
-    )
-    return source, features, stats
-
-
-def extract_all(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> dict[str, ExtractionStats]:
-    """Extract and cache features for every backbone and size of ``config``; train nothing."""
-    extraction = {}
-    for name in config.backbones:
-        spec = get_backbone(name)
-        for size in config.sizes_for(spec):
-            extraction[f"{spec.name}-{size}px"] = extract_for(config, dataset, cache, spec, size)[2]
-    return extraction
-
-
 def _read_point(path: Path) -> dict | None:
     """A finished grid point's record, or None if absent or damaged (the point is then trained again).
 
@@ -190,51 +110,46 @@ def _read_point(path: Path) -> dict | None:
     return record
 
 
-def run_sweep(config: RunConfig, dataset: Dataset, cache: FeatureCache) -> SweepResult:
-    """Run (or resume) the whole grid of ``config`` on ``dataset``; select and test the winners."""
-    heads_dir = Path(config.results_dir) / "heads"
-    grid = config.head_grid() + config.probe_grid()
-    specs = [get_backbone(name) for name in config.backbones]
-    progress = _Progress(sum(len(config.sizes_for(spec)) for spec in specs) * len(grid))
+def run_sweep(settings: SweepSettings, dataset: Dataset, extracted: list[BackboneFeatures]) -> SweepResult:
+    """Run (or resume) the whole head grid on each backbone's ``extracted`` features; select and test the winners."""
+    heads_dir = Path(settings.results_dir) / "heads"
+    grid = settings.grid
+    progress = _Progress(len(extracted) * len(grid))
     split_key = cache_key({split: [r.path for r in dataset.split(split)] for split in ("train", "val")})
     points: list[dict] = []
     features_of: dict[tuple[str, int], dict[str, np.ndarray]] = {}
-    extraction: dict[str, ExtractionStats] = {}
     jobs: list[tuple] = []
-    for spec in specs:
-        for size in config.sizes_for(spec):
-            source, features, stats = extract_for(config, dataset, cache, spec, size)
-            extraction[f"{spec.name}-{size}px"] = stats
-            by_split = split_features(features, dataset)
-            features_of[(spec.name, size)] = by_split
-            context = {"feature_key": stats.key, "splits": split_key, "classes": list(dataset.classes)}
-            ids = [point_id(spec.name, size, settings, context) for settings in grid]
-            pending: dict[tuple, list[int]] = defaultdict(list)
-            for index, pid in enumerate(ids):
-                stored = _read_point(heads_dir / pid / POINT)
-                # A failure is a record of what happened, not a result: a rerun trains the point again.
-                if stored is not None and stored["status"] == "done":
-                    points.append(stored)
-                else:
-                    pending[grid[index].shared_part()].append(index)
-            if len(grid) - sum(map(len, pending.values())):
-                progress.advance(len(grid) - sum(map(len, pending.values())), False, f"{spec.name} {size}px")
-            for group in pending.values():
-                jobs.append(
-                    (spec.name, size, source.identity, [grid[i] for i in group], [ids[i] for i in group], by_split)
-                )
+    for one in extracted:
+        by_split = split_features(one.features, dataset)
+        features_of[(one.backbone, one.image_size)] = by_split
+        context = {"feature_key": one.stats.key, "splits": split_key, "classes": list(dataset.classes)}
+        ids = [point_id(one.backbone, one.image_size, head, context) for head in grid]
+        pending: dict[tuple, list[int]] = defaultdict(list)
+        for index, pid in enumerate(ids):
+            stored = _read_point(heads_dir / pid / POINT)
+            # A failure is a record of what happened, not a result: a rerun trains the point again.
+            if stored is not None and stored["status"] == "done":
+                points.append(stored)
+            else:
+                pending[grid[index].shared_part()].append(index)
+        finished = len(grid) - sum(map(len, pending.values()))
+        if finished:
+            progress.advance(finished, False, f"{one.backbone} {one.image_size}px")
+        for group in pending.values():
+            jobs.append((one.backbone, one.image_size, one.weights, [grid[i] for i in group],
+                         [ids[i] for i in group], by_split))  # fmt: skip
     # Time left is estimated from head training alone, which starts now that every feature is extracted.
     progress.started = time.perf_counter()
-    for job, records in train_groups(jobs, dataset, heads_dir, config):
+    for job, records in train_groups(jobs, dataset, heads_dir, settings):
         points.extend(records)
         progress.advance(len(records), True, f"{job[0]} {job[1]}px")
-    winners = _select_and_test(points, config.select_by, features_of, dataset, heads_dir)
-    return SweepResult(points, winners, extraction, progress.trained)
+    winners = _select_and_test(points, settings.select_by, features_of, dataset, heads_dir)
+    return SweepResult(points, winners, progress.trained)
 
 
-def head_workers(config: RunConfig) -> int:
-    """Processes that train heads: ``config.head_workers``, or with 0 one per CPU core up to 4."""
-    return config.head_workers or min(os.cpu_count() or 1, 4)
+def head_workers(requested: int) -> int:
+    """Processes that train heads: ``requested``, or with 0 one per CPU core up to 4."""
+    return requested or min(os.cpu_count() or 1, 4)
 
 
 @contextmanager
@@ -252,7 +167,7 @@ def _environment(**values: str):
 
 
 def train_groups(
-    jobs: list[tuple], dataset: Dataset, heads_dir: Path, config: RunConfig
+    jobs: list[tuple], dataset: Dataset, heads_dir: Path, settings: SweepSettings
 ) -> Iterator[tuple[tuple, list[dict]]]:
     """Train every job (a group of heads sharing a model), yielding each job with its point records as it ends.
 
@@ -261,10 +176,10 @@ def train_groups(
     several workers, groups train in parallel in single-threaded child
     processes (spawned, so they start clean of this process's TensorFlow).
     """
-    workers = min(head_workers(config), len(jobs))
+    workers = min(head_workers(settings.head_workers), len(jobs))
     if workers <= 1:
         for job in jobs:
-            yield job, _train_group(*job, dataset, heads_dir, config.progress)
+            yield job, _train_group(*job, dataset, heads_dir, settings.progress)
         return
     print(f"training {len(jobs)} groups of heads in {workers} single-threaded worker processes")
     threads = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -361,8 +276,8 @@ def _record(
     """The stored result of one grid point: its settings and validation scores, or its error."""
     record = {
         "point_id": pid, "backbone": backbone, "image_size": size,
-        **{name: getattr(one, name) for name in HEAD_GRID_FIELDS},
-        "seed": one.seed, "weights": weights, "settings": asdict(one),
+        **GridKey.for_head(backbone, size, one)._asdict(),
+        "seed": one.seed, "weights": weights, "settings": one.to_json(),
     }  # fmt: skip
     if isinstance(outcome, Exception):
         record.update(status="failed", error=f"{type(outcome).__name__}: {outcome}")
@@ -381,7 +296,7 @@ def _record(
             val_multiclass_accuracy=multiclass_accuracy(labels, probabilities),
             val=evaluate(labels, probabilities, dataset.classes),
         )
-    atomic_write_text(heads_dir / pid / POINT, json.dumps(record, indent=2, default=float))
+    atomic_write_json(heads_dir / pid / POINT, record, default=float)
     return record
 
 
@@ -400,26 +315,26 @@ def _select_and_test(
     scores: dict[tuple, list[float]] = defaultdict(list)
     for point in points:
         if point["status"] == "done":
-            scores[grid_key(point)].append(selection_score(point, select_by))
+            scores[GridKey.of(point)].append(selection_score(point, select_by))
     best: dict[str, tuple] = {}
     for key, values in sorted(scores.items(), key=lambda item: str(item[0])):
         mean = float(np.mean(values))
-        name = model_name(key[GRID_COLUMNS.index("backbone")], key[GRID_COLUMNS.index("kind")])
+        name = key.model_name
         if name not in best or mean > best[name][0]:
             best[name] = (mean, key)
     winners = []
     for _, key in best.values():
         for point in sorted(points, key=lambda p: p["seed"]):
-            if point["status"] != "done" or grid_key(point) != key:
+            if point["status"] != "done" or GridKey.of(point) != key:
                 continue
             folder = heads_dir / point["point_id"]
             model = load_head(folder / CHECKPOINT)
             features = features_of[(point["backbone"], point["image_size"])]
             winners.append(
                 HeadResult(
-                    backbone=model_name(point["backbone"], point["kind"]),
+                    backbone=key.model_name,
                     image_size=point["image_size"],
-                    settings=HeadSettings(**point["settings"]),
+                    settings=HeadSettings.from_json(point["settings"]),
                     weights=point["weights"],
                     head_id=point["point_id"],
                     best_epoch=point["best_epoch"],
@@ -439,11 +354,11 @@ def grid_rows(points: list[dict], classes: tuple[str, ...], select_by: str) -> l
     """One row per grid point (seeds averaged): validation scores only, with the selected one marked."""
     grouped: dict[tuple, list[dict]] = defaultdict(list)
     for point in points:
-        grouped[grid_key(point)].append(point)
+        grouped[GridKey.of(point)].append(point)
     rows = []
     for key, members in grouped.items():
         done = [p for p in members if p["status"] == "done"]
-        row = dict(zip(GRID_COLUMNS, key, strict=True))
+        row = key._asdict()
         row.update(seeds=len(done), failed=len(members) - len(done))
         row["errors"] = "; ".join(sorted({p["error"] for p in members if p["status"] != "done"}))
         if done:

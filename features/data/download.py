@@ -16,10 +16,10 @@ Registry (``DATASETS``) and where each URL / checksum comes from:
     published** (not on the Mendeley record, not in any public code we could find),
     so this entry uses *trust on first use*: the first complete download has its
     SHA-256 computed, printed and recorded in ``DEST/.checksums.json``; every later
-    download or resume of the same file name into the same DEST is verified
-    against that record. Pass ``--sha256 HEX`` to pin a value you obtained
-    elsewhere. Extracts to ``DEST/chest_xray/{train,test[,val]}/{NORMAL,PNEUMONIA}``;
-    ``__MACOSX/`` members in the zip are skipped.
+    download of the same file name into the same DEST is verified against that
+    record. Pass ``--sha256 HEX`` to pin a value you obtained elsewhere. Extracts to
+    ``DEST/chest_xray/{train,test[,val]}/{NORMAL,PNEUMONIA}``; ``__MACOSX/`` members
+    in the zip are skipped.
 
 ``pneumoniamnist`` and ``pneumoniamnist_224``
     MedMNIST (Yang et al., Scientific Data 2023) files on Zenodo record 10519652.
@@ -29,17 +29,49 @@ Registry (``DATASETS``) and where each URL / checksum comes from:
     ``DEST/<name>/{train,val,test}/{NORMAL,PNEUMONIA}/<index>.png`` (8-bit
     grayscale), ``<index>`` being the row in that split's array.
 
-Every step is restartable: downloads go to ``<file>.part`` and resume with an HTTP
-Range request; archives are extracted (and npz files converted) into a temporary
-sibling folder that is renamed into place only when complete, with a marker file
-that makes a rerun a no-op.
+What pooch does here, and where it falls short (pooch 1.9 source, ``pooch/``):
+
+* Download, checksum, retry: pooch does all three. ``Pooch.fetch`` calls
+  ``stream_download`` (``core.py`` 790-838), which downloads into a temporary file
+  in the destination folder (``utils.temporary_file``, ``core.py`` 822), checks it
+  with ``hash_matches(..., strict=True)`` (824) and only then moves it onto the
+  final name (825); the temporary file is deleted whatever happens. A network
+  error or a hash mismatch is retried ``retry_if_failed`` times, waiting 1, 2, 3 s
+  (816-838). So the final name only ever holds a verified file.
+* **Resume: pooch has none.** ``HTTPDownloader`` opens the output with ``"w+b"``
+  and sends a plain ``requests.get`` (``downloaders.py`` 227-230): no ``Range``
+  header, and a failed attempt's bytes are deleted. An interrupted download
+  (all ~1.2 GB of the Kermany zip) starts again from zero. This module keeps
+  nothing for it: that guarantee is dropped.
+* An existing file that fails its checksum: pooch takes it for an outdated copy
+  and downloads over it (``download_action``, ``core.py`` 783-787). Kept here: a
+  check that refuses and leaves it alone, since it may be the user's own copy.
+* File mode: the temporary file is made by ``NamedTemporaryFile`` (0600), and the
+  move keeps that; kept here: a chmod to what the umask gives any new file.
+* Trust on first use: with no known hash pooch only logs the SHA-256
+  (``core.py`` 244-251, in ``retrieve`` only); recording and checking it is kept here.
+* Unpacking: pooch's processors are **not safe enough** and are not used.
+  ``Unzip`` calls ``ZipFile.extractall`` (``processors.py`` 192), which does not
+  refuse absolute or ``..`` names (zipfile silently rewrites them); ``Untar``
+  extracts with no filter at all before Python 3.12 (``processors.py`` 258:
+  ``filter_kwarg = {} if sys.version_info < (3, 12) else {"filter": "data"}``),
+  and this project runs 3.11. Both write straight into ``<archive>.unzip`` /
+  ``.untar`` and count it as extracted when the member names exist (115-122), so
+  an interrupted extraction looks finished. Kept here: :func:`safe_extract`,
+  which refuses the whole archive, before writing anything, if a member name is
+  absolute or contains ``..``, or if a tar holds a link or special file; tar
+  members then go through ``tarfile``'s ``filter="data"`` as well. Tar links are
+  refused outright, not checked, because Python 3.11's data filter has published
+  bypasses through symlinks (CVE-2025-4517 and others, fixed only in 3.11.13) and
+  no dataset here has links.
+* Folders (extracted archives, converted npz files) are built in
+  ``common.files.atomic_folder`` and get a marker file before the rename, so a
+  half-finished run never looks finished and a rerun with the marker is a no-op.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import http.client
 import json
 import os
 import re
@@ -47,16 +79,17 @@ import shlex
 import shutil
 import sys
 import tarfile
-import tempfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
+import pooch
+import requests
+
+from common.files import atomic_folder, atomic_write_json, current_umask, file_digest, sha256_file
 
 __all__ = [
     "DATASETS",
@@ -73,8 +106,9 @@ __all__ = [
 
 MARKER_NAME = ".cxr_bench_complete"
 CHECKSUMS_NAME = ".checksums.json"
-# Some hosts answer Python's default urllib agent with 403.
-USER_AGENT = "cxr-bench-download/1.0 (python urllib)"
+# Some hosts answer a library's default agent with 403.
+USER_AGENT = f"cxr-bench-download/2.0 (pooch {pooch.__version__})"
+RETRIES = 3
 _HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
 _CLASS_NAMES = {0: "NORMAL", 1: "PNEUMONIA"}
 _OFFLINE_HINT = (
@@ -83,7 +117,7 @@ _OFFLINE_HINT = (
 
 
 class DownloadError(RuntimeError):
-    """A network transfer failed; any partial ``.part`` file is kept for resuming."""
+    """A network transfer failed after pooch's retries; nothing partial is kept."""
 
 
 class ChecksumMismatchError(RuntimeError):
@@ -91,7 +125,7 @@ class ChecksumMismatchError(RuntimeError):
 
 
 class UnsafeArchiveError(ValueError):
-    """An archive member would land outside the extraction folder."""
+    """An archive member would land outside the extraction folder, or is a link or special file."""
 
 
 @dataclass(frozen=True)
@@ -118,21 +152,8 @@ class DatasetSource:
     run_flags: str = ""
 
 
-# --------------------------------------------------------------------------- #
-# Small helpers
-# --------------------------------------------------------------------------- #
-
-
 def _say(message: str) -> None:
     print(message, flush=True)
-
-
-def _file_digest(path: Path, algo: str, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.new(algo)
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _normalize_hex(value: str, algo: str) -> str:
@@ -145,159 +166,47 @@ def _normalize_hex(value: str, algo: str) -> str:
     return hexdigest
 
 
-def _is_complete(folder: Path) -> bool:
-    return (folder / MARKER_NAME).is_file()
+# --------------------------------------------------------------------------- #
+# Downloading (pooch)
+# --------------------------------------------------------------------------- #
 
 
-def _write_json_atomically(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600; the record is meant to be readable like the data.
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _build_dir_atomically(target: Path, build: Callable[[Path], Path], info: dict) -> Path:
-    """Run ``build(tmp)`` in a temp sibling of ``target``, then rename its result into place.
-
-    ``build`` returns the folder (``tmp`` or a folder inside it) that becomes ``target``.
-    Because the rename is the last step, a half-finished run never looks finished.
-    """
-    if _is_complete(target):
-        return target
-    if target.exists():
-        raise FileExistsError(
-            f"{target} exists but has no completion marker ({MARKER_NAME}), so it was not "
-            "produced by a finished run of this tool. Move or delete it, then run again."
+def _use_existing(path: Path, expected: tuple[str, str] | None) -> Path:
+    """Return ``path`` if it verifies; refuse, without deleting it, if it does not (pooch would overwrite it)."""
+    if expected is None:
+        _say(f"{path} already exists and there is no checksum to check it against; using it.")
+        return path
+    algo, hexdigest = expected
+    actual = file_digest(path, algo)
+    if actual != hexdigest:
+        raise ChecksumMismatchError(
+            f"Existing file {path} does not match the expected checksum.\n"
+            f"  expected {algo}: {hexdigest}\n  actual   {algo}: {actual}\n"
+            "  Delete it to download it again, or pass the right --sha256."
         )
-    parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{target.name}.partial-"
-    # Leftovers of interrupted runs; they can be as large as the dataset itself.
-    for stale in parent.glob(prefix + "*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    _say(f"{path} already downloaded ({algo} verified).")
+    return path
+
+
+def _fetch(url: str, path: Path, known_hash: str | None, downloader: pooch.HTTPDownloader, retries: int) -> None:
+    """Have pooch download, verify and retry; turn its errors into this module's."""
+    store = pooch.create(
+        path=path.parent, base_url="", registry={path.name: known_hash}, urls={path.name: url}, retry_if_failed=retries
+    )
     try:
-        root = build(tmp)
-        info = {**info, "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        (root / MARKER_NAME).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        os.replace(root, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-# --------------------------------------------------------------------------- #
-# Downloading
-# --------------------------------------------------------------------------- #
-
-
-def _network_error(url: str, part: Path, reason: object) -> DownloadError:
-    size = part.stat().st_size if part.exists() else 0
-    if size:
-        kept = f"The partial download is kept at {part} ({size:,} bytes); run the same command again to resume it."
-    else:
-        kept = "Nothing was saved yet; run the same command again to retry."
-    return DownloadError(f"Download of {url} failed: {reason}\n  {kept}\n  {_OFFLINE_HINT}")
-
-
-def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
-    """Return (first byte, total size) from ``bytes A-B/T`` or ``bytes */T``."""
-    if not value:
-        return None, None
-    match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value)
-    if not match:
-        return None, None
-    start = int(match.group(1)) if match.group(1) is not None else None
-    total = int(match.group(2)) if match.group(2) != "*" else None
-    return start, total
-
-
-def _fetch_to_part(url: str, part: Path, chunk_size: int, progress: bool, timeout: float) -> None:
-    offset = part.stat().st_size if part.exists() else 0
-    # Byte offsets must refer to the file itself, not to a compressed transfer.
-    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        with err:
-            if err.code == 416 and offset:
-                _, total = _parse_content_range(err.headers.get("Content-Range"))
-                if total is None or total == offset:
-                    _say(f"Server reports {part.name} is already complete ({offset:,} bytes).")
-                    return
-                # A .part longer than the remote file cannot be a prefix of it.
-                _say(f"{part.name} is larger than the remote file; downloading again from zero.")
-                part.unlink()
-                return _fetch_to_part(url, part, chunk_size, progress, timeout)
-            raise _network_error(url, part, f"HTTP {err.code} {err.reason}") from err
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-        reason = getattr(err, "reason", None) or err
-        raise _network_error(url, part, reason) from err
-
-    with response:
-        length_header = response.headers.get("Content-Length")
-        body_length = int(length_header) if length_header and length_header.isdigit() else None
-        if offset and response.status == 206:
-            start, total = _parse_content_range(response.headers.get("Content-Range"))
-            if start != offset:
-                _say(f"Server resumed at byte {start}, not {offset}; downloading again from zero.")
-                part.unlink()
-                response.close()
-                return _fetch_to_part(url, part, chunk_size, progress, timeout)
-            mode = "ab"
-            _say(f"Resuming {part.name} at {offset:,} bytes.")
-        elif response.status == 200:
-            if offset:
-                _say("Server does not support resuming; downloading again from zero.")
-            offset, mode = 0, "wb"
-            total = body_length
-        else:
-            raise _network_error(url, part, f"unexpected HTTP status {response.status}")
-
-        received = 0
-        with (
-            tqdm(
-                total=total,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=part.name.removesuffix(".part"),
-                disable=not progress,
-            ) as bar,
-            open(part, mode) as fh,
-        ):
-            while True:
-                try:
-                    chunk = response.read(chunk_size)
-                except (OSError, http.client.HTTPException) as err:
-                    fh.flush()
-                    raise _network_error(url, part, f"connection lost ({err!r})") from err
-                if not chunk:
-                    break
-                fh.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-            fh.flush()
-            os.fsync(fh.fileno())
-        # http.client reports a connection closed early as a normal end of body,
-        # so a short transfer is only visible by counting.
-        if body_length is not None and received != body_length:
-            raise _network_error(
-                url,
-                part,
-                f"connection closed after {received:,} of {body_length:,} bytes",
-            )
+        store.fetch(path.name, downloader=downloader)
+    except requests.RequestException as error:
+        raise DownloadError(
+            f"Download of {url} failed ({1 + retries} attempts): {error}\n"
+            "  Nothing partial is kept (downloads do not resume); run the same command again to retry.\n"
+            f"  {_OFFLINE_HINT}"
+        ) from error
+    except ValueError as error:
+        # The algorithm was checked before, so pooch's only ValueError left is its hash mismatch.
+        raise ChecksumMismatchError(
+            f"Checksum mismatch for {url} (the download was deleted).\n  {error}\n"
+            "  The server may have sent a different file or an error page, or the file changed upstream."
+        ) from error
 
 
 def download_file(
@@ -308,105 +217,113 @@ def download_file(
     chunk_size: int = 1 << 20,
     progress: bool = True,
     timeout: float = 60,
+    retries: int = RETRIES,
 ) -> Path:
-    """Download ``url`` to ``dest_path``, resumably, and verify it.
+    """Download ``url`` to ``dest_path`` with pooch and verify it against ``expected = (algo, hexdigest)``.
 
-    Bytes are streamed into ``dest_path + ".part"``; if that file already exists the
-    transfer resumes with ``Range: bytes=N-`` (a server answering 200 instead of 206
-    restarts from zero; 416 means the part is already complete). Only after the
-    checksum ``expected = (algo, hexdigest)`` matches is the part renamed to
-    ``dest_path`` with :func:`os.replace`, so the final name always holds a verified
-    file. If ``dest_path`` already exists and verifies, nothing is downloaded.
+    Pooch downloads into a temporary file beside ``dest_path``, moves it onto
+    ``dest_path`` only once the checksum matches, and retries a failed attempt
+    ``retries`` times; there is no resume. An existing ``dest_path`` is checked
+    and used, never downloaded over.
 
     Raises:
-        DownloadError: network failure (the ``.part`` file is kept for resuming).
-        ChecksumMismatchError: bytes differ from ``expected``; a freshly downloaded
-            part is deleted, an already existing final file is left for the user.
+        DownloadError: the network failed on every attempt (nothing is kept).
+        ChecksumMismatchError: the bytes differ from ``expected`` (the download is
+            deleted; an already existing file is left for the user).
     """
     dest_path = Path(dest_path)
-    part = dest_path.with_name(dest_path.name + ".part")
-    algo = hexdigest = None
     if expected is not None:
-        algo = expected[0].lower()
-        hexdigest = _normalize_hex(expected[1], algo)
-
+        expected = (expected[0].lower(), _normalize_hex(expected[1], expected[0]))
     if dest_path.exists():
-        if expected is None:
-            _say(f"{dest_path} already exists and there is no checksum to check it against; using it.")
-            return dest_path
-        actual = _file_digest(dest_path, algo)
-        if actual == hexdigest:
-            _say(f"{dest_path} already downloaded ({algo} verified).")
-            return dest_path
-        # Not deleted: it may be the user's own copy, and re-fetching costs a lot.
-        raise ChecksumMismatchError(
-            f"Existing file {dest_path} does not match the expected checksum.\n"
-            f"  expected {algo}: {hexdigest}\n  actual   {algo}: {actual}\n"
-            "  Delete it to download it again, or pass the right --sha256."
-        )
-
-    dest_path.parent.mkdir(parents=True, exist_ok=True)
-    _fetch_to_part(url, part, chunk_size, progress, timeout)
-
-    if expected is not None:
-        actual = _file_digest(part, algo)
-        if actual != hexdigest:
-            part.unlink(missing_ok=True)
-            raise ChecksumMismatchError(
-                f"Checksum mismatch for {url} (the download was deleted).\n"
-                f"  expected {algo}: {hexdigest}\n  actual   {algo}: {actual}\n"
-                "  The server may have sent a different file or an error page, or the "
-                "file changed upstream."
-            )
-    os.replace(part, dest_path)
+        return _use_existing(dest_path, expected)
+    known_hash = f"{expected[0]}:{expected[1]}" if expected else None
+    downloader = pooch.HTTPDownloader(
+        progressbar=progress, chunk_size=chunk_size, timeout=timeout, headers={"User-Agent": USER_AGENT}
+    )
+    _fetch(url, dest_path, known_hash, downloader, retries)
+    os.chmod(dest_path, 0o666 & ~current_umask())  # pooch's temporary file is 0600
     return dest_path
 
 
 # --------------------------------------------------------------------------- #
-# Safe extraction
+# Folders built then renamed, and safe extraction
 # --------------------------------------------------------------------------- #
 
 
-def _member_relpath(name: str) -> PurePosixPath:
-    """Normalise an archive member name, refusing anything that leaves the root."""
-    if "\x00" in name:
-        raise UnsafeArchiveError(f"archive member name contains a NUL byte: {name!r}")
-    # Windows tools sometimes write backslashes; treat them as separators so a
-    # "..\\x" member cannot slip past the check below.
-    posix = name.replace("\\", "/")
-    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
-        raise UnsafeArchiveError(f"refusing archive member with an absolute path: {name!r}")
-    parts: list[str] = []
-    for piece in posix.split("/"):
-        if piece in ("", "."):
-            continue
-        if piece == "..":
-            if not parts:
-                raise UnsafeArchiveError(f"refusing archive member that escapes the target: {name!r}")
-            parts.pop()
-        else:
-            parts.append(piece)
-    return PurePosixPath(*parts)
+def _is_complete(folder: Path) -> bool:
+    return (folder / MARKER_NAME).is_file()
 
 
-def _link_target(member_rel: PurePosixPath, linkname: str, *, relative_to_member: bool) -> PurePosixPath:
-    if linkname.startswith("/") or re.match(r"^[A-Za-z]:", linkname):
-        raise UnsafeArchiveError(f"refusing link {str(member_rel)!r} -> absolute {linkname!r}")
-    base = member_rel.parent if relative_to_member else PurePosixPath()
-    try:
-        return _member_relpath(str(base / linkname))
-    except UnsafeArchiveError:
-        raise UnsafeArchiveError(
-            f"refusing link {str(member_rel)!r} -> {linkname!r}: it points outside the target"
-        ) from None
+def _build_folder(target: Path, info: dict, build: Callable[[Path], None]) -> Path:
+    """Run ``build(temp)`` in ``atomic_folder(target)`` and mark the result complete; a no-op once marked."""
+    if _is_complete(target):
+        return target
+    if target.exists():
+        raise FileExistsError(
+            f"{target} exists but has no completion marker ({MARKER_NAME}), so it was not "
+            "produced by a finished run of this tool. Move or delete it, then run again."
+        )
+    # Left by a killed run (atomic_folder's temp names); they can be as large as the dataset.
+    for temp in target.parent.glob(f".{target.name}.*.tmp"):
+        shutil.rmtree(temp, ignore_errors=True)
+    with atomic_folder(target) as temp:
+        build(temp)
+        atomic_write_json(temp / MARKER_NAME, {**info, "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return target
 
 
-def _wanted(rel: PurePosixPath, subdir: str | None) -> bool:
+def _kept_name(name: str, subdir: str | None) -> str | None:
+    """A member's path inside the target, or None to skip it; refuses absolute names and ``..``."""
+    rel = PurePosixPath(name.replace("\\", "/"))
+    if rel.is_absolute() or re.match(r"[A-Za-z]:", rel.as_posix()) or ".." in rel.parts:
+        raise UnsafeArchiveError(f"refusing archive member that could land outside the target: {name!r}")
     if not rel.parts or rel.parts[0] == "__MACOSX":
-        return False
-    if subdir is not None:
-        return rel.parts[0] == subdir
-    return True
+        return None
+    if subdir is None:
+        return rel.as_posix()
+    if rel.parts[0] != subdir or len(rel.parts) == 1:
+        return None
+    return PurePosixPath(*rel.parts[1:]).as_posix()
+
+
+def _zip_plan(zf: zipfile.ZipFile, subdir: str | None) -> list[zipfile.ZipInfo]:
+    plan = []
+    for member in zf.infolist():
+        kept = _kept_name(member.filename, subdir)
+        if kept:
+            # zipfile reads the data by orig_filename, so renaming only moves where it is written.
+            member.filename = kept + "/" if member.is_dir() else kept
+            plan.append(member)
+    return plan
+
+
+def _tar_plan(tf: tarfile.TarFile, subdir: str | None) -> list[tarfile.TarInfo]:
+    plan = []
+    for member in tf.getmembers():
+        if not (member.isfile() or member.isdir()):
+            raise UnsafeArchiveError(
+                f"refusing tar member {member.name!r}: links and special files are not extracted (see the module doc)"
+            )
+        kept = _kept_name(member.name, subdir)
+        if kept:
+            member.name = kept
+            plan.append(member)
+    return plan
+
+
+@contextmanager
+def _open_archive(path: Path, subdir: str | None) -> Iterator[tuple[list, Callable[[Path], None]]]:
+    """Yield the checked members to extract and a function extracting them into a folder."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            plan = _zip_plan(zf, subdir)
+            yield plan, lambda temp: zf.extractall(temp, members=plan)
+    elif tarfile.is_tarfile(path):
+        with tarfile.open(path) as tf:
+            plan = _tar_plan(tf, subdir)
+            yield plan, lambda temp: tf.extractall(temp, members=plan, filter="data")
+    else:
+        raise ValueError(f"{path} is neither a zip nor a tar archive")
 
 
 def safe_extract(
@@ -418,109 +335,25 @@ def safe_extract(
 ) -> Path:
     """Extract a zip or tar archive into ``target_dir`` without trusting member names.
 
-    Every member is checked before anything is written: absolute paths, ``..``
-    escapes and tar symlinks / hard links pointing outside the target make the
-    whole archive refused (:class:`UnsafeArchiveError`); tar device files and
-    FIFOs are refused too. Members under ``__MACOSX/`` are skipped. With
-    ``subdir`` only that top-level folder is kept and becomes ``target_dir``
-    itself (``subdir="chest_xray"`` turns ``chest_xray/train/...`` into
-    ``target_dir/train/...``).
-
-    Extraction happens in a temporary folder next to ``target_dir`` that is
-    renamed into place when done (after the optional ``validate(root)`` hook
-    passes), and a marker file is written; a rerun with the marker present
-    returns immediately, even if the archive was deleted since.
+    Every member is checked before anything is written (:class:`UnsafeArchiveError`
+    refuses the whole archive, see the module docstring); ``__MACOSX/`` is skipped.
+    With ``subdir`` only that top-level folder is kept and becomes ``target_dir``
+    itself. The folder is built by :func:`_build_folder` (after ``validate(root)``
+    passes), so a rerun with the marker returns at once, even without the archive.
     """
-    archive_path = Path(archive_path)
-    target_dir = Path(target_dir)
+    archive_path, target_dir = Path(archive_path), Path(target_dir)
     if _is_complete(target_dir):
         return target_dir
+    with _open_archive(archive_path, subdir) as (plan, extract_all):
+        if subdir is not None and not plan:
+            raise ValueError(f"the archive has no top-level folder {subdir!r}")
 
-    info = {"archive": archive_path.name}
-    if zipfile.is_zipfile(archive_path):
-        with zipfile.ZipFile(archive_path) as zf:
-            plan = []
-            for member in zf.infolist():
-                rel = _member_relpath(member.filename)
-                if _wanted(rel, subdir):
-                    plan.append((rel, member))
+        def build(temp: Path) -> None:
+            extract_all(temp)
+            if validate is not None:
+                validate(temp)
 
-            def build_zip(tmp: Path) -> Path:
-                for rel, member in plan:
-                    out = tmp.joinpath(*rel.parts)
-                    if member.is_dir():
-                        out.mkdir(parents=True, exist_ok=True)
-                        continue
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    # zip "symlinks" are written as plain files holding the link text.
-                    with zf.open(member) as src, open(out, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                return _extraction_root(tmp, subdir, validate)
-
-            return _build_dir_atomically(target_dir, build_zip, info)
-
-    if tarfile.is_tarfile(archive_path):
-        with tarfile.open(archive_path) as tf:
-            plan = []
-            for member in tf.getmembers():
-                rel = _member_relpath(member.name)
-                link = None
-                if member.issym():
-                    link = _link_target(rel, member.linkname, relative_to_member=True)
-                elif member.islnk():
-                    link = _link_target(rel, member.linkname, relative_to_member=False)
-                elif not (member.isfile() or member.isdir()):
-                    raise UnsafeArchiveError(f"refusing special file in archive: {member.name!r}")
-                if _wanted(rel, subdir):
-                    # With subdir, only that folder survives, so a link must stay inside it.
-                    if link is not None and subdir is not None and link.parts[:1] != (subdir,):
-                        raise UnsafeArchiveError(
-                            f"refusing link {member.name!r} -> {member.linkname!r}: it points outside {subdir}/"
-                        )
-                    plan.append((rel, member))
-
-            def build_tar(tmp: Path) -> Path:
-                symlinks = []
-                for rel, member in plan:
-                    out = tmp.joinpath(*rel.parts)
-                    if member.isdir():
-                        out.mkdir(parents=True, exist_ok=True)
-                    elif member.issym():
-                        symlinks.append((out, member.linkname))
-                    else:
-                        out.parent.mkdir(parents=True, exist_ok=True)
-                        src = tf.extractfile(member)
-                        if src is None:
-                            raise UnsafeArchiveError(f"cannot read archive member {member.name!r}")
-                        with src, open(out, "wb") as dst:
-                            shutil.copyfileobj(src, dst, 1 << 20)
-                # Created last so that no file above is ever written through a link.
-                for out, linkname in symlinks:
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    os.symlink(linkname, out)
-                # Chains of links can escape even when each one looks fine on its own
-                # (a -> "b/..", b -> "."); nothing was written through them, and the
-                # temporary tree is discarded if this fails.
-                root = (tmp / subdir if subdir else tmp).resolve()
-                for out, linkname in symlinks:
-                    if not out.resolve().is_relative_to(root):
-                        raise UnsafeArchiveError(
-                            f"refusing link {out.relative_to(tmp)} -> {linkname!r}: it resolves outside the target"
-                        )
-                return _extraction_root(tmp, subdir, validate)
-
-            return _build_dir_atomically(target_dir, build_tar, info)
-
-    raise ValueError(f"{archive_path} is neither a zip nor a tar archive")
-
-
-def _extraction_root(tmp: Path, subdir: str | None, validate: Callable[[Path], None] | None) -> Path:
-    root = tmp / subdir if subdir else tmp
-    if not root.is_dir():
-        raise ValueError(f"the archive has no top-level folder {subdir!r}")
-    if validate is not None:
-        validate(root)
-    return root
+        return _build_folder(target_dir, {"archive": archive_path.name}, build)
 
 
 # --------------------------------------------------------------------------- #
@@ -539,6 +372,11 @@ def _count_images(root: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
+def _say_counts(counts: dict[str, dict[str, int]]) -> None:
+    for split, per_class in counts.items():
+        _say(f"  {split:5s}: " + ", ".join(f"{cls} {n}" for cls, n in per_class.items()))
+
+
 def _check_kermany_layout(root: Path) -> None:
     missing = [
         f"{split}/{cls}"
@@ -554,15 +392,9 @@ def _check_kermany_layout(root: Path) -> None:
 
 
 def _unpack_kermany(archive: Path, dest: Path) -> Path:
-    target = safe_extract(
-        archive,
-        dest / "chest_xray",
-        subdir="chest_xray",
-        validate=_check_kermany_layout,
-    )
+    target = safe_extract(archive, dest / "chest_xray", subdir="chest_xray", validate=_check_kermany_layout)
     counts = _count_images(target)
-    for split, per_class in counts.items():
-        _say(f"  {split:5s}: " + ", ".join(f"{cls} {n}" for cls, n in per_class.items()))
+    _say_counts(counts)
     if "val" not in counts:
         # The Mendeley zip is reported to hold train/ and test/ only (the small val/
         # folder comes from re-uploads such as Kaggle's), so inform rather than fail.
@@ -574,46 +406,44 @@ def _unpack_kermany(archive: Path, dest: Path) -> Path:
     return target
 
 
+def _write_split(source: str, images, labels, folder: Path) -> None:
+    """Save one MedMNIST split as ``folder/<class>/<row>.png`` (8-bit grayscale)."""
+    import numpy as np
+    from PIL import Image
+
+    labels = np.asarray(labels).reshape(-1)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3 or len(images) != len(labels):
+        raise ValueError(
+            f"{source}: {folder.name} images {images.shape} / labels {labels.shape} "
+            "are not N grayscale images with N labels"
+        )
+    unknown = set(np.unique(labels).tolist()) - set(_CLASS_NAMES)
+    if unknown:
+        raise ValueError(f"{source}: unexpected {folder.name} labels {sorted(unknown)}")
+    for cls in _CLASS_NAMES.values():
+        (folder / cls).mkdir(parents=True)
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        pixels = np.ascontiguousarray(image, dtype=np.uint8)
+        Image.fromarray(pixels).convert("L").save(folder / _CLASS_NAMES[int(label)] / f"{index}.png")
+
+
+def _npz_to_pngs(archive: Path, root: Path) -> None:
+    # Only this dataset needs numpy; keeps `--help` and kermany fast to start.
+    import numpy as np
+
+    with np.load(archive, allow_pickle=False) as data:
+        for split in ("train", "val", "test"):
+            _write_split(archive.name, data[f"{split}_images"], data[f"{split}_labels"], root / split)
+
+
 def _unpack_medmnist(folder: str) -> Callable[[Path, Path], Path]:
     def unpack(archive: Path, dest: Path) -> Path:
-        # Only this dataset needs them; keeps `--help` and kermany fast to start.
-        import numpy as np
-        from PIL import Image
-
-        counts: dict[str, dict[str, int]] = {}
-
-        def build(tmp: Path) -> Path:
-            with np.load(archive, allow_pickle=False) as data:
-                for split in ("train", "val", "test"):
-                    images = data[f"{split}_images"]
-                    labels = np.asarray(data[f"{split}_labels"]).reshape(-1)
-                    if images.ndim == 4 and images.shape[-1] == 1:
-                        images = images[..., 0]
-                    if images.ndim != 3 or len(images) != len(labels):
-                        raise ValueError(
-                            f"{archive.name}: {split} images {images.shape} / labels "
-                            f"{labels.shape} are not N grayscale images with N labels"
-                        )
-                    unknown = set(np.unique(labels).tolist()) - set(_CLASS_NAMES)
-                    if unknown:
-                        raise ValueError(f"{archive.name}: unexpected {split} labels {sorted(unknown)}")
-                    for cls in _CLASS_NAMES.values():
-                        (tmp / split / cls).mkdir(parents=True)
-                    counts[split] = {cls: 0 for cls in _CLASS_NAMES.values()}
-                    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
-                        cls = _CLASS_NAMES[int(label)]
-                        pixels = np.ascontiguousarray(image, dtype=np.uint8)
-                        Image.fromarray(pixels).convert("L").save(tmp / split / cls / f"{index}.png")
-                        counts[split][cls] += 1
-            return tmp
-
         target = dest / folder
-        if _is_complete(target):
-            return target
         _say(f"Converting {archive.name} to PNG folders ...")
-        _build_dir_atomically(target, build, {"archive": archive.name})
-        for split, per_class in counts.items():
-            _say(f"  {split:5s}: " + ", ".join(f"{cls} {n}" for cls, n in per_class.items()))
+        _build_folder(target, {"archive": archive.name}, lambda temp: _npz_to_pngs(archive, temp))
+        _say_counts(_count_images(target))
         return target
 
     return unpack
@@ -706,20 +536,66 @@ def _load_checksums(dest: Path) -> dict:
         return {}
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except json.JSONDecodeError as error:
         # Silently starting over would defeat the point of the record.
-        raise ValueError(f"{path} is not valid JSON ({err}); fix or delete it") from err
+        raise ValueError(f"{path} is not valid JSON ({error}); fix or delete it") from error
 
 
 def _record_checksum(dest: Path, filename: str, entry: dict) -> None:
     records = _load_checksums(dest)
     records[filename] = entry
-    _write_json_atomically(dest / CHECKSUMS_NAME, records)
+    atomic_write_json(dest / CHECKSUMS_NAME, records, sort_keys=True)
+
+
+def _expected_checksum(source: DatasetSource, dest: Path, sha256: str | None) -> tuple[str, str] | None:
+    """The checksum to verify against (``--sha256``, published, recorded), or None on first use."""
+    record = _load_checksums(dest).get(source.filename)
+    if sha256:
+        _say(f"Verifying {source.filename} against the SHA-256 given with --sha256.")
+        return "sha256", _normalize_hex(sha256, "sha256")
+    if source.checksum:
+        _say(f"Verifying {source.filename} against the published {source.checksum_algo} ({source.checksum_source}).")
+        return source.checksum_algo, source.checksum
+    if record:
+        _say(
+            f"Verifying {source.filename} against the SHA-256 recorded on first download "
+            f"({dest / CHECKSUMS_NAME}); this checksum was NOT published by the data provider."
+        )
+        return "sha256", record["sha256"]
+    _say(
+        f"No checksum is published for {source.filename}: using trust on first use "
+        f"(the SHA-256 of this download will be recorded in {dest / CHECKSUMS_NAME})."
+    )
+    return None
+
+
+def _announce_first_use(filename: str, digest: str, dest: Path) -> None:
+    bar = "!" * 78
+    _say(
+        f"{bar}\n"
+        f"  CHECKSUM NOT PUBLISHED for {filename}: trusted on first use.\n"
+        f"  sha256 = {digest}\n"
+        f"  Recorded in {dest / CHECKSUMS_NAME}; later downloads of this file into\n"
+        "  this folder are verified against it. Compare it with another copy if you\n"
+        "  can; pin it on other machines with --sha256.\n"
+        f"{bar}"
+    )
 
 
 # --------------------------------------------------------------------------- #
 # Public entry points
 # --------------------------------------------------------------------------- #
+
+
+def _unpack(source: DatasetSource, archive: Path, dest: Path, first_use: bool) -> Path:
+    _say(f"Unpacking {archive.name} ...")
+    try:
+        return source.unpack(archive, dest)
+    except Exception:
+        if first_use:
+            # An error page saved under the archive's name must not become the trusted reference.
+            _say(f"{archive} could not be unpacked, so its checksum was NOT recorded. Delete it and run again.")
+        raise
 
 
 def download_dataset(
@@ -729,6 +605,7 @@ def download_dataset(
     url: str | None = None,
     sha256: str | None = None,
     progress: bool = True,
+    retries: int = RETRIES,
 ) -> Path:
     """Download and unpack dataset ``name`` under ``dest``; return the ``--data`` folder.
 
@@ -738,6 +615,7 @@ def download_dataset(
     Entries without a published checksum use trust on first use, recorded in
     ``dest/.checksums.json`` (see the module docstring). A dataset whose folder
     already carries the completion marker is returned without any network access.
+    A failed download is retried ``retries`` times (see :func:`download_file`).
     """
     source = get_source(name)
     dest = Path(dest).expanduser().resolve()
@@ -746,72 +624,22 @@ def download_dataset(
     if _is_complete(out_dir):
         _say(f"{source.name}: already prepared at {out_dir}; nothing to download.")
         return out_dir
-
     archive = dest / source.filename
-    record = _load_checksums(dest).get(source.filename)
-    first_use = False
-    if sha256:
-        expected = ("sha256", _normalize_hex(sha256, "sha256"))
-        _say(f"Verifying {source.filename} against the SHA-256 given with --sha256.")
-    elif source.checksum:
-        expected = (source.checksum_algo, source.checksum)
-        _say(f"Verifying {source.filename} against the published {source.checksum_algo} ({source.checksum_source}).")
-    elif record:
-        expected = ("sha256", record["sha256"])
-        _say(
-            f"Verifying {source.filename} against the SHA-256 recorded on first download "
-            f"({dest / CHECKSUMS_NAME}); this checksum was NOT published by the data provider."
-        )
-    else:
-        expected = None
-        first_use = True
-        _say(
-            f"No checksum is published for {source.filename}: using trust on first use "
-            f"(the SHA-256 of this download will be recorded in {dest / CHECKSUMS_NAME})."
-        )
-
-    download_file(url or source.url, archive, expected=expected, progress=progress)
-    if first_use:
-        digest = _file_digest(archive, "sha256")
-    else:
-        digest = expected[1] if sha256 else None
-
-    _say(f"Unpacking {archive.name} ...")
-    try:
-        out_dir = source.unpack(archive, dest)
-    except Exception:
-        if first_use:
-            # An error page saved under the archive's name must not become the
-            # trusted reference for every later download.
-            _say(
-                f"{archive} could not be unpacked, so its checksum was NOT recorded. "
-                "Delete it and run the same command again."
-            )
-        raise
-
+    expected = _expected_checksum(source, dest, sha256)
+    first_use = expected is None
+    download_file(url or source.url, archive, expected=expected, progress=progress, retries=retries)
+    out_dir = _unpack(source, archive, dest, first_use)
     if first_use or sha256:
-        _record_checksum(
-            dest,
-            source.filename,
-            {
-                "sha256": digest,
-                "size": archive.stat().st_size,
-                "url": url or source.url,
-                "origin": "pinned with --sha256" if sha256 else "trust on first use (not published)",
-                "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            },
-        )
-    if first_use:
-        bar = "!" * 78
-        _say(
-            f"{bar}\n"
-            f"  CHECKSUM NOT PUBLISHED for {source.filename}: trusted on first use.\n"
-            f"  sha256 = {digest}\n"
-            f"  Recorded in {dest / CHECKSUMS_NAME}; later downloads of this file into\n"
-            "  this folder are verified against it. Compare it with another copy if you\n"
-            "  can; pin it on other machines with --sha256.\n"
-            f"{bar}"
-        )
+        entry = {
+            "sha256": sha256_file(archive) if first_use else expected[1],
+            "size": archive.stat().st_size,
+            "url": url or source.url,
+            "origin": "pinned with --sha256" if sha256 else "trust on first use (not published)",
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        _record_checksum(dest, source.filename, entry)
+        if first_use:
+            _announce_first_use(source.filename, entry["sha256"], dest)
     return out_dir
 
 
@@ -824,7 +652,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m features.data.download",
         description="Download a public chest X-ray dataset and lay it out for run_benchmark.py. "
-        "Interrupted downloads resume when the same command is run again.",
+        f"A failed download is retried {RETRIES} times; downloads do not resume, so an interrupted one "
+        "starts again from zero when the same command is run again.",
         epilog=f"datasets:\n{listing}\n\nOffline? No download is needed if you already have the "
         "data: pass its folder to `python run_benchmark.py --data`.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -832,11 +661,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("name", metavar="NAME", help=f"dataset: {', '.join(DATASETS)}")
     parser.add_argument("--dest", required=True, type=Path, help="folder to download and unpack into")
     parser.add_argument("--url", help="download from this URL instead (mirror); checksums still apply")
-    parser.add_argument(
-        "--sha256",
-        metavar="HEX",
-        help="expected SHA-256 of the downloaded file (pins it)",
-    )
+    parser.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the downloaded file (pins it)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     return parser
 
@@ -847,20 +672,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = get_source(args.name)
         data_dir = download_dataset(
-            source.name,
-            args.dest,
-            url=args.url,
-            sha256=args.sha256,
-            progress=not args.no_progress,
+            source.name, args.dest, url=args.url, sha256=args.sha256, progress=not args.no_progress
         )
     except KeyboardInterrupt:
-        print(
-            "\nInterrupted. Run the same command again to resume the download.",
-            file=sys.stderr,
-        )
+        print("\nInterrupted. Run the same command again to start the download again.", file=sys.stderr)
         return 130
-    except (DownloadError, ChecksumMismatchError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (DownloadError, ChecksumMismatchError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     _say(
         f"\nDataset ready: {data_dir}\n"

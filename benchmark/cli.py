@@ -1,0 +1,229 @@
+"""The command line: ``cxr-bench run|predict|verify|audit|download`` and ``run_benchmark.py``'s options.
+
+``cxr-bench run ...`` and ``python run_benchmark.py ...`` are the same
+command: both parse the options below into one ``RunConfig`` (over a
+``--config`` TOML file, over the dataclass defaults) and hand it to
+``benchmark.pipeline``. The other subcommands are the modules' own command
+lines, imported only when asked for, so ``cxr-bench --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections.abc import Callable
+
+from backbones import BACKBONES, PRECISIONS
+from benchmark.config import RunConfig, load_toml
+from benchmark.evaluation.metrics import METRICS
+from benchmark.settings import LR_SCHEDULES
+from features.data.audit import LEAKAGE_POLICIES
+
+DESCRIPTION = """cxr-bench: which ImageNet backbone transfers best to chest X-rays?
+
+Extracts pooled features from each backbone (cached), trains a
+GlobalAveragePooling -> Dropout -> softmax head per backbone on train,
+early-stopped on validation, and reports test metrics per binary task in
+results/leaderboard.md, leaderboard.csv and predictions.csv.
+
+With no --data and no data/chest_xray/ folder, it runs on a built-in synthetic
+phantom set so the whole pipeline can be seen offline; those numbers are not medical.
+"""
+
+# Subcommand -> (module whose main(argv) it runs, what it does).
+SUBCOMMANDS = {
+    "run": ("benchmark.cli", "extract features, train and select heads, write the leaderboard (run_benchmark.py)"),
+    "predict": ("benchmark.predict", "one image's (or a folder's) answer with a heatmap, from a finished run"),
+    "verify": ("benchmark.evaluation.verify", "recompute a run's test numbers from predictions.csv with scikit-learn"),
+    "audit": ("features.data.audit", "check a dataset folder's images, splits and leakage without running anything"),
+    "download": ("features.data.download", "download a public chest X-ray dataset, checksummed"),
+}
+
+
+class _Options:
+    """Adds options to a group with the help text ending in RunConfig's default."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.parser, self.defaults = parser, RunConfig()
+
+    def group(self, title: str) -> Callable[..., None]:
+        group = self.parser.add_argument_group(title)
+
+        def add(flag: str, help: str, field: str | None = None, **kwargs) -> None:
+            default = getattr(self.defaults, field or flag.lstrip("-").replace("-", "_"), None)
+            if isinstance(default, tuple):
+                default = " ".join(str(v) for v in default) or "each backbone's own"
+            group.add_argument(flag, help=f"{help} (default: {default})", **kwargs)
+
+        return add
+
+
+def build_parser(prog: str = "run_benchmark.py") -> argparse.ArgumentParser:
+    """The run's command line; defaults are shown from RunConfig but applied after --config."""
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, argument_default=argparse.SUPPRESS,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--config", metavar="FILE.toml", help="TOML file setting any option below (by its field "
+                        "name, for example lr = [1e-4, 1e-3]); the command line overrides it")  # fmt: skip
+    options = _Options(parser)
+    for add_group in (_data_options, _feature_options, _grid_options, _training_options, _finetune_options,
+                      _output_options):  # fmt: skip
+        add_group(options)
+    return parser
+
+
+def _data_options(options: _Options) -> None:
+    add = options.group("data")
+    add("--data", "dataset folder, Kermany or class-folder layout; else data/chest_xray/ if present, else the "
+        "synthetic phantom set", metavar="DIR")
+    add("--limit-per-class", "keep at most N images per class and split, for quick runs", type=int, metavar="N")
+    add("--val-fraction", "share of train carved as validation, stratified, whole patients", type=float, metavar="F")
+    add("--val-source", "carve validation from train, or use the dataset's own val folder",
+        choices=("carve", "official"))
+    add("--test-fraction", "share carved as test when the data has no test split", type=float, metavar="F")
+    add("--min-image-side", "skip images whose shorter side is below PX; 0 keeps every readable image (default: "
+        "the largest minimum input size of the chosen backbones)", type=int, metavar="PX")
+    add("--leakage", "images found in two splits or under two labels (same bytes): warn and keep them, drop the "
+        "train/val copies, or fail", choices=LEAKAGE_POLICIES)  # fmt: skip
+
+
+def _feature_options(options: _Options) -> None:
+    add = options.group("backbones and features")
+    add("--backbones", f"backbones to compare: {', '.join(BACKBONES)}", nargs="+", metavar="NAME")
+    add("--weights", "imagenet (Keras download), none (random init) or a folder of weight files; imagenet on real "
+        "data, none on the phantom set", metavar="imagenet|none|DIR")
+    add("--image-size", "input sizes to sweep, for every backbone", nargs="+", type=int, metavar="PX")
+    add("--extract-batch-size", "images per backbone forward pass", type=int, metavar="N")
+    add("--extract-shard-size", "images per saved extraction shard: a killed extraction resumes from the last "
+        "whole shard", type=int, metavar="N")
+    add("--cache-dir", "feature (and decoded pixel) cache folder", metavar="DIR")
+    add("--precision", "backbone compute type; bfloat16/float16 keep float32 weights (Keras mixed precision)",
+        choices=list(PRECISIONS))
+    add("--jit-compile", "XLA-compile the backbone forward pass", action="store_true")
+    add("--no-pixel-cache", "decode images for every backbone instead of once per size into a uint8 cache",
+        field="pixel_cache", dest="pixel_cache", action="store_false")
+    add("--extract-only", "extract (and cache) features, train nothing", action="store_true")  # fmt: skip
+
+
+def _grid_options(options: _Options) -> None:
+    add = options.group("head grid: every combination is a grid point")
+    add("--lr", "Adam learning rates", nargs="+", type=float, metavar="LR")
+    add("--dropout", "dropout rates before the softmax", nargs="+", type=float, metavar="P")
+    add("--l2", "L2 penalties on the softmax kernel: loss + L2 x sum(W^2), as an L2-regularised logistic "
+        "regression", nargs="+", type=float, metavar="L2")
+    add("--lr-schedule", "constant and/or step (decay by --step-decay-factor every --step-decay-epochs)",
+        nargs="+", choices=LR_SCHEDULES)
+    add("--seeds", "train each grid point with N seeds; tables show mean ± std", type=int, metavar="N")
+    add("--select-by", "validation score that picks each backbone's grid point: val_loss or TASK.METRIC, e.g. "
+        "normal_vs_pneumonia.auc", metavar="SCORE")
+    add("--probe-l2", "penalties of the logistic-regression probe (scikit-learn L-BFGS, C = 1/(2 x L2 x n_train)), "
+        "selected on validation and reported as '<backbone>-logreg' beside each head", nargs="+", type=float,
+        metavar="L2")
+    add("--no-probe", "no logistic-regression probe", field="probe", dest="probe", action="store_false")  # fmt: skip
+
+
+def _training_options(options: _Options) -> None:
+    add = options.group("head training")
+    add("--epochs", "maximum epochs", type=int, metavar="N")
+    add("--batch-size", "head batch size", type=int, metavar="N")
+    add("--patience", "early-stopping patience on validation loss", type=int, metavar="N")
+    add("--class-weight", "weigh classes equally in the loss", choices=("none", "balanced"))
+    add("--no-standardize", "feed raw pooled features to the head instead of z-scoring them with train statistics",
+        field="standardize", dest="standardize", action="store_false")
+    add("--head-workers", "processes training head groups in parallel, one thread each; 0: one per CPU core up "
+        "to 4, 1: in this process", type=int, metavar="N")
+    add("--step-decay-epochs", "epochs between learning-rate drops of the step schedule", type=int, metavar="N")
+    add("--step-decay-factor", "factor of each drop of the step schedule", type=float, metavar="F")
+    add("--seed", "seeds splits, random init and the first head seed", type=int, metavar="N")  # fmt: skip
+
+
+def _finetune_options(options: _Options) -> None:
+    add = options.group("fine-tuning: after the frozen head, train backbone + head end to end on images")
+    add("--finetune", "fine-tune each backbone's selected head; rows '<backbone>-ft' join the leaderboard",
+        action="store_true")
+    add("--finetune-layers", "top layers to unfreeze (BatchNormalization stays frozen), or all", metavar="N|all")
+    add("--finetune-lr", "learning rate of the head", type=float, metavar="LR")
+    add("--finetune-lr-factor", "backbone learning rate = LR x F at the top, 10x lower at the lowest unfrozen "
+        "layer", type=float, metavar="F")
+    add("--finetune-epochs", "maximum epochs per size (early stopping on validation loss)", type=int, metavar="N")
+    add("--finetune-batch-size", "images per fine-tuning step", type=int, metavar="N")
+    add("--finetune-patience", "epochs without a better validation loss before a size stops", type=int,
+        metavar="N")
+    add("--finetune-sizes", "progressive resizing: train at each size in turn, small first (default: the head's)",
+        nargs="+", type=int, metavar="PX")
+    add("--augment", "light augmentation while fine-tuning: flip, rotation, zoom, brightness, contrast",
+        action="store_true")  # fmt: skip
+
+
+def _output_options(options: _Options) -> None:
+    add = options.group("output")
+    add("--results-dir", "where reports go", metavar="DIR")
+    add("--sort-metric", "test metric the leaderboard tables are sorted by", choices=METRICS)
+    add("--target-sensitivity", "operating point: the threshold is chosen on validation to reach this "
+        "sensitivity, then reported on test", type=float, metavar="S")
+    add("--bootstrap", "resamples of the test set for 95%% confidence intervals; 0: none", type=int, metavar="N")
+    add("--no-progress", "no progress bars", field="progress", dest="progress", action="store_false")  # fmt: skip
+
+
+def parse_args(argv: list[str] | None, prog: str = "run_benchmark.py") -> RunConfig:
+    """Command line (over ``--config`` TOML, over the dataclass defaults) -> RunConfig."""
+    given = vars(build_parser(prog).parse_args(argv))
+    values = load_toml(given.pop("config")) if "config" in given else {}
+    values.update(given)
+    return RunConfig(**values)
+
+
+def main(argv: list[str] | None = None, prog: str = "run_benchmark.py") -> int:
+    """The run: parse ``argv`` into a RunConfig and run every stage (``benchmark.pipeline``); the exit code."""
+    from benchmark import pipeline  # TensorFlow loads here, not for --help of the other subcommands
+
+    try:
+        config = parse_args(argv, prog)
+        config.validate()
+    except (ValueError, TypeError, OSError) as error:
+        return pipeline.error_line(prog, error)
+    return pipeline.run(config, argv, prog)
+
+
+def run_command(argv: list[str] | None = None, prog: str = "run_benchmark.py") -> int:
+    """``main`` as a terminal runs it: Ctrl-C ends with one line and exit 130; the total time is printed."""
+    from benchmark import pipeline
+
+    started = time.perf_counter()
+    try:
+        code = main(argv, prog)
+    except KeyboardInterrupt:
+        code = pipeline.error_line(prog, "interrupted. Finished features, extraction shards and grid points are "
+                                   "kept: run the same command again to resume.", 130)  # fmt: skip
+    print(f"done in {time.perf_counter() - started:.0f} s")
+    return code
+
+
+def _usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = [f"  {name:<{width}}  {text}" for name, (_, text) in SUBCOMMANDS.items()]
+    return "usage: cxr-bench COMMAND [OPTIONS]   (cxr-bench COMMAND --help for its options)\n\ncommands:\n" + "\n".join(
+        lines
+    )
+
+
+def cxr_bench(argv: list[str] | None = None) -> int:
+    """The ``cxr-bench`` console command: dispatch to a subcommand; an unknown one fails naming the valid ones."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"cxr-bench: error: unknown command {name!r}; valid commands: {', '.join(SUBCOMMANDS)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if name == "run":
+        return run_command(rest, prog="cxr-bench run")
+    return importlib.import_module(SUBCOMMANDS[name][0]).main(rest)
+
+
+def console_main() -> None:
+    """Entry point of the installed ``cxr-bench`` script."""
+    sys.exit(cxr_bench())

@@ -1,0 +1,204 @@
+"""One run, stage by stage: data -> features -> heads -> selection -> fine-tuning -> reports.
+
+Each stage takes its own settings object, derived from the run's
+``RunConfig`` in one place (``RunConfig.stages``). Errors a user can fix end
+the run with one line naming what to do; finished work is always kept.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shlex
+import sys
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
+
+from backbones import WeightsUnavailableError  # noqa: E402
+from benchmark.config import RunConfig, StageSettings  # noqa: E402
+from benchmark.evaluation.metrics import binary_tasks  # noqa: E402
+from benchmark.records import SweepResult  # noqa: E402
+from benchmark.reporting import provenance  # noqa: E402
+from benchmark.reporting.report import write_data_report, write_reports  # noqa: E402
+from benchmark.training.finetune import finetune_winners  # noqa: E402
+from benchmark.training.sweep import run_sweep  # noqa: E402
+from features.cache import FolderInUseError, folder_lock  # noqa: E402
+from features.data.audit import DatasetError, audit_images, check_classes, flag_leakage  # noqa: E402
+from features.data.dataset import Dataset, describe_counts, make_splits, scan_dataset  # noqa: E402
+from features.data.images import UnreadableImageError  # noqa: E402
+from features.data.phantom import make_phantom_dataset  # noqa: E402
+from features.extract import BackboneFeatures, extract_all, resource_problems  # noqa: E402
+from features.settings import DataSettings  # noqa: E402
+
+DEFAULT_DATA = Path("data/chest_xray")
+
+
+def error_line(prog: str, message: object, code: int = 2) -> int:
+    """Print ``PROG: error: MESSAGE`` on stderr; return ``code``."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
+
+
+def resolve_data(config: RunConfig) -> tuple[Path, bool]:
+    """The dataset folder to read and whether it is the synthetic phantom set."""
+    if config.data is not None:
+        return Path(config.data), False
+    if DEFAULT_DATA.is_dir():
+        return DEFAULT_DATA, False
+    print("=" * 78)
+    print("No --data given and no data/chest_xray/ folder: running on the SYNTHETIC PHANTOM set.")
+    print("These numbers are NOT MEDICAL. Pass --data DIR to benchmark real radiographs.")
+    print("=" * 78)
+    root = Path(config.cache_dir).parent / "phantom"
+    return make_phantom_dataset(root, seed=config.seed), True
+
+
+def prepare_data(settings: DataSettings, dataset: Dataset, results_dir: Path) -> Dataset:
+    """Check every image of the scanned ``dataset``, split, and look for leakage; write what was left out."""
+    dataset = audit_images(dataset, min_side=settings.min_side, cache_dir=settings.cache_dir,
+                           progress=settings.progress)  # fmt: skip
+    dataset = make_splits(dataset, val_fraction=settings.val_fraction, test_fraction=settings.test_fraction,
+                          val_source=settings.val_source, limit_per_class=settings.limit_per_class,
+                          seed=settings.seed)  # fmt: skip
+    dataset = flag_leakage(dataset, settings.leakage)
+    written = write_data_report(results_dir, dataset)
+    if dataset.skipped:
+        print(f"{len(dataset.skipped)} files left out, each with its reason, in {written['skipped.csv']}")
+    if dataset.leakage:
+        groups = len({row["group"] for row in dataset.leakage})
+        print(f"WARNING: {groups} image(s) found in two splits or under two labels (same bytes), "
+              f"listed in {written['leakage.csv']} (--leakage {settings.leakage})")  # fmt: skip
+    check_classes(dataset)
+    return dataset
+
+
+def report_extraction(extracted: list[BackboneFeatures]) -> None:
+    """One line per backbone and size: from cache, or how fast it went."""
+    for one in extracted:
+        stats = one.stats
+        decoding = f" and {stats.decode_seconds:.1f} s decoding into the pixel cache" if stats.decode_seconds else ""
+        done = "cache, 0 forward passes" if stats.from_cache else (
+            f"{stats.forward_batches} forward passes, {stats.images_per_second:.1f} img/s "
+            f"after a {stats.build_seconds:.1f} s model build{decoding}")  # fmt: skip
+        print(f"{one.name}: features from {done}")
+
+
+def run(config: RunConfig, argv: list[str] | None = None, prog: str = "run_benchmark.py") -> int:
+    """Run every stage of a parsed ``config``: data -> features -> heads -> selection -> reports; the exit code.
+
+    ``argv`` is recorded in ``run.json`` as the command. A file that cannot be
+    written (full disk, a folder that cannot be made) ends the run with one
+    line, wherever it happens; finished work is kept.
+    """
+    try:
+        return _run(config, argv, prog)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error_line(prog, f"the disk is full ({error}). Free some space, or point --cache-dir and "
+                              "--results-dir at a larger disk, then run the same command again: finished features "
+                              "and grid points are kept, and the file being written was removed, never trusted.",
+                              1)  # fmt: skip
+        return error_line(prog, f"cannot write {error.filename or 'a file'}: {error.strerror or error}. Check that "
+                          "--results-dir and --cache-dir are folders you can write to; finished work is kept.",
+                          1)  # fmt: skip
+
+
+def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
+    data_root, phantom = resolve_data(config)
+    if config.weights is None:
+        config.weights = "none" if phantom else "imagenet"
+    try:
+        dataset = scan_dataset(data_root)
+    except (ValueError, OSError) as error:
+        return error_line(prog, error)
+    task = config.select_by.partition(".")[0]
+    if config.select_by != "val_loss" and task not in binary_tasks(dataset.classes):
+        return error_line(prog, f"--select-by task {task!r} is not one of {', '.join(binary_tasks(dataset.classes))}")
+    try:
+        with ExitStack() as locks:
+            # Two runs writing the same folders would overwrite each other's files: one run per folder.
+            for folder, flag in {Path(config.cache_dir).resolve(): "--cache-dir",
+                                 Path(config.results_dir).resolve(): "--results-dir"}.items():  # fmt: skip
+                locks.enter_context(folder_lock(folder, flag))
+            return _run_locked(config, dataset, data_root, phantom, argv, prog)
+    except FolderInUseError as error:
+        return error_line(prog, error, 1)
+
+
+def _run_locked(
+    config: RunConfig, dataset: Dataset, data_root: Path, phantom: bool, argv: list[str] | None, prog: str
+) -> int:
+    stages = config.stages()
+    try:
+        dataset = prepare_data(stages.data, dataset, Path(config.results_dir))
+    except (DatasetError, ValueError, OSError) as error:
+        return error_line(prog, error)
+    print(f"data: {data_root} ({dataset.layout}), weights: {config.weights}")
+    print(describe_counts(dataset))
+    plan = config.extraction_plan()
+    extract = stages.extract
+    problems = [problem for spec, size in plan
+                for problem in resource_problems(spec, size, len(dataset.records), extract.batch_size,
+                                                 Path(extract.cache_dir), extract.pixel_cache)]  # fmt: skip
+    if problems:
+        return error_line(prog, "; ".join(dict.fromkeys(problems)), 2)
+    try:
+        extracted = extract_all(stages.extract, dataset, plan)
+        if config.extract_only:
+            report_extraction(extracted)
+            return 0
+        sweep = run_sweep(stages.sweep, dataset, extracted)
+    except WeightsUnavailableError as error:
+        return error_line(prog, error, 1)
+    except UnreadableImageError as error:
+        return error_line(prog, f"{error}. The file changed after the image check; run the same command again "
+                          "and it will be checked (and skipped) anew.", 1)  # fmt: skip
+    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog)
+
+
+def _finish(
+    config: RunConfig, stages: StageSettings, dataset: Dataset, extracted: list[BackboneFeatures],
+    sweep: SweepResult, phantom: bool, argv: list[str] | None, prog: str,
+) -> int:
+    """Fine-tune the winners if asked, then write the reports (or say why there is nothing to report)."""
+    if stages.finetune is not None:
+        sweep.winners += finetune_winners(sweep.winners, dataset, stages.finetune)
+    report_extraction(extracted)
+    for point in sweep.failed:
+        print(f"grid point {point['point_id']} FAILED: {point['error']}")
+    if not sweep.winners:
+        errors = sorted({point["error"] for point in sweep.failed})
+        return error_line(prog, f"every grid point failed ({len(sweep.failed)}), so there is nothing to report: "
+                          f"{'; '.join(errors[:3])}. Features and each point's record are kept under "
+                          f"{config.cache_dir} and {Path(config.results_dir) / 'heads'}; a rerun trains the failed "
+                          "points again.", 1)  # fmt: skip
+    run_info = _run_info(config, dataset, extracted, sweep, phantom, argv)
+    paths = write_reports(Path(config.results_dir), sweep, dataset, run_info, stages.report)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    if phantom:
+        print("Reminder: SYNTHETIC PHANTOM data, weights none: the numbers above are not medical.")
+    return 0
+
+
+def _run_info(
+    config: RunConfig, dataset: Dataset, extracted: list[BackboneFeatures], sweep: SweepResult, phantom: bool,
+    argv: list[str] | None,
+) -> dict:
+    """``run.json``: the config that made the run (readable back with ``RunConfig.from_json``) and its provenance."""
+    return {
+        "config": config.to_json(),
+        "phantom": phantom,
+        "classes": list(dataset.classes),
+        "git": provenance.git_revision(),
+        "versions": provenance.versions(),
+        "machine": provenance.machine(),
+        "timestamp": provenance.timestamp(),
+        "command": shlex.join(["python", "run_benchmark.py", *(sys.argv[1:] if argv is None else argv)]),
+        "forward_passes": sum(one.stats.forward_batches for one in extracted),
+        "heads_trained_this_run": sweep.trained,
+        "grid_points_failed": len(sweep.failed),
+        "extraction": {one.name: asdict(one.stats) for one in extracted},
+    }

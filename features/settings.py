@@ -1,0 +1,39 @@
+"""The settings of the data and feature-extraction stages, as frozen dataclasses; imports nothing of ours.
+
+``benchmark.config.RunConfig`` derives them (``RunConfig.stages()``); they
+live here, below the benchmark package, because the features stages take them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """How the image check, the splits and the leakage check run."""
+
+    min_side: int = 32
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    val_source: str = "carve"
+    limit_per_class: int | None = None
+    leakage: str = "warn"
+    seed: int = 0
+    cache_dir: str = ".cache/features"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """How features are extracted and cached (everything but the backbone and the image size)."""
+
+    weights: str = "none"
+    batch_size: int = 32
+    shard_size: int = 512
+    seed: int = 0
+    precision: str = "float32"
+    jit_compile: bool = False
+    pixel_cache: bool = True
+    cache_dir: str = ".cache/features"
+    progress: bool = True
