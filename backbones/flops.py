@@ -1,4 +1,4 @@
-"""Floating-point operations of one forward pass, counted from a built Keras model.
+"""Count the floating-point operations of one forward pass of a built Keras model (for the speed benchmark).
 
 Counts 2 FLOPs per multiply-add in the convolution and dense layers, which
 carry more than 98% of the work of the six backbones. Batch normalisation,

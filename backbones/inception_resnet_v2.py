@@ -1,4 +1,4 @@
-"""InceptionResNetV2 (Szegedy et al., 2017)."""
+"""The registry entry for InceptionResNetV2 (Szegedy et al., 2017): constructor, preprocessing, sizes, weights file."""
 
 from keras.applications import inception_resnet_v2
 

@@ -1,4 +1,4 @@
-"""InceptionV3 (Szegedy et al., 2016)."""
+"""The registry entry for InceptionV3 (Szegedy et al., 2016): constructor, preprocessing, sizes, weights file."""
 
 from keras.applications import inception_v3
 

@@ -1,4 +1,4 @@
-"""MobileNet v1 (Howard et al., 2017), at each of Keras' width multipliers."""
+"""Registry entries for MobileNet v1 (Howard et al., 2017), one per Keras width multiplier."""
 
 from functools import partial
 

@@ -1,4 +1,4 @@
-"""MobileNetV2 (Sandler et al., 2018), at each of Keras' width multipliers."""
+"""Registry entries for MobileNetV2 (Sandler et al., 2018), one per Keras width multiplier."""
 
 from functools import partial
 

@@ -1,4 +1,4 @@
-"""ResNet50 (He et al., 2016)."""
+"""The registry entry for ResNet50 (He et al., 2016): constructor, preprocessing, sizes, weights file."""
 
 from keras.applications import resnet50
 

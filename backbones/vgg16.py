@@ -1,4 +1,4 @@
-"""VGG16 (Simonyan & Zisserman, 2014)."""
+"""The registry entry for VGG16 (Simonyan & Zisserman, 2014): constructor, preprocessing, sizes, weights file."""
 
 from keras.applications import vgg16
 

@@ -1,4 +1,4 @@
-"""Where a backbone's weights come from: ImageNet download, random init, or a local folder."""
+"""Find a backbone's weights (ImageNet download, random init, or a local folder) and build it with them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Xception (Chollet, 2017)."""
+"""The registry entry for Xception (Chollet, 2017): constructor, preprocessing, sizes, weights file."""
 
 from keras.applications import xception
 

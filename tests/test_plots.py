@@ -14,6 +14,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from benchmark.reporting import plots
+from common import files
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BACKBONES = ("VGG16", "Xception", "InceptionV3", "InceptionResNetV2", "ResNet50", "MobileNetV2")
@@ -225,7 +226,7 @@ def test_failed_save_leaves_no_temp_file_and_closes_figure(tmp_path, monkeypatch
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(plots.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)  # the one atomic-write helper plots save through
     with pytest.raises(OSError, match="disk full"):
         plots.plot_confusion_matrix(np.eye(2), ["a", "b"], tmp_path / "cm.png", title="t")
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""PNG figures for the leaderboard: training curves, metric bars, ROC curves, confusion matrices.
+"""PNG figures for the leaderboard: training curves, metric bars, ROC and reliability curves, confusion matrices.
 
 Every plotting function takes plain data (dicts, arrays, a DataFrame) and a path, writes the PNG
 atomically (a temp file beside the target, then ``os.replace``, so a reader never sees half an
@@ -98,9 +98,6 @@ def plot_training_curves(
         _series(h, "accuracy") is not None or _series(h, "val_accuracy") is not None for h in histories.values()
     )
     many = len(names) > MAX_LEGEND_ENTRIES
-    # Thinner, fainter lines when there are many heads, so overlapping curves stay readable.
-    width, alpha = (1.0, 0.65) if many else (1.8, 0.95)
-
     n_panels = 2 if has_accuracy else 1
     fig, axes = plt.subplots(
         1, n_panels, figsize=(6.0 * n_panels + (2.6 if not many else 0.4), 4.8), layout="constrained", squeeze=False
@@ -110,51 +107,8 @@ def plot_training_curves(
         panels.append(("accuracy", "Accuracy", axes[0, 1]))
     try:
         for key, ylabel, ax in panels:
-            for name in names:
-                train = _series(histories[name], key)
-                val = _series(histories[name], f"val_{key}")
-                if train is not None:
-                    ax.plot(np.arange(1, len(train) + 1), train, "--", color=colours[name], lw=width * 0.8, alpha=alpha)
-                if val is not None:
-                    ax.plot(np.arange(1, len(val) + 1), val, "-", color=colours[name], lw=width, alpha=alpha)
-                    best = best_epochs.get(name)
-                    if key == "loss" and best is not None and 1 <= int(best) <= len(val):
-                        ax.plot(
-                            int(best),
-                            val[int(best) - 1],
-                            "o",
-                            color=colours[name],
-                            markeredgecolor="black",
-                            markersize=7 if not many else 5,
-                            zorder=3,
-                        )
-            ax.set_title(ylabel.split(" (")[0])
-            ax.set_xlabel("Epoch")
-            ax.set_ylabel(ylabel)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.grid(True, alpha=0.3)
-
-        style = [
-            Line2D([], [], color="0.3", ls="--", lw=1.5, label="training"),
-            Line2D([], [], color="0.3", ls="-", lw=1.8, label="validation"),
-        ]
-        if best_epochs:
-            style.append(
-                Line2D([], [], color="0.3", ls="", marker="o", markeredgecolor="black", label="best epoch (kept)")
-            )
-        axes[0, 0].legend(handles=style, loc="upper right", fontsize=9, framealpha=0.9)
-
-        if many:
-            # As the figure's x label, so constrained layout makes room for it.
-            fig.supxlabel(
-                f"{len(names)} heads: head legend omitted; colours run from dark purple (first head) to "
-                "yellow-green (last head) in the order given.",
-                fontsize=9,
-                style="italic",
-            )
-        else:
-            heads = [Line2D([], [], color=colours[name], lw=2.5, label=name) for name in names]
-            fig.legend(handles=heads, loc="outside right upper", title="Head", fontsize=9, title_fontsize=10)
+            _draw_history_panel(ax, key, ylabel, histories, colours, best_epochs, many)
+        _add_curve_legends(fig, axes[0, 0], colours, best_epochs, many)
         fig.suptitle(title, fontsize=13)
     except BaseException:
         plt.close(fig)
@@ -162,13 +116,85 @@ def plot_training_curves(
     return _save(fig, path)
 
 
-def _bar_frame(rows: pd.DataFrame | Sequence[Mapping], required: list[str]) -> pd.DataFrame:
+def _draw_history_panel(
+    ax,
+    key: str,
+    ylabel: str,
+    histories: Mapping[str, Mapping[str, Sequence[float]]],
+    colours: Mapping[str, str],
+    best_epochs: Mapping[str, int],
+    many: bool,
+) -> None:
+    """Training (dashed) and validation (solid) ``key`` of every head, with the kept epoch dotted on the loss."""
+    # Thinner, fainter lines when there are many heads, so overlapping curves stay readable.
+    width, alpha = (1.0, 0.65) if many else (1.8, 0.95)
+    for name, colour in colours.items():
+        train = _series(histories[name], key)
+        val = _series(histories[name], f"val_{key}")
+        if train is not None:
+            ax.plot(np.arange(1, len(train) + 1), train, "--", color=colour, lw=width * 0.8, alpha=alpha)
+        if val is not None:
+            ax.plot(np.arange(1, len(val) + 1), val, "-", color=colour, lw=width, alpha=alpha)
+            best = best_epochs.get(name)
+            if key == "loss" and best is not None and 1 <= int(best) <= len(val):
+                ax.plot(
+                    int(best),
+                    val[int(best) - 1],
+                    "o",
+                    color=colour,
+                    markeredgecolor="black",
+                    markersize=7 if not many else 5,
+                    zorder=3,
+                )
+    ax.set_title(ylabel.split(" (")[0])
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+
+
+def _add_curve_legends(
+    fig: Figure, loss_ax, colours: Mapping[str, str], best_epochs: Mapping[str, int], many: bool
+) -> None:
+    """The line-style legend on the loss panel, and the head legend beside the panels (or a note instead)."""
+    style = [
+        Line2D([], [], color="0.3", ls="--", lw=1.5, label="training"),
+        Line2D([], [], color="0.3", ls="-", lw=1.8, label="validation"),
+    ]
+    if best_epochs:
+        style.append(Line2D([], [], color="0.3", ls="", marker="o", markeredgecolor="black", label="best epoch (kept)"))
+    loss_ax.legend(handles=style, loc="upper right", fontsize=9, framealpha=0.9)
+    if many:
+        # As the figure's x label, so constrained layout makes room for it.
+        fig.supxlabel(
+            f"{len(colours)} heads: head legend omitted; colours run from dark purple (first head) to "
+            "yellow-green (last head) in the order given.",
+            fontsize=9,
+            style="italic",
+        )
+    else:
+        heads = [Line2D([], [], color=colour, lw=2.5, label=name) for name, colour in colours.items()]
+        fig.legend(handles=heads, loc="outside right upper", title="Head", fontsize=9, title_fontsize=10)
+
+
+def _bar_frame(
+    rows: pd.DataFrame | Sequence[Mapping], metrics: list[str], label_column: str, error_columns: Mapping[str, str]
+) -> pd.DataFrame:
+    """``rows`` as a DataFrame with numeric metric columns, string tasks and a ``_group`` label per row."""
+    required = ["task", label_column, *metrics, *error_columns.values()]
     frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     missing = [column for column in required if column not in frame.columns]
     if missing:
         raise ValueError(f"rows lack column(s) {missing}; they have {list(frame.columns)}")
     if frame.empty:
         raise ValueError("plot_metric_bars needs at least one row")
+    for column in [*metrics, *error_columns.values()]:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame["task"] = frame["task"].astype(str)
+    frame["_group"] = ""
+    for task in pd.unique(frame["task"]):
+        mask = frame["task"] == task
+        frame.loc[mask, "_group"] = _group_labels([str(v) for v in frame.loc[mask, label_column]])
     return frame
 
 
@@ -207,75 +233,17 @@ def plot_metric_bars(
     if not metrics:
         raise ValueError("plot_metric_bars needs at least one metric")
     error_columns = {m: c for m, c in (error_columns or {}).items() if m in metrics}
-    frame = _bar_frame(rows, ["task", label_column, *metrics, *error_columns.values()])
-    for column in [*metrics, *error_columns.values()]:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    frame["task"] = frame["task"].astype(str)
+    frame = _bar_frame(rows, metrics, label_column, error_columns)
     tasks = list(pd.unique(frame["task"]))
-    frame["_group"] = ""
-    for task in tasks:
-        mask = frame["task"] == task
-        frame.loc[mask, "_group"] = _group_labels([str(v) for v in frame.loc[mask, label_column]])
     groups = list(pd.unique(frame["_group"]))
     position = {group: i for i, group in enumerate(groups)}
-    x_all = np.arange(len(groups))
-
     colours = _palette(len(metrics))
-    bar_width = 0.8 / len(metrics)
-    axes_width = max(6.0, 0.22 * len(groups) * len(metrics) + 0.6 * len(groups) + 0.8)
-    fig, axes = plt.subplots(
-        len(tasks), 1, figsize=(axes_width + 2.4, 2.9 * len(tasks) + 0.7), layout="constrained", squeeze=False
-    )
-    # Tilt the names only when the longest (~0.085 in per character) would not fit its group.
-    tilt = max(map(len, groups)) * 0.085 > 0.95 * axes_width / len(groups)
+    fig, axes, tilt = _bar_figure(len(tasks), groups, len(metrics))
     try:
         for ax, task in zip(axes[:, 0], tasks, strict=True):
             table = frame[frame["task"] == task]
-            x = np.array([position[g] for g in table["_group"]], dtype=np.float64)
-            for k, metric in enumerate(metrics):
-                values = table[metric].to_numpy(dtype=np.float64)
-                offsets = x + (k - (len(metrics) - 1) / 2) * bar_width
-                finite = np.isfinite(values)
-                for xpos in offsets[~finite]:
-                    ax.text(xpos, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="0.35")
-                if not finite.any():
-                    continue
-                yerr = None
-                if metric in error_columns:
-                    sd = np.nan_to_num(table[error_columns[metric]].to_numpy(dtype=np.float64)[finite], nan=0.0)
-                    v = values[finite]
-                    # A metric lives in [0, 1]; whiskers past that would only be cut by the axes.
-                    yerr = np.vstack([np.minimum(sd, v), np.minimum(sd, 1.0 - v)]).clip(min=0.0)
-                ax.bar(
-                    offsets[finite],
-                    values[finite],
-                    bar_width * 0.92,
-                    yerr=yerr,
-                    capsize=2.5 if yerr is not None else 0,
-                    error_kw={"elinewidth": 1.0, "ecolor": "0.15"},
-                    color=colours[k],
-                )
-                if value_labels:
-                    # Above the whisker, not the bar, so the number never sits on the error bar.
-                    tops = values[finite] + (yerr[1] if yerr is not None else 0.0)
-                    for xpos, value, top in zip(offsets[finite], values[finite], tops, strict=True):
-                        ax.text(xpos, top + 0.015, f"{value:.2f}", rotation=90, ha="center", va="bottom", fontsize=7)
-            for group in sorted(set(groups) - set(table["_group"]), key=position.get):
-                ax.text(position[group], 0.5, "no result", ha="center", va="center", fontsize=9, color="0.4")
-            heading = str(task)
-            if "positive" in table.columns and isinstance(table["positive"].iloc[0], str):
-                heading += f"  (positive: {table['positive'].iloc[0].replace('+', ' + ')})"
-            ax.set_title(heading, fontsize=11, loc="left")
-            if tilt:
-                ax.set_xticks(x_all, groups, rotation=25, ha="right", rotation_mode="anchor")
-            else:
-                ax.set_xticks(x_all, groups)
-            ax.set_xlim(-0.5, len(groups) - 0.5)
-            ax.set_ylim(0.0, 1.18 if value_labels else 1.04)
-            ax.set_yticks(np.linspace(0.0, 1.0, 6))
-            ax.set_ylabel("Score (0 to 1)")
-            ax.grid(True, axis="y", alpha=0.3)
-            ax.set_axisbelow(True)
+            _draw_task_bars(ax, table, metrics, position, colours, error_columns, value_labels)
+            _label_task_panel(ax, task, table, position, tilt, value_labels)
         handles = [Patch(color=colours[k], label=METRIC_LABELS.get(m, m)) for k, m in enumerate(metrics)]
         # Beside the panels: above them it would collide with the suptitle or a long task title.
         fig.legend(handles=handles, loc="outside right upper", title="Metric", fontsize=10, title_fontsize=10)
@@ -285,6 +253,104 @@ def plot_metric_bars(
         plt.close(fig)
         raise
     return _save(fig, path)
+
+
+def _bar_figure(n_tasks: int, groups: list[str], n_metrics: int) -> tuple[Figure, np.ndarray, bool]:
+    """One panel per task, wide enough for every group's bars; also whether the group names must tilt."""
+    axes_width = max(6.0, 0.22 * len(groups) * n_metrics + 0.6 * len(groups) + 0.8)
+    fig, axes = plt.subplots(
+        n_tasks, 1, figsize=(axes_width + 2.4, 2.9 * n_tasks + 0.7), layout="constrained", squeeze=False
+    )
+    # Tilt the names only when the longest (~0.085 in per character) would not fit its group.
+    tilt = max(map(len, groups)) * 0.085 > 0.95 * axes_width / len(groups)
+    return fig, axes, tilt
+
+
+def _draw_task_bars(
+    ax,
+    table: pd.DataFrame,
+    metrics: list[str],
+    position: Mapping[str, int],
+    colours: list[str],
+    error_columns: Mapping[str, str],
+    value_labels: bool,
+) -> None:
+    """Every metric's bars for one task's rows, side by side within each group."""
+    x = np.array([position[g] for g in table["_group"]], dtype=np.float64)
+    bar_width = 0.8 / len(metrics)
+    for k, metric in enumerate(metrics):
+        sd_column = error_columns.get(metric)
+        _draw_metric(
+            ax,
+            offsets=x + (k - (len(metrics) - 1) / 2) * bar_width,
+            values=table[metric].to_numpy(dtype=np.float64),
+            sd=None if sd_column is None else table[sd_column].to_numpy(dtype=np.float64),
+            bar_width=bar_width,
+            colour=colours[k],
+            value_labels=value_labels,
+        )
+
+
+def _draw_metric(
+    ax,
+    *,
+    offsets: np.ndarray,
+    values: np.ndarray,
+    sd: np.ndarray | None,
+    bar_width: float,
+    colour: str,
+    value_labels: bool,
+) -> None:
+    """One metric's bars at ``offsets`` (an "n/a" where a value is NaN), with ±``sd`` whiskers when given."""
+    finite = np.isfinite(values)
+    for xpos in offsets[~finite]:
+        ax.text(xpos, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="0.35")
+    if not finite.any():
+        return
+    yerr = None
+    if sd is not None:
+        sd = np.nan_to_num(sd[finite], nan=0.0)
+        v = values[finite]
+        # A metric lives in [0, 1]; whiskers past that would only be cut by the axes.
+        yerr = np.vstack([np.minimum(sd, v), np.minimum(sd, 1.0 - v)]).clip(min=0.0)
+    ax.bar(
+        offsets[finite],
+        values[finite],
+        bar_width * 0.92,
+        yerr=yerr,
+        capsize=2.5 if yerr is not None else 0,
+        error_kw={"elinewidth": 1.0, "ecolor": "0.15"},
+        color=colour,
+    )
+    if value_labels:
+        # Above the whisker, not the bar, so the number never sits on the error bar.
+        tops = values[finite] + (yerr[1] if yerr is not None else 0.0)
+        for xpos, value, top in zip(offsets[finite], values[finite], tops, strict=True):
+            ax.text(xpos, top + 0.015, f"{value:.2f}", rotation=90, ha="center", va="bottom", fontsize=7)
+
+
+def _label_task_panel(
+    ax, task: str, table: pd.DataFrame, position: Mapping[str, int], tilt: bool, value_labels: bool
+) -> None:
+    """Title, shared x axis and score axis of one task's panel; "no result" where a label is missing."""
+    groups = list(position)
+    for group in sorted(set(groups) - set(table["_group"]), key=position.get):
+        ax.text(position[group], 0.5, "no result", ha="center", va="center", fontsize=9, color="0.4")
+    heading = str(task)
+    if "positive" in table.columns and isinstance(table["positive"].iloc[0], str):
+        heading += f"  (positive: {table['positive'].iloc[0].replace('+', ' + ')})"
+    ax.set_title(heading, fontsize=11, loc="left")
+    x_all = np.arange(len(groups))
+    if tilt:
+        ax.set_xticks(x_all, groups, rotation=25, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(x_all, groups)
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+    ax.set_ylim(0.0, 1.18 if value_labels else 1.04)
+    ax.set_yticks(np.linspace(0.0, 1.0, 6))
+    ax.set_ylabel("Score (0 to 1)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
 
 
 def roc_points(y_true, score) -> tuple[np.ndarray, np.ndarray]:
@@ -332,6 +398,17 @@ def _unit_square(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _roc_skip_reason(y_true: np.ndarray, score) -> str | None:
+    """Why a model's ROC curve cannot be drawn (one class only, NaN scores), or None."""
+    n_pos = int(y_true.sum())
+    if n_pos == 0 or n_pos == y_true.size:
+        return "no positive case" if n_pos == 0 else "no negative case"
+    if np.isnan(np.asarray(score, dtype=np.float64)).any():
+        # A diverged head predicts NaN; the report should still show the other curves.
+        return "NaN scores"
+    return None
+
+
 def plot_roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str) -> Path:
     """ROC curves of several models on one task, each labelled with its AUC; returns ``path``.
 
@@ -352,13 +429,7 @@ def plot_roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: P
         for i, name in enumerate(names):
             y_true, score = curves[name]
             y_true = np.asarray(y_true).astype(bool)
-            n_pos = int(y_true.sum())
-            reason = None
-            if n_pos == 0 or n_pos == y_true.size:
-                reason = "no positive case" if n_pos == 0 else "no negative case"
-            elif np.isnan(np.asarray(score, dtype=np.float64)).any():
-                # A diverged head predicts NaN; the report should still show the other curves.
-                reason = "NaN scores"
+            reason = _roc_skip_reason(y_true, score)
             if reason:
                 skipped.append(Line2D([], [], ls="", label=f"{name}: skipped ({reason})"))
                 continue

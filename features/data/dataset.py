@@ -305,42 +305,60 @@ def make_splits(
     """
     if val_source not in ("carve", "official"):
         raise ValueError(f"val_source must be 'carve' or 'official', not {val_source!r}")
+    # One generator, drawn from in this order (test, validation, subset), so a seed fixes every split.
     rng = np.random.default_rng(seed)
-    records = list(dataset.records)
-    notes: list[str] = []
-    if not any(r.split == "test" for r in records):
-        test_paths = _stratified_pick([r for r in records if r.split == "train"], test_fraction, rng, dataset.digests)
-        records = [replace(r, split="test") if r.path in test_paths else r for r in records]
-        notes.append(
-            f"test: no test split in the data; {test_fraction:.0%} of train carved, stratified, "
-            f"whole patients, seed {seed}"
-        )
-    else:
-        notes.append("test: the dataset's own test split, used only for this final report")
-    official_val = sum(r.split == "val" for r in records)
+    records, notes = _assign_test(list(dataset.records), test_fraction, rng, dataset.digests, seed)
     if val_source == "official":
+        official_val = sum(r.split == "val" for r in records)
         if official_val == 0:
             raise ValueError("val_source='official' but the dataset has no val split; use 'carve'")
         notes.append(f"validation: the dataset's own val split ({official_val} images)")
     else:
-        records = [replace(r, split="train") if r.split == "val" else r for r in records]
-        val_paths = _stratified_pick([r for r in records if r.split == "train"], val_fraction, rng, dataset.digests)
-        records = [replace(r, split="val") if r.path in val_paths else r for r in records]
-        folded = f"; the official val images ({official_val}) joined the pool first" if official_val else ""
-        notes.append(
-            f"validation: {val_fraction:.0%} of train carved, stratified per class, whole patients, seed {seed}{folded}"
-        )
+        records, note = _carve_validation(records, val_fraction, rng, dataset.digests, seed)
+        notes.append(note)
     if limit_per_class is not None:
-        kept: list[ImageRecord] = []
-        for split in SPLITS:
-            for label in dataset.classes:
-                members = sorted((r for r in records if r.split == split and r.label == label), key=lambda r: r.path)
-                order = sorted(rng.permutation(len(members))[:limit_per_class])
-                kept.extend(members[i] for i in order)
-        records = kept
+        records = _subset_per_class(records, dataset.classes, limit_per_class, rng)
         notes.append(f"subset: at most {limit_per_class} images per class and split (--limit-per-class), seed {seed}")
     records.sort(key=lambda r: (SPLITS.index(r.split), r.path))
     return replace(dataset, records=records, notes=dataset.notes + notes)
+
+
+def _assign_test(
+    records: list[ImageRecord], fraction: float, rng: np.random.Generator, digests: dict[str, str], seed: int
+) -> tuple[list[ImageRecord], list[str]]:
+    """Keep the dataset's own test split, or carve one from train when it has none; also the note saying which."""
+    if any(r.split == "test" for r in records):
+        return records, ["test: the dataset's own test split, used only for this final report"]
+    test_paths = _stratified_pick([r for r in records if r.split == "train"], fraction, rng, digests)
+    records = [replace(r, split="test") if r.path in test_paths else r for r in records]
+    note = f"test: no test split in the data; {fraction:.0%} of train carved, stratified, whole patients, seed {seed}"
+    return records, [note]
+
+
+def _carve_validation(
+    records: list[ImageRecord], fraction: float, rng: np.random.Generator, digests: dict[str, str], seed: int
+) -> tuple[list[ImageRecord], str]:
+    """Fold the official val images into train, then carve a stratified ``fraction`` as validation."""
+    official_val = sum(r.split == "val" for r in records)
+    records = [replace(r, split="train") if r.split == "val" else r for r in records]
+    val_paths = _stratified_pick([r for r in records if r.split == "train"], fraction, rng, digests)
+    records = [replace(r, split="val") if r.path in val_paths else r for r in records]
+    folded = f"; the official val images ({official_val}) joined the pool first" if official_val else ""
+    note = f"validation: {fraction:.0%} of train carved, stratified per class, whole patients, seed {seed}{folded}"
+    return records, note
+
+
+def _subset_per_class(
+    records: list[ImageRecord], classes: tuple[str, ...], limit: int, rng: np.random.Generator
+) -> list[ImageRecord]:
+    """At most ``limit`` seeded-random records per split and class, in path order within each."""
+    kept: list[ImageRecord] = []
+    for split in SPLITS:
+        for label in classes:
+            members = sorted((r for r in records if r.split == split and r.label == label), key=lambda r: r.path)
+            order = sorted(rng.permutation(len(members))[:limit])
+            kept.extend(members[i] for i in order)
+    return kept
 
 
 def describe_counts(dataset: Dataset) -> str:

@@ -25,7 +25,7 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,13 +230,13 @@ def _radial_streaks(
     ``group`` (bool map) gives the two lungs independent sets of lines.
     Widths are physical (image half-widths), measured along the arc.
     """
-    f = phi * (n_bins / (2.0 * np.pi)) + 0.5 * n_bins
-    fl = np.floor(f)
-    w = f - fl
+    bin_pos = phi * (n_bins / (2.0 * np.pi)) + 0.5 * n_bins
+    bin_start = np.floor(bin_pos)
+    w = bin_pos - bin_start
     # Clip, not modulo: integer % is an order of magnitude slower than a clip,
     # and the only angles past +-pi (from the warp) point medially, where no
     # lung is drawn.
-    idx = fl.astype(np.intp)
+    idx = bin_start.astype(np.intp)
     np.clip(idx, 0, n_bins - 1, out=idx)
     n_tab = n_bins
     if group is not None:
@@ -260,6 +260,41 @@ def _radial_streaks(
     return prof
 
 
+def _uniform(rng: np.random.Generator) -> Callable[[float, float], float]:
+    """``u(lo, hi)``: one uniform draw from ``rng``, as a Python float.
+
+    Python floats keep the arithmetic in float32 (NEP 50); numpy float64
+    scalars would silently promote every array to float64.
+    """
+    return lambda lo, hi: float(rng.uniform(lo, hi))
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Pixel coordinates in the patient's own frame (after pose), shared by every anatomical layer."""
+
+    px: np.ndarray  # lateral, > 0 towards the image right (the patient's left)
+    py: np.ndarray  # cranio-caudal, > 0 downwards
+    ax: np.ndarray  # |px|: lateral distance from the midline
+    left: np.ndarray  # bool, the patient's left hemithorax
+
+    def per_side(self, right_val: float, left_val: float) -> np.ndarray:
+        """A map holding ``right_val`` on the patient's right and ``left_val`` on the left."""
+        return np.where(self.left, _F(left_val), _F(right_val))
+
+
+@dataclass(frozen=True)
+class _Lungs:
+    """Both lung fields, with the geometry the pathology is placed by."""
+
+    mask: np.ndarray  # soft inside-mask, heart and aortic knob removed
+    depth: np.ndarray  # air darkness the lungs subtract, per pixel
+    y_top: float
+    y_bot: float
+    medial: float
+    geom: list[tuple[float, float, float]]  # per side: (sign of px, diaphragm height, width)
+
+
 def render_phantom(label: str, rng: np.random.Generator, image_size: int = 224) -> PhantomImage:
     """Render one phantom radiograph of class ``label`` using ``rng``.
 
@@ -277,15 +312,28 @@ def render_phantom(label: str, rng: np.random.Generator, image_size: int = 224) 
     xx, yy = _grid(n)
     # Separate streams for the patient and the disease: the number of draws a
     # pathology makes must not shift the exposure and noise drawn after it.
+    # The layers below draw from ``rng`` in this order, which fixes every image.
     rng, disease_rng = rng.spawn(2)
+    frame = _patient_frame(rng, xx, yy)
+    img, body, body_w = _soft_tissue(rng, frame)
+    lungs = _lung_fields(rng, frame)
+    img -= lungs.mask * lungs.depth
+    _add_spine_and_trachea(img, frame, body, lungs)
+    _add_bones(img, rng, frame, body, body_w, lungs)
+    _add_vessels(img, rng, n, frame, lungs)
+    _add_pathology(img, label, disease_rng, n, frame, lungs)
+    _add_gas_bubble(img, rng, frame, body, lungs.y_bot)
+    pixels = _expose(img, rng, xx, yy)
+    return PhantomImage(pixels=pixels, lung_mask=lungs.mask > 0.5, label=label)
 
-    def u(lo: float, hi: float) -> float:
-        # Python floats keep the arithmetic in float32 (NEP 50); numpy
-        # float64 scalars would silently promote every array to float64.
-        return float(rng.uniform(lo, hi))
 
-    # Patient pose: the classifier should see lungs at slightly different
-    # places and sizes, so absolute pixel position is not a class cue.
+def _patient_frame(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> _Frame:
+    """Rotate, scale and shift the image grid into the patient's frame.
+
+    The classifier should see lungs at slightly different places and sizes, so
+    absolute pixel position is not a class cue.
+    """
+    u = _uniform(rng)
     theta = math.radians(u(-4.0, 4.0))
     scale = u(0.86, 1.0)
     tx, ty = u(-0.06, 0.06), u(-0.05, 0.07)
@@ -293,8 +341,13 @@ def render_phantom(label: str, rng: np.random.Generator, image_size: int = 224) 
     dx, dy = xx - tx, yy - ty
     px = dx * ct + dy * st
     py = dy * ct - dx * st
+    return _Frame(px=px, py=py, ax=np.abs(px), left=px > 0.0)
 
-    # --- body / soft tissue --------------------------------------------------
+
+def _soft_tissue(rng: np.random.Generator, frame: _Frame) -> tuple[np.ndarray, np.ndarray, float]:
+    """The body outline and its soft-tissue brightness: ``(image, body mask, body width)``."""
+    u = _uniform(rng)
+    px, py = frame.px, frame.py
     # A superellipse gives rounded shoulders rather than an egg outline.
     body_w = u(0.95, 1.08)
     bx, by = px * (1.0 / body_w), (py - 0.18) * (1.0 / 1.2)
@@ -306,16 +359,15 @@ def render_phantom(label: str, rng: np.random.Generator, image_size: int = 224) 
     # mediastinum, heart and abdomen then share the central brightness, as on
     # a real film.
     img = body * (0.4 + 0.26 * np.sqrt(np.maximum(1.0 - np.abs(bx), 0.0))) + 0.04
+    return img, body, body_w
 
-    # --- lungs ---------------------------------------------------------------
+
+def _lung_fields(rng: np.random.Generator, frame: _Frame) -> _Lungs:
+    """Both lung fields, minus the heart shadow, with the darkness their air gives."""
+    u = _uniform(rng)
+    py, ax = frame.py, frame.ax
     # Both hemithoraces are drawn in one pass over |x| with per-side parameter
     # maps, which halves the array work of drawing each side on its own.
-    left = px > 0.0  # image right, the patient's left
-
-    def per_side(right_val: float, left_val: float) -> np.ndarray:
-        return np.where(left, _F(left_val), _F(right_val))
-
-    ax = np.abs(px)  # lateral coordinate, > 0 away from the midline
     lung_w = u(0.6, 0.7)
     y_top = u(-0.74, -0.64)
     y_bot = u(0.42, 0.54)
@@ -325,16 +377,27 @@ def render_phantom(label: str, rng: np.random.Generator, image_size: int = 224) 
     # The patient's right hemidiaphragm (image left) sits a little higher.
     yb_r, yb_l = y_bot - 0.04 + u(-0.02, 0.02), y_bot + u(-0.02, 0.02)
     w_r, w_l = lung_w * u(0.94, 1.04), lung_w * u(0.94, 1.04)
-    lung_geom = [(-1.0, yb_r, w_r), (1.0, yb_l, w_l)]
-    yb, w_side = per_side(yb_r, yb_l), per_side(w_r, w_l)
+    yb, w_side = frame.per_side(yb_r, yb_l), frame.per_side(w_r, w_l)
     t = np.clip((py - y_top) / (yb - y_top), 0.0, 1.0)
     lateral = np.sqrt(t) * (1.0 - 0.08 * t) * w_side + medial
     uu = np.clip((ax - medial) * 1.1 / w_side, 0.0, 1.0)
     bottom = yb - dome * np.sqrt(np.maximum(np.sin(uu * np.pi), 0.0))
     lung = _soft(np.minimum(np.minimum(lateral - ax, ax - medial), np.minimum(bottom - py, py - y_top)), 0.035)
+    lung *= 1.0 - _heart_shadow(rng, frame, y_top, y_bot, medial)
+    # Apices are covered by more soft tissue, so they are less dark.
+    depth = np.clip((py - y_top) * (1.0 / 0.55), 0.0, 1.0) * (0.28 * lung_depth) + 0.72 * lung_depth
+    geom = [(-1.0, yb_r, w_r), (1.0, yb_l, w_l)]
+    return _Lungs(mask=lung, depth=depth, y_top=y_top, y_bot=y_bot, medial=medial, geom=geom)
 
-    # Heart: mostly on the patient's left (image right), overlapping the lung
-    # and sitting on the diaphragm; the aortic knob bulges above it.
+
+def _heart_shadow(rng: np.random.Generator, frame: _Frame, y_top: float, y_bot: float, medial: float) -> np.ndarray:
+    """Soft mask of the heart and the aortic knob, which hide the lung behind them.
+
+    The heart lies mostly on the patient's left (image right), overlapping the
+    lung and sitting on the diaphragm; the aortic knob bulges above it.
+    """
+    u = _uniform(rng)
+    px, py = frame.px, frame.py
     hcx, hcy = u(0.1, 0.16), y_bot + u(-0.2, -0.14)
     hrx, hry = u(0.33, 0.4), u(0.22, 0.27)
     hx_, hy_ = px - hcx, py - hcy
@@ -342,20 +405,24 @@ def render_phantom(label: str, rng: np.random.Generator, image_size: int = 224) 
     heart = _soft(1.0 - np.sqrt(hx_ * hx_ + hy_ * hy_), 0.1)
     kx, ky = px - (medial + 0.02), py - (y_top + 0.3)
     knob = _soft(1.0 - np.sqrt(kx * kx + ky * ky) * (1.0 / 0.06), 0.5)
-    lung *= 1.0 - np.maximum(heart, knob)
+    return np.maximum(heart, knob)
 
-    # Apices are covered by more soft tissue, so they are less dark.
-    depth_map = np.clip((py - y_top) * (1.0 / 0.55), 0.0, 1.0) * (0.28 * lung_depth) + 0.72 * lung_depth
-    img -= lung * depth_map
 
-    # Spine seen faintly through the mediastinum, with vertebral segmentation.
-    spine = _soft(0.07 - ax, 0.04) * (np.cos(py * (2 * np.pi / 0.11)) * 0.25 + 0.75)
-    img += spine * body * (1.0 - lung) * 0.035
-    # Trachea: dark air column above the carina.
-    trachea = _soft(0.03 - np.abs(px - 0.02 * (py + 1.0)), 0.03) * _soft(y_top + 0.25 - py, 0.2)
+def _add_spine_and_trachea(img: np.ndarray, frame: _Frame, body: np.ndarray, lungs: _Lungs) -> None:
+    """Add to ``img`` the vertebrae, faint through the mediastinum, and the dark tracheal air column."""
+    px, py = frame.px, frame.py
+    spine = _soft(0.07 - frame.ax, 0.04) * (np.cos(py * (2 * np.pi / 0.11)) * 0.25 + 0.75)
+    img += spine * body * (1.0 - lungs.mask) * 0.035
+    trachea = _soft(0.03 - np.abs(px - 0.02 * (py + 1.0)), 0.03) * _soft(lungs.y_top + 0.25 - py, 0.2)
     img -= trachea * body * 0.08
 
-    # --- bones -----------------------------------------------------------------
+
+def _add_bones(
+    img: np.ndarray, rng: np.random.Generator, frame: _Frame, body: np.ndarray, body_w: float, lungs: _Lungs
+) -> None:
+    """Add to ``img`` the posterior and anterior ribs and the clavicles."""
+    u = _uniform(rng)
+    py, ax, per_side, y_top = frame.py, frame.ax, frame.per_side, lungs.y_top
     rib_sp = u(0.1, 0.12)
     # Posterior ribs arch out from the spine and drop steeply laterally.
     q = (py - (ax * ax * 0.95 - ax * 0.22) - per_side(u(0.0, rib_sp), u(0.0, rib_sp))) * (1.0 / rib_sp)
@@ -369,39 +436,51 @@ def render_phantom(label: str, rng: np.random.Generator, image_size: int = 224) 
     yc = c0 * c0 * 0.3 - c0 * 0.45 + per_side(u(-0.03, 0.03), u(-0.03, 0.03)) + (y_top + 0.06)
     bones += _bump(py - yc, 0.038) * _soft(np.minimum(c0, 0.6 - c0), 0.08) * (0.1 / 0.3)
     # Bone contrast is far higher against air than against soft tissue.
-    thorax_v = _soft(py - y_top + 0.12, 0.1) * _soft(y_bot - 0.02 - py, 0.2)
-    img += bones * thorax_v * (lung * 0.7 + 0.3) * body * u(0.8, 1.2)
+    thorax_v = _soft(py - y_top + 0.12, 0.1) * _soft(lungs.y_bot - 0.02 - py, 0.2)
+    img += bones * thorax_v * (lungs.mask * 0.7 + 0.3) * body * u(0.8, 1.2)
 
-    # --- vascular markings (every class) ----------------------------------------
-    hx = per_side(medial + u(0.05, 0.09), medial + u(0.05, 0.09))
-    hy = per_side(u(-0.12, -0.02), u(-0.12, -0.02))
-    vx, vy = ax - hx, py - hy
+
+def _add_vessels(img: np.ndarray, rng: np.random.Generator, n: int, frame: _Frame, lungs: _Lungs) -> None:
+    """Add to ``img`` the vascular markings fanning out from each hilum (every class has them)."""
+    u = _uniform(rng)
+    medial = lungs.medial
+    hx = frame.per_side(medial + u(0.05, 0.09), medial + u(0.05, 0.09))
+    hy = frame.per_side(u(-0.12, -0.02), u(-0.12, -0.02))
+    vx, vy = frame.ax - hx, frame.py - hy
     r = np.sqrt(vx * vx + vy * vy)
     phi = np.arctan2(vy, vx) + _smooth_noise(rng, n, 2.0) * 0.12
-    vessels = _radial_streaks(rng, phi, r, 64, (0.12, 0.6), (0.009, 0.018), left)
+    vessels = _radial_streaks(rng, phi, r, 64, (0.12, 0.6), (0.009, 0.018), frame.left)
     vessels *= np.exp(r * (-1.0 / 0.3))
     vessels *= _soft(r - 0.07, 0.08)  # no starburst at the hilum itself
     vessels += _bump(r, 0.08)  # hilar shadow
-    img += lung * vessels * 0.15
+    img += lungs.mask * vessels * 0.15
 
-    # --- pathology ---------------------------------------------------------------
+
+def _add_pathology(img: np.ndarray, label: str, rng: np.random.Generator, n: int, frame: _Frame, lungs: _Lungs) -> None:
+    """Add to ``img`` the opacity of ``label``'s disease (nothing for ``normal``), drawn from its own ``rng``."""
     if label == "bacteria":
-        opacity = _consolidation(disease_rng, n, px, py, lung_geom, y_top, medial)
+        opacity = _consolidation(rng, n, frame.px, frame.py, lungs.geom, lungs.y_top, lungs.medial)
     elif label == "virus":
-        opacity = _interstitial(disease_rng, n, px, py)
+        opacity = _interstitial(rng, n, frame.px, frame.py)
     else:
-        opacity = None
-    if opacity is not None:
-        # Opacity fills in the lung's air darkness, so a dense consolidation
-        # approaches soft-tissue brightness but never exceeds it.
-        img += lung * depth_map * np.clip(opacity, 0.0, 0.95)
+        return
+    # Opacity fills in the lung's air darkness, so a dense consolidation
+    # approaches soft-tissue brightness but never exceeds it.
+    img += lungs.mask * lungs.depth * np.clip(opacity, 0.0, 0.95)
 
-    # Gas bubble under the left hemidiaphragm, present in some patients of all classes.
+
+def _add_gas_bubble(img: np.ndarray, rng: np.random.Generator, frame: _Frame, body: np.ndarray, y_bot: float) -> None:
+    """In some patients of every class, add the gas bubble under the left hemidiaphragm."""
+    u = _uniform(rng)
     if rng.random() < 0.6:
-        gx, gy = (px - u(0.3, 0.45)) * (1.0 / 0.1), (py - y_bot - u(0.07, 0.14)) * (1.0 / 0.06)
+        gx, gy = (frame.px - u(0.3, 0.45)) * (1.0 / 0.1), (frame.py - y_bot - u(0.07, 0.14)) * (1.0 / 0.06)
         img -= _soft(1.0 - np.sqrt(gx * gx + gy * gy), 0.4) * body * 0.12
 
-    # --- acquisition: exposure, noise, blur ----------------------------------------
+
+def _expose(img: np.ndarray, rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """Acquire ``img`` (changed in place): exposure, vignetting, noise, detector blur, gamma; 8-bit pixels."""
+    u = _uniform(rng)
+    n = img.shape[0]
     lo, hi = u(0.0, 0.05), u(0.84, 0.94)
     img -= lo
     img *= (1.0 - u(0.05, 0.2) * 0.5 * (xx * xx + yy * yy)) * (1.0 / (hi - lo))
@@ -412,8 +491,7 @@ def render_phantom(label: str, rng: np.random.Generator, image_size: int = 224) 
     np.clip(img, 0.0, 1.0, out=img)
     # Gamma through a lookup table: a power on every pixel is slow.
     lut = np.rint(255.0 * np.linspace(0.0, 1.0, 1024) ** u(0.8, 1.25)).astype(np.uint8)
-    pixels = lut[(img * 1023.0 + 0.5).astype(np.intp)]
-    return PhantomImage(pixels=pixels, lung_mask=lung > 0.5, label=label)
+    return lut[(img * 1023.0 + 0.5).astype(np.intp)]
 
 
 def _consolidation(rng, n, px, py, lung_geom, y_top, medial) -> np.ndarray:
@@ -557,42 +635,11 @@ def make_phantom_dataset(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     params = {"per_class": counts, "image_size": image_size, "seed": int(seed)}
     expected = sum(counts.values()) * len(CLASSES)
-
-    if root.exists():
-        marker = _read_marker(root)
-        if marker is not None:
-            if (
-                marker.get("version") == PHANTOM_VERSION
-                and marker.get("params") == params
-                and marker.get("file_count") == expected == _count_images(root)
-            ):
-                return root
-        elif not root.is_dir() or any(root.iterdir()):
-            raise FileExistsError(f"{root} exists and is not a phantom dataset; refusing to overwrite it")
-
-    t0 = time.perf_counter()
-    with atomic_folder(root) as tmp:
-        written = 0
-        # Threads, not processes: numpy and Pillow release the GIL for the
-        # heavy work, and there is no pickling or worker start-up cost. Every
-        # image has its own RNG stream, so the pool cannot affect the output.
-        with ThreadPoolExecutor(max_workers=_n_workers()) as pool:
-            for split, count in counts.items():
-                jobs = []
-                for label in CLASSES:
-                    folder = tmp / split / _CLASS_FOLDER[label]
-                    folder.mkdir(parents=True, exist_ok=True)
-                    jobs += [(label, index, folder) for index in range(1, count + 1)]
-                write = functools.partial(_write_one, split=split, seed=seed, image_size=image_size)
-                for _ in pool.map(write, jobs):
-                    written += 1
-                if progress:
-                    print(
-                        f"phantom: {split}: {len(jobs)} images ({written}/{expected}, {time.perf_counter() - t0:.1f}s)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-        (tmp / README_NAME).write_text(_readme(params, written), encoding="utf-8")
+    if _is_complete_set(root, params, expected):
+        return root
+    with atomic_folder(root) as temp:
+        written = _write_images(temp, counts, seed=seed, image_size=image_size, expected=expected, progress=progress)
+        (temp / README_NAME).write_text(_readme(params, written), encoding="utf-8")
         marker = {
             "version": PHANTOM_VERSION,
             "params": params,
@@ -600,8 +647,53 @@ def make_phantom_dataset(
             "note": "synthetic phantom images made by features/data/phantom.py; NOT medical data",
         }
         # The marker goes in last: its presence means the set is complete.
-        (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (temp / MARKER_NAME).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return root
+
+
+def _is_complete_set(root: Path, params: dict, expected: int) -> bool:
+    """Whether ``root`` already holds this exact phantom set; raise if it holds something else."""
+    if not root.exists():
+        return False
+    marker = _read_marker(root)
+    if marker is None:
+        if not root.is_dir() or any(root.iterdir()):
+            raise FileExistsError(f"{root} exists and is not a phantom dataset; refusing to overwrite it")
+        return False
+    return (
+        marker.get("version") == PHANTOM_VERSION
+        and marker.get("params") == params
+        and marker.get("file_count") == expected == _count_images(root)
+    )
+
+
+def _write_images(
+    folder: Path, counts: dict[str, int], *, seed: int, image_size: int, expected: int, progress: bool
+) -> int:
+    """Render and save every image of every split under ``folder``; return how many were written."""
+    started = time.perf_counter()
+    written = 0
+    # Threads, not processes: numpy and Pillow release the GIL for the
+    # heavy work, and there is no pickling or worker start-up cost. Every
+    # image has its own RNG stream, so the pool cannot affect the output.
+    with ThreadPoolExecutor(max_workers=_n_workers()) as pool:
+        for split, count in counts.items():
+            jobs = []
+            for label in CLASSES:
+                class_folder = folder / split / _CLASS_FOLDER[label]
+                class_folder.mkdir(parents=True, exist_ok=True)
+                jobs += [(label, index, class_folder) for index in range(1, count + 1)]
+            write = functools.partial(_write_one, split=split, seed=seed, image_size=image_size)
+            for _ in pool.map(write, jobs):
+                written += 1
+            if progress:
+                print(
+                    f"phantom: {split}: {len(jobs)} images ({written}/{expected}, "
+                    f"{time.perf_counter() - started:.1f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return written
 
 
 def _n_workers() -> int:
