@@ -1,25 +1,25 @@
-"""The command line: ``cxr-bench run|predict|verify|audit|download`` and ``run_benchmark.py``'s options.
+"""The run's command line: the options of ``run_benchmark.py`` and ``cxr-bench run``, parsed into a RunConfig.
 
 ``cxr-bench run ...`` and ``python run_benchmark.py ...`` are the same
 command: both parse the options below into one ``RunConfig`` (over a
 ``--config`` TOML file, over the dataclass defaults) and hand it to
-``benchmark.pipeline``. The other subcommands are the modules' own command
-lines, imported only when asked for, so ``cxr-bench --help`` answers at once.
+``benchmark.pipeline``. The ``cxr-bench`` dispatcher is ``benchmark.__main__``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
+import os
 import time
 from collections.abc import Callable
 
-from backbones import BACKBONES, PRECISIONS
-from benchmark.config import RunConfig, load_toml
-from benchmark.evaluation.metrics import METRICS
-from benchmark.settings import LR_SCHEDULES
-from features.data.audit import LEAKAGE_POLICIES
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
+
+from backbones import BACKBONES, PRECISIONS  # noqa: E402
+from benchmark.config import RunConfig, load_toml  # noqa: E402
+from benchmark.evaluation.metrics import METRICS  # noqa: E402
+from benchmark.settings import LR_SCHEDULES  # noqa: E402
+from features.data.audit import LEAKAGE_POLICIES  # noqa: E402
 
 DESCRIPTION = """cxr-bench: which ImageNet backbone transfers best to chest X-rays?
 
@@ -31,16 +31,6 @@ results/leaderboard.md, leaderboard.csv and predictions.csv.
 With no --data and no data/chest_xray/ folder, it runs on a built-in synthetic
 phantom set so the whole pipeline can be seen offline; those numbers are not medical.
 """
-
-# Subcommand -> (module whose main(argv) it runs, what it does).
-SUBCOMMANDS = {
-    "run": ("benchmark.cli", "extract features, train and select heads, write the leaderboard (run_benchmark.py)"),
-    "predict": ("benchmark.predict", "one image's (or a folder's) answer with a heatmap, from a finished run"),
-    "verify": ("benchmark.evaluation.verify", "recompute a run's test numbers from predictions.csv with scikit-learn"),
-    "audit": ("features.data.audit", "check a dataset folder's images, splits and leakage without running anything"),
-    "download": ("features.data.download", "download a public chest X-ray dataset, checksummed"),
-}
-
 
 class _Options:
     """Adds options to a group with the help text ending in RunConfig's default."""
@@ -198,32 +188,3 @@ def run_command(argv: list[str] | None = None, prog: str = "run_benchmark.py") -
                                    "kept: run the same command again to resume.", 130)  # fmt: skip
     print(f"done in {time.perf_counter() - started:.0f} s")
     return code
-
-
-def _usage() -> str:
-    width = max(map(len, SUBCOMMANDS))
-    lines = [f"  {name:<{width}}  {text}" for name, (_, text) in SUBCOMMANDS.items()]
-    return "usage: cxr-bench COMMAND [OPTIONS]   (cxr-bench COMMAND --help for its options)\n\ncommands:\n" + "\n".join(
-        lines
-    )
-
-
-def cxr_bench(argv: list[str] | None = None) -> int:
-    """The ``cxr-bench`` console command: dispatch to a subcommand; an unknown one fails naming the valid ones."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
-        return 0 if argv else 2
-    name, rest = argv[0], argv[1:]
-    if name not in SUBCOMMANDS:
-        print(f"cxr-bench: error: unknown command {name!r}; valid commands: {', '.join(SUBCOMMANDS)}",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    if name == "run":
-        return run_command(rest, prog="cxr-bench run")
-    return importlib.import_module(SUBCOMMANDS[name][0]).main(rest)
-
-
-def console_main() -> None:
-    """Entry point of the installed ``cxr-bench`` script."""
-    sys.exit(cxr_bench())

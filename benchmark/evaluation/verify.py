@@ -113,7 +113,8 @@ def verify(results_dir: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmark.evaluation.verify", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("results_dir", type=Path, help="folder holding leaderboard.csv and predictions.csv")
     args = parser.parse_args(argv)
     problems = verify(args.results_dir)
