@@ -292,8 +292,8 @@ def load_toml(path: str | Path) -> dict:
     tables, so a config file cannot run code.
     """
     try:
-        with open(path, "rb") as handle:
-            values = tomllib.load(handle)
+        with open(path, "rb") as fh:
+            values = tomllib.load(fh)
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{path} is not valid TOML: {error}") from error
     annotations = {f.name: f.type for f in fields(RunConfig)}

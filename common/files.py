@@ -28,11 +28,38 @@ def current_umask() -> int:
 
 
 def _temp_file_beside(path: Path) -> Path:
-    """An empty new file in ``path``'s folder with the usual permissions (``mkstemp`` makes it 0600)."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """An empty new file in ``path``'s folder with the usual permissions (``mkstemp`` makes it 0600).
+
+    Named ``.NAME.XXXX.tmpSUFFIX``: hidden, recognisable as ``path``'s
+    (``remove_stale_temps``), and with ``path``'s suffixes for libraries that
+    choose a format by the name (Keras' ``.keras``, ``.weights.h5``).
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{_suffixes(path)}", dir=path.parent)
     os.close(fd)
     os.chmod(name, 0o666 & ~current_umask())
     return Path(name)
+
+
+def _suffixes(path: Path) -> str:
+    return "".join(path.suffixes)  # all of them: Keras wants ".weights.h5", not only ".h5"
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path`` to write by name; on success it is renamed onto ``path``.
+
+    For writers that take a file name rather than a file object (``model.save``).
+    On any error the temp file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_file_beside(path)
+    try:
+        yield temp
+        os.chmod(temp, 0o666 & ~current_umask())  # the writer may have made a new file
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -44,17 +71,10 @@ def atomic_output(
     On any error (a full disk included) the temp file is removed and ``path``
     is left as it was.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_file_beside(path)
-    try:
-        with open(temp, mode, encoding=encoding, newline=newline) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_path(path) as temp, open(temp, mode, encoding=encoding, newline=newline) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -108,6 +128,23 @@ def _swap_into_place(temp: Path, target: Path) -> None:
         os.replace(old, target)  # keep the previous folder rather than nothing
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_temps(path: str | Path) -> int:
+    """Delete what ``atomic_output`` or ``atomic_folder`` left for ``path`` in a process that was killed.
+
+    Such leftovers can be as large as the file or folder itself; no live
+    writer is disturbed as long as the caller holds the folder's lock. Returns
+    how many were removed.
+    """
+    path = Path(path)
+    stale = list(path.parent.glob(f".{path.name}.*.tmp{_suffixes(path)}"))
+    for leftover in stale:
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return len(stale)
 
 
 def sha256_file(path: str | Path) -> str:

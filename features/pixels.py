@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.files import atomic_write_text, sha256_file
+from common.files import atomic_write_text, remove_stale_temps, sha256_file
 from features.cache import MANIFEST, atomic_save_rows, cache_key, file_list_fingerprint, npy_data_offset
 from features.data.images import DECODE_VERSION, load_image
 
@@ -125,9 +125,7 @@ class PixelCache:
             return reader, 0.0
         folder = self.entry(image_size, cache_key(parts))
         shape = (len(paths), image_size, image_size, 3)
-        # A build killed mid-write leaves its temp file (as large as the entry): clear it first.
-        for stale in folder.glob(f"{PIXELS}.tmp-*"):
-            stale.unlink(missing_ok=True)
+        remove_stale_temps(folder / PIXELS)  # a build killed mid-write leaves a temp file as large as the entry
         bar = tqdm(total=len(paths), unit="img", desc=f"decode {image_size}px", disable=not progress)
 
         def decoded_chunks():

@@ -59,7 +59,7 @@ def test_a_killed_builds_temp_file_is_cleared(kermany_root: Path, tmp_path: Path
     paths, cache = _paths(kermany_root), PixelCache(tmp_path)
     folder = cache.entry(32, cache_key(pixel_key_parts(32, kermany_root, paths)))
     folder.mkdir(parents=True)
-    (folder / "pixels.npy.tmp-killed").write_bytes(b"half an array")
+    (folder / ".pixels.npy.killed.tmp.npy").write_bytes(b"half an array")
     cache.build(32, kermany_root, paths, progress=False)[0].close()
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "pixels.npy"]
 

@@ -162,6 +162,6 @@ def test_a_full_disk_ends_with_a_clear_error_and_no_trusted_file(
     err = capsys.readouterr().err
     assert "disk is full" in err and "run the same command again" in err
     left = [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()]
-    assert not [name for name in left if name.endswith(".npy") or ".tmp-" in name or name == "manifest.json"]
+    assert not [name for name in left if name.endswith(".npy") or ".tmp" in name or name == "manifest.json"]
     monkeypatch.undo()
     assert run_small_benchmark(kermany_root, tmp_path, *extra) == 0

@@ -37,7 +37,7 @@ from backbones import BackboneSpec, build_backbone, get_backbone, resolve_weight
 from benchmark.records import HeadResult
 from benchmark.settings import FinetuneRun, FinetuneSettings
 from benchmark.training.heads import load_head
-from common.files import atomic_write_json, sha256_file
+from common.files import atomic_path, atomic_write_json, sha256_file
 from features.cache import cache_key
 from features.data.dataset import Dataset, class_balance
 from features.pixels import PixelCache, PixelReader
@@ -212,8 +212,8 @@ def finetune_one(
                 )
                 for split in ("val", "test")
             }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_weights(out_dir / WEIGHTS_FILE)
+    with atomic_path(out_dir / WEIGHTS_FILE) as temp:  # the result record's hash must match a whole file
+        model.save_weights(temp)
     description = f"{settings.layers} layers" if settings.layers != "all" else "all layers"
     return HeadResult(
         backbone=f"{frozen.backbone}-ft",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import time
 import zipfile
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmark.settings import HeadSettings
+from common.files import atomic_output, atomic_path
 from features.data.dataset import class_balance
 
 CHECKPOINT = "best.keras"
@@ -368,8 +368,8 @@ def train_head(
 def write_history(path: Path, history: dict[str, list[float]]) -> None:
     """``history`` (name -> value per epoch) as ``history.csv``: an epoch column, then one per name."""
     names = sorted(history)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+    with atomic_output(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
         writer.writerow(["epoch", *names])
         for epoch, values in enumerate(zip(*(history[name] for name in names), strict=True), start=1):
             writer.writerow([epoch, *values])
@@ -379,12 +379,8 @@ def save_head(model: keras.Model, folder: Path) -> Path:
     """Save ``model`` as ``folder/best.keras`` atomically: readers see no file or the whole one."""
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = folder / CHECKPOINT
-    partial = folder / f"partial-{os.getpid()}.keras"  # Keras wants the .keras suffix on what it writes
-    try:
-        model.save(partial)
-        os.replace(partial, checkpoint)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_path(checkpoint) as temp:  # the temp name keeps .keras, which Keras wants on what it writes
+        model.save(temp)
     return checkpoint
 
 

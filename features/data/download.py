@@ -76,7 +76,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import sys
 import tarfile
 import time
@@ -89,7 +88,7 @@ from pathlib import Path, PurePosixPath
 import pooch
 import requests
 
-from common.files import atomic_folder, atomic_write_json, current_umask, file_digest, sha256_file
+from common.files import atomic_folder, atomic_write_json, current_umask, file_digest, remove_stale_temps, sha256_file
 
 __all__ = [
     "DATASETS",
@@ -263,9 +262,7 @@ def _build_folder(target: Path, info: dict, build: Callable[[Path], None]) -> Pa
             f"{target} exists but has no completion marker ({MARKER_NAME}), so it was not "
             "produced by a finished run of this tool. Move or delete it, then run again."
         )
-    # Left by a killed run (atomic_folder's temp names); they can be as large as the dataset.
-    for temp in target.parent.glob(f".{target.name}.*.tmp"):
-        shutil.rmtree(temp, ignore_errors=True)
+    remove_stale_temps(target)  # left by a killed run; they can be as large as the dataset
     with atomic_folder(target) as temp:
         build(temp)
         atomic_write_json(temp / MARKER_NAME, {**info, "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
