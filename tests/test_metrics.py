@@ -214,3 +214,14 @@ def test_paired_auc_difference_against_scikit_learn():
     close = good + rng.normal(0, 0.05, 300)
     _, low, high = paired_auc_difference(truth, good, close, resamples=500, seed=1)
     assert high - low < 0.02
+
+
+def test_verify_ece_accepts_a_score_a_rounding_step_above_one():
+    """Summed float32 probabilities can reach 1.0000001; verify once failed on it with scikit-learn's ValueError."""
+    from benchmark.evaluation.metrics import expected_calibration_error
+    from benchmark.evaluation.verify import sklearn_ece
+
+    truth = np.array([0, 1, 1, 0, 1])
+    score = np.array([0.1, 0.9, np.float32(0.6) + np.float32(0.4000001), 0.3, 0.7])
+    assert score.max() > 1
+    assert sklearn_ece(truth, score) == pytest.approx(expected_calibration_error(truth, score), abs=1e-12)

@@ -60,6 +60,9 @@ def _check_operating_point(row, y_true: np.ndarray, score: np.ndarray) -> list[s
 
 def sklearn_ece(y_true: np.ndarray, score: np.ndarray, bins: int = 10) -> float:
     """Expected calibration error over equal-width bins, from scikit-learn's reliability curve."""
+    # A positive-class score is a sum of float32 softmax outputs and can pass 1 by a rounding step, which
+    # calibration_curve refuses; the harness's ECE clips to [0, 1] the same way (metrics.reliability_bins).
+    score = np.clip(np.asarray(score, dtype=np.float64), 0.0, 1.0)
     frequency, confidence = calibration_curve(y_true, score, n_bins=bins, strategy="uniform")
     # calibration_curve drops empty bins; count the cases per bin the way it assigns them.
     counts = np.bincount(np.searchsorted(np.linspace(0, 1, bins + 1)[1:-1], score), minlength=bins)
