@@ -1,4 +1,4 @@
-"""The feature cache: keys that name everything that changes an array, atomic writes.
+"""The feature cache: keys that name everything that changes an array, manifests checked on every read, locks.
 
 An entry is a folder ``CACHE/<backbone>/<key>/`` holding ``features.npy``
 (float32, memory-mappable) and ``manifest.json``. The manifest is written last

@@ -1,0 +1,1 @@
+"""What a run writes: the leaderboard tables, the plots, and the provenance they carry."""
