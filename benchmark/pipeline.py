@@ -175,7 +175,7 @@ def _finish(
                           f"{'; '.join(errors[:3])}. Features and each point's record are kept under "
                           f"{config.cache_dir} and {Path(config.results_dir) / 'heads'}; a rerun trains the failed "
                           "points again.", 1)  # fmt: skip
-    run_info = _run_info(config, dataset, extracted, sweep, phantom, argv)
+    run_info = _run_info(config, dataset, extracted, sweep, phantom, argv, prog)
     paths = write_reports(Path(config.results_dir), sweep, dataset, run_info, stages.report)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if phantom:
@@ -183,9 +183,14 @@ def _finish(
     return 0
 
 
+def _invocation(prog: str) -> list[str]:
+    """How the run was started, as a user would type it again."""
+    return prog.split() if prog.startswith("cxr-bench") else ["python", prog]
+
+
 def _run_info(
     config: RunConfig, dataset: Dataset, extracted: list[BackboneFeatures], sweep: SweepResult, phantom: bool,
-    argv: list[str] | None,
+    argv: list[str] | None, prog: str,
 ) -> dict:
     """``run.json``: the config that made the run (readable back with ``RunConfig.from_json``) and its provenance."""
     return {
@@ -196,7 +201,7 @@ def _run_info(
         "versions": provenance.versions(),
         "machine": provenance.machine(),
         "timestamp": provenance.timestamp(),
-        "command": shlex.join(["python", "run_benchmark.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": shlex.join([*_invocation(prog), *(sys.argv[1:] if argv is None else argv)]),
         "forward_passes": sum(one.stats.forward_batches for one in extracted),
         "heads_trained_this_run": sweep.trained,
         "grid_points_failed": len(sweep.failed),
