@@ -1,4 +1,4 @@
-"""One image's answer with a picture of why: the best saved backbone + head of a run.
+"""Classifies chest X-ray images with a run's best saved backbone and head, and shows why with a heatmap.
 
     python -m benchmark.predict RESULTS_DIR IMAGE_OR_FOLDER [--backbone NAME] [--out DIR]
 
@@ -24,6 +24,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,8 +250,90 @@ def image_paths(target: Path) -> list[Path]:
     return sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: probabilities and a heatmap overlay per image."""
+def _checked_image(path: Path, image_size: int, min_side: int, log: Callable[[str], None]) -> np.ndarray | None:
+    """The image decoded at ``image_size``, or None (and the reason logged) where the run would have left it out."""
+    # The run's own checks: what it would have left out, predict refuses.
+    problem = name_problem(Path(path)) or image_problem(path, min_side)
+    if problem:
+        log(f"{printable(str(path))}: skipped, {problem}")
+        return None
+    try:
+        return load_image(path, image_size)
+    except UnreadableImageError as error:
+        log(f"{path}: skipped, {error.reason}")
+        return None
+
+
+def _decision(
+    probabilities: np.ndarray, classes: tuple[str, ...], operating: tuple[str, str, float] | None
+) -> tuple[str, dict]:
+    """The operating threshold's decision on the first task: the printed clause and the row's columns."""
+    if operating is None:
+        return "", {}
+    task, positive, threshold = operating
+    score = float(sum(probabilities[classes.index(name)] for name in positive.split("+")))
+    flagged = score >= threshold
+    verdict = f"; {task}: P({positive}) {score:.3f} {'>=' if flagged else '<'} threshold {threshold:.3f}"
+    verdict += " -> FLAGGED" if flagged else " -> not flagged"
+    return verdict, {"task": task, "score": score, "threshold": threshold, "flagged": flagged}
+
+
+def predict_image(
+    predictor: Predictor,
+    path: str | Path,
+    min_side: int,
+    operating: tuple[str, str, float] | None,
+    method: str,
+    out_dir: Path,
+    *,
+    log: Callable[[str], None] = print,
+) -> dict | None:
+    """One image's ``predictions.csv`` row, with its heatmap overlay written to ``out_dir``; None if it is skipped.
+
+    The command line calls it once per image; it needs no ``argparse``, so
+    other front ends (a web page) can call it too. ``min_side`` is the run's
+    smallest accepted image side (``RunConfig.min_side()``), ``operating``
+    what ``operating_threshold`` returns (or None), and ``method`` one of
+    ``METHODS``. ``log`` gets the line the command line prints: the
+    prediction, or why the image was skipped.
+    """
+    path = Path(path)
+    method = predictor.heatmap_method(method)
+    image = _checked_image(path, predictor.image_size, min_side, log)
+    if image is None:
+        return None
+    classes = predictor.classes
+    probabilities = predictor.probabilities(image[None])[0]
+    top = int(np.argmax(probabilities))
+    heat = (predictor.gradcam if method == "gradcam" else predictor.occlusion)(image, top)
+    listing = ", ".join(f"{name} {p:.3f}" for name, p in zip(classes, probabilities, strict=True))
+    row = {"path": str(path), "predicted": classes[top],
+           **{f"p_{name}": float(p) for name, p in zip(classes, probabilities, strict=True)}}  # fmt: skip
+    verdict, decision = _decision(probabilities, classes, operating)
+    row |= decision
+    out_png = Path(out_dir) / f"{path.stem}_{method}.png"
+    title = (
+        f"{path.name}: {classes[top]} ({probabilities[top]:.2f}); {method} of "
+        f"{classes[top]}; {predictor.spec.name} {predictor.image_size} px"
+    )
+    overlay_png(image, heat, out_png, title)
+    row["heatmap"] = str(out_png)
+    log(f"{path}: {classes[top]} ({listing}){verdict}; heatmap {out_png}")
+    return row
+
+
+def write_predictions(out_dir: Path, rows: list[dict]) -> Path:
+    """``rows`` (from ``predict_image``) as ``out_dir/predictions.csv``, atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "predictions.csv"
+    with atomic_output(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmark.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -270,7 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         help="heatmap method; auto: Grad-CAM, or occlusion where the last feature map is below 3x3 (default: auto)",
     )
     parser.add_argument("--weights", metavar="imagenet|none|DIR", help="override the run's weights source")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: probabilities and a heatmap overlay per image."""
+    args = _parser().parse_args(argv)
     try:
         predictor = load_predictor(args.results_dir, args.backbone, args.weights)
         paths = image_paths(args.target)
@@ -284,49 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     height, width = predictor.feature_map_size()
     print(f"model: {predictor.description} (head {predictor.head_id}); heatmap: {method} "
           f"(last feature map {height}x{width})")  # fmt: skip
-    rows = []
     min_side = RunConfig.from_json(predictor.run["config"]).min_side()
-    for path in paths:
-        # The run's own checks: what it would have left out, predict refuses.
-        problem = name_problem(Path(path)) or image_problem(path, min_side)
-        if problem:
-            print(f"{printable(str(path))}: skipped, {problem}")
-            continue
-        try:
-            image = load_image(path, predictor.image_size)
-        except UnreadableImageError as error:
-            print(f"{path}: skipped, {error.reason}")
-            continue
-        probabilities = predictor.probabilities(image[None])[0]
-        top = int(np.argmax(probabilities))
-        heat = (predictor.gradcam if method == "gradcam" else predictor.occlusion)(image, top)
-        listing = ", ".join(f"{name} {p:.3f}" for name, p in zip(predictor.classes, probabilities, strict=True))
-        row = {"path": str(path), "predicted": predictor.classes[top],
-               **{f"p_{name}": float(p) for name, p in zip(predictor.classes, probabilities, strict=True)}}  # fmt: skip
-        verdict = ""
-        if operating is not None:
-            task, positive, threshold = operating
-            score = float(sum(probabilities[predictor.classes.index(name)] for name in positive.split("+")))
-            flagged = score >= threshold
-            verdict = f"; {task}: P({positive}) {score:.3f} {'>=' if flagged else '<'} threshold {threshold:.3f}"
-            verdict += " -> FLAGGED" if flagged else " -> not flagged"
-            row |= {"task": task, "score": score, "threshold": threshold, "flagged": flagged}
-        out_png = args.out / f"{path.stem}_{method}.png"
-        title = (
-            f"{path.name}: {predictor.classes[top]} ({probabilities[top]:.2f}); {method} of "
-            f"{predictor.classes[top]}; {predictor.spec.name} {predictor.image_size} px"
-        )
-        overlay_png(image, heat, out_png, title)
-        row["heatmap"] = str(out_png)
-        rows.append(row)
-        print(f"{path}: {predictor.classes[top]} ({listing}){verdict}; heatmap {out_png}")
+    rows = [predict_image(predictor, path, min_side, operating, method, args.out) for path in paths]
+    rows = [row for row in rows if row is not None]
     if rows:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with atomic_output(args.out / "predictions.csv", "w", encoding="utf-8", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"wrote {args.out / 'predictions.csv'} and {len(rows)} heatmap(s)")
+        written = write_predictions(args.out, rows)
+        print(f"wrote {written} and {len(rows)} heatmap(s)")
     return 0 if rows else 1
 
 

@@ -1,4 +1,7 @@
-"""The feature cache: keys that name everything that changes an array, manifests checked on every read, locks.
+"""Keeps extracted feature arrays on disk, so a rerun reads them instead of extracting again.
+
+Keys name everything that changes an array, a manifest is checked on every read, and a lock keeps two runs
+from writing one folder at once.
 
 An entry is a folder ``CACHE/<backbone>/<key>/`` holding ``features.npy``
 (float32, memory-mappable) and ``manifest.json``. The manifest is written last

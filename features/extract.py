@@ -1,4 +1,4 @@
-"""Run a backbone over a list of images in batches and cache the pooled features.
+"""Runs a backbone over a list of images in batches and caches the pooled features.
 
 Extraction goes shard by shard (``shard_size`` images); each finished shard is
 saved atomically, so a run killed half-way resumes from the last whole shard.
@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -163,48 +164,72 @@ def extract_features(
     if cached is not None:
         return cached, ExtractionStats(len(paths), from_cache=True, key=key)
 
-    entry = cache.entry(spec.name, key)
-    shard_dir = entry / "shards"
+    shard_dir = cache.entry(spec.name, key) / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     bounds = [(start, min(start + shard_size, len(paths))) for start in range(0, len(paths), shard_size)]
     missing = [b for b in bounds if not _shard_is_whole(_shard_path(shard_dir, *b), b[1] - b[0], spec.feature_size)]
     stats = ExtractionStats(sum(stop - start for start, stop in missing), from_cache=False, key=key)
-
     if missing:
-        pixels = None
-        if pixel_cache is not None:
-            pixels, stats.decode_seconds = pixel_cache.build(
-                image_size, root, paths, workers=decode_workers, progress=progress, fingerprint=parts["files"]
-            )
-        built = time.perf_counter()
-        model = build() if build else build_backbone(spec, image_size, source, seed=seed, precision=precision)
-        forward = make_forward(model, jit_compile)
-        stats.build_seconds = time.perf_counter() - built
-        done = len(paths) - stats.images
-        bar = tqdm(total=len(paths), initial=done, unit="img", desc=f"{spec.name} {image_size}px", disable=not progress)
-        with ThreadPoolExecutor(max_workers=decode_workers) as pool:
-            for start, stop in missing:
-                shard = np.empty((stop - start, spec.feature_size), dtype=np.float32)
-                batches = [(i, min(i + batch_size, stop)) for i in range(start, stop, batch_size)]
-                started = time.perf_counter()
-                pixel_batches = _pixel_batches(batches, root, paths, image_size, pixels, pool)
-                for (lo, hi), uint8 in zip(batches, pixel_batches, strict=True):
-                    # A short last batch is zero-padded: one input shape means one compiled graph.
-                    batch = np.zeros((batch_size, image_size, image_size, 3), dtype=np.float32)
-                    batch[: hi - lo] = uint8
-                    shard[lo - start : hi - start] = forward(spec.preprocess(batch))[: hi - lo]
-                    stats.forward_batches += 1
-                    bar.update(hi - lo)
-                stats.seconds += time.perf_counter() - started
-                atomic_save_npy(_shard_path(shard_dir, start, stop), shard)
-        bar.close()
-        if pixels is not None:
-            pixels.close()
+        make_model = build or partial(build_backbone, spec, image_size, source, seed=seed, precision=precision)
+        _extract_missing(spec, image_size, root, paths, missing, shard_dir, make_model, stats,
+                         pixel_cache=pixel_cache, fingerprint=parts["files"], batch_size=batch_size,
+                         decode_workers=decode_workers, jit_compile=jit_compile, progress=progress)  # fmt: skip
 
     shards = (np.load(_shard_path(shard_dir, start, stop), allow_pickle=False) for start, stop in bounds)
     result = cache.save_rows(spec.name, key, (len(paths), spec.feature_size), shards, dict(parts, paths=paths))
     shutil.rmtree(shard_dir, ignore_errors=True)
     return result, stats
+
+
+def _extract_missing(
+    spec: BackboneSpec,
+    image_size: int,
+    root: Path,
+    paths: list[str],
+    missing: list[tuple[int, int]],
+    shard_dir: Path,
+    make_model: Callable[[], keras.Model],
+    stats: ExtractionStats,
+    *,
+    pixel_cache: PixelCache | None,
+    fingerprint: str,
+    batch_size: int,
+    decode_workers: int,
+    jit_compile: bool,
+    progress: bool,
+) -> None:
+    """Extract and save each ``missing`` shard: pixels (from ``pixel_cache`` if given), then the backbone's forward.
+
+    The pixel cache's filling, the backbone's build and the extraction itself are timed apart into ``stats``.
+    """
+    pixels = None
+    if pixel_cache is not None:
+        pixels, stats.decode_seconds = pixel_cache.build(
+            image_size, root, paths, workers=decode_workers, progress=progress, fingerprint=fingerprint
+        )
+    built = time.perf_counter()
+    forward = make_forward(make_model(), jit_compile)
+    stats.build_seconds = time.perf_counter() - built
+    done = len(paths) - stats.images
+    bar = tqdm(total=len(paths), initial=done, unit="img", desc=f"{spec.name} {image_size}px", disable=not progress)
+    with ThreadPoolExecutor(max_workers=decode_workers) as pool:
+        for start, stop in missing:
+            shard = np.empty((stop - start, spec.feature_size), dtype=np.float32)
+            batches = [(i, min(i + batch_size, stop)) for i in range(start, stop, batch_size)]
+            started = time.perf_counter()
+            pixel_batches = _pixel_batches(batches, root, paths, image_size, pixels, pool)
+            for (lo, hi), uint8 in zip(batches, pixel_batches, strict=True):
+                # A short last batch is zero-padded: one input shape means one compiled graph.
+                batch = np.zeros((batch_size, image_size, image_size, 3), dtype=np.float32)
+                batch[: hi - lo] = uint8
+                shard[lo - start : hi - start] = forward(spec.preprocess(batch))[: hi - lo]
+                stats.forward_batches += 1
+                bar.update(hi - lo)
+            stats.seconds += time.perf_counter() - started
+            atomic_save_npy(_shard_path(shard_dir, start, stop), shard)
+    bar.close()
+    if pixels is not None:
+        pixels.close()
 
 
 def _available_memory() -> int:

@@ -1,4 +1,4 @@
-"""Decoded images cached once per image size, shared by every backbone of that size.
+"""Caches decoded images once per image size, so every backbone of that size reads them instead of decoding.
 
 Six backbones at two sizes would otherwise decode and resize every image
 twelve times. A pixel cache entry is ``CACHE/pixels/<size>px/<key>/pixels.npy``,

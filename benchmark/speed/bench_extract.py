@@ -1,4 +1,4 @@
-"""Benchmark: the harness's extraction path against the textbook Keras pipeline, in one process.
+"""Measures the harness's feature extraction against the textbook Keras pipeline, in one process.
 
     python -m benchmark.speed.bench_extract --data ../shared/data/chest_xray_224 \\
         --backbone ResNet50 --size 224 --images 512 [--precision bfloat16] [--jit-compile]
@@ -35,7 +35,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from backbones import PRECISIONS, build_backbone, get_backbone, model_flops, resolve_weights  # noqa: E402
+from backbones import (  # noqa: E402
+    PRECISIONS,
+    BackboneSpec,
+    WeightsSource,
+    build_backbone,
+    get_backbone,
+    model_flops,
+    resolve_weights,
+)
 from features.cache import FeatureCache  # noqa: E402
 from features.data.dataset import scan_dataset  # noqa: E402
 from features.extract import extract_features  # noqa: E402
@@ -55,12 +63,12 @@ def textbook_features(model: keras.Model, preprocess, data: Path, paths: list[st
     """``image_dataset_from_directory`` -> ``preprocess_input`` -> ``predict`` over exactly ``paths``."""
     import tensorflow as tf  # the textbook pipeline is tf.data; only this benchmark needs it
 
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as temp:
         for index, relative in enumerate(paths):
             # One flat folder of links, numbered so that the directory order is ``paths``' order.
-            os.symlink((data / relative).resolve(), Path(folder) / f"{index:06d}{Path(relative).suffix}")
+            os.symlink((data / relative).resolve(), Path(temp) / f"{index:06d}{Path(relative).suffix}")
         dataset = keras.utils.image_dataset_from_directory(
-            folder, labels=None, image_size=(size, size), batch_size=batch_size, shuffle=False, verbose=False
+            temp, labels=None, image_size=(size, size), batch_size=batch_size, shuffle=False, verbose=False
         )
         if keras.backend.backend() == "tensorflow":
             dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -83,8 +91,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run both paths and print the comparison."""
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="dataset folder (Kermany or class-folder layout)")
     parser.add_argument("--backbone", default="ResNet50")
@@ -98,8 +105,51 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", default="none", help="none (default), imagenet or a folder of weight files")
     parser.add_argument("--paths", nargs="+", default=["textbook", "harness"], choices=("textbook", "harness"))
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def _time_textbook(
+    model: keras.Model, spec: BackboneSpec, data: Path, paths: list[str], size: int, args: argparse.Namespace
+) -> tuple[str, np.ndarray, float]:
+    """The textbook path's label, features and seconds."""
+    label = "textbook (image_dataset_from_directory -> preprocess_input -> predict)"
+    started = time.perf_counter()
+    features = textbook_features(model, spec.preprocess, data, paths, size, args.batch_size)
+    return label, features, time.perf_counter() - started
+
+
+def _time_harness(
+    model: keras.Model,
+    spec: BackboneSpec,
+    source: WeightsSource,
+    data: Path,
+    paths: list[str],
+    size: int,
+    args: argparse.Namespace,
+) -> tuple[str, np.ndarray, float]:
+    """The harness path's label, features and seconds, in a temporary cache (its clean-up not timed)."""
+    label = (
+        f"harness (precision {args.precision}, jit_compile {args.jit_compile}, "
+        f"pixel cache {args.pixel_cache}, {args.decode_workers} decode threads)"
+    )
+    with tempfile.TemporaryDirectory() as temp:
+        pixel_cache = None if args.pixel_cache == "off" else PixelCache(temp)
+        if args.pixel_cache == "warm":
+            pixel_cache.build(size, data, paths, workers=args.decode_workers, progress=False)
+        started = time.perf_counter()
+        array, _ = extract_features(
+            spec, source, size, data, paths, FeatureCache(Path(temp) / "features"),
+            batch_size=args.batch_size, decode_workers=args.decode_workers, precision=args.precision,
+            jit_compile=args.jit_compile, pixel_cache=pixel_cache, progress=False,
+            build=lambda built=model: built,
+        )  # fmt: skip
+        features = np.asarray(array)
+        return label, features, time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run both paths and print the comparison."""
+    args = _parse_args(argv)
     spec = get_backbone(args.backbone)
     size = args.size or spec.default_size
     data = Path(args.data)
@@ -111,33 +161,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     speeds: dict[str, float] = {}
     features: dict[str, np.ndarray] = {}
-    gflops = None
     for path in args.paths:
         precision = "float32" if path == "textbook" else args.precision
         model = build_backbone(spec, size, source, seed=args.seed, precision=precision)
         gflops = model_flops(model) / 1e9
-        with tempfile.TemporaryDirectory() as scratch:
-            if path == "textbook":
-                label = "textbook (image_dataset_from_directory -> preprocess_input -> predict)"
-                started = time.perf_counter()
-                features[path] = textbook_features(model, spec.preprocess, data, paths, size, args.batch_size)
-            else:
-                label = (
-                    f"harness (precision {args.precision}, jit_compile {args.jit_compile}, "
-                    f"pixel cache {args.pixel_cache}, {args.decode_workers} decode threads)"
-                )
-                pixel_cache = None if args.pixel_cache == "off" else PixelCache(scratch)
-                if args.pixel_cache == "warm":
-                    pixel_cache.build(size, data, paths, workers=args.decode_workers, progress=False)
-                started = time.perf_counter()
-                array, _ = extract_features(
-                    spec, source, size, data, paths, FeatureCache(Path(scratch) / "features"),
-                    batch_size=args.batch_size, decode_workers=args.decode_workers, precision=args.precision,
-                    jit_compile=args.jit_compile, pixel_cache=pixel_cache, progress=False,
-                    build=lambda built=model: built,
-                )  # fmt: skip
-                features[path] = np.asarray(array)
-            seconds = time.perf_counter() - started
+        if path == "textbook":
+            label, features[path], seconds = _time_textbook(model, spec, data, paths, size, args)
+        else:
+            label, features[path], seconds = _time_harness(model, spec, source, data, paths, size, args)
         speeds[path] = len(paths) / seconds
         print(
             f"{label}: {seconds:.1f} s, {speeds[path]:.1f} images/s, "

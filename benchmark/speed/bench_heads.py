@@ -1,4 +1,4 @@
-"""Benchmark: how long a 6-backbone x 40-point head grid takes to train from cached features.
+"""Measures how long a 6-backbone x 40-point head grid takes to train from cached features.
 
     python -m benchmark.speed.bench_heads [--train 4185 --val 1047 --epochs 30 --head-workers 0]
 
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(jobs)} groups of {len(settings.heads)} heads, {head_workers(settings.head_workers)} worker(s)")
     started = time.perf_counter()
     heads = 0
-    with tempfile.TemporaryDirectory() as scratch:
-        for job, points in train_groups(jobs, dataset, Path(scratch), settings):
+    with tempfile.TemporaryDirectory() as temp:
+        for job, points in train_groups(jobs, dataset, Path(temp), settings):
             heads += sum(point["status"] == "done" for point in points)
             print(f"{job[0]} group {job[1]}: {len(points)} heads done at {time.perf_counter() - started:.1f} s")
     total = time.perf_counter() - started

@@ -1,4 +1,4 @@
-"""Fine-tuning after the frozen head: unfreeze the top of the backbone, train end to end on images.
+"""Fine-tunes each backbone's selected frozen head end to end: the top of the backbone trains with it on images.
 
 For each backbone's selected frozen head (first seed), the backbone is rebuilt
 with the same weights and the head is put on top. Then:
@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
@@ -157,6 +157,68 @@ def build_finetuned(
     return keras.Model(inputs, outputs, name=f"{spec.name}_finetuned"), backbone
 
 
+@dataclass
+class _StageRecord:
+    """The history of every stage of progressive resizing so far, and the best epoch of the latest stage."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int = 0
+    epochs_run: int = 0
+    best_val_loss: float = math.inf
+
+    def add(self, stage: dict[str, list]) -> None:
+        """Append one stage's Keras history; epochs count on from the stages before it."""
+        for name, values in stage.items():
+            self.history.setdefault(name, []).extend(float(v) for v in values)
+        # Each stage restores its best weights, so the latest stage's best is the model's.
+        stage_best = int(np.argmin(stage["val_loss"]))
+        self.best_val_loss = float(stage["val_loss"][stage_best])
+        self.best_epoch, self.epochs_run = self.epochs_run + stage_best + 1, self.epochs_run + len(stage["val_loss"])
+
+
+def _compiled_stage(
+    spec: BackboneSpec,
+    size: int,
+    weights: str,
+    settings: FinetuneSettings,
+    head: keras.Model,
+    weights_state: list[np.ndarray] | None,
+) -> keras.Model:
+    """The backbone + head at ``size``, carrying on from ``weights_state``, its top unfrozen and compiled."""
+    model, backbone = build_finetuned(spec, size, weights, settings.seed, head)
+    if weights_state is not None:
+        model.set_weights(weights_state)  # progressive resizing: the same weights, a larger input
+    unfrozen = unfreeze_top(backbone, settings.layers)
+    model.compile(
+        optimizer=DiscriminativeAdam(layer_multipliers(unfrozen, settings.lr_factor), learning_rate=settings.lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _fit_stage(
+    model: keras.Model,
+    reader: PixelReader,
+    rows: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    preprocess: Callable,
+    settings: FinetuneSettings,
+    stage: int,
+    class_weight: dict[int, float] | None,
+    progress: bool,
+) -> dict[str, list]:
+    """Fit ``model`` on the training split with early stopping on validation; the Keras history."""
+    augment = augmenter(settings.seed + stage) if settings.augment else None
+    train = ImageBatches(reader, rows["train"], labels["train"], preprocess, settings.batch_size,
+                         shuffle_seed=settings.seed + stage, augment=augment)  # fmt: skip
+    val = ImageBatches(reader, rows["val"], labels["val"], preprocess, settings.batch_size)
+    stop = keras.callbacks.EarlyStopping(patience=settings.patience, restore_best_weights=True)
+    fitted = model.fit(train, validation_data=val, epochs=settings.epochs, class_weight=class_weight,
+                       callbacks=[stop], verbose=2 if progress else 0)  # fmt: skip
+    return fitted.history
+
+
 def finetune_one(
     frozen: HeadResult,
     dataset: Dataset,
@@ -168,7 +230,11 @@ def finetune_one(
     out_dir: Path,
     progress: bool = True,
 ) -> HeadResult:
-    """Fine-tune ``frozen``'s backbone and head end to end; return its leaderboard entry."""
+    """Fine-tune ``frozen``'s backbone and head end to end; return its leaderboard entry.
+
+    With several ``settings.sizes`` the same weights train at each size in turn; the
+    validation and test splits are predicted by the model of the last size.
+    """
     spec = get_backbone(frozen.backbone)
     sizes = settings.sizes or (frozen.image_size,)
     head = load_head(heads_dir / frozen.head_id / "best.keras")
@@ -176,35 +242,15 @@ def finetune_one(
     labels = {split: dataset.labels(split) for split in ("train", "val", "test")}
     rows = {split: dataset.indices(split) for split in ("train", "val", "test")}
     class_weight = class_balance(labels["train"], len(dataset.classes)) if settings.class_weight == "balanced" else None
-    history: dict[str, list[float]] = {}
+    stages = _StageRecord()
     weights_state = None
-    best_epoch = epochs_run = 0
-    best_val_loss = math.inf
     keras.utils.set_random_seed(settings.seed)
     for stage, size in enumerate(sizes):
-        model, backbone = build_finetuned(spec, size, weights, settings.seed, head)
-        if weights_state is not None:
-            model.set_weights(weights_state)  # progressive resizing: the same weights, a larger input
-        unfrozen = unfreeze_top(backbone, settings.layers)
-        model.compile(
-            optimizer=DiscriminativeAdam(layer_multipliers(unfrozen, settings.lr_factor), learning_rate=settings.lr),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        model = _compiled_stage(spec, size, weights, settings, head, weights_state)
         reader, _ = pixel_cache.build(size, dataset.root, paths, progress=progress)
         with reader:
-            augment = augmenter(settings.seed + stage) if settings.augment else None
-            train = ImageBatches(reader, rows["train"], labels["train"], spec.preprocess, settings.batch_size,
-                                 shuffle_seed=settings.seed + stage, augment=augment)  # fmt: skip
-            val = ImageBatches(reader, rows["val"], labels["val"], spec.preprocess, settings.batch_size)
-            stop = keras.callbacks.EarlyStopping(patience=settings.patience, restore_best_weights=True)
-            fitted = model.fit(train, validation_data=val, epochs=settings.epochs, class_weight=class_weight,
-                               callbacks=[stop], verbose=2 if progress else 0)  # fmt: skip
-            for name, values in fitted.history.items():
-                history.setdefault(name, []).extend(float(v) for v in values)
-            stage_best = int(np.argmin(fitted.history["val_loss"]))
-            best_val_loss = float(fitted.history["val_loss"][stage_best])
-            best_epoch, epochs_run = epochs_run + stage_best + 1, epochs_run + len(fitted.history["val_loss"])
+            fitted = _fit_stage(model, reader, rows, labels, spec.preprocess, settings, stage, class_weight, progress)
+            stages.add(fitted)
             weights_state = model.get_weights()
             probabilities = {
                 split: model.predict(
@@ -214,6 +260,18 @@ def finetune_one(
             }
     with atomic_path(out_dir / WEIGHTS_FILE) as temp:  # the result record's hash must match a whole file
         model.save_weights(temp)
+    return _finetuned_result(frozen, settings, sizes, out_dir.name, stages, probabilities)
+
+
+def _finetuned_result(
+    frozen: HeadResult,
+    settings: FinetuneSettings,
+    sizes: tuple[int, ...],
+    head_id: str,
+    stages: _StageRecord,
+    probabilities: dict[str, np.ndarray],
+) -> HeadResult:
+    """The leaderboard entry of a fine-tuned model, named ``<backbone>-ft`` beside the head it started from."""
     description = f"{settings.layers} layers" if settings.layers != "all" else "all layers"
     return HeadResult(
         backbone=f"{frozen.backbone}-ft",
@@ -221,11 +279,11 @@ def finetune_one(
         settings=frozen.settings,
         weights=f"{frozen.weights}; fine-tuned {description}, sizes {'→'.join(map(str, sizes))}"
         + (", augmented" if settings.augment else ""),
-        head_id=out_dir.name,
-        best_epoch=best_epoch,
-        epochs_run=epochs_run,
-        best_val_loss=best_val_loss,
-        history=history,
+        head_id=head_id,
+        best_epoch=stages.best_epoch,
+        epochs_run=stages.epochs_run,
+        best_val_loss=stages.best_val_loss,
+        history=stages.history,
         probabilities=probabilities,
     )
 

@@ -1,7 +1,8 @@
-"""The classification head trained on cached features: [Standardize] -> Dropout -> Dense softmax.
+"""Trains, saves and loads the classification heads that sit on cached features.
 
-The backbone's GlobalAveragePooling is applied at extraction time
-(``pooling="avg"``): pooling has no weights and comes before the dropout, so
+A head is [Standardize] -> Dropout -> Dense softmax. The backbone's
+GlobalAveragePooling is applied at extraction time (``pooling="avg"``):
+pooling has no weights and comes before the dropout, so
 training on the pooled vectors is exactly the GAP -> Dropout -> Dense head of
 the reference study, on arrays 49 to 100 times smaller.
 
@@ -249,6 +250,110 @@ class _PerHeadEarlyStopping(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def _training_targets(
+    y_train: np.ndarray, n_classes: int, heads: int, class_weight: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One-hot targets repeated for every head, and per-sample weights when the classes are to be balanced."""
+    targets = np.repeat(keras.utils.to_categorical(y_train, n_classes)[:, None, :], heads, axis=1)
+    if class_weight != "balanced":
+        return targets, None
+    balance = class_balance(y_train, n_classes)
+    return targets, np.array([balance[c] for c in y_train], dtype=np.float32)
+
+
+def _standardized(features: np.ndarray, statistics: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    if statistics is None:
+        return features
+    # The same float32 arithmetic as the Standardize layer.
+    return (features - statistics[0].astype(np.float32)) / statistics[1].astype(np.float32)
+
+
+def _compile_bank(
+    settings: list[HeadSettings],
+    feature_size: int,
+    n_classes: int,
+    n_train: int,
+    statistics: tuple[np.ndarray, np.ndarray] | None,
+    initial: list[np.ndarray],
+) -> tuple[keras.Model, _HeadBank]:
+    """The joint model of every head (sorted by dropout rate), compiled with each head's own Adam."""
+    shared = settings[0]
+    keras.utils.set_random_seed(shared.seed)
+    inputs = keras.Input(shape=(feature_size,), name="pooled_features")
+    hidden = inputs if statistics is None else Standardize(*statistics, name="standardize")(inputs)
+    bank = _HeadBank([s.dropout for s in settings], n_classes, initial, shared.seed, name="heads")
+    joint = keras.Model(inputs, bank(hidden))
+    steps_per_epoch = math.ceil(n_train / shared.batch_size)
+    # A whole epoch per call of the compiled step: the per-step Python and dispatch cost dominates heads this small.
+    joint.compile(
+        optimizer=_PerHeadAdam(settings, n_classes, steps_per_epoch),
+        loss=_summed_crossentropy,
+        steps_per_execution=steps_per_epoch,
+    )
+    return joint, bank
+
+
+def _fit_bank(
+    joint: keras.Model,
+    bank: _HeadBank,
+    shared: HeadSettings,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    statistics: tuple[np.ndarray, np.ndarray] | None,
+    *,
+    progress: bool,
+    description: str,
+) -> tuple[_PerHeadEarlyStopping, float]:
+    """Fit every head of ``bank`` until each has stopped; the stopper (histories, best weights) and the seconds."""
+    (x_train, y_train), (x_val, y_val) = train, val
+    targets, weights = _training_targets(y_train, bank.n_classes, len(bank.rates), shared.class_weight)
+    started = time.perf_counter()
+    bar = tqdm(total=shared.epochs, unit="epoch", desc=description, disable=not progress, leave=False)
+    stopper = _PerHeadEarlyStopping(
+        bank,
+        {"": (_standardized(x_train, statistics), y_train), "val_": (_standardized(x_val, statistics), y_val)},
+        shared.patience,
+        bar,
+    )
+    keras.utils.set_random_seed(shared.seed)  # the batch order of every epoch
+    joint.fit(
+        x_train,
+        targets,
+        sample_weight=weights,
+        batch_size=shared.batch_size,
+        epochs=shared.epochs,
+        shuffle=True,
+        verbose=0,
+        callbacks=[stopper],
+    )
+    bar.close()
+    return stopper, time.perf_counter() - started
+
+
+def _save_trained_head(
+    stopper: _PerHeadEarlyStopping,
+    k: int,
+    settings: HeadSettings,
+    statistics: tuple[np.ndarray, np.ndarray] | None,
+    initial: list[np.ndarray],
+    seconds: float,
+    out_dir: Path,
+) -> TrainedHead:
+    """Head ``k`` of the bank as a lone head with its best weights, saved with its history into ``out_dir``."""
+    feature_size, n_classes = initial[0].shape
+    model = build_head(feature_size, n_classes, settings.dropout, statistics)
+    _, best_epoch, best_weights = stopper.best[k]
+    model.get_layer("softmax").set_weights(best_weights if best_weights is not None else initial)
+    # A head that stopped early trained on with the others; its history ends where it stopped.
+    history = stopper.history[k]
+    epochs_run = stopper.stopped_at[k] or len(history["val_loss"])
+    own_history = {name: values[:epochs_run] for name, values in history.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = save_head(model, out_dir)
+    write_history(out_dir / HISTORY, own_history)
+    return TrainedHead(settings, model, own_history, max(best_epoch, 1), epochs_run, seconds, checkpoint)
+
+
 def train_heads(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -287,63 +392,14 @@ def train_heads(
     statistics = feature_statistics(x_train) if shared.standardize else None
     rng = np.random.default_rng(shared.seed)
     initial = [_glorot_uniform(rng, feature_size, n_classes), np.zeros(n_classes, np.float32)]
-
-    keras.utils.set_random_seed(shared.seed)
-    inputs = keras.Input(shape=(feature_size,), name="pooled_features")
-    hidden = inputs if statistics is None else Standardize(*statistics, name="standardize")(inputs)
-    bank = _HeadBank([s.dropout for s in settings], n_classes, initial, shared.seed, name="heads")
-    joint = keras.Model(inputs, bank(hidden))
-    steps_per_epoch = math.ceil(len(x_train) / shared.batch_size)
-    # A whole epoch per call of the compiled step: the per-step Python and dispatch cost dominates heads this small.
-    joint.compile(
-        optimizer=_PerHeadAdam(settings, n_classes, steps_per_epoch),
-        loss=_summed_crossentropy,
-        steps_per_execution=steps_per_epoch,
+    joint, bank = _compile_bank(settings, feature_size, n_classes, len(x_train), statistics, initial)
+    stopper, elapsed = _fit_bank(
+        joint, bank, shared, (x_train, y_train), (x_val, y_val), statistics, progress=progress, description=description
     )
-    targets = np.repeat(keras.utils.to_categorical(y_train, n_classes)[:, None, :], heads, axis=1)
-    weights = None
-    if shared.class_weight == "balanced":
-        balance = class_balance(y_train, n_classes)
-        weights = np.array([balance[c] for c in y_train], dtype=np.float32)
-
-    def standardized(features: np.ndarray) -> np.ndarray:
-        if statistics is None:
-            return features
-        # The same float32 arithmetic as the Standardize layer.
-        return (features - statistics[0].astype(np.float32)) / statistics[1].astype(np.float32)
-
-    started = time.perf_counter()
-    bar = tqdm(total=shared.epochs, unit="epoch", desc=description, disable=not progress, leave=False)
-    stopper = _PerHeadEarlyStopping(
-        bank, {"": (standardized(x_train), y_train), "val_": (standardized(x_val), y_val)}, shared.patience, bar
-    )
-    keras.utils.set_random_seed(shared.seed)  # the batch order of every epoch
-    joint.fit(
-        x_train,
-        targets,
-        sample_weight=weights,
-        batch_size=shared.batch_size,
-        epochs=shared.epochs,
-        shuffle=True,
-        verbose=0,
-        callbacks=[stopper],
-    )
-    bar.close()
-    seconds = (time.perf_counter() - started) / heads
-
-    trained = []
-    for k, head in enumerate(settings):
-        model = build_head(feature_size, n_classes, head.dropout, statistics)
-        _, best_epoch, best_weights = stopper.best[k]
-        model.get_layer("softmax").set_weights(best_weights if best_weights is not None else initial)
-        # A head that stopped early trained on with the others; its history ends where it stopped.
-        history = stopper.history[k]
-        epochs_run = stopper.stopped_at[k] or len(history["val_loss"])
-        own_history = {name: values[:epochs_run] for name, values in history.items()}
-        out_dirs[k].mkdir(parents=True, exist_ok=True)
-        checkpoint = save_head(model, out_dirs[k])
-        write_history(out_dirs[k] / HISTORY, own_history)
-        trained.append(TrainedHead(head, model, own_history, max(best_epoch, 1), epochs_run, seconds, checkpoint))
+    trained = [
+        _save_trained_head(stopper, k, head, statistics, initial, elapsed / heads, out_dirs[k])
+        for k, head in enumerate(settings)
+    ]
     return [trained[order.index(k)] for k in range(heads)]
 
 

@@ -1,4 +1,4 @@
-"""The linear-probe baseline: an L2-regularised logistic regression on the pooled features.
+"""Fits the linear-probe baseline, an L2-regularised logistic regression on the pooled features.
 
 This is the textbook way to measure how good frozen features are (the
 SimCLR, CLIP and MedMNIST+ linear probes): standardised features, a

@@ -1,4 +1,4 @@
-"""The sweep: every backbone x image size x head grid point, trained, scored on validation, resumable.
+"""Runs the sweep: trains every backbone x image size x head grid point and scores it on validation, resumably.
 
 Features are extracted once per (backbone, image size) and shared by every
 head of the grid; heads that differ only in learning rate, dropout and
