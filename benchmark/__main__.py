@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "verify": ("benchmark.evaluation.verify", "recompute a run's test numbers from predictions.csv with scikit-learn"),
     "audit": ("features.data.audit", "check a dataset folder's images, splits and leakage without running anything"),
     "download": ("features.data.download", "download a public chest X-ray dataset, checksummed"),
+    "serve": ("benchmark.serve", "a local web page for a run: leaderboard, plots, and one image's answer"),
 }
 
 

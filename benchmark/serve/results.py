@@ -1,0 +1,239 @@
+"""What the run page reads from a results folder: checked once at start, read only, never written.
+
+``load_run`` checks that every file the page needs is there (``MissingFilesError``
+names the missing ones), then reads the leaderboard, the data report, the
+provenance and the list of plots into a ``RunView`` that the templates render.
+The banners, the data counts and the selection rule are taken from
+``leaderboard.md`` itself, so the page says exactly what the Markdown says.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from markupsafe import Markup, escape
+
+from benchmark.config import RunConfig
+from benchmark.reporting.report import METRIC_COLUMNS
+from benchmark.settings import HeadSettings
+from benchmark.training.finetune import RESULT_FILE, WEIGHTS_FILE
+
+# Every file a run writes at its top level; the page needs them all, and serves them (and nothing else) raw.
+RUN_FILES = ("run.json", "leaderboard.csv", "leaderboard.md", "grid.csv", "predictions.csv", "skipped.csv",
+             "leakage.csv")  # fmt: skip
+FINETUNED = "-ft"
+# Long lists (a messy data folder can skip thousands of files) are cut on the page; the CSV has them all.
+MAX_LISTED = 500
+# The validation columns beside test: those the Markdown's "Validation beside test" shows.
+VAL_METRICS = ("auc", "sensitivity", "specificity", "f1")
+# Column headers: short, so that a task's table fits a laptop screen.
+SHORT = {"sensitivity": "sens", "specificity": "spec", "accuracy": "acc", "precision": "prec", "f1": "F1", "auc": "AUC"}
+# The operating-point and calibration columns of the leaderboard table, with their headers.
+OPERATING_COLUMNS = {
+    "op_threshold": "threshold",
+    "op_val_sensitivity": "val sens",
+    "op_test_sensitivity": "test sens",
+    "op_test_specificity": "test spec",
+    "ece": "ECE",
+}
+
+
+class MissingFilesError(FileNotFoundError):
+    """The results folder lacks files the page needs; ``missing`` lists them, relative to the folder."""
+
+    def __init__(self, results_dir: Path, missing: list[str]):
+        self.missing = missing
+        super().__init__(f"{results_dir} is not a finished run: missing {', '.join(missing)}")
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One of the run's PNGs: its title, its name under ``plots/``, whether the file is there."""
+
+    title: str
+    name: str
+    present: bool
+
+
+@dataclass(frozen=True)
+class RunView:
+    """Everything the run page shows, read once when the server starts."""
+
+    results_dir: Path
+    run: dict
+    board: pd.DataFrame
+    banners: list[Markup]
+    sections: dict[str, Markup]
+    skipped: pd.DataFrame
+    leakage: pd.DataFrame
+    plots: list[Plot]
+
+    @property
+    def config(self) -> RunConfig:
+        """The run's settings, as ``run.json`` records them."""
+        return RunConfig.from_json(self.run["config"])
+
+    @property
+    def backbones(self) -> list[str]:
+        """The models a prediction can use, in leaderboard order: heads, probes, fine-tuned models."""
+        return list(dict.fromkeys(self.board["backbone"]))
+
+    @property
+    def tasks(self) -> dict[str, str]:
+        """Task name -> its positive classes (``bacterial+viral``), in leaderboard order."""
+        return dict(zip(self.board["task"], self.board["positive"], strict=True))
+
+    def plot(self, name: str) -> Plot | None:
+        """The known plot called ``name``, or None: only these are ever served from ``plots/``."""
+        return next((plot for plot in self.plots if plot.name == name), None)
+
+
+def checkpoint_files(board: pd.DataFrame) -> list[str]:
+    """The saved models a prediction loads, one set per selected head, relative to the results folder."""
+    files = []
+    for backbone, head_id in dict.fromkeys(zip(board["backbone"], board["head_id"], strict=True)):
+        if backbone.endswith(FINETUNED):
+            files += [f"finetune/{head_id}/{RESULT_FILE}", f"finetune/{head_id}/{WEIGHTS_FILE}"]
+        else:
+            files.append(f"heads/{head_id}/best.keras")
+    return files
+
+
+def missing_files(results_dir: Path) -> list[str]:
+    """The files the page needs that ``results_dir`` lacks (the run's reports, then the selected heads' models)."""
+    missing = [name for name in RUN_FILES if not (results_dir / name).is_file()]
+    if "leaderboard.csv" not in missing:
+        board = pd.read_csv(results_dir / "leaderboard.csv")
+        missing += [name for name in checkpoint_files(board) if not (results_dir / name).is_file()]
+    return missing
+
+
+def expected_plots(results_dir: Path, board: pd.DataFrame) -> list[Plot]:
+    """The PNGs ``write_reports`` draws for this leaderboard, each marked present or not."""
+    named = [("Training curves of the selected heads", "training_curves.png"),
+             ("Test metrics per backbone and task", "metric_bars.png")]  # fmt: skip
+    for task in dict.fromkeys(board["task"]):
+        named += [(f"ROC, {task}", f"roc_{task}.png"), (f"Reliability, {task}", f"reliability_{task}.png")]
+    named += [(f"Confusion matrix, {name}", f"confusion_{name}.png") for name in dict.fromkeys(board["backbone"])]
+    return [Plot(title, name, (results_dir / "plots" / name).is_file()) for title, name in named]
+
+
+def load_run(results_dir: str | Path) -> RunView:
+    """Check and read a finished run's folder; ``MissingFilesError`` (naming the files) if it is incomplete."""
+    results_dir = Path(results_dir).resolve()
+    if not results_dir.is_dir():
+        raise MissingFilesError(results_dir, ["the folder itself"])
+    if missing := missing_files(results_dir):
+        raise MissingFilesError(results_dir, missing)
+    board = pd.read_csv(results_dir / "leaderboard.csv")
+    markdown = (results_dir / "leaderboard.md").read_text(encoding="utf-8").splitlines()
+    return RunView(
+        results_dir=results_dir,
+        run=json.loads((results_dir / "run.json").read_text(encoding="utf-8")),
+        board=board,
+        banners=[inline_markdown(line[2:]) for line in _preamble(markdown) if line.startswith("> ")],
+        sections={title: markdown_html(_section(markdown, title)) for title in ("Data and splits", "Selection rule")},
+        skipped=pd.read_csv(results_dir / "skipped.csv", keep_default_na=False),
+        leakage=pd.read_csv(results_dir / "leakage.csv", keep_default_na=False),
+        plots=expected_plots(results_dir, board),
+    )
+
+
+def _preamble(lines: list[str]) -> list[str]:
+    """The Markdown's lines before its first section: the title and the warning banners."""
+    end = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+    return lines[:end]
+
+
+def _section(lines: list[str], title: str) -> list[str]:
+    """The body of the Markdown section ``## title`` (empty if there is none)."""
+    try:
+        start = lines.index(f"## {title}") + 1
+    except ValueError:
+        return []
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return lines[start:end]
+
+
+def inline_markdown(text: str) -> Markup:
+    """``text`` escaped, with the report's inline Markdown (``**bold**``, ```code```) as HTML."""
+    html = str(escape(text))
+    html = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html)
+    return Markup(re.sub(r"`(.+?)`", r"<code>\1</code>", html))
+
+
+def markdown_html(lines: list[str]) -> Markup:
+    """The few Markdown blocks the report's sections use (paragraphs, bullet lists, pipe tables) as HTML."""
+    out, index = [], 0
+    while index < len(lines):
+        line = lines[index]
+        block = [line]
+        while index + len(block) < len(lines) and lines[index + len(block)][:1] == line[:1] and line[:1] in "|-":
+            block.append(lines[index + len(block)])
+        index += len(block)
+        if line.startswith("|"):
+            out.append(_table_html(block))
+        elif line.startswith("- "):
+            out.append("<ul>" + "".join(f"<li>{inline_markdown(item[2:])}</li>" for item in block) + "</ul>")
+        elif line.strip():
+            out.append(f"<p>{inline_markdown(line)}</p>")
+    return Markup("\n".join(out))
+
+
+def _table_html(rows: list[str]) -> str:
+    """A Markdown pipe table (header, ``|:---|`` rule, body) as an HTML table."""
+    cells = [[cell.strip() for cell in row.strip().strip("|").split("|")] for row in rows]
+    head = "".join(f"<th>{inline_markdown(cell)}</th>" for cell in cells[0])
+    body = "".join("<tr>" + "".join(f"<td>{inline_markdown(cell)}</td>" for cell in row) + "</tr>"
+                   for row in cells[2:])  # fmt: skip
+    return f'<table class="plain"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def number(value) -> str:
+    """A leaderboard number as the Markdown shows it: 3 decimals, ``n/a`` for a missing one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{float(value):.3f}"
+
+
+def sort_value(value) -> str:
+    """The exact value a cell sorts by (and a test compares with ``leaderboard.csv``); empty when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return repr(float(value))
+
+
+def settings_text(row: pd.Series) -> str:
+    """A head's size and settings in words, as ``predict`` describes them."""
+    settings = HeadSettings(kind=row["kind"], lr=row["lr"], dropout=row["dropout"], l2=row["l2"],
+                            lr_schedule=row["lr_schedule"])  # fmt: skip
+    return f"{row['image_size']} px, {settings.describe()}, seed {row['seed']}"
+
+
+def task_rows(view: RunView, task: str) -> list[pd.Series]:
+    """The leaderboard rows of ``task``, in the Markdown's order: the run's sort metric, then sensitivity."""
+    metric = view.config.sort_metric
+    rows = view.board[view.board["task"] == task]
+    rows = rows.sort_values([metric, "sensitivity"], ascending=False, kind="mergesort", na_position="last")
+    return [row for _, row in rows.iterrows()]
+
+
+def interval(row: pd.Series, metric: str) -> str:
+    """The bootstrap 95% interval of ``metric`` as ``0.80–0.93``, or "" where the run computed none."""
+    low, high = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return ""
+    return f"{low:.2f}–{high:.2f}"
+
+
+def template_helpers() -> dict:
+    """The functions and constants the templates call."""
+    return {"number": number, "sort_value": sort_value, "settings_text": settings_text, "task_rows": task_rows,
+            "interval": interval, "METRICS": METRIC_COLUMNS, "VAL_METRICS": VAL_METRICS,
+            "OPERATING": OPERATING_COLUMNS, "SHORT": SHORT, "MAX_LISTED": MAX_LISTED,
+            "display": RunConfig.display}  # fmt: skip
