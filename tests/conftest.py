@@ -1,13 +1,14 @@
-"""Shared fixtures: small generated datasets, so no test needs the real data."""
+"""Shared fixtures: small generated datasets (so no test needs the real data), the one helper that runs the
+command line in this process, and small runs made once per session for the tests that only read their outputs."""
 
 from __future__ import annotations
 
 import os
-import sys
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -62,15 +63,88 @@ def real_data() -> Path:
 
 # The pre-probe default grid point: one Adam head, no probe, for tests about the pipeline rather than the grid.
 ONE_HEAD = ("--lr", "1e-3", "--dropout", "0.2", "--l2", "0", "--no-probe")
+# The same head and two logistic-regression probe penalties: each backbone reports its head and its probe.
+HEAD_AND_PROBE = ("--lr", "1e-3", "--dropout", "0.2", "--l2", "0", "--probe-l2", "0.1", "1")
+# The small run: MobileNetV2 at 32 px, 3 epochs, heads trained in this process.
+SMALL = ("--backbones", "MobileNetV2", "--image-size", "32", "--epochs", "3", "--patience", "2", "--head-workers", "1")
+# Only what every run needs (the data, random weights, no progress bars, the two folders): for tests that pass
+# every other option themselves, or that must fail before any work.
+PLAIN = {"preset": (), "grid": ()}
 
 
-def run_small_benchmark(root: Path, tmp_path: Path, *extra: str, grid: tuple[str, ...] = ONE_HEAD) -> int:
-    """``run_benchmark.main`` on ``root``: MobileNetV2 at 32 px, random weights, one head (no probe), 3 epochs,
-    one process."""
+def run_small_benchmark(
+    root: Path,
+    out: Path,
+    *extra: str,
+    grid: tuple[str, ...] = ONE_HEAD,
+    preset: tuple[str, ...] = SMALL,
+    results: str = "results",
+) -> int:
+    """``run_benchmark.main`` on ``root``, in this process: random weights, no progress bars, reports in
+    ``out/<results>``, features in ``out/cache``. By default the small run (``preset``: MobileNetV2 at 32 px,
+    3 epochs, one process) with one head and no probe (``grid``); ``extra`` comes last, so its flags win."""
     import run_benchmark
 
     return run_benchmark.main(
-        ["--data", str(root), "--weights", "none", "--epochs", "3", "--patience", "2", "--no-progress",
-         "--backbones", "MobileNetV2", "--image-size", "32", "--head-workers", "1", *grid,
-         "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), *extra]
+        ["--data", str(root), "--weights", "none", "--no-progress", "--results-dir", str(out / results),
+         "--cache-dir", str(out / "cache"), *preset, *grid, *extra]
     )  # fmt: skip
+
+
+def slow_except(names, *fast: str) -> list:
+    """``names`` as parameters, all but ``fast`` marked slow: the quick suite builds only ``fast``, the full suite
+    every backbone."""
+    return [pytest.param(name, marks=() if name in fast else pytest.mark.slow) for name in names]
+
+
+@dataclass(frozen=True)
+class SmallRun:
+    """A finished small run (``run_small_benchmark``) on a 12/2/6 Kermany fixture.
+
+    Shared by the whole session: read it, never change it. A test that changes the outputs or runs again on
+    them works on a copy (``copy_to``)."""
+
+    root: Path  # the data it ran on (run again on the same folder: the cache keys name it)
+    base: Path  # holds results/ and cache/
+
+    @property
+    def results(self) -> Path:
+        return self.base / "results"
+
+    @property
+    def cache(self) -> Path:
+        return self.base / "cache"
+
+    def copy_to(self, out: Path) -> Path:
+        """The run's results and feature cache copied to ``out/results`` and ``out/cache``; ``out``."""
+        shutil.copytree(self.results, out / "results")
+        shutil.copytree(self.cache, out / "cache")
+        return out
+
+
+def _finished_run(base: Path, *extra: str, grid: tuple[str, ...] = ONE_HEAD) -> SmallRun:
+    """``run_small_benchmark`` on a fresh 12/2/6 Kermany fixture in ``base``, under umask 022 (so the modes of
+    what it wrote can be checked: test_outputs_respect_the_umask)."""
+    root = make_kermany(base / "data", {"train": 12, "val": 2, "test": 6})
+    previous = os.umask(0o022)
+    try:
+        code = run_small_benchmark(root, base, *extra, grid=grid)
+    finally:
+        os.umask(previous)
+    assert code == 0
+    return SmallRun(root, base)
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> SmallRun:
+    """``run_small_benchmark`` once per session, with its defaults (one head, no probe): for the tests that only
+    read what a small run wrote, or that work on a copy of it."""
+    return _finished_run(tmp_path_factory.mktemp("small_run"))
+
+
+@pytest.fixture(scope="session")
+def probe_run(tmp_path_factory) -> SmallRun:
+    """The small run with the logistic-regression probe beside the head (``HEAD_AND_PROBE``), an operating point
+    at sensitivity 0.9 and 200 bootstrap resamples; once per session."""
+    base = tmp_path_factory.mktemp("probe_run")
+    return _finished_run(base, "--target-sensitivity", "0.9", "--bootstrap", "200", grid=HEAD_AND_PROBE)

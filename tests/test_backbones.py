@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import slow_except
 
 from backbones import (
     BACKBONES,
@@ -85,7 +86,7 @@ def test_spec_is_consistent(name):
     assert float(out.max()) == pytest.approx(expected_max, rel=1e-4)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", slow_except(NAMES, "VGG16"))
 def test_weights_folder_round_trip(name: str, tmp_path: Path):
     """Weights saved from a random-init model load back through --weights DIR, giving the same features."""
     spec = BACKBONES[name]

@@ -9,18 +9,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import PLAIN, run_small_benchmark
 
-import run_benchmark
 from benchmark.config import RunConfig, load_toml
 from benchmark.training.heads import load_head
 from features.cache import FeatureCache
-
-
-def _main(kermany_root: Path, tmp_path: Path, *args: str) -> int:
-    return run_benchmark.main(
-        ["--data", str(kermany_root), "--weights", "none", "--cache-dir", str(tmp_path / "cache"),
-         "--results-dir", str(tmp_path / "results"), "--no-progress", *args]
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -39,7 +32,7 @@ def _main(kermany_root: Path, tmp_path: Path, *args: str) -> int:
     ],
 )
 def test_a_bad_value_fails_before_any_work_naming_valid_values(kermany_root, tmp_path, capsys, args, names):
-    assert _main(kermany_root, tmp_path, *args) == 2
+    assert run_small_benchmark(kermany_root, tmp_path, *args, **PLAIN) == 2
     err = capsys.readouterr().err
     for name in names:
         assert name in err
@@ -51,7 +44,7 @@ def test_a_bad_value_fails_before_any_work_naming_valid_values(kermany_root, tmp
 )
 def test_an_unknown_flag_or_choice_fails_with_the_usage(kermany_root, tmp_path, capsys, args):
     with pytest.raises(SystemExit) as exit_info:
-        _main(kermany_root, tmp_path, *args)
+        run_small_benchmark(kermany_root, tmp_path, *args, **PLAIN)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "usage: run_benchmark.py" in err and "--dropout" in err
@@ -73,7 +66,7 @@ def test_an_unknown_flag_or_choice_fails_with_the_usage(kermany_root, tmp_path, 
 def test_a_bad_config_file_fails_naming_what_is_valid(kermany_root, tmp_path, capsys, toml, message):
     config = tmp_path / "run.toml"
     config.write_text(toml)
-    assert _main(kermany_root, tmp_path, "--config", str(config)) == 2
+    assert run_small_benchmark(kermany_root, tmp_path, "--config", str(config), **PLAIN) == 2
     err = capsys.readouterr().err
     assert message in err
     if "unknown key" in message:

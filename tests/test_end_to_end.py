@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import HEAD_AND_PROBE, run_small_benchmark
 
 import run_benchmark
 from backbones import DEFAULT_BACKBONES
@@ -36,31 +37,14 @@ REQUIRED_PREDICTIONS = {
 }
 
 
-def _run(root: Path, tmp_path: Path, *extra: str) -> int:
-    return run_benchmark.main(
-        [
-            "--data",
-            str(root),
-            "--weights",
-            "none",
-            "--epochs",
-            "6",
-            "--patience",
-            "3",
-            "--no-progress",
-            "--results-dir",
-            str(tmp_path / "results"),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            # One Adam head and two probe penalties: each backbone reports its head and its probe.
-            *("--lr", "1e-3", "--dropout", "0.2", "--l2", "0", "--probe-l2", "0.1", "1"),
-            *extra,
-        ]
-    )
+# 6 epochs, one Adam head and two probe penalties: each backbone reports its head and its probe.
+LONGER = {"preset": ("--epochs", "6", "--patience", "3"), "grid": HEAD_AND_PROBE}
 
 
+@pytest.mark.slow
 def test_run_writes_reports_that_scikit_learn_agrees_with(kermany_root: Path, tmp_path: Path):
-    assert _run(kermany_root, tmp_path, "--backbones", "MobileNetV2", "ResNet50", "--image-size", "32") == 0
+    args = ("--backbones", "MobileNetV2", "ResNet50", "--image-size", "32")
+    assert run_small_benchmark(kermany_root, tmp_path, *args, **LONGER) == 0
     results = tmp_path / "results"
     board = pd.read_csv(results / "leaderboard.csv")
     predictions = pd.read_csv(results / "predictions.csv")
@@ -87,12 +71,11 @@ def test_run_writes_reports_that_scikit_learn_agrees_with(kermany_root: Path, tm
         assert (results / "heads" / head / "history.csv").is_file()
 
 
-def test_second_run_reuses_every_feature(kermany_root: Path, tmp_path: Path, capsys):
-    args = ("--backbones", "MobileNetV2", "--image-size", "32")
-    assert _run(kermany_root, tmp_path, *args) == 0
+def test_second_run_reuses_every_feature(small_run, tmp_path: Path, capsys):
+    small_run.copy_to(tmp_path)  # the first run
     first = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     capsys.readouterr()
-    assert _run(kermany_root, tmp_path, *args) == 0
+    assert run_small_benchmark(small_run.root, tmp_path) == 0
     assert "features from cache, 0 forward passes" in capsys.readouterr().out
     run_info = pd.read_json(tmp_path / "results" / "run.json", typ="series")
     assert run_info["forward_passes"] == 0
@@ -101,35 +84,25 @@ def test_second_run_reuses_every_feature(kermany_root: Path, tmp_path: Path, cap
 
 
 def test_bad_arguments_fail_before_any_work(kermany_root: Path, tmp_path: Path, capsys):
-    assert _run(kermany_root, tmp_path, "--backbones", "ResNet51") == 2
+    assert run_small_benchmark(kermany_root, tmp_path, "--backbones", "ResNet51", **LONGER) == 2
     assert "ResNet50" in capsys.readouterr().err
-    assert _run(kermany_root, tmp_path, "--backbones", "Xception", "--image-size", "64") == 2
+    assert run_small_benchmark(kermany_root, tmp_path, "--backbones", "Xception", "--image-size", "64", **LONGER) == 2
     assert "minimum" in capsys.readouterr().err
-    assert _run(kermany_root, tmp_path, "--dropout", "1.0") == 2
+    assert run_small_benchmark(kermany_root, tmp_path, "--dropout", "1.0", **LONGER) == 2
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_all_six_backbones_extract_and_train(kermany_root: Path, tmp_path: Path):
-    assert (
-        _run(
-            kermany_root,
-            tmp_path,
-            "--backbones",
-            *DEFAULT_BACKBONES,
-            "--image-size",
-            "75",
-            "--limit-per-class",
-            "3",
-            "--min-image-side",
-            "0",
-        )
-        == 0
-    )  # the 40 px fixtures are below Inception's 75 px minimum
+    # --min-image-side 0: the 40 px fixtures are below Inception's 75 px minimum
+    args = ("--backbones", *DEFAULT_BACKBONES, "--image-size", "75", "--limit-per-class", "3", "--min-image-side", "0")
+    assert run_small_benchmark(kermany_root, tmp_path, *args, **LONGER) == 0
     board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     assert set(board["backbone"]) == set(DEFAULT_BACKBONES) | {f"{name}-logreg" for name in DEFAULT_BACKBONES}
     assert verify(tmp_path / "results") == []
 
 
+@pytest.mark.slow
 def test_no_data_runs_on_the_labelled_phantom_set(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no data/chest_xray here
     code = run_benchmark.main(
@@ -143,17 +116,19 @@ def test_no_data_runs_on_the_labelled_phantom_set(tmp_path: Path, monkeypatch, c
     assert pd.read_csv(tmp_path / "results" / "leaderboard.csv")["weights"].str.startswith("random-init").all()
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_real_data_subset_end_to_end(real_data: Path, tmp_path: Path):
-    assert _run(real_data, tmp_path, "--backbones", "MobileNetV2", "--image-size", "64", "--limit-per-class", "8") == 0
+    args = ("--backbones", "MobileNetV2", "--image-size", "64", "--limit-per-class", "8")
+    assert run_small_benchmark(real_data, tmp_path, *args, **LONGER) == 0
     assert verify(tmp_path / "results") == []
     predictions = pd.read_csv(tmp_path / "results" / "predictions.csv")
     assert len(predictions) == 2 * 3 * 8 and predictions["path"].str.startswith("test/").all()
 
 
-def test_operating_points_intervals_and_calibration_are_reported(kermany_root: Path, tmp_path: Path):
-    assert _run(kermany_root, tmp_path, "--backbones", "MobileNetV2", "--image-size", "32",
-                "--target-sensitivity", "0.9", "--bootstrap", "200") == 0  # fmt: skip
+def test_operating_points_intervals_and_calibration_are_reported(probe_run, tmp_path: Path):
+    # A run with --target-sensitivity 0.9 --bootstrap 200, copied: its leaderboard is changed below.
+    probe_run.copy_to(tmp_path)
     board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     for metric in ("sensitivity", "specificity", "accuracy", "f1", "auc"):
         defined = board[board[metric].notna()]
@@ -176,6 +151,7 @@ def test_operating_points_intervals_and_calibration_are_reported(kermany_root: P
         assert any(column in problem for problem in problems), column
 
 
+@pytest.mark.slow
 def test_a_four_class_folder_dataset_gets_one_vs_rest_tasks(tmp_path: Path):
     from conftest import write_image
 
@@ -186,7 +162,8 @@ def test_a_four_class_folder_dataset_gets_one_vs_rest_tasks(tmp_path: Path):
     for name, look in looks.items():
         for i in range(15):
             write_image(tmp_path / "data" / name / f"{name.lower()}-{i:03d}.png", look, rng)
-    assert _run(tmp_path / "data", tmp_path, "--backbones", "MobileNetV2", "--image-size", "32") == 0
+    args = ("--backbones", "MobileNetV2", "--image-size", "32")
+    assert run_small_benchmark(tmp_path / "data", tmp_path, *args, **LONGER) == 0
     board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     tasks = binary_tasks(tuple(looks))
     assert list(dict.fromkeys(board["task"])) == list(tasks)

@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import slow_except
 
 from backbones import BACKBONES, build_backbone, get_backbone, model_flops, resolve_weights
 from benchmark.speed.bench_extract import cosine_rows
@@ -124,7 +125,7 @@ def test_unknown_precision_names_the_valid_ones():
         build_backbone(spec, 32, resolve_weights(spec, "none", 32), precision="int4")
 
 
-@pytest.mark.parametrize("name", list(BACKBONES))
+@pytest.mark.parametrize("name", slow_except(BACKBONES, "VGG16"))
 def test_bfloat16_features_point_the_same_way_as_float32(name: str):
     spec = get_backbone(name)
     size = spec.min_size

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from conftest import make_kermany, run_small_benchmark
 
 
+@pytest.mark.slow
 def test_failed_points_are_retried_and_an_all_failed_sweep_ends_clearly(
     kermany_root: Path, tmp_path: Path, monkeypatch, capsys
 ):
@@ -52,16 +54,11 @@ def test_a_dataset_with_one_class_stops_before_extraction(tmp_path: Path, capsys
     assert not (tmp_path / "cache" / "MobileNetV2").exists()
 
 
-def test_outputs_respect_the_umask(kermany_root: Path, tmp_path: Path):
-    previous = os.umask(0o022)
-    try:
-        assert run_small_benchmark(kermany_root, tmp_path) == 0
-    finally:
-        os.umask(previous)
-    results = tmp_path / "results"
+def test_outputs_respect_the_umask(small_run):
+    results = small_run.results  # written under umask 022
     written = [results / name for name in ("leaderboard.csv", "leaderboard.md", "grid.csv", "predictions.csv",
                                            "run.json", "skipped.csv")]  # fmt: skip
-    written += list(results.glob("heads/*/point.json")) + list((tmp_path / "cache").glob("MobileNetV2/*/*.json"))
+    written += list(results.glob("heads/*/point.json")) + list(small_run.cache.glob("MobileNetV2/*/*.json"))
     assert len(written) >= 8
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
@@ -78,14 +75,14 @@ def test_a_strict_umask_is_kept(tmp_path: Path):
     assert stat.S_IMODE((tmp_path / "private.txt").stat().st_mode) == 0o600
 
 
-def test_a_truncated_checkpoint_is_detected_and_the_point_retrained(kermany_root: Path, tmp_path: Path):
+def test_a_truncated_checkpoint_is_detected_and_the_point_retrained(small_run, tmp_path: Path):
     import pandas as pd
 
-    assert run_small_benchmark(kermany_root, tmp_path) == 0
+    small_run.copy_to(tmp_path)
     first = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     (checkpoint,) = (tmp_path / "results" / "heads").glob("*/best.keras")
     checkpoint.write_bytes(checkpoint.read_bytes()[:-200])  # point.json stays intact
-    assert run_small_benchmark(kermany_root, tmp_path) == 0
+    assert run_small_benchmark(small_run.root, tmp_path) == 0
     assert json.loads((tmp_path / "results" / "run.json").read_text())["heads_trained_this_run"] == 1
     second = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     pd.testing.assert_frame_equal(first[["task", "auc", "sensitivity"]], second[["task", "auc", "sensitivity"]])
@@ -138,6 +135,7 @@ def _wait_until_gone(session: int, seconds: float = 20) -> list[int]:
     return _session_processes(session)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_ctrl_c_prints_one_line_exits_130_and_stops_the_workers(kermany_root: Path, tmp_path: Path):
     process = _start_busy_sweep(kermany_root, tmp_path)
@@ -154,6 +152,7 @@ def test_ctrl_c_prints_one_line_exits_130_and_stops_the_workers(kermany_root: Pa
     assert _wait_until_gone(process.pid) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_workers_exit_when_the_main_process_is_killed(kermany_root: Path, tmp_path: Path):
     process = _start_busy_sweep(kermany_root, tmp_path)
@@ -170,8 +169,7 @@ def test_an_unwritable_results_folder_ends_with_one_line(kermany_root: Path, tmp
     assert len(err.strip().splitlines()) == 1
 
 
-def test_a_full_disk_while_writing_the_reports_ends_with_one_line(kermany_root: Path, tmp_path: Path, monkeypatch,
-                                                                  capsys):  # fmt: skip
+def test_a_full_disk_while_writing_the_reports_ends_with_one_line(small_run, tmp_path: Path, monkeypatch, capsys):
     import errno
 
     from benchmark.reporting import report
@@ -184,11 +182,13 @@ def test_a_full_disk_while_writing_the_reports_ends_with_one_line(kermany_root: 
         write(path, text)
 
     monkeypatch.setattr(report, "atomic_write_text", full_at_the_leaderboard)
-    assert run_small_benchmark(kermany_root, tmp_path) == 1
+    shutil.copytree(small_run.cache, tmp_path / "cache")  # the features are ready: the head trains, the reports fail
+    assert run_small_benchmark(small_run.root, tmp_path) == 1
     assert "error: the disk is full" in capsys.readouterr().err
     assert list((tmp_path / "results" / "heads").glob("*/point.json"))  # finished grid points are kept
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("looks", "tasks"),
     [
@@ -218,6 +218,7 @@ def test_class_names_that_are_not_identifiers_work_through_every_output(tmp_path
     assert all(grid[f"val_{task}_auc"].notna().all() for task in tasks)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_a_second_run_on_the_same_folders_is_refused_naming_the_first(kermany_root: Path, tmp_path: Path):
     first = _start_busy_sweep(kermany_root, tmp_path)
@@ -239,6 +240,7 @@ def test_a_second_run_on_the_same_folders_is_refused_naming_the_first(kermany_ro
     assert run_small_benchmark(kermany_root, tmp_path) == 0
 
 
+@pytest.mark.slow
 def test_a_file_name_that_is_not_utf8_is_left_out_by_audit_run_and_predict(kermany_root: Path, tmp_path: Path,
                                                                           capsys):  # fmt: skip
     import pandas as pd

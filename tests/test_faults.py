@@ -82,6 +82,7 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, Path]:
     return root, base / "clean"
 
 
+@pytest.mark.slow
 def test_kill_9_during_extraction_then_rerun_gives_the_same_results(uninterrupted, tmp_path: Path):
     root, clean = uninterrupted
     cache = tmp_path / "cache"
@@ -97,6 +98,7 @@ def test_kill_9_during_extraction_then_rerun_gives_the_same_results(uninterrupte
     _same_results(clean, tmp_path)
 
 
+@pytest.mark.slow
 def test_kill_9_during_the_sweep_then_rerun_gives_the_same_results(uninterrupted, tmp_path: Path):
     root, clean = uninterrupted
 
@@ -112,24 +114,25 @@ def test_kill_9_during_the_sweep_then_rerun_gives_the_same_results(uninterrupted
     _same_results(clean, tmp_path)
 
 
-def test_damaged_feature_cache_and_grid_point_are_rebuilt(kermany_root: Path, tmp_path: Path):
-    assert run_small_benchmark(kermany_root, tmp_path) == 0
+def test_damaged_feature_cache_and_grid_point_are_rebuilt(small_run, tmp_path: Path):
+    small_run.copy_to(tmp_path)
     first = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     (features,) = (tmp_path / "cache").glob("MobileNetV2/*/features.npy")
     features.write_bytes(features.read_bytes()[:-100])  # truncated
     (point,) = (tmp_path / "results" / "heads").glob("*/point.json")
     point.write_text('{"status": "do')  # a torn write
-    assert run_small_benchmark(kermany_root, tmp_path) == 0
+    assert run_small_benchmark(small_run.root, tmp_path) == 0
     run_info = json.loads((tmp_path / "results" / "run.json").read_text())
     assert run_info["forward_passes"] > 0 and run_info["heads_trained_this_run"] == 1
     second = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     pd.testing.assert_frame_equal(first[METRIC_COLUMNS], second[METRIC_COLUMNS], rtol=1e-6)
 
 
-def test_a_cache_from_another_keras_version_is_not_reused(kermany_root: Path, tmp_path: Path, monkeypatch):
-    assert run_small_benchmark(kermany_root, tmp_path) == 0
+@pytest.mark.slow
+def test_a_cache_from_another_keras_version_is_not_reused(small_run, tmp_path: Path, monkeypatch):
+    small_run.copy_to(tmp_path)
     monkeypatch.setattr(keras, "__version__", "3.0.0")
-    assert run_small_benchmark(kermany_root, tmp_path) == 0
+    assert run_small_benchmark(small_run.root, tmp_path) == 0
     assert json.loads((tmp_path / "results" / "run.json").read_text())["forward_passes"] > 0
     assert len(list((tmp_path / "cache").glob("MobileNetV2/*/features.npy"))) == 2
 
@@ -148,6 +151,7 @@ def test_other_weights_files_and_decoders_give_other_keys(kermany_root: Path, tm
     assert len(keys) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pixel_cache", [True, False])
 def test_a_full_disk_ends_with_a_clear_error_and_no_trusted_file(
     kermany_root: Path, tmp_path: Path, monkeypatch, capsys, pixel_cache: bool

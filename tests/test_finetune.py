@@ -65,6 +65,7 @@ def test_top_layers_unfreeze_and_batch_normalization_never_does():
     assert ordered == sorted(ordered, reverse=True)  # earlier layers learn more slowly
 
 
+@pytest.mark.slow
 def test_fine_tuning_keeps_batch_normalization_statistics_and_changes_the_top():
     spec = get_backbone("MobileNetV2")
     head = build_head(spec.feature_size, 3, 0.2)
@@ -99,6 +100,7 @@ def finetuned_run(tmp_path_factory):
     return root, base, extra
 
 
+@pytest.mark.slow
 def test_fine_tuned_rows_sit_beside_the_frozen_ones(finetuned_run):
     _, base, _ = finetuned_run
     board = pd.read_csv(base / "results" / "leaderboard.csv")
@@ -113,6 +115,7 @@ def test_fine_tuned_rows_sit_beside_the_frozen_ones(finetuned_run):
     assert verify(base / "results") == []
 
 
+@pytest.mark.slow
 def test_a_rerun_reads_fine_tuned_results_back(finetuned_run, monkeypatch):
     root, base, extra = finetuned_run
     first = pd.read_csv(base / "results" / "leaderboard.csv")
@@ -127,6 +130,7 @@ def test_a_rerun_reads_fine_tuned_results_back(finetuned_run, monkeypatch):
     pd.testing.assert_frame_equal(first[columns], second[columns])
 
 
+@pytest.mark.slow
 def test_a_damaged_fine_tuned_weights_file_is_fine_tuned_again(finetuned_run, monkeypatch):
     root, base, extra = finetuned_run
     (weights,) = (base / "results" / "finetune").glob("*/model.weights.h5")
@@ -155,6 +159,7 @@ def test_bad_fine_tuning_settings_fail_before_any_work(kermany_root: Path, tmp_p
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_predict_serves_the_fine_tuned_model_when_asked(finetuned_run, tmp_path: Path, capsys):
     from benchmark import predict
 

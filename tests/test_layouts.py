@@ -90,6 +90,7 @@ def test_symbolic_links_are_followed_and_broken_or_looping_ones_listed(kermany_r
     )
 
 
+@pytest.mark.slow
 def test_non_ascii_names_run_end_to_end(kermany_root: Path, tmp_path: Path):
     rng = np.random.default_rng(2)
     name = "test/NORMAL/IM-ñandú-Ωμέγα-患者-0001.jpeg"

@@ -8,23 +8,14 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_kermany, run_small_benchmark
 from PIL import Image
 
 from benchmark import predict
 from benchmark.training.heads import build_head
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("predict")
-    root = make_kermany(base / "data", {"train": 12, "val": 2, "test": 6})
-    assert run_small_benchmark(root, base) == 0
-    return root, base / "results"
-
-
-def test_predict_gives_the_runs_probabilities_and_a_heatmap_per_image(finished_run, tmp_path: Path, capsys):
-    root, results = finished_run
+def test_predict_gives_the_runs_probabilities_and_a_heatmap_per_image(small_run, tmp_path: Path, capsys):
+    root, results = small_run.root, small_run.results
     (tmp_path / "in").mkdir()
     for path in sorted((root / "test" / "PNEUMONIA").iterdir())[:3]:
         (tmp_path / "in" / path.name).write_bytes(path.read_bytes())
@@ -49,11 +40,8 @@ def test_predict_gives_the_runs_probabilities_and_a_heatmap_per_image(finished_r
     assert (mine["flagged"] == (mine["score"] >= mine["threshold"])).all()
 
 
-def test_predict_serves_the_logistic_regression_probe(tmp_path: Path, capsys):
-    root = make_kermany(tmp_path / "data", {"train": 12, "val": 2, "test": 6})
-    probe_grid = ("--lr", "1e-3", "--dropout", "0.2", "--l2", "0", "--probe-l2", "0.1", "1")
-    assert run_small_benchmark(root, tmp_path, grid=probe_grid) == 0
-    results = tmp_path / "results"
+def test_predict_serves_the_logistic_regression_probe(probe_run, tmp_path: Path, capsys):
+    root, results = probe_run.root, probe_run.results
     image = sorted((root / "test" / "NORMAL").iterdir())[0]
     capsys.readouterr()
     out = str(tmp_path / "o")
@@ -66,8 +54,8 @@ def test_predict_serves_the_logistic_regression_probe(tmp_path: Path, capsys):
         assert mine[f"p_{label}"] == pytest.approx(theirs[f"p_{label}"], abs=1e-5)
 
 
-def test_the_head_is_chosen_by_validation_never_by_test(finished_run, tmp_path: Path):
-    _, results = finished_run
+def test_the_head_is_chosen_by_validation_never_by_test(small_run, tmp_path: Path):
+    results = small_run.results
     chosen = predict.choose_head(results)["head_id"]
     board = pd.read_csv(results / "leaderboard.csv")
     board["auc"] = 1 - board["auc"]  # what test says cannot change the choice
@@ -125,15 +113,15 @@ def test_occlusion_finds_the_region_the_model_looks_at():
     assert heat[:16, :16].mean() > 0.3 and heat[32:, 32:].max() == 0.0
 
 
-def test_occlusion_method_from_the_command_line(finished_run, tmp_path: Path):
-    root, results = finished_run
+def test_occlusion_method_from_the_command_line(small_run, tmp_path: Path):
+    root, results = small_run.root, small_run.results
     image = sorted((root / "test" / "NORMAL").iterdir())[0]
     out = tmp_path / "out"
     assert predict.main([str(results), str(image), "--out", str(out), "--method", "occlusion"]) == 0
     assert (out / f"{image.stem}_occlusion.png").stat().st_size > 1000
 
 
-def test_a_missing_target_fails_clearly(finished_run, tmp_path: Path, capsys):
-    _, results = finished_run
+def test_a_missing_target_fails_clearly(small_run, tmp_path: Path, capsys):
+    results = small_run.results
     assert predict.main([str(results), str(tmp_path / "nothing.jpeg")]) == 2
     assert "neither an image file nor a folder" in capsys.readouterr().err

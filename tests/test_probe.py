@@ -49,6 +49,7 @@ def _objective(model, x: np.ndarray, y: np.ndarray, l2: float) -> float:
     return float(-np.mean(np.log(probabilities[np.arange(len(y)), y])) + l2 * np.sum(kernel**2))
 
 
+@pytest.mark.slow
 def test_adam_head_with_l2_converges_to_the_probe_with_the_same_penalty(tmp_path: Path):
     """The per-head L2 of the joint training is the probe's objective: the same penalty, the same optimum.
 

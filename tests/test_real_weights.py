@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import REAL_DATA
+from conftest import REAL_DATA, slow_except
 
 from backbones import BACKBONES, build_backbone, resolve_weights
 from benchmark.evaluation.metrics import roc_auc
@@ -58,7 +58,7 @@ def _file_tensors(path: Path) -> list[np.ndarray]:
     return tensors
 
 
-@pytest.mark.parametrize("name", list(SHARED_FILES))
+@pytest.mark.parametrize("name", slow_except(SHARED_FILES, "MobileNet-0.25"))
 def test_shared_weights_load_with_every_tensor_equal_to_the_file(name: str, weights_dir: Path):
     spec = BACKBONES[name]
     source = resolve_weights(spec, str(weights_dir), 224)
@@ -79,6 +79,7 @@ def _probe_scores(features: dict[str, np.ndarray], labels: dict[str, np.ndarray]
     return probe.history["val_loss"][0], roc_auc(labels["val"] > 0, probabilities[:, 1:].sum(axis=1))
 
 
+@pytest.mark.slow
 def test_imagenet_features_beat_random_init_on_real_radiographs(weights_dir: Path, tmp_path: Path):
     """MobileNetV2-0.35 at 128 px, 40 train and 40 validation images per class, the same linear probe on top.
 
@@ -106,6 +107,7 @@ def test_imagenet_features_beat_random_init_on_real_radiographs(weights_dir: Pat
     assert imagenet_auc > random_auc + 0.065
 
 
+@pytest.mark.slow
 def test_cache_never_mixes_features_of_different_weight_files(weights_dir: Path, tmp_path: Path, kermany_root):
     """Two folders hold a file of the same name with different tensors: each run gets its own features."""
     spec = BACKBONES["MobileNetV2-0.35"]

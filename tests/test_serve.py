@@ -176,6 +176,7 @@ def test_plots_are_shown_inline_and_a_missing_one_says_so(client, tmp_path: Path
     assert 'src="/plots/metric_bars.png"' not in html
 
 
+@pytest.mark.slow  # loads a second predictor to compare with: about 7 s
 def test_the_page_answers_with_predict_images_numbers(client, probe_run, tmp_path: Path):
     image = _test_image(probe_run)
     chosen = predict.choose_head(probe_run.results)

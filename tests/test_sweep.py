@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_small_benchmark
 
 import run_benchmark
 from benchmark.config import RunConfig, load_toml
@@ -19,11 +20,7 @@ GRID = ("--backbones", "MobileNetV2", "--image-size", "32", "--lr", "1e-3", "1e-
         "--l2", "0", "--no-probe")  # fmt: skip
 
 
-def _sweep(root: Path, tmp_path: Path, name: str, *extra: str) -> int:
-    return run_benchmark.main(
-        ["--data", str(root), "--weights", "none", "--epochs", "6", "--patience", "3", "--no-progress",
-         "--results-dir", str(tmp_path / name), "--cache-dir", str(tmp_path / "cache"), *GRID, *extra]
-    )  # fmt: skip
+SWEEP = {"preset": ("--epochs", "6", "--patience", "3"), "grid": GRID}
 
 
 def _blobs(seed: int, n: int = 60):
@@ -33,6 +30,7 @@ def _blobs(seed: int, n: int = 60):
     return (centers[labels] + rng.normal(0, 1.0, (n, 8))).astype(np.float32), labels
 
 
+@pytest.mark.slow
 def test_heads_trained_together_equal_heads_trained_alone(tmp_path: Path):
     x, y = _blobs(0)
     xv, yv = _blobs(1)
@@ -97,13 +95,14 @@ def test_cli_and_toml_errors_come_before_any_work(kermany_root: Path, tmp_path: 
     bad.write_text("dropuot = 0.2\n")
     assert run_benchmark.main(["--config", str(bad), "--data", str(kermany_root)]) == 2
     assert "dropout" in capsys.readouterr().err
-    assert _sweep(kermany_root, tmp_path, "r", "--select-by", "covid_vs_rest.auc") == 2
+    assert run_small_benchmark(kermany_root, tmp_path, "--select-by", "covid_vs_rest.auc", results="r", **SWEEP) == 2
     assert "normal_vs_pneumonia" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_selection_ignores_the_test_labels(kermany_root: Path, tmp_path: Path):
-    assert _sweep(kermany_root, tmp_path, "original") == 0
+    assert run_small_benchmark(kermany_root, tmp_path, results="original", **SWEEP) == 0
     # Swap the test images between classes: test labels change, train and val do not.
     test_dir = kermany_root / "test"
     normal = sorted((test_dir / "NORMAL").iterdir())
@@ -114,7 +113,7 @@ def test_selection_ignores_the_test_labels(kermany_root: Path, tmp_path: Path):
         b.write_bytes(a_bytes)
         if i == 3:
             break
-    assert _sweep(kermany_root, tmp_path, "shuffled") == 0
+    assert run_small_benchmark(kermany_root, tmp_path, results="shuffled", **SWEEP) == 0
     original = pd.read_csv(tmp_path / "original" / "grid.csv")
     shuffled = pd.read_csv(tmp_path / "shuffled" / "grid.csv")
     pd.testing.assert_frame_equal(original, shuffled)  # every validation score is the same
@@ -129,14 +128,15 @@ def test_selection_ignores_the_test_labels(kermany_root: Path, tmp_path: Path):
     assert verify(tmp_path / "shuffled") == []
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_points_and_ends_identical(kermany_root: Path, tmp_path: Path, capsys):
-    assert _sweep(kermany_root, tmp_path, "full", "--seeds", "2") == 0
+    assert run_small_benchmark(kermany_root, tmp_path, "--seeds", "2", results="full", **SWEEP) == 0
     capsys.readouterr()
     # Simulate a sweep killed after some points: copy half the finished points to a fresh results dir.
     finished = sorted((tmp_path / "full" / "heads").iterdir())
     for folder in finished[: len(finished) // 2]:
         shutil.copytree(folder, tmp_path / "resumed" / "heads" / folder.name)
-    assert _sweep(kermany_root, tmp_path, "resumed", "--seeds", "2") == 0
+    assert run_small_benchmark(kermany_root, tmp_path, "--seeds", "2", results="resumed", **SWEEP) == 0
     out = capsys.readouterr().out
     assert "already done" in out and "trained" in out
     run_info = json.loads((tmp_path / "resumed" / "run.json").read_text())
@@ -152,6 +152,7 @@ def test_rerun_skips_finished_points_and_ends_identical(kermany_root: Path, tmp_
         assert (tmp_path / "resumed" / "plots" / plot).stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(kermany_root: Path, tmp_path: Path, monkeypatch):
     from benchmark.training import sweep
 
@@ -163,7 +164,7 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(kermany_root: Path, t
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sweep, "train_heads", flaky)
-    assert _sweep(kermany_root, tmp_path, "r") == 0
+    assert run_small_benchmark(kermany_root, tmp_path, results="r", **SWEEP) == 0
     grid = pd.read_csv(tmp_path / "r" / "grid.csv")
     failed = grid[grid["failed"] > 0]
     assert len(failed) == 1 and "simulated divergence" in failed["errors"].iloc[0]
@@ -177,11 +178,13 @@ def test_selection_score_orientation():
     assert selection_score(point, "normal_vs_pneumonia.auc") == 0.9
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_in_process_results(kermany_root: Path, tmp_path: Path, capsys):
     # Two seeds make two groups of heads, so two workers really run in parallel.
-    assert _sweep(kermany_root, tmp_path, "inline", "--seeds", "2", "--head-workers", "1") == 0
+    seeds = ("--seeds", "2")
+    assert run_small_benchmark(kermany_root, tmp_path, *seeds, "--head-workers", "1", results="inline", **SWEEP) == 0
     assert "worker processes" not in capsys.readouterr().out
-    assert _sweep(kermany_root, tmp_path, "workers", "--seeds", "2", "--head-workers", "2") == 0
+    assert run_small_benchmark(kermany_root, tmp_path, *seeds, "--head-workers", "2", results="workers", **SWEEP) == 0
     assert "in 2 single-threaded worker processes" in capsys.readouterr().out
     keys = ["backbone", "image_size", "kind", "lr", "dropout", "l2", "lr_schedule"]
     inline, workers = (
