@@ -67,6 +67,17 @@ def _data_options(options: _Options) -> None:
     add = options.group("data")
     add("--data", "dataset folder, Kermany or class-folder layout; else data/chest_xray/ if present, else the "
         "synthetic phantom set", metavar="DIR")
+    add("--labels", "labels from a CSV (one row per image) instead of class folders; its image paths are "
+        "relative to --data", metavar="FILE.csv")
+    add("--path-column", "the labels CSV's column of image paths", metavar="NAME")
+    add("--label-column", "the labels CSV's column of class names", metavar="NAME")
+    add("--patient-column", "the labels CSV's column of patient ids: splits are carved by patient (default: the "
+        "patient read from the file name, as for folders)", metavar="NAME")
+    add("--split-column", "the labels CSV's column of official splits (train, val, test); without it test and "
+        "validation are carved", metavar="NAME")
+    add("--classes", "the labels CSV's classes, in this order; rows with another label are left out as unknown "
+        "(default: every label found, sorted; Kermany's normal bacterial viral in that order)", nargs="+",
+        metavar="NAME")
     add("--limit-per-class", "keep at most N images per class and split, for quick runs", type=int, metavar="N")
     add("--val-fraction", "share of train carved as validation, stratified, whole patients", type=float, metavar="F")
     add("--val-source", "carve validation from train, or use the dataset's own val folder",

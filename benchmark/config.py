@@ -33,7 +33,7 @@ from benchmark.settings import (
     probe_settings,
 )
 from features.data.audit import LEAKAGE_POLICIES
-from features.settings import DataSettings, ExtractSettings
+from features.settings import DataSettings, ExtractSettings, LabelSettings
 
 _HEAD = HeadSettings()
 # HeadSettings fields a run sets once for every head: all but the grid's and the seed.
@@ -41,11 +41,12 @@ _SHARED_HEAD_FIELDS = tuple(f.name for f in fields(HeadSettings) if f.name not i
 _FINETUNE = FinetuneSettings()
 # Each default is written once, in the stage settings that use it.
 _DATA, _EXTRACT, _SWEEP, _REPORT = DataSettings(), ExtractSettings(), SweepSettings(), ReportSettings()
+_LABELS = LabelSettings()
 WEIGHTS_CHOICES = ("imagenet", "none")
 CLASS_WEIGHTS = ("none", "balanced")
 VAL_SOURCES = ("carve", "official")
 GRID_FIELDS = ("image_size", "lr", "dropout", "l2", "lr_schedule")
-TUPLE_FIELDS = ("backbones", *GRID_FIELDS, "probe_l2", "finetune_sizes")
+TUPLE_FIELDS = ("backbones", *GRID_FIELDS, "probe_l2", "finetune_sizes", "classes")
 
 
 @dataclass
@@ -53,6 +54,12 @@ class RunConfig:
     """One benchmark run. The CLI (and ``--config`` TOML) fill it; every result row carries it."""
 
     data: str | None = None
+    labels: str | None = _LABELS.labels
+    path_column: str = _LABELS.path_column
+    label_column: str = _LABELS.label_column
+    patient_column: str | None = _LABELS.patient_column
+    split_column: str | None = _LABELS.split_column
+    classes: tuple[str, ...] = _LABELS.classes
     backbones: tuple[str, ...] = DEFAULT_BACKBONES
     weights: str | None = None
     image_size: tuple[int, ...] = ()
@@ -117,6 +124,9 @@ class RunConfig:
             )
         if self.data is not None and not Path(self.data).is_dir():
             raise ValueError(f"--data {self.data} is not a folder")
+        if self.labels is not None and (self.data is None or not Path(self.labels).is_file()):
+            raise ValueError(f"--labels {self.labels} is not a file" if self.data is not None else
+                             "--labels needs --data DIR, the folder its image paths are relative to")
         for size in self.image_size:
             for name in self.backbones:
                 get_backbone(name).check_size(size)
@@ -201,6 +211,10 @@ class RunConfig:
     def stages(self) -> StageSettings:
         """The settings object of every stage of the run."""
         return StageSettings(
+            labels=LabelSettings(
+                labels=self.labels, path_column=self.path_column, label_column=self.label_column,
+                patient_column=self.patient_column, split_column=self.split_column, classes=self.classes,
+            ),
             data=DataSettings(
                 min_side=self.min_side(), val_fraction=self.val_fraction, test_fraction=self.test_fraction,
                 val_source=self.val_source, limit_per_class=self.limit_per_class, leakage=self.leakage,
@@ -257,6 +271,7 @@ class RunConfig:
 class StageSettings:
     """One settings object per stage of a run, all derived from one ``RunConfig`` by ``RunConfig.stages``."""
 
+    labels: LabelSettings
     data: DataSettings
     extract: ExtractSettings
     sweep: SweepSettings

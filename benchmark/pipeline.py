@@ -27,8 +27,9 @@ from benchmark.training.finetune import finetune_winners  # noqa: E402
 from benchmark.training.sweep import run_sweep  # noqa: E402
 from features.cache import FolderInUseError, folder_lock  # noqa: E402
 from features.data.audit import DatasetError, audit_images, check_classes, flag_leakage  # noqa: E402
-from features.data.dataset import Dataset, describe_counts, make_splits, scan_dataset  # noqa: E402
+from features.data.dataset import Dataset, describe_counts, make_splits  # noqa: E402
 from features.data.images import UnreadableImageError  # noqa: E402
+from features.data.labels import load_dataset  # noqa: E402
 from features.data.phantom import make_phantom_dataset  # noqa: E402
 from features.extract import BackboneFeatures, extract_all, resource_problems  # noqa: E402
 from features.settings import DataSettings  # noqa: E402
@@ -111,7 +112,7 @@ def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
     if config.weights is None:
         config.weights = "none" if phantom else "imagenet"
     try:
-        dataset = scan_dataset(data_root)
+        dataset = load_dataset(data_root, config.stages().labels)
     except (ValueError, OSError) as error:
         return error_line(prog, error)
     task = config.select_by.partition(".")[0]

@@ -37,3 +37,20 @@ class ExtractSettings:
     pixel_cache: bool = True
     cache_dir: str = ".cache/features"
     progress: bool = True
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """Where a dataset's labels come from: class folders (``labels`` None) or a CSV beside the image folder.
+
+    ``classes`` (optional) is the label set, in label-index order; a CSV label outside it is left out as
+    unknown. ``patient_column`` and ``split_column`` are optional: without a patient column the patient is
+    read from the file name, as for folders; without a split column test and validation are carved.
+    """
+
+    labels: str | None = None
+    path_column: str = "path"
+    label_column: str = "label"
+    patient_column: str | None = None
+    split_column: str | None = None
+    classes: tuple[str, ...] = ()
