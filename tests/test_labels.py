@@ -165,3 +165,32 @@ def test_real_data_described_by_a_csv_gives_the_same_splits_and_numbers(real_dat
         pd.read_csv(table / "predictions.csv")[split_columns]
     )
     pd.testing.assert_frame_equal(_numbers(folders), _numbers(table))
+
+
+def test_official_split_lists_name_images_by_path_or_file_name(tmp_path: Path):
+    rows = make_flat_set(tmp_path)
+    test_names = [Path(row[0]).name for row in rows if row[3] == "test"]  # bare file names, as NIH's lists
+    (tmp_path / "test_list.txt").write_text("\n".join(test_names[1:]) + "\n\n", encoding="utf-8")
+    train = [row[0] for row in rows if row[3] == "train"]
+    (tmp_path / "train_val_list.txt").write_text("\n".join(train + [rows[-1][0]]), encoding="utf-8")
+    path = write_csv(tmp_path / "labels.csv", HEADER, rows)
+    lists = (("train", str(tmp_path / "train_val_list.txt")), ("test", str(tmp_path / "test_list.txt")))
+    dataset = read_labels(tmp_path, LabelSettings(labels=str(path), split_lists=lists))
+    reasons = dict(dataset.skipped)
+    first_test = next(row[0] for row in rows if row[3] == "test")
+    assert reasons[first_test].startswith("in no split list")
+    assert reasons[rows[-1][0]].startswith("named in split lists of two different splits")
+    assert len(dataset.split("test")) == len(test_names) - 2
+    assert len(dataset.split("train")) == len(train)
+
+
+def test_split_lists_are_checked_before_any_work(tmp_path: Path, capsys):
+    rows = make_flat_set(tmp_path / "data")
+    path = write_csv(tmp_path / "labels.csv", HEADER, rows)
+    for lists, message in ((["holdout=x.txt"], "SPLIT=FILE pairs"), (["test=missing.txt"], "is not a file")):
+        assert run_small_benchmark(tmp_path / "data", tmp_path, "--labels", str(path), "--split-lists", *lists) == 2
+        assert message in capsys.readouterr().err
+    (tmp_path / "t.txt").write_text("images/normal_000.png\n", encoding="utf-8")
+    assert run_small_benchmark(tmp_path / "data", tmp_path, "--labels", str(path), "--split-column", "split",
+                               "--split-lists", f"test={tmp_path / 't.txt'}") == 2  # fmt: skip
+    assert "replaces --split-column" in capsys.readouterr().err

@@ -88,7 +88,42 @@ def _relative(value: str) -> str | None:
     return parts.as_posix()
 
 
-def _row_record(row: list[str], at: dict[str, int], root: Path, classes: tuple[str, ...]) -> ImageRecord | str:
+def read_split_lists(pairs: tuple[tuple[str, str], ...]) -> dict[str, str | None]:
+    """Image name -> split from the official split list files; None for a name in two lists of different splits.
+
+    Raises:
+        LabelsError: a list file that cannot be read or is not UTF-8 text.
+    """
+    splits: dict[str, str | None] = {}
+    for split, path in pairs:
+        try:
+            names = Path(path).read_bytes().decode("utf-8-sig").splitlines()
+        except OSError as error:
+            raise LabelsError(f"cannot read the split list {path}: {error.strerror or error}") from error
+        except UnicodeDecodeError as error:
+            raise LabelsError(f"split list {path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from error
+        for name in filter(None, (line.strip() for line in names)):
+            known = splits.setdefault(name, SPLIT_ALIASES[split.lower()])
+            splits[name] = known if known == SPLIT_ALIASES[split.lower()] else None
+    return splits
+
+
+def _row_split(row: list[str], at: dict[str, int], relative: str, lists: dict[str, str | None] | None) -> str:
+    """The split of one row (train without a split column or lists), or why the row is left out."""
+    if lists is not None:
+        found = {lists[name] for name in (relative, PurePosixPath(relative).name) if name in lists}
+        if not found:
+            return "in no split list (--split-lists)"
+        return found.pop() if len(found) == 1 and None not in found else "named in split lists of two different splits"
+    if "--split-column" not in at:
+        return "train"
+    value = row[at["--split-column"]].strip()
+    return SPLIT_ALIASES.get(value.lower()) or f"unknown split {value!r}; valid: {', '.join(SPLIT_ALIASES)}"
+
+
+def _row_record(
+    row: list[str], at: dict[str, int], root: Path, classes: tuple[str, ...], lists: dict[str, str | None] | None
+) -> ImageRecord | str:
     """The record of one CSV row, or why the row is left out."""
     relative = _relative(row[at["--path-column"]])
     if relative is None:
@@ -98,12 +133,9 @@ def _row_record(row: list[str], at: dict[str, int], root: Path, classes: tuple[s
         return "empty label"
     if classes and label not in classes:
         return f"unknown label {label!r}; known: {', '.join(classes)} (--classes)"
-    split = "train"
-    if "--split-column" in at:
-        value = row[at["--split-column"]].strip()
-        split = SPLIT_ALIASES.get(value.lower())
-        if split is None:
-            return f"unknown split {value!r}; valid: {', '.join(SPLIT_ALIASES)}"
+    split = _row_split(row, at, relative, lists)
+    if split not in SPLIT_ALIASES.values():
+        return split
     if not (root / relative).exists():
         return "image named in the labels file not found under --data"
     if reason := _why_not_an_image(root / relative):
@@ -170,6 +202,7 @@ def read_labels(root: str | Path, settings: LabelSettings) -> Dataset:
     wanted = {"--path-column": settings.path_column, "--label-column": settings.label_column,
               "--patient-column": settings.patient_column, "--split-column": settings.split_column}  # fmt: skip
     at = check_columns(header, wanted, settings.labels)
+    lists = read_split_lists(settings.split_lists) if settings.split_lists else None
     found, skipped = [], []
     for line, row in enumerate(rows, start=2):
         name = row[at["--path-column"]].strip() if len(row) > at["--path-column"] else ""
@@ -178,7 +211,7 @@ def read_labels(root: str | Path, settings: LabelSettings) -> Dataset:
             skipped.append((where, f"line {line} has {len(row)} fields, the header {len(header)}; a stray "
                             "delimiter or quote?"))  # fmt: skip
             continue
-        outcome = _row_record(row, at, root, settings.classes)
+        outcome = _row_record(row, at, root, settings.classes, lists)
         if isinstance(outcome, str):
             skipped.append((where, f"{outcome} (line {line})"))
         else:
