@@ -125,8 +125,9 @@ def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
     if config.weights is None:
         config.weights = "none" if phantom else "imagenet"
     try:
-        dataset = load_dataset(data_root, config.stages().labels)
-        external = load_external(config.stages().external, dataset.classes) if config.external_test else None
+        stages = config.stages()
+        dataset = load_dataset(data_root, stages.labels)
+        external = load_external(stages.external, dataset.classes) if stages.external is not None else None
     except (ValueError, OSError) as error:
         return error_line(prog, error)
     task = config.select_by.partition(".")[0]

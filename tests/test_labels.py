@@ -194,3 +194,18 @@ def test_split_lists_are_checked_before_any_work(tmp_path: Path, capsys):
     assert run_small_benchmark(tmp_path / "data", tmp_path, "--labels", str(path), "--split-column", "split",
                                "--split-lists", f"test={tmp_path / 't.txt'}") == 2  # fmt: skip
     assert "replaces --split-column" in capsys.readouterr().err
+
+
+def test_the_audit_command_reads_a_labels_csv(tmp_path: Path, capsys):
+    from features.data.audit import main
+
+    rows = make_flat_set(tmp_path)
+    rows.append(["images/gone.png", "normal", "z", "train"])
+    path = write_csv(tmp_path / "labels.csv", HEADER, rows)
+    assert main([str(tmp_path), "--labels", str(path), "--patient-column", "patient", "--split-column", "split",
+                 "--min-side", "0"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "(csv): 30 usable images" in out and "image named in the labels file not found" in out
+    (tmp_path / "bad.csv").write_bytes(b"\xff\xfepath")
+    assert main([str(tmp_path), "--labels", str(tmp_path / "bad.csv")]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
