@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from test_labels import write_csv
 
 from benchmark.evaluation.verify import verify
+from benchmark.serve.results import load_run
 from features.data.external import ExternalError, load_external
 from features.settings import ExternalSettings, LabelSettings
 
@@ -73,6 +74,7 @@ def test_the_run_reports_the_external_test_beside_the_internal_one(kermany_root:
     truth = outside["label"].isin(["bacterial", "viral"])
     assert row["auc"] == pytest.approx(roc_auc_score(truth, outside["p_bacterial"] + outside["p_viral"]))
     assert verify(results) == []
+    assert set(load_run(results).board["eval_set"]) == {"internal"}  # the web page shows the internal test
     markdown = (results / "leaderboard.md").read_text(encoding="utf-8")
     assert "## External test beside the internal test" in markdown and "### normal_vs_pneumonia (external)" in markdown
     skipped = pd.read_csv(results / "external_skipped.csv")

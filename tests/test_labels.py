@@ -209,3 +209,11 @@ def test_the_audit_command_reads_a_labels_csv(tmp_path: Path, capsys):
     (tmp_path / "bad.csv").write_bytes(b"\xff\xfepath")
     assert main([str(tmp_path), "--labels", str(tmp_path / "bad.csv")]) == 2
     assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_a_class_without_test_rows_stops_the_run_naming_the_csv(tmp_path: Path, capsys):
+    rows = [row for row in make_flat_set(tmp_path / "data") if not (row[1] == "viral" and row[3] == "test")]
+    path = write_csv(tmp_path / "labels.csv", HEADER, rows)
+    assert run_small_benchmark(tmp_path / "data", tmp_path, "--labels", str(path), "--split-column", "split") == 2
+    err = capsys.readouterr().err
+    assert "class 'viral' has no usable image in test" in err and "rows in the labels CSV" in err

@@ -229,8 +229,10 @@ def check_classes(dataset: Dataset) -> None:
         "; ".join(lines)
         + f". Usable images per class: {table}. "
         + (f"{len(dataset.skipped)} files were left out (most common: {reasons}). " if dataset.skipped else "")
-        + f"Check the class folders under {dataset.root} (an empty folder, or only unreadable images), "
-        "or remove the class."
+        + (f"Check the class folders under {dataset.root} (an empty folder, or only unreadable images), "
+           if dataset.layout != "csv" else "Check that class's rows in the labels CSV (skipped.csv says why rows "
+           "were left out), ")
+        + "or remove the class."
     )
 
 
