@@ -217,3 +217,22 @@ def test_a_class_without_test_rows_stops_the_run_naming_the_csv(tmp_path: Path, 
     assert run_small_benchmark(tmp_path / "data", tmp_path, "--labels", str(path), "--split-column", "split") == 2
     err = capsys.readouterr().err
     assert "class 'viral' has no usable image in test" in err and "rows in the labels CSV" in err
+
+
+def test_the_label_options_come_from_a_toml_config_too(tmp_path: Path):
+    from benchmark.config import RunConfig, load_toml
+
+    labels = write_csv(tmp_path / "labels.csv", HEADER, [])
+    (tmp_path / "run.toml").write_text(
+        f'data = "{tmp_path}"\nlabels = "{labels}"\nsplit_column = "split"\nclasses = ["normal", "viral"]\n'
+        f'external_test = "{tmp_path}"\nexternal_map = ["NORMAL=normal"]\n',
+        encoding="utf-8",
+    )
+    config = RunConfig(**load_toml(tmp_path / "run.toml"))
+    config.validate()
+    stages = config.stages()
+    assert stages.labels.classes == ("normal", "viral") and stages.labels.split_column == "split"
+    assert stages.external.mapping == (("NORMAL", "normal"),) and stages.external.labels.labels is None
+    (tmp_path / "bad.toml").write_text('external_map = "NORMAL"\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="OLD=NEW"):
+        RunConfig(**load_toml(tmp_path / "bad.toml")).validate()
