@@ -67,6 +67,26 @@ def _data_options(options: _Options) -> None:
     add = options.group("data")
     add("--data", "dataset folder, Kermany or class-folder layout; else data/chest_xray/ if present, else the "
         "synthetic phantom set", metavar="DIR")
+    add("--labels", "labels from a CSV (one row per image) instead of class folders; its image paths are "
+        "relative to --data", metavar="FILE.csv")
+    add("--path-column", "the labels CSV's column of image paths", metavar="NAME")
+    add("--label-column", "the labels CSV's column of class names", metavar="NAME")
+    add("--patient-column", "the labels CSV's column of patient ids: splits are carved by patient (default: the "
+        "patient read from the file name, as for folders)", metavar="NAME")
+    add("--split-column", "the labels CSV's column of official splits (train, val, test); without it test and "
+        "validation are carved", metavar="NAME")
+    add("--split-lists", "official split lists instead of a split column: SPLIT=FILE pairs, each file naming its "
+        "images one a line, by CSV path or file name (NIH: train=train_val_list.txt test=test_list.txt)",
+        nargs="+", metavar="SPLIT=FILE")
+    add("--classes", "the labels CSV's classes, in this order; rows with another label are left out as unknown "
+        "(default: every label found, sorted; Kermany's normal bacterial viral in that order)", nargs="+",
+        metavar="NAME")
+    add("--external-test", "a second dataset (class folders, or a CSV with --external-labels) the selected heads "
+        "are tested on unchanged, reported beside the internal test", metavar="DIR")
+    add("--external-labels", "the external test set's labels CSV (read with --path-column and --label-column)",
+        metavar="FILE.csv")
+    add("--external-map", "external class names that differ from the training ones, as OLD=NEW pairs (default: "
+        "the same names, ignoring case)", nargs="+", metavar="OLD=NEW")
     add("--limit-per-class", "keep at most N images per class and split, for quick runs", type=int, metavar="N")
     add("--val-fraction", "share of train carved as validation, stratified, whole patients", type=float, metavar="F")
     add("--val-source", "carve validation from train, or use the dataset's own val folder",

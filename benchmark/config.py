@@ -33,7 +33,8 @@ from benchmark.settings import (
     probe_settings,
 )
 from features.data.audit import LEAKAGE_POLICIES
-from features.settings import DataSettings, ExtractSettings
+from features.data.dataset import SPLIT_ALIASES
+from features.settings import DataSettings, ExternalSettings, ExtractSettings, LabelSettings
 
 _HEAD = HeadSettings()
 # HeadSettings fields a run sets once for every head: all but the grid's and the seed.
@@ -41,11 +42,12 @@ _SHARED_HEAD_FIELDS = tuple(f.name for f in fields(HeadSettings) if f.name not i
 _FINETUNE = FinetuneSettings()
 # Each default is written once, in the stage settings that use it.
 _DATA, _EXTRACT, _SWEEP, _REPORT = DataSettings(), ExtractSettings(), SweepSettings(), ReportSettings()
+_LABELS = LabelSettings()
 WEIGHTS_CHOICES = ("imagenet", "none")
 CLASS_WEIGHTS = ("none", "balanced")
 VAL_SOURCES = ("carve", "official")
 GRID_FIELDS = ("image_size", "lr", "dropout", "l2", "lr_schedule")
-TUPLE_FIELDS = ("backbones", *GRID_FIELDS, "probe_l2", "finetune_sizes")
+TUPLE_FIELDS = ("backbones", *GRID_FIELDS, "probe_l2", "finetune_sizes", "classes", "split_lists", "external_map")
 
 
 @dataclass
@@ -53,6 +55,16 @@ class RunConfig:
     """One benchmark run. The CLI (and ``--config`` TOML) fill it; every result row carries it."""
 
     data: str | None = None
+    labels: str | None = _LABELS.labels
+    path_column: str = _LABELS.path_column
+    label_column: str = _LABELS.label_column
+    patient_column: str | None = _LABELS.patient_column
+    split_column: str | None = _LABELS.split_column
+    classes: tuple[str, ...] = _LABELS.classes
+    split_lists: tuple[str, ...] = ()
+    external_test: str | None = None
+    external_labels: str | None = None
+    external_map: tuple[str, ...] = ()
     backbones: tuple[str, ...] = DEFAULT_BACKBONES
     weights: str | None = None
     image_size: tuple[int, ...] = ()
@@ -117,6 +129,11 @@ class RunConfig:
             )
         if self.data is not None and not Path(self.data).is_dir():
             raise ValueError(f"--data {self.data} is not a folder")
+        if self.labels is not None and (self.data is None or not Path(self.labels).is_file()):
+            raise ValueError(f"--labels {self.labels} is not a file" if self.data is not None else
+                             "--labels needs --data DIR, the folder its image paths are relative to")
+        self._validate_split_lists()
+        self._validate_external()
         for size in self.image_size:
             for name in self.backbones:
                 get_backbone(name).check_size(size)
@@ -167,6 +184,40 @@ class RunConfig:
                 f"(for example normal_vs_pneumonia.auc), not {self.select_by!r}"
             )
 
+    def _validate_split_lists(self) -> None:
+        """Fail on a split list not written SPLIT=FILE, an unknown split, a missing file, or lists beside a column."""
+        for pair in self.split_lists:
+            split, sign, path = pair.partition("=")
+            if not sign or split.strip().lower() not in SPLIT_ALIASES:
+                raise ValueError(f"--split-lists takes SPLIT=FILE pairs with SPLIT one of {', '.join(SPLIT_ALIASES)} "
+                                 f"(for example test=test_list.txt), not {pair!r}")  # fmt: skip
+            if not Path(path.strip()).is_file():
+                raise ValueError(f"--split-lists {pair}: {path.strip()} is not a file")
+        if self.split_lists and (self.labels is None or self.split_column is not None):
+            raise ValueError("--split-lists needs --labels FILE.csv, and replaces --split-column (give one of them)")
+
+    def _validate_external(self) -> None:
+        """Fail on an external test folder or labels file that is not there, or a mapping not written OLD=NEW."""
+        if self.external_test is not None and not Path(self.external_test).is_dir():
+            raise ValueError(f"--external-test {self.external_test} is not a folder")
+        if self.external_labels is not None and self.external_test is None:
+            raise ValueError("--external-labels needs --external-test DIR, the folder its image paths are relative to")
+        if self.external_labels is not None and not Path(self.external_labels).is_file():
+            raise ValueError(f"--external-labels {self.external_labels} is not a file")
+        for pair in self.external_map:
+            old, sign, new = pair.partition("=")
+            if not (sign and old.strip() and new.strip()):
+                raise ValueError(f"--external-map takes OLD=NEW pairs (for example PNEUMONIA=bacterial), not {pair!r}")
+
+    def external_settings(self) -> ExternalSettings | None:
+        """The external test set's settings (its CSV read with the training CSV's path and label columns), or None."""
+        if self.external_test is None:
+            return None
+        labels = LabelSettings(labels=self.external_labels, path_column=self.path_column,
+                               label_column=self.label_column)  # fmt: skip
+        pairs = tuple(tuple(part.strip() for part in pair.split("=", 1)) for pair in self.external_map)
+        return ExternalSettings(root=self.external_test, labels=labels, mapping=pairs)
+
     def min_side(self) -> int:
         """Images whose shorter side is below this are skipped: the given value, else the
         largest minimum input size among the chosen backbones."""
@@ -201,6 +252,13 @@ class RunConfig:
     def stages(self) -> StageSettings:
         """The settings object of every stage of the run."""
         return StageSettings(
+            labels=LabelSettings(
+                labels=self.labels, path_column=self.path_column, label_column=self.label_column,
+                patient_column=self.patient_column, split_column=self.split_column, classes=self.classes,
+                split_lists=tuple((split.strip(), path.strip()) for split, _, path in
+                                  (pair.partition("=") for pair in self.split_lists)),
+            ),
+            external=self.external_settings(),
             data=DataSettings(
                 min_side=self.min_side(), val_fraction=self.val_fraction, test_fraction=self.test_fraction,
                 val_source=self.val_source, limit_per_class=self.limit_per_class, leakage=self.leakage,
@@ -257,6 +315,8 @@ class RunConfig:
 class StageSettings:
     """One settings object per stage of a run, all derived from one ``RunConfig`` by ``RunConfig.stages``."""
 
+    labels: LabelSettings
+    external: ExternalSettings | None  # None: no external test
     data: DataSettings
     extract: ExtractSettings
     sweep: SweepSettings

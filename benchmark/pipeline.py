@@ -22,13 +22,15 @@ from benchmark.config import RunConfig, StageSettings  # noqa: E402
 from benchmark.evaluation.metrics import binary_tasks  # noqa: E402
 from benchmark.records import SweepResult  # noqa: E402
 from benchmark.reporting import provenance  # noqa: E402
-from benchmark.reporting.report import write_data_report, write_reports  # noqa: E402
+from benchmark.reporting.report import write_data_report, write_external_skipped, write_reports  # noqa: E402
 from benchmark.training.finetune import finetune_winners  # noqa: E402
-from benchmark.training.sweep import run_sweep  # noqa: E402
+from benchmark.training.sweep import predict_external, run_sweep  # noqa: E402
 from features.cache import FolderInUseError, folder_lock  # noqa: E402
 from features.data.audit import DatasetError, audit_images, check_classes, flag_leakage  # noqa: E402
-from features.data.dataset import Dataset, describe_counts, make_splits, scan_dataset  # noqa: E402
+from features.data.dataset import Dataset, describe_counts, make_splits  # noqa: E402
+from features.data.external import load_external  # noqa: E402
 from features.data.images import UnreadableImageError  # noqa: E402
+from features.data.labels import load_dataset  # noqa: E402
 from features.data.phantom import make_phantom_dataset  # noqa: E402
 from features.extract import BackboneFeatures, extract_all, resource_problems  # noqa: E402
 from features.settings import DataSettings  # noqa: E402
@@ -75,6 +77,18 @@ def prepare_data(settings: DataSettings, dataset: Dataset, results_dir: Path) ->
     return dataset
 
 
+def prepare_external(settings: DataSettings, external: Dataset, results_dir: Path) -> Dataset:
+    """Check every image of the external test set as the training images are; write ``external_skipped.csv``."""
+    external = audit_images(external, min_side=settings.min_side, cache_dir=settings.cache_dir,
+                            progress=settings.progress)  # fmt: skip
+    written = write_external_skipped(results_dir, external)
+    if external.skipped:
+        print(f"external test: {len(external.skipped)} files left out, each with its reason, in {written}")
+    if not external.records:
+        raise DatasetError(f"the external test set {external.root} has no usable image; see {written}")
+    return external
+
+
 def report_extraction(extracted: list[BackboneFeatures]) -> None:
     """One line per backbone and size: from cache, or how fast it went."""
     for one in extracted:
@@ -111,7 +125,9 @@ def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
     if config.weights is None:
         config.weights = "none" if phantom else "imagenet"
     try:
-        dataset = scan_dataset(data_root)
+        stages = config.stages()
+        dataset = load_dataset(data_root, stages.labels)
+        external = load_external(stages.external, dataset.classes) if stages.external is not None else None
     except (ValueError, OSError) as error:
         return error_line(prog, error)
     task = config.select_by.partition(".")[0]
@@ -123,17 +139,21 @@ def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
             for folder, flag in {Path(config.cache_dir).resolve(): "--cache-dir",
                                  Path(config.results_dir).resolve(): "--results-dir"}.items():  # fmt: skip
                 locks.enter_context(folder_lock(folder, flag))
-            return _run_locked(config, dataset, data_root, phantom, argv, prog)
+            return _run_locked(config, dataset, external, data_root, phantom, argv, prog)
     except FolderInUseError as error:
         return error_line(prog, error, 1)
 
 
 def _run_locked(
-    config: RunConfig, dataset: Dataset, data_root: Path, phantom: bool, argv: list[str] | None, prog: str
+    config: RunConfig, dataset: Dataset, external: Dataset | None, data_root: Path, phantom: bool,
+    argv: list[str] | None, prog: str,
 ) -> int:
     stages = config.stages()
     try:
         dataset = prepare_data(stages.data, dataset, Path(config.results_dir))
+        if external is not None:
+            external = prepare_external(stages.data, external, Path(config.results_dir))
+            print(f"external test: {external.root} ({external.layout}), {len(external.records)} images")
     except (DatasetError, ValueError, OSError) as error:
         return error_line(prog, error)
     print(f"data: {data_root} ({dataset.layout}), weights: {config.weights}")
@@ -151,17 +171,21 @@ def _run_locked(
             report_extraction(extracted)
             return 0
         sweep = run_sweep(stages.sweep, dataset, extracted)
+        if external is not None:
+            external_features = extract_all(stages.extract, external, plan)
+            features_of = {(one.backbone, one.image_size): one.features for one in external_features}
+            predict_external(sweep.winners, features_of, Path(config.results_dir) / "heads")
     except WeightsUnavailableError as error:
         return error_line(prog, error, 1)
     except UnreadableImageError as error:
         return error_line(prog, f"{error}. The file changed after the image check; run the same command again "
                           "and it will be checked (and skipped) anew.", 1)  # fmt: skip
-    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog)
+    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog, external)
 
 
 def _finish(
     config: RunConfig, stages: StageSettings, dataset: Dataset, extracted: list[BackboneFeatures],
-    sweep: SweepResult, phantom: bool, argv: list[str] | None, prog: str,
+    sweep: SweepResult, phantom: bool, argv: list[str] | None, prog: str, external: Dataset | None = None,
 ) -> int:
     """Fine-tune the winners if asked, then write the reports (or say why there is nothing to report)."""
     if stages.finetune is not None:
@@ -176,7 +200,7 @@ def _finish(
                           f"{config.cache_dir} and {Path(config.results_dir) / 'heads'}; a rerun trains the failed "
                           "points again.", 1)  # fmt: skip
     run_info = _run_info(config, dataset, extracted, sweep, phantom, argv, prog)
-    paths = write_reports(Path(config.results_dir), sweep, dataset, run_info, stages.report)
+    paths = write_reports(Path(config.results_dir), sweep, dataset, run_info, stages.report, external)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if phantom:
         print("Reminder: SYNTHETIC PHANTOM data, weights none: the numbers above are not medical.")

@@ -37,3 +37,36 @@ class ExtractSettings:
     pixel_cache: bool = True
     cache_dir: str = ".cache/features"
     progress: bool = True
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """Where a dataset's labels come from: class folders (``labels`` None) or a CSV beside the image folder.
+
+    ``classes`` (optional) is the label set, in label-index order; a CSV label outside it is left out as
+    unknown. ``patient_column`` and ``split_column`` are optional: without a patient column the patient is
+    read from the file name, as for folders; without a split column test and validation are carved.
+    ``split_lists`` pairs a split with a text file naming its images, one a line (a CSV path or its file
+    name), the official split lists NIH publishes; it replaces a split column.
+    """
+
+    labels: str | None = None
+    path_column: str = "path"
+    label_column: str = "label"
+    patient_column: str | None = None
+    split_column: str | None = None
+    classes: tuple[str, ...] = ()
+    split_lists: tuple[tuple[str, str], ...] = ()  # (split, file of image names): NIH's train_val_list.txt
+
+
+@dataclass(frozen=True)
+class ExternalSettings:
+    """A second dataset the selected heads are tested on, unchanged: its folder, its labels and a class mapping.
+
+    ``mapping`` pairs an external class name with the training class it stands for; without a pair a name
+    maps onto the training class of the same name, ignoring case.
+    """
+
+    root: str
+    labels: LabelSettings = LabelSettings()
+    mapping: tuple[tuple[str, str], ...] = ()

@@ -68,14 +68,19 @@ def test_quality(
 
 
 def leaderboard_rows(
-    results: list[HeadResult], dataset: Dataset, run_info: dict, settings: ReportSettings
+    results: list[HeadResult], dataset: Dataset, run_info: dict, settings: ReportSettings,
+    external: Dataset | None = None,
 ) -> list[dict]:
     """One flat row per head and task: test metrics with bootstrap intervals, calibration, the
-    operating point, the settings and the versions."""
-    labels, val_labels = dataset.labels("test"), dataset.labels("val")
+    operating point, the settings and the versions.
+
+    With ``external``, the rows are those of the external test set instead (the heads' ``external``
+    probabilities; the operating threshold still chosen on validation).
+    """
+    labels, val_labels = (external or dataset).labels("test"), dataset.labels("val")
     rows = []
     for result in results:
-        probabilities = result.probabilities["test"]
+        probabilities = result.probabilities["external" if external is not None else "test"]
         three_class = multiclass_accuracy(labels, probabilities)
         for task, positives in binary_tasks(dataset.classes).items():
             truth, decision, score = task_decision(labels, probabilities, dataset.classes, positives)
@@ -106,19 +111,25 @@ def leaderboard_rows(
     return rows
 
 
-def prediction_rows(results: list[HeadResult], dataset: Dataset, split: str = "test") -> list[dict]:
-    """One row per image of ``split`` per head, with every class probability."""
+def prediction_rows(
+    results: list[HeadResult], dataset: Dataset, split: str = "test", key: str | None = None
+) -> list[dict]:
+    """One row per image of ``split`` per head, with every class probability.
+
+    ``key`` names the heads' probabilities (default: ``split``) and the rows' ``split`` column: ``external``
+    for the external test set, whose records are all in its ``test`` split.
+    """
     records = dataset.split(split)
     rows = []
     for result in results:
-        probabilities = result.probabilities[split]
+        probabilities = result.probabilities[key or split]
         predicted = np.argmax(probabilities, axis=1)
         for record, probs, guess in zip(records, probabilities, predicted, strict=True):
             rows.append(
                 {
                     **_head_columns(result),
                     "head_id": result.head_id,
-                    "split": split,
+                    "split": key or split,
                     "path": record.path,
                     "label": record.label,
                     **{f"p_{name}": float(p) for name, p in zip(dataset.classes, probs, strict=True)},
@@ -304,7 +315,7 @@ def _calibration_section(frame: pd.DataFrame, dataset: Dataset, plots: dict[str,
 
 def leaderboard_markdown(
     rows: list[dict], sweep: SweepResult, dataset: Dataset, run_info: dict, plots: dict[str, str],
-    settings: ReportSettings,
+    settings: ReportSettings, external: Dataset | None = None, external_rows: list[dict] | None = None,
 ) -> str:
     """The human-readable leaderboard: a table per task, the grid, confusion matrices, plots, provenance."""
     frame = pd.DataFrame(rows)
@@ -316,6 +327,8 @@ def leaderboard_markdown(
     out += _data_section(dataset)
     out += _selection_section(sweep, settings)
     out += _task_tables(frame, dataset, settings.sort_metric)
+    if external is not None and external_rows:
+        out += _external_section(frame, pd.DataFrame(external_rows), external, dataset)
     out += _validation_section(frame, dataset)
     out += _probe_section(sweep.winners, dataset, settings)
     out += _operating_point_section(frame, dataset, settings)
@@ -327,6 +340,36 @@ def leaderboard_markdown(
     out += _grid_section(sweep, dataset, settings.select_by)
     out += _provenance_section(run_info)
     return "\n".join(out)
+
+
+def _external_section(frame: pd.DataFrame, external_frame: pd.DataFrame, external: Dataset,
+                      dataset: Dataset) -> list[str]:  # fmt: skip
+    """The selected heads on the external test set beside the internal test: the drop, per task."""
+    counts = external.counts()["test"]
+    out = ["## External test beside the internal test", "", *[f"- {note}" for note in external.notes],
+           f"- Files left out: {len(external.skipped)}" + (" (see `external_skipped.csv`)" if external.skipped else ""),
+           "- Images per class: " + ", ".join(f"{label} {n}" for label, n in counts.items()), "",
+           "The heads selected on validation, unchanged (no retraining, no new threshold), scored on a second "
+           "dataset. Δ = external − internal; a large negative Δ means the model does not hold up on other "
+           "images. `op sens` is the sensitivity at the threshold chosen on validation. Mean over seeds; "
+           "every row, with its intervals, in `leaderboard.csv` (`eval_set` external). Fine-tuned heads are "
+           "not scored here.", ""]  # fmt: skip
+    metrics = ("auc", "sensitivity", "specificity", "f1", "op_test_sensitivity")
+    headers = ["backbone"] + [f"{name} {m.replace('op_test_sensitivity', 'op sens')}" for m in metrics
+                              for name in ("internal", "external", "Δ")]  # fmt: skip
+    for task in binary_tasks(dataset.classes):
+        body = []
+        for backbone, members in external_frame[external_frame["task"] == task].groupby("backbone", sort=False):
+            internal = frame[(frame["task"] == task) & (frame["backbone"] == backbone)]
+            cells = [backbone]
+            for metric in metrics:
+                inside, outside = float(internal[metric].mean()), float(members[metric].mean())
+                gap = outside - inside
+                cells += [_fmt(inside), _fmt(outside), "n/a" if math.isnan(gap) else f"{gap:+.3f}"]
+            body.append(cells)
+        out += [f"### {task} (external)", "", tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True),
+                ""]  # fmt: skip
+    return out
 
 
 def _data_section(dataset: Dataset) -> list[str]:
@@ -508,12 +551,26 @@ def write_data_report(results_dir: Path, dataset: Dataset) -> dict[str, Path]:
     return paths
 
 
+def write_external_skipped(results_dir: Path, external: Dataset) -> Path:
+    """Write ``external_skipped.csv``: every file of the external test set left out, with why; return its path."""
+    path = results_dir / "external_skipped.csv"
+    atomic_write_text(path, pd.DataFrame(external.skipped, columns=["path", "reason"]).to_csv(index=False))
+    return path
+
+
 def write_reports(
-    results_dir: Path, sweep: SweepResult, dataset: Dataset, run_info: dict, settings: ReportSettings
+    results_dir: Path, sweep: SweepResult, dataset: Dataset, run_info: dict, settings: ReportSettings,
+    external: Dataset | None = None,
 ) -> dict[str, Path]:
-    """Write every report file of a run into ``results_dir``; return their paths by name."""
+    """Write every report file of a run into ``results_dir``; return their paths by name.
+
+    With an ``external`` test set, ``leaderboard.csv`` gains an ``eval_set`` column (internal, external)
+    and its rows, ``predictions.csv`` its images (split ``external``), ``leaderboard.md`` its section.
+    """
     results_dir.mkdir(parents=True, exist_ok=True)
     rows = leaderboard_rows(sweep.winners, dataset, run_info, settings)
+    scored = [w for w in sweep.winners if "external" in w.probabilities]
+    external_rows = leaderboard_rows(scored, dataset, run_info, settings, external) if external else []
     plots = _plots(results_dir, rows, sweep, dataset) if sweep.winners else {}
     paths = {
         "leaderboard.csv": results_dir / "leaderboard.csv",
@@ -522,12 +579,15 @@ def write_reports(
         "leaderboard.md": results_dir / "leaderboard.md",
         "run.json": results_dir / "run.json",
     }
-    atomic_write_text(paths["leaderboard.csv"], pd.DataFrame(rows).to_csv(index=False))
-    atomic_write_text(
-        paths["predictions.csv"], pd.DataFrame(prediction_rows(sweep.winners, dataset)).to_csv(index=False)
-    )
+    board = [dict(row, eval_set="internal") for row in rows] + [dict(row, eval_set="external") for row in
+                                                                   external_rows] if external else rows  # fmt: skip
+    atomic_write_text(paths["leaderboard.csv"], pd.DataFrame(board).to_csv(index=False))
+    predictions = prediction_rows(sweep.winners, dataset)
+    predictions += prediction_rows(scored, external, key="external") if external else []
+    atomic_write_text(paths["predictions.csv"], pd.DataFrame(predictions).to_csv(index=False))
     grid = grid_rows(sweep.points, dataset.classes, settings.select_by)
     atomic_write_text(paths["grid.csv"], pd.DataFrame(grid).to_csv(index=False))
-    atomic_write_text(paths["leaderboard.md"], leaderboard_markdown(rows, sweep, dataset, run_info, plots, settings))
+    markdown = leaderboard_markdown(rows, sweep, dataset, run_info, plots, settings, external, external_rows)
+    atomic_write_text(paths["leaderboard.md"], markdown)
     atomic_write_json(paths["run.json"], run_info, default=str)
     return paths | write_data_report(results_dir, dataset)

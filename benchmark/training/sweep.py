@@ -371,3 +371,23 @@ def grid_rows(points: list[dict], classes: tuple[str, ...], select_by: str) -> l
             row["selection_score"] = float(np.mean([selection_score(p, select_by) for p in done]))
         rows.append(row)
     return rows
+
+
+def predict_external(
+    winners: list[HeadResult], features_of: dict[tuple[str, int], np.ndarray], heads_dir: Path
+) -> list[HeadResult]:
+    """The selected frozen heads predicted, unchanged, on an external test set's features; added as ``external``.
+
+    ``features_of`` maps (backbone, image size) to the external features. A fine-tuned head (``-ft``) changed
+    its backbone and is not predicted on frozen features; the heads predicted are returned.
+    """
+    predicted = []
+    for winner in winners:
+        if winner.backbone.endswith("-ft"):
+            continue
+        backbone = winner.backbone.removesuffix(f"-{winner.settings.kind}")
+        model = load_head(heads_dir / winner.head_id / CHECKPOINT)
+        features = features_of[(backbone, winner.image_size)]
+        winner.probabilities["external"] = model.predict(features, batch_size=4096, verbose=0)
+        predicted.append(winner)
+    return predicted

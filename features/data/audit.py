@@ -13,7 +13,8 @@ usable image left in some split.
 
 As a command, it checks a dataset folder without extracting anything::
 
-    python -m features.data.audit DIR [--min-side PX] [--cache-dir DIR]
+    python -m features.data.audit DIR [--labels FILE.csv [--path-column NAME] [--label-column NAME]
+        [--patient-column NAME] [--split-column NAME]] [--min-side PX] [--cache-dir DIR]
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from tqdm.auto import tqdm
 
 from common.files import atomic_write_text
 from features.cache import cache_key
-from features.data.dataset import SPLITS, Dataset, describe_counts, make_splits, scan_dataset
+from features.data.dataset import SPLITS, Dataset, describe_counts, make_splits
 from features.data.images import UnreadableImageError, inspect_image
+from features.data.labels import load_dataset
+from features.settings import LabelSettings
 
 # Bump when what the audit records, or how it decides, changes.
 AUDIT_VERSION = "audit-v1"
@@ -226,8 +229,10 @@ def check_classes(dataset: Dataset) -> None:
         "; ".join(lines)
         + f". Usable images per class: {table}. "
         + (f"{len(dataset.skipped)} files were left out (most common: {reasons}). " if dataset.skipped else "")
-        + f"Check the class folders under {dataset.root} (an empty folder, or only unreadable images), "
-        "or remove the class."
+        + (f"Check the class folders under {dataset.root} (an empty folder, or only unreadable images), "
+           if dataset.layout != "csv" else "Check that class's rows in the labels CSV (skipped.csv says why rows "
+           "were left out), ")
+        + "or remove the class."
     )
 
 
@@ -243,10 +248,15 @@ def main(argv: list[str] | None = None) -> int:
         help="shorter side below which an image is left out (default: 75, InceptionV3's minimum)",
     )
     parser.add_argument("--cache-dir", metavar="DIR", help="remember results here, as run_benchmark.py does")
+    parser.add_argument("--labels", metavar="FILE.csv", help="labels from a CSV instead of class folders")
+    for column, default in (("path", "path"), ("label", "label"), ("patient", None), ("split", None)):
+        parser.add_argument(f"--{column}-column", default=default, metavar="NAME", help=f"the CSV's {column} column")
     args = parser.parse_args(argv)  # fmt: skip
+    labels = LabelSettings(labels=args.labels, path_column=args.path_column, label_column=args.label_column,
+                           patient_column=args.patient_column, split_column=args.split_column)  # fmt: skip
     started = time.perf_counter()
     try:
-        dataset = audit_images(scan_dataset(args.data), min_side=args.min_side, cache_dir=args.cache_dir)
+        dataset = audit_images(load_dataset(args.data, labels), min_side=args.min_side, cache_dir=args.cache_dir)
         dataset = make_splits(dataset)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -29,11 +29,15 @@ KERMANY_CLASSES = ("normal", "bacterial", "viral")
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image: its path relative to the dataset root, its class and its split."""
+    """One image: its path relative to the dataset root, its class, its split and, from a labels CSV, its patient.
+
+    An empty ``patient`` means the patient is read from the file name (``patient_of``).
+    """
 
     path: str
     label: str
     split: str
+    patient: str = ""
 
 
 @dataclass
@@ -42,7 +46,7 @@ class Dataset:
 
     Attributes:
         root: the folder the record paths are relative to.
-        layout: "kermany" or "class-folders".
+        layout: "kermany", "class-folders" or "csv" (labels from a CSV, ``features.data.labels``).
         classes: class names in label-index order.
         records: every usable image.
         skipped: ``(relative path, reason)`` for every file left out.
@@ -239,6 +243,10 @@ def patient_of(path: str) -> str:
     return match.group(1).lower() if match else path
 
 
+def _patient_key(record: ImageRecord) -> str:
+    return "patient:" + (record.patient or patient_of(record.path))
+
+
 def _groups(records: list[ImageRecord], digests: dict[str, str]) -> dict[str, list[ImageRecord]]:
     """Records that must land on one side of a split: a patient's images, and copies of one image."""
     parent: dict[str, str] = {}
@@ -249,14 +257,14 @@ def _groups(records: list[ImageRecord], digests: dict[str, str]) -> dict[str, li
         return node
 
     for record in sorted(records, key=lambda r: r.path):
-        patient = find("patient:" + patient_of(record.path))
+        patient = find(_patient_key(record))
         if record.path in digests:
             copy = find("sha256:" + digests[record.path])
             if copy != patient:
                 parent[copy] = patient
     groups: dict[str, list[ImageRecord]] = {}
     for record in sorted(records, key=lambda r: r.path):
-        groups.setdefault(find("patient:" + patient_of(record.path)), []).append(record)
+        groups.setdefault(find(_patient_key(record)), []).append(record)
     return groups
 
 

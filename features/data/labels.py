@@ -1,0 +1,226 @@
+"""Labels from a CSV beside an image folder, as NIH ChestX-ray14, CheXpert, RSNA and PadChest publish them.
+
+``read_labels`` builds the same ``Dataset`` that ``scan_dataset`` builds from
+class folders: one record per usable CSV row, its path relative to the image
+folder, its class, its split (from an optional split column, else train, and
+test and validation are carved as for folders) and its patient (from an
+optional patient column, else read from the file name as for folders).
+
+Rows that cannot be used are left out and listed in ``Dataset.skipped`` with
+their reason (a missing image, an empty or unknown label, an unknown split, a
+duplicated image, a row with the wrong number of fields). A file that cannot
+be read as a labels table (not UTF-8, no header, another delimiter, a named
+column missing) and a patient listed in two official splits raise
+``LabelsError``, one line, before any image is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from pathlib import Path, PurePosixPath
+
+from features.data.dataset import KERMANY_CLASSES, SPLIT_ALIASES, Dataset, ImageRecord, _why_not_an_image, scan_dataset
+from features.settings import LabelSettings
+
+_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+class LabelsError(ValueError):
+    """A labels CSV that cannot be read, or whose official splits contradict themselves."""
+
+
+def load_dataset(root: str | Path, settings: LabelSettings) -> Dataset:
+    """The dataset at ``root``: from class folders, or from ``settings.labels`` when a CSV is given."""
+    if settings.labels is None:
+        return scan_dataset(root)
+    return read_labels(root, settings)
+
+
+def read_table(path: str | Path) -> tuple[list[str], list[list[str]]]:
+    """The header and the data rows of a CSV file; ``LabelsError`` if it is not UTF-8 or has no rows.
+
+    Raises:
+        LabelsError: not readable, not UTF-8 text, empty, or not parseable as CSV.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as error:
+        raise LabelsError(f"cannot read the labels file {path}: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise LabelsError(
+            f"labels file {path} is not UTF-8 text (byte {error.start}: {error.object[error.start:error.start + 1]!r})"
+            "; save it as UTF-8 (for example: iconv -f latin1 -t utf-8)"
+        ) from error
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    except csv.Error as error:
+        raise LabelsError(f"labels file {path} is not a valid CSV: {error}") from error
+    if not rows:
+        raise LabelsError(f"labels file {path} is empty; expected a header row, then one row per image")
+    return [name.strip() for name in rows[0]], rows[1:]
+
+
+def check_columns(header: list[str], wanted: dict[str, str | None], path: str | Path) -> dict[str, int]:
+    """Position of each wanted column (option -> column name) in ``header``; ``LabelsError`` naming the ones found."""
+    missing = [(option, name) for option, name in wanted.items() if name is not None and name not in header]
+    if not missing:
+        return {option: header.index(name) for option, name in wanted.items() if name is not None}
+    if len(header) == 1:
+        for delimiter, words in _DELIMITERS.items():
+            if delimiter in header[0]:
+                raise LabelsError(f"labels file {path} looks separated by {words}, not commas (header {header[0]!r}); "
+                                  "save it as comma-separated values")  # fmt: skip
+    option, name = missing[0]
+    raise LabelsError(
+        f"column {name!r} ({option}) is not in the header of {path}; its columns are: {', '.join(header)}. "
+        "Name the right column with " + option + ", or add a header row if the file starts with data"
+    )
+
+
+def _relative(value: str) -> str | None:
+    """A CSV path as a clean path relative to the image folder, or None if it would leave the folder."""
+    parts = PurePosixPath(value.strip().replace("\\", "/"))
+    if parts.is_absolute() or ".." in parts.parts or not parts.parts:
+        return None
+    return parts.as_posix()
+
+
+def read_split_lists(pairs: tuple[tuple[str, str], ...]) -> dict[str, str | None]:
+    """Image name -> split from the official split list files; None for a name in two lists of different splits.
+
+    Raises:
+        LabelsError: a list file that cannot be read or is not UTF-8 text.
+    """
+    splits: dict[str, str | None] = {}
+    for split, path in pairs:
+        try:
+            names = Path(path).read_bytes().decode("utf-8-sig").splitlines()
+        except OSError as error:
+            raise LabelsError(f"cannot read the split list {path}: {error.strerror or error}") from error
+        except UnicodeDecodeError as error:
+            raise LabelsError(f"split list {path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from error
+        for name in filter(None, (line.strip() for line in names)):
+            known = splits.setdefault(name, SPLIT_ALIASES[split.lower()])
+            splits[name] = known if known == SPLIT_ALIASES[split.lower()] else None
+    return splits
+
+
+def _row_split(row: list[str], at: dict[str, int], relative: str, lists: dict[str, str | None] | None) -> str:
+    """The split of one row (train without a split column or lists), or why the row is left out."""
+    if lists is not None:
+        found = {lists[name] for name in (relative, PurePosixPath(relative).name) if name in lists}
+        if not found:
+            return "in no split list (--split-lists)"
+        return found.pop() if len(found) == 1 and None not in found else "named in split lists of two different splits"
+    if "--split-column" not in at:
+        return "train"
+    value = row[at["--split-column"]].strip()
+    return SPLIT_ALIASES.get(value.lower()) or f"unknown split {value!r}; valid: {', '.join(SPLIT_ALIASES)}"
+
+
+def _row_record(
+    row: list[str], at: dict[str, int], root: Path, classes: tuple[str, ...], lists: dict[str, str | None] | None
+) -> ImageRecord | str:
+    """The record of one CSV row, or why the row is left out."""
+    relative = _relative(row[at["--path-column"]])
+    if relative is None:
+        return "path is empty, absolute or leaves the --data folder"
+    label = row[at["--label-column"]].strip()
+    if not label:
+        return "empty label"
+    if classes and label not in classes:
+        return f"unknown label {label!r}; known: {', '.join(classes)} (--classes)"
+    split = _row_split(row, at, relative, lists)
+    if split not in SPLIT_ALIASES.values():
+        return split
+    if not (root / relative).exists():
+        return "image named in the labels file not found under --data"
+    if reason := _why_not_an_image(root / relative):
+        return reason
+    patient = row[at["--patient-column"]].strip() if "--patient-column" in at else ""
+    return ImageRecord(relative, label, split, patient)
+
+
+def _drop_duplicates(
+    found: list[tuple[int, str, ImageRecord]],
+) -> tuple[list[ImageRecord], list[tuple[str, str]]]:
+    """One record per image: repeats that agree are left out after the first; images whose rows disagree, wholly."""
+    by_path: dict[str, list[tuple[int, ImageRecord]]] = defaultdict(list)
+    for line, _, record in found:
+        by_path[record.path].append((line, record))
+    records, skipped = [], []
+    for path, rows in by_path.items():
+        first_line, first = rows[0]
+        if all(record == first for _, record in rows):
+            records.append(first)
+            repeats = [line for line, _ in rows[1:]]
+            skipped += [(path, f"duplicate row (line {line}) of the image on line {first_line}") for line in repeats]
+        else:
+            lines = ", ".join(str(line) for line, _ in rows)
+            skipped += [(path, f"image listed on lines {lines} with different labels, splits or patients; "
+                         "none used") for _ in rows]  # fmt: skip
+    return records, skipped
+
+
+def _check_patients(records: list[ImageRecord], path: str | Path) -> None:
+    """``LabelsError`` if a patient's images lie in two official splits (the test would see training patients)."""
+    splits: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        if record.patient:
+            splits[record.patient].add(record.split)
+    mixed = sorted(patient for patient, names in splits.items() if len(names) > 1)
+    if mixed:
+        raise LabelsError(
+            f"{len(mixed)} patient(s) in {path} have images in more than one split, for example {mixed[0]!r} in "
+            f"{' and '.join(sorted(splits[mixed[0]]))}; a patient must be in one split. Fix the split column, "
+            "or leave out --split-column to carve the splits by patient"
+        )
+
+
+def _class_order(labels: set[str], given: tuple[str, ...]) -> tuple[str, ...]:
+    """The label-index order: as ``--classes`` gives it, Kermany's for its three classes, else sorted."""
+    if given:
+        return tuple(given)
+    return KERMANY_CLASSES if labels == set(KERMANY_CLASSES) else tuple(sorted(labels))
+
+
+def read_labels(root: str | Path, settings: LabelSettings) -> Dataset:
+    """The dataset of the image folder ``root`` labelled by the CSV ``settings.labels``, one class per image.
+
+    Raises:
+        FileNotFoundError: if ``root`` does not exist.
+        LabelsError: an unreadable labels file, a missing column, a patient in two official splits.
+        ValueError: if no row names a usable image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist")
+    header, rows = read_table(settings.labels)
+    wanted = {"--path-column": settings.path_column, "--label-column": settings.label_column,
+              "--patient-column": settings.patient_column, "--split-column": settings.split_column}  # fmt: skip
+    at = check_columns(header, wanted, settings.labels)
+    lists = read_split_lists(settings.split_lists) if settings.split_lists else None
+    found, skipped = [], []
+    for line, row in enumerate(rows, start=2):
+        name = row[at["--path-column"]].strip() if len(row) > at["--path-column"] else ""
+        where = name or f"{Path(settings.labels).name} line {line}"
+        if len(row) != len(header):
+            skipped.append((where, f"line {line} has {len(row)} fields, the header {len(header)}; a stray "
+                            "delimiter or quote?"))  # fmt: skip
+            continue
+        outcome = _row_record(row, at, root, settings.classes, lists)
+        if isinstance(outcome, str):
+            skipped.append((where, f"{outcome} (line {line})"))
+        else:
+            found.append((line, name, outcome))
+    records, repeats = _drop_duplicates(found)
+    if not records:
+        raise ValueError(f"no row of {settings.labels} names a usable image under {root}; "
+                         f"{len(skipped)} rows left out, for example: {skipped[0][1] if skipped else 'no rows'}")
+    _check_patients(records, settings.labels)
+    classes = _class_order({record.label for record in records}, settings.classes)
+    note = f"labels: {Path(settings.labels).name} ({len(records)} images, one class per image)"
+    return Dataset(root, "csv", classes, records, skipped + repeats, notes=[note])

@@ -1,0 +1,99 @@
+"""An external test set: the selected heads scored unchanged on a second dataset, beside the internal test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_kermany, run_small_benchmark, write_image
+from sklearn.metrics import roc_auc_score
+from test_labels import write_csv
+
+from benchmark.evaluation.verify import verify
+from benchmark.serve.results import load_run
+from features.data.external import ExternalError, load_external
+from features.settings import ExternalSettings, LabelSettings
+
+CLASSES = ("normal", "bacterial", "viral")
+
+
+def make_other_hospital(root: Path, per_class: int = 4, seed: int = 7) -> Path:
+    """Class folders named otherwise than the training classes, plus one class that maps onto none."""
+    rng = np.random.default_rng(seed)
+    for folder, look in (("NORMAL", "normal"), ("BACTERIA", "bacterial"), ("VIRUS", "viral"), ("COVID", "viral")):
+        for i in range(per_class):
+            write_image(root / folder / f"{folder.lower()}{i}.png", look, rng)
+    return root
+
+
+def test_external_classes_map_by_name_ignoring_case_or_by_the_mapping(tmp_path: Path):
+    root = make_other_hospital(tmp_path / "other")
+    settings = ExternalSettings(str(root), mapping=(("BACTERIA", "bacterial"), ("VIRUS", "viral")))
+    external = load_external(settings, CLASSES)
+    assert external.classes == CLASSES and {r.split for r in external.records} == {"test"}
+    assert external.counts()["test"] == {"normal": 4, "bacterial": 4, "viral": 4}
+    reasons = dict(external.skipped)
+    assert "maps onto no training class" in reasons["COVID/covid0.png"]
+    assert "NORMAL → normal" in external.notes[0]
+
+
+def test_nothing_that_maps_or_a_mapping_onto_an_unknown_class_is_one_clear_error(tmp_path: Path):
+    root = make_other_hospital(tmp_path / "other")
+    with pytest.raises(ExternalError, match="not a training class; the training classes are: normal, bacterial"):
+        load_external(ExternalSettings(str(root), mapping=(("VIRUS", "covid"),)), CLASSES)
+    with pytest.raises(ExternalError, match="no class of the external test set .* maps onto the training classes"):
+        load_external(ExternalSettings(str(root)), ("cat", "dog"))
+
+
+def test_the_run_reports_the_external_test_beside_the_internal_one(kermany_root: Path, tmp_path: Path):
+    rng = np.random.default_rng(3)
+    other = tmp_path / "other"
+    rows = []
+    for label in CLASSES:
+        for i in range(5):
+            write_image(other / "png" / f"{label}{i}.png", label, rng)
+            rows.append([f"png/{label}{i}.png", label.upper()])
+    rows.append(["png/missing.png", "NORMAL"])
+    labels = write_csv(tmp_path / "other.csv", ["path", "label"], rows)
+    assert run_small_benchmark(kermany_root, tmp_path / "plain") == 0
+    assert run_small_benchmark(kermany_root, tmp_path, "--external-test", str(other), "--external-labels",
+                               str(labels)) == 0  # fmt: skip
+    results = tmp_path / "results"
+    board = pd.read_csv(results / "leaderboard.csv")
+    internal, external = board[board["eval_set"] == "internal"], board[board["eval_set"] == "external"]
+    assert len(external) == len(internal) and set(external["n_test"]) == {15}
+    plain = pd.read_csv(tmp_path / "plain" / "results" / "leaderboard.csv")
+    numbers = ["task", "auc", "sensitivity", "specificity", "op_threshold"]
+    assert internal[numbers].reset_index(drop=True).equals(plain[numbers])  # the internal test is untouched
+    predictions = pd.read_csv(results / "predictions.csv")
+    outside = predictions[predictions["split"] == "external"]
+    assert len(outside) == 15
+    row = external[external["task"] == "normal_vs_pneumonia"].iloc[0]
+    truth = outside["label"].isin(["bacterial", "viral"])
+    assert row["auc"] == pytest.approx(roc_auc_score(truth, outside["p_bacterial"] + outside["p_viral"]))
+    assert verify(results) == []
+    assert set(load_run(results).board["eval_set"]) == {"internal"}  # the web page shows the internal test
+    markdown = (results / "leaderboard.md").read_text(encoding="utf-8")
+    assert "## External test beside the internal test" in markdown and "### normal_vs_pneumonia (external)" in markdown
+    skipped = pd.read_csv(results / "external_skipped.csv")
+    assert skipped["path"].tolist() == ["png/missing.png"]
+
+
+def test_an_external_set_that_maps_onto_nothing_stops_before_extraction(kermany_root: Path, tmp_path: Path, capsys):
+    other = make_kermany(tmp_path / "other", {"test": 2})
+    code = run_small_benchmark(kermany_root, tmp_path, "--external-test", str(other), "--external-map",
+                               "NORMAL=covid")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "not a training class" in err and "Traceback" not in err
+    assert not (tmp_path / "results" / "skipped.csv").exists()
+    assert run_small_benchmark(kermany_root, tmp_path, "--external-map", "NORMAL") == 2
+    assert "OLD=NEW" in capsys.readouterr().err
+
+
+def test_an_external_labels_file_needs_its_folder(kermany_root: Path, tmp_path: Path, capsys):
+    labels = write_csv(tmp_path / "x.csv", ["path", "label"], [["a.png", "normal"]])
+    assert run_small_benchmark(kermany_root, tmp_path, "--external-labels", str(labels)) == 2
+    assert "--external-labels needs --external-test" in capsys.readouterr().err
+    assert LabelSettings().labels is None
