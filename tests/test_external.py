@@ -47,6 +47,7 @@ def test_nothing_that_maps_or_a_mapping_onto_an_unknown_class_is_one_clear_error
         load_external(ExternalSettings(str(root)), ("cat", "dog"))
 
 
+@pytest.mark.slow  # a run with an external set: about 15 s
 def test_the_run_reports_the_external_test_beside_the_internal_one(kermany_root: Path, tmp_path: Path):
     rng = np.random.default_rng(3)
     other = tmp_path / "other"

@@ -150,6 +150,7 @@ def _numbers(results: Path) -> pd.DataFrame:
     return board[keep]
 
 
+@pytest.mark.slow  # two runs on the real data: about 12 s
 def test_real_data_described_by_a_csv_gives_the_same_splits_and_numbers(real_data: Path, tmp_path: Path):
     labels = kermany_csv(real_data, tmp_path / "kermany.csv")
     settings = LabelSettings(labels=str(labels), path_column="image", label_column="finding", split_column="set")
