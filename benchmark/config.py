@@ -137,7 +137,23 @@ class RunConfig:
         for size in self.image_size:
             for name in self.backbones:
                 get_backbone(name).check_size(size)
-        checks = [
+        for ok, message in self._value_checks():
+            if not ok:
+                raise ValueError(message)
+        self.finetune_settings().validate()
+        for size in self.finetune_sizes:
+            for name in self.backbones:
+                get_backbone(name).check_size(size)
+        task, _, metric = self.select_by.partition(".")
+        if self.select_by != "val_loss" and (not task or metric not in METRICS):
+            raise ValueError(
+                f"--select-by must be val_loss or TASK.METRIC with METRIC one of {', '.join(METRICS)} "
+                f"(for example normal_vs_pneumonia.auc), not {self.select_by!r}"
+            )
+
+    def _value_checks(self) -> list[tuple[bool, str]]:
+        """(is the value valid, the message naming the valid ones) for every plain setting."""
+        return [
             (self.lr and all(lr > 0 for lr in self.lr), f"--lr must be positive, not {self.lr}"),
             (self.dropout and all(0 <= d < 1 for d in self.dropout),
              f"--dropout must be in [0, 1), not {self.dropout}"),
@@ -170,19 +186,6 @@ class RunConfig:
             (self.bootstrap == 0 or self.bootstrap >= 100,
              f"--bootstrap must be 0 (off) or at least 100 resamples, not {self.bootstrap}"),
         ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        self.finetune_settings().validate()
-        for size in self.finetune_sizes:
-            for name in self.backbones:
-                get_backbone(name).check_size(size)
-        task, _, metric = self.select_by.partition(".")
-        if self.select_by != "val_loss" and (not task or metric not in METRICS):
-            raise ValueError(
-                f"--select-by must be val_loss or TASK.METRIC with METRIC one of {', '.join(METRICS)} "
-                f"(for example normal_vs_pneumonia.auc), not {self.select_by!r}"
-            )
 
     def _validate_split_lists(self) -> None:
         """Fail on a split list not written SPLIT=FILE, an unknown split, a missing file, or lists beside a column."""
