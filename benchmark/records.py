@@ -7,7 +7,7 @@ importing the sweep that makes them. Each result goes to JSON and back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -60,10 +60,11 @@ class SweepResult:
     points: list[dict]
     winners: list[HeadResult]
     trained: int = 0
-    failed: list[dict] = field(init=False)
 
-    def __post_init__(self):
-        self.failed = [point for point in self.points if point["status"] != "done"]
+    @property
+    def failed(self) -> list[dict]:
+        """The records of the grid points that failed (a rerun trains them again)."""
+        return [point for point in self.points if point["status"] != "done"]
 
     def to_json(self) -> dict:
         """Plain values."""

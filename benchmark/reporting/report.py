@@ -491,23 +491,36 @@ def _provenance_section(run_info: dict) -> list[str]:
     ]
 
 
+def plot_files(tasks: list[str], models: list[str]) -> dict[str, str]:
+    """Title -> path under the results folder of every plot ``write_reports`` draws, in the report's order.
+
+    The one list of them: the report writes these files and ``cxr-bench serve`` shows them.
+    """
+    files = {"Training curves": "plots/training_curves.png",
+             "Test metrics per backbone and task": "plots/metric_bars.png"}  # fmt: skip
+    for task in tasks:
+        files[f"ROC {task}"] = f"plots/roc_{task}.png"
+        files[f"Reliability {task}"] = f"plots/reliability_{task}.png"
+    return files | {f"Confusion matrix {name}": f"plots/confusion_{name}.png" for name in models}
+
+
 def _plots(results_dir: Path, rows: list[dict], sweep: SweepResult, dataset: Dataset) -> dict[str, str]:
     """Draw the report's PNGs into ``results_dir/plots``; return title -> relative path."""
     folder = results_dir / "plots"
     folder.mkdir(parents=True, exist_ok=True)
-    made = {}
     first = {}
     for winner in sweep.winners:
         first.setdefault(winner.backbone, winner)
+    made = plot_files(list(binary_tasks(dataset.classes)), list(first))
+    path = {title: results_dir / relative for title, relative in made.items()}
     # A probe is fitted in one go: it has no curve to draw.
     curves = [w for w in first.values() if w.settings.kind != "logreg"] or list(first.values())
     plot_training_curves(
         {w.backbone: w.history for w in curves},
-        folder / "training_curves.png",
+        path["Training curves"],
         best_epochs={w.backbone: w.best_epoch for w in curves},
         title="Training curves of the selected heads (first seed)",
     )
-    made["Training curves"] = "plots/training_curves.png"
     frame = pd.DataFrame(rows)
     summary = frame.groupby(["task", "backbone"], sort=False)[list(METRIC_COLUMNS)].agg(["mean", "std"])
     flat = pd.DataFrame({"task": [t for t, _ in summary.index], "backbone": [b for _, b in summary.index]})
@@ -516,24 +529,20 @@ def _plots(results_dir: Path, rows: list[dict], sweep: SweepResult, dataset: Dat
         flat[f"{metric}_std"] = summary[(metric, "std")].fillna(0.0).to_numpy()
     plot_metric_bars(
         flat,
-        folder / "metric_bars.png",
+        path["Test metrics per backbone and task"],
         error_columns={m: f"{m}_std" for m in ("sensitivity", "specificity", "f1", "auc")},
     )
-    made["Test metrics per backbone and task"] = "plots/metric_bars.png"
     labels = dataset.labels("test")
     for task, positives in binary_tasks(dataset.classes).items():
         index = [dataset.classes.index(name) for name in positives]
         curves = {
             name: (np.isin(labels, index), w.probabilities["test"][:, index].sum(axis=1)) for name, w in first.items()
         }
-        plot_roc_curves(curves, folder / f"roc_{task}.png", title=f"ROC, {task} (test, first seed)")
-        made[f"ROC {task}"] = f"plots/roc_{task}.png"
-        plot_reliability(curves, folder / f"reliability_{task}.png", title=f"Reliability, {task} (test, first seed)")
-        made[f"Reliability {task}"] = f"plots/reliability_{task}.png"
+        plot_roc_curves(curves, path[f"ROC {task}"], title=f"ROC, {task} (test, first seed)")
+        plot_reliability(curves, path[f"Reliability {task}"], title=f"Reliability, {task} (test, first seed)")
     for name, winner in first.items():
         matrix = multiclass_confusion(labels, winner.probabilities["test"], len(dataset.classes))
-        plot_confusion_matrix(matrix, dataset.classes, folder / f"confusion_{name}.png", title=f"{name} (test)")
-        made[f"Confusion matrix {name}"] = f"plots/confusion_{name}.png"
+        plot_confusion_matrix(matrix, dataset.classes, path[f"Confusion matrix {name}"], title=f"{name} (test)")
     return made
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from benchmark.config import RunConfig
-from benchmark.reporting.report import METRIC_COLUMNS
+from benchmark.reporting.report import METRIC_COLUMNS, plot_files
 from benchmark.settings import HeadSettings
 from benchmark.training.finetune import RESULT_FILE, WEIGHTS_FILE
 
@@ -115,12 +115,8 @@ def missing_files(results_dir: Path) -> list[str]:
 
 def expected_plots(results_dir: Path, board: pd.DataFrame) -> list[Plot]:
     """The PNGs ``write_reports`` draws for this leaderboard, each marked present or not."""
-    named = [("Training curves of the selected heads", "training_curves.png"),
-             ("Test metrics per backbone and task", "metric_bars.png")]  # fmt: skip
-    for task in dict.fromkeys(board["task"]):
-        named += [(f"ROC, {task}", f"roc_{task}.png"), (f"Reliability, {task}", f"reliability_{task}.png")]
-    named += [(f"Confusion matrix, {name}", f"confusion_{name}.png") for name in dict.fromkeys(board["backbone"])]
-    return [Plot(title, name, (results_dir / "plots" / name).is_file()) for title, name in named]
+    files = plot_files(list(dict.fromkeys(board["task"])), list(dict.fromkeys(board["backbone"])))
+    return [Plot(title, Path(relative).name, (results_dir / relative).is_file()) for title, relative in files.items()]
 
 
 def load_run(results_dir: str | Path) -> RunView:

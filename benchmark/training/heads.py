@@ -431,6 +431,14 @@ def write_history(path: Path, history: dict[str, list[float]]) -> None:
             writer.writerow([epoch, *values])
 
 
+def read_history(path: Path) -> dict[str, list[float]]:
+    """What ``write_history`` wrote: name -> value per epoch."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    names = rows[0][1:]
+    return {name: [float(row[i + 1]) for row in rows[1:]] for i, name in enumerate(names)}
+
+
 def save_head(model: keras.Model, folder: Path) -> Path:
     """Save ``model`` as ``folder/best.keras`` atomically: readers see no file or the whole one."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,15 @@ import numpy as np
 from benchmark.evaluation.metrics import binary_tasks, evaluate, multiclass_accuracy
 from benchmark.records import HeadResult, SweepResult
 from benchmark.settings import GridKey, HeadSettings, SweepSettings
-from benchmark.training.heads import CHECKPOINT, HISTORY, TrainedHead, checkpoint_is_whole, load_head, train_heads
+from benchmark.training.heads import (
+    CHECKPOINT,
+    HISTORY,
+    TrainedHead,
+    checkpoint_is_whole,
+    load_head,
+    read_history,
+    train_heads,
+)
 from benchmark.training.probe import fit_probes
 from common.files import atomic_write_json
 from features.cache import cache_key
@@ -63,13 +71,6 @@ def selection_score(point: dict, select_by: str) -> float:
         return -point["val_loss"]
     task, metric = select_by.split(".")
     return point["val"][task][metric]
-
-
-def _read_history(path: Path) -> dict[str, list[float]]:
-    lines = path.read_text(encoding="utf-8").strip().splitlines()
-    names = lines[0].split(",")[1:]
-    rows = [[float(v) for v in line.split(",")[1:]] for line in lines[1:]]
-    return {name: [row[i] for row in rows] for i, name in enumerate(names)}
 
 
 def split_features(features: np.ndarray, dataset: Dataset) -> dict[str, np.ndarray]:
@@ -340,7 +341,7 @@ def _select_and_test(
                     best_epoch=point["best_epoch"],
                     epochs_run=point["epochs_run"],
                     best_val_loss=point["val_loss"],
-                    history=_read_history(folder / HISTORY),
+                    history=read_history(folder / HISTORY),
                     # Validation probabilities pick the operating threshold; test ones are reported.
                     probabilities={
                         split: model.predict(features[split], batch_size=4096, verbose=0) for split in ("val", "test")
