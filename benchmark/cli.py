@@ -20,6 +20,7 @@ from benchmark.config import RunConfig, load_toml  # noqa: E402
 from benchmark.evaluation.metrics import METRICS  # noqa: E402
 from benchmark.settings import LR_SCHEDULES  # noqa: E402
 from features.data.audit import LEAKAGE_POLICIES  # noqa: E402
+from features.settings import UNKNOWN_POLICIES  # noqa: E402
 
 DESCRIPTION = """cxr-bench: which ImageNet backbone transfers best to chest X-rays?
 
@@ -45,7 +46,8 @@ class _Options:
             default = getattr(self.defaults, field or flag.lstrip("-").replace("-", "_"), None)
             if isinstance(default, tuple):
                 default = " ".join(str(v) for v in default) or "each backbone's own"
-            group.add_argument(flag, help=f"{help} (default: {default})", **kwargs)
+            shown = help if "(default:" in help else f"{help} (default: {default})"
+            group.add_argument(flag, help=shown, **kwargs)
 
         return add
 
@@ -57,7 +59,8 @@ def build_parser(prog: str = "run_benchmark.py") -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE.toml", help="TOML file setting any option below (by its field "
                         "name, for example lr = [1e-4, 1e-3]); the command line overrides it")  # fmt: skip
     options = _Options(parser)
-    for add_group in (_data_options, _feature_options, _grid_options, _training_options, _finetune_options,
+    for add_group in (_data_options, _labels_options, _external_options, _feature_options, _grid_options,
+                      _training_options, _finetune_options,
                       _output_options):  # fmt: skip
         add_group(options)
     return parser
@@ -67,26 +70,6 @@ def _data_options(options: _Options) -> None:
     add = options.group("data")
     add("--data", "dataset folder, Kermany or class-folder layout; else data/chest_xray/ if present, else the "
         "synthetic phantom set", metavar="DIR")
-    add("--labels", "labels from a CSV (one row per image) instead of class folders; its image paths are "
-        "relative to --data", metavar="FILE.csv")
-    add("--path-column", "the labels CSV's column of image paths", metavar="NAME")
-    add("--label-column", "the labels CSV's column of class names", metavar="NAME")
-    add("--patient-column", "the labels CSV's column of patient ids: splits are carved by patient (default: the "
-        "patient read from the file name, as for folders)", metavar="NAME")
-    add("--split-column", "the labels CSV's column of official splits (train, val, test); without it test and "
-        "validation are carved", metavar="NAME")
-    add("--split-lists", "official split lists instead of a split column: SPLIT=FILE pairs, each file naming its "
-        "images one a line, by CSV path or file name (NIH: train=train_val_list.txt test=test_list.txt)",
-        nargs="+", metavar="SPLIT=FILE")
-    add("--classes", "the labels CSV's classes, in this order; rows with another label are left out as unknown "
-        "(default: every label found, sorted; Kermany's normal bacterial viral in that order)", nargs="+",
-        metavar="NAME")
-    add("--external-test", "a second dataset (class folders, or a CSV with --external-labels) the selected heads "
-        "are tested on unchanged, reported beside the internal test", metavar="DIR")
-    add("--external-labels", "the external test set's labels CSV (read with --path-column and --label-column)",
-        metavar="FILE.csv")
-    add("--external-map", "external class names that differ from the training ones, as OLD=NEW pairs (default: "
-        "the same names, ignoring case)", nargs="+", metavar="OLD=NEW")
     add("--limit-per-class", "keep at most N images per class and split, for quick runs", type=int, metavar="N")
     add("--val-fraction", "share of train carved as validation, stratified, whole patients", type=float, metavar="F")
     add("--val-source", "carve validation from train, or use the dataset's own val folder",
@@ -96,6 +79,55 @@ def _data_options(options: _Options) -> None:
         "the largest minimum input size of the chosen backbones)", type=int, metavar="PX")
     add("--leakage", "images found in two splits or under two labels (same bytes): warn and keep them, drop the "
         "train/val copies, or fail", choices=LEAKAGE_POLICIES)  # fmt: skip
+
+
+def _labels_options(options: _Options) -> None:
+    add = options.group("labels from a CSV (NIH, CheXpert, RSNA, PadChest) instead of class folders")
+    add("--labels", "the labels CSV, one row per image; its image paths are relative to --data (an image not at "
+        "its path is found by its unique file name below --data, as NIH's images_001/ folders need)",
+        metavar="FILE.csv")
+    add("--path-column", "the labels CSV's column of image paths", metavar="NAME")
+    add("--label-column", "one class per image: the labels CSV's column of class names", metavar="NAME")
+    add("--findings-column", "multi-label, NIH's form: the column of findings separated by --finding-separator, "
+        "--no-finding for an image with none (NIH: 'Finding Labels')", metavar="NAME")
+    add("--finding-separator", "the character between findings in --findings-column", metavar="C")
+    add("--no-finding", "the --findings-column value of an image with no finding", metavar="TEXT")
+    add("--finding-columns", "multi-label, CheXpert's form: one column per finding holding 1, 0, -1 (uncertain) "
+        "or blank", nargs="+", metavar="NAME")
+    add("--uncertain", "what a -1 (uncertain) in --finding-columns stands for: ignore (left out of that "
+        "finding's loss and metrics), zeros or ones (CheXpert's U-Ignore, U-Zeros, U-Ones)",
+        choices=UNKNOWN_POLICIES)
+    add("--blank", "what a blank cell in --finding-columns stands for (CheXpert: not mentioned)",
+        choices=UNKNOWN_POLICIES)
+    add("--patient-column", "the labels CSV's column of patient ids: splits are carved by patient (default: the "
+        "patient read from the file name, as for folders)", metavar="NAME")
+    add("--split-column", "the labels CSV's column of official splits (train, val, test); without it test and "
+        "validation are carved", metavar="NAME")
+    add("--split-lists", "official split lists instead of a split column: SPLIT=FILE pairs, each file naming its "
+        "images one a line, by CSV path or file name (NIH: train=train_val_list.txt test=test_list.txt)",
+        nargs="+", metavar="SPLIT=FILE")
+    add("--classes", "the labels CSV's classes (or --findings-column findings), in this order; rows with another "
+        "label are left out as unknown (default: every label found, sorted; Kermany's normal bacterial viral in "
+        "that order)", nargs="+", metavar="NAME")
+
+
+def _external_options(options: _Options) -> None:
+    add = options.group("external test: another hospital's images, scored by the selected heads unchanged")
+    add("--external-test", "a second dataset (class folders, or a CSV with --external-labels) the selected heads "
+        "are tested on unchanged, reported beside the internal test", metavar="DIR")
+    add("--external-labels", "the external test set's labels CSV (read in the training CSV's form and columns "
+        "unless the options below name its own)", metavar="FILE.csv")
+    add("--external-path-column", "the external CSV's column of image paths (default: --path-column)",
+        metavar="NAME")
+    add("--external-label-column", "the external CSV's column of class names (default: --label-column)",
+        metavar="NAME")
+    add("--external-findings-column", "the external CSV's column of separated findings (NIH's form)",
+        metavar="NAME")
+    add("--external-finding-columns", "the external CSV's 1/0/-1/blank finding columns (CheXpert's form)",
+        nargs="+", metavar="NAME")
+    add("--external-map", "external class or finding names that differ from the training ones, as OLD=NEW pairs; "
+        "for multi-label training NEW may be 'No Finding' (an external NORMAL class) (default: the same names, "
+        "ignoring case)", nargs="+", metavar="OLD=NEW")
 
 
 def _feature_options(options: _Options) -> None:

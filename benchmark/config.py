@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from backbones import BACKBONES, DEFAULT_BACKBONES, PRECISIONS, BackboneSpec, get_backbone
@@ -34,7 +34,7 @@ from benchmark.settings import (
 )
 from features.data.audit import LEAKAGE_POLICIES
 from features.data.dataset import SPLIT_ALIASES
-from features.settings import DataSettings, ExternalSettings, ExtractSettings, LabelSettings
+from features.settings import UNKNOWN_POLICIES, DataSettings, ExternalSettings, ExtractSettings, LabelSettings
 
 _HEAD = HeadSettings()
 # HeadSettings fields a run sets once for every head: all but the grid's and the seed.
@@ -47,7 +47,8 @@ WEIGHTS_CHOICES = ("imagenet", "none")
 CLASS_WEIGHTS = ("none", "balanced")
 VAL_SOURCES = ("carve", "official")
 GRID_FIELDS = ("image_size", "lr", "dropout", "l2", "lr_schedule")
-TUPLE_FIELDS = ("backbones", *GRID_FIELDS, "probe_l2", "finetune_sizes", "classes", "split_lists", "external_map")
+TUPLE_FIELDS = ("backbones", *GRID_FIELDS, "probe_l2", "finetune_sizes", "classes", "split_lists", "external_map",
+                "finding_columns", "external_finding_columns")  # fmt: skip
 
 
 @dataclass
@@ -62,9 +63,20 @@ class RunConfig:
     split_column: str | None = _LABELS.split_column
     classes: tuple[str, ...] = _LABELS.classes
     split_lists: tuple[str, ...] = ()
+    findings_column: str | None = _LABELS.findings_column
+    finding_separator: str = _LABELS.finding_separator
+    no_finding: str = _LABELS.no_finding
+    finding_columns: tuple[str, ...] = _LABELS.finding_columns
+    uncertain: str = _LABELS.uncertain
+    blank: str = _LABELS.blank
     external_test: str | None = None
     external_labels: str | None = None
     external_map: tuple[str, ...] = ()
+    # The external labels CSV's own columns; None: the training CSV's.
+    external_path_column: str | None = None
+    external_label_column: str | None = None
+    external_findings_column: str | None = None
+    external_finding_columns: tuple[str, ...] = ()
     backbones: tuple[str, ...] = DEFAULT_BACKBONES
     weights: str | None = None
     image_size: tuple[int, ...] = ()
@@ -133,6 +145,7 @@ class RunConfig:
             raise ValueError(f"--labels {self.labels} is not a file" if self.data is not None else
                              "--labels needs --data DIR, the folder its image paths are relative to")
         self._validate_split_lists()
+        self._validate_findings()
         self._validate_external()
         for size in self.image_size:
             for name in self.backbones:
@@ -199,6 +212,19 @@ class RunConfig:
         if self.split_lists and (self.labels is None or self.split_column is not None):
             raise ValueError("--split-lists needs --labels FILE.csv, and replaces --split-column (give one of them)")
 
+    def _validate_findings(self) -> None:
+        """Fail on multi-label options without a labels CSV, both forms at once, or an unknown -1/blank policy."""
+        if (self.findings_column is not None or self.finding_columns) and self.labels is None:
+            raise ValueError("--findings-column and --finding-columns need --labels FILE.csv")
+        if self.findings_column is not None and self.finding_columns:
+            raise ValueError("give --findings-column (findings in one column, NIH) or --finding-columns (one column "
+                             "per finding, CheXpert), not both")  # fmt: skip
+        if not self.finding_separator:
+            raise ValueError("--finding-separator must be a character, for example '|'")
+        for flag, value in (("--uncertain", self.uncertain), ("--blank", self.blank)):
+            if value not in UNKNOWN_POLICIES:
+                raise ValueError(f"{flag} must be one of {', '.join(UNKNOWN_POLICIES)}, not {value!r}")
+
     def _validate_external(self) -> None:
         """Fail on an external test folder or labels file that is not there, or a mapping not written OLD=NEW."""
         if self.external_test is not None and not Path(self.external_test).is_dir():
@@ -212,12 +238,32 @@ class RunConfig:
             if not (sign and old.strip() and new.strip()):
                 raise ValueError(f"--external-map takes OLD=NEW pairs (for example PNEUMONIA=bacterial), not {pair!r}")
 
+    def label_settings(self) -> LabelSettings:
+        """How the training labels are read (class folders, or the labels CSV in one of its forms)."""
+        return LabelSettings(
+            labels=self.labels, path_column=self.path_column, label_column=self.label_column,
+            patient_column=self.patient_column, split_column=self.split_column, classes=self.classes,
+            split_lists=tuple((split.strip(), path.strip()) for split, _, path in
+                              (pair.partition("=") for pair in self.split_lists)),
+            findings_column=self.findings_column, finding_separator=self.finding_separator,
+            no_finding=self.no_finding, finding_columns=self.finding_columns, uncertain=self.uncertain,
+            blank=self.blank,
+        )  # fmt: skip
+
     def external_settings(self) -> ExternalSettings | None:
-        """The external test set's settings (its CSV read with the training CSV's path and label columns), or None."""
+        """The external test set's settings, or None: its CSV read with its own columns where given, else the
+        training CSV's, and in the training CSV's label form unless its own findings column(s) are named."""
         if self.external_test is None:
             return None
-        labels = LabelSettings(labels=self.external_labels, path_column=self.path_column,
-                               label_column=self.label_column)  # fmt: skip
+        own_form = self.external_findings_column is not None or bool(self.external_finding_columns)
+        labels = replace(
+            self.label_settings(), labels=self.external_labels, patient_column=None, split_column=None,
+            classes=(), split_lists=(),
+            path_column=self.external_path_column or self.path_column,
+            label_column=self.external_label_column or self.label_column,
+            findings_column=self.external_findings_column if own_form else self.findings_column,
+            finding_columns=self.external_finding_columns if own_form else self.finding_columns,
+        )  # fmt: skip
         pairs = tuple(tuple(part.strip() for part in pair.split("=", 1)) for pair in self.external_map)
         return ExternalSettings(root=self.external_test, labels=labels, mapping=pairs)
 
@@ -255,12 +301,7 @@ class RunConfig:
     def stages(self) -> StageSettings:
         """The settings object of every stage of the run."""
         return StageSettings(
-            labels=LabelSettings(
-                labels=self.labels, path_column=self.path_column, label_column=self.label_column,
-                patient_column=self.patient_column, split_column=self.split_column, classes=self.classes,
-                split_lists=tuple((split.strip(), path.strip()) for split, _, path in
-                                  (pair.partition("=") for pair in self.split_lists)),
-            ),
+            labels=self.label_settings(),
             external=self.external_settings(),
             data=DataSettings(
                 min_side=self.min_side(), val_fraction=self.val_fraction, test_fraction=self.test_fraction,

@@ -127,12 +127,15 @@ def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
     try:
         stages = config.stages()
         dataset = load_dataset(data_root, stages.labels)
-        external = load_external(stages.external, dataset.classes) if stages.external is not None else None
+        external = None
+        if stages.external is not None:
+            external = load_external(stages.external, dataset.classes, dataset.multi_label)
     except (ValueError, OSError) as error:
         return error_line(prog, error)
     task = config.select_by.partition(".")[0]
-    if config.select_by != "val_loss" and task not in binary_tasks(dataset.classes):
-        return error_line(prog, f"--select-by task {task!r} is not one of {', '.join(binary_tasks(dataset.classes))}")
+    tasks = binary_tasks(dataset.classes, dataset.multi_label)
+    if config.select_by != "val_loss" and task not in tasks:
+        return error_line(prog, f"--select-by task {task!r} is not one of {', '.join(tasks)}")
     try:
         with ExitStack() as locks:
             # Two runs writing the same folders would overwrite each other's files: one run per folder.

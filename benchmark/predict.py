@@ -43,10 +43,10 @@ from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, res
 from benchmark.config import RunConfig  # noqa: E402
 from benchmark.settings import HEAD_GRID_FIELDS, GridKey, HeadSettings, model_name  # noqa: E402
 from benchmark.training.finetune import RESULT_FILE, WEIGHTS_FILE, build_finetuned  # noqa: E402
-from benchmark.training.heads import load_head  # noqa: E402
+from benchmark.training.heads import is_multi_label, load_head  # noqa: E402
 from common.files import atomic_output  # noqa: E402
 from features.data.audit import image_problem  # noqa: E402
-from features.data.dataset import IMAGE_SUFFIXES, name_problem, printable  # noqa: E402
+from features.data.dataset import IMAGE_SUFFIXES, findings_label, name_problem, printable  # noqa: E402
 from features.data.images import UnreadableImageError, load_image  # noqa: E402
 
 METHODS = ("auto", "gradcam", "occlusion")
@@ -304,10 +304,13 @@ def predict_image(
         return None
     classes = predictor.classes
     probabilities = predictor.probabilities(image[None])[0]
-    top = int(np.argmax(probabilities))
+    top = int(np.argmax(probabilities))  # multi-label: the likeliest finding, whose heatmap is drawn
     heat = (predictor.gradcam if method == "gradcam" else predictor.occlusion)(image, top)
     listing = ", ".join(f"{name} {p:.3f}" for name, p in zip(classes, probabilities, strict=True))
-    row = {"path": str(path), "predicted": classes[top],
+    predicted = classes[top]
+    if is_multi_label(predictor.head):
+        predicted = findings_label([name for name, p in zip(classes, probabilities, strict=True) if p >= 0.5])
+    row = {"path": str(path), "predicted": predicted,
            **{f"p_{name}": float(p) for name, p in zip(classes, probabilities, strict=True)}}  # fmt: skip
     verdict, decision = _decision(probabilities, classes, operating)
     row |= decision
@@ -318,7 +321,7 @@ def predict_image(
     )
     overlay_png(image, heat, out_png, title)
     row["heatmap"] = str(out_png)
-    log(f"{path}: {classes[top]} ({listing}){verdict}; heatmap {out_png}")
+    log(f"{path}: {predicted} ({listing}){verdict}; heatmap {out_png}")
     return row
 
 

@@ -48,6 +48,12 @@ class LabelSettings:
     read from the file name, as for folders; without a split column test and validation are carved.
     ``split_lists`` pairs a split with a text file naming its images, one a line (a CSV path or its file
     name), the official split lists NIH publishes; it replaces a split column.
+
+    Multi-label (several findings per image) comes in two forms: ``findings_column``, one column of
+    findings separated by ``finding_separator`` with ``no_finding`` for an image without one (NIH's
+    ``Finding Labels``); or ``finding_columns``, one column per finding holding 1, 0, -1 (uncertain) or
+    blank (CheXpert), with ``uncertain`` and ``blank`` saying what -1 and blank stand for: ``ignore``
+    (unknown: left out of that finding's loss and metrics), ``zeros`` or ``ones``.
     """
 
     labels: str | None = None
@@ -57,6 +63,17 @@ class LabelSettings:
     split_column: str | None = None
     classes: tuple[str, ...] = ()
     split_lists: tuple[tuple[str, str], ...] = ()  # (split, file of image names): NIH's train_val_list.txt
+    findings_column: str | None = None
+    finding_separator: str = "|"
+    no_finding: str = "No Finding"
+    finding_columns: tuple[str, ...] = ()
+    uncertain: str = "ignore"
+    blank: str = "zeros"
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the CSV gives several findings per image (either form) rather than one class."""
+        return self.findings_column is not None or bool(self.finding_columns)
 
 
 @dataclass(frozen=True)
@@ -70,3 +87,7 @@ class ExternalSettings:
     root: str
     labels: LabelSettings = LabelSettings()
     mapping: tuple[tuple[str, str], ...] = ()
+
+
+# What CheXpert's uncertain (-1) and blank (not mentioned) values may stand for.
+UNKNOWN_POLICIES = ("ignore", "zeros", "ones")

@@ -4,11 +4,17 @@ A binary task groups the classes into positive and negative (for
 ``normal_vs_pneumonia`` the positive group is bacterial + viral). Its decision
 is the multi-class argmax mapped onto the groups, as in the reference study;
 its score, for ROC AUC, is the summed probability of the positive group.
+
+Multi-label (several findings per image, labels an ``(n, findings)`` array of
+1, 0 and NaN for unknown, one sigmoid per finding): each finding is a binary
+task, finding vs not, scored by its own probability, decided at 0.5, on the
+images whose value of that finding is known.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -20,14 +26,25 @@ KERMANY_TASKS: dict[str, tuple[str, ...]] = {
 METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc")
 
 
-def binary_tasks(classes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+def finding_task(finding: str) -> str:
+    """The task name of a finding: ``Pleural Effusion`` -> ``pleural_effusion``."""
+    return re.sub(r"[^0-9a-z]+", "_", finding.lower()).strip("_") or "finding"
+
+
+def binary_tasks(classes: tuple[str, ...], multi_label: bool = False) -> dict[str, tuple[str, ...]]:
     """Task name -> positive classes.
 
     The Kermany tasks for normal / bacterial / viral; ``normal_vs_X`` for two
     classes one of which is normal; else one-vs-rest per class. A normal class
     among three or more is the rest of a ``normal_vs_disease`` task whose
     positive group is every other class: disease is always the positive side.
+    Multi-label: one task per finding (``finding_task``), the finding its positive side.
     """
+    if multi_label:
+        tasks = {finding_task(name): (name,) for name in classes}
+        if len(tasks) < len(classes):
+            raise ValueError(f"findings {', '.join(classes)} give clashing task names; rename one of them")
+        return tasks
     if set(classes) == {"normal", "bacterial", "viral"}:
         return dict(KERMANY_TASKS)
     lowered = [name.lower() for name in classes]
@@ -107,8 +124,10 @@ def task_metrics(
 def task_decision(
     labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...], positives: tuple[str, ...]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boolean truth, argmax decision and positive-group score of one task."""
+    """Boolean truth, decision and positive-group score of one task: argmax, or a finding's score at 0.5."""
     y_true, score = task_truth_and_score(labels, probabilities, classes, positives)
+    if np.ndim(labels) == 2:
+        return y_true, score >= 0.5, score
     positive_index = [classes.index(name) for name in positives]
     return y_true, np.isin(np.argmax(probabilities, axis=1), positive_index), score
 
@@ -121,22 +140,41 @@ def multiclass_confusion(labels: np.ndarray, probabilities: np.ndarray, n_classe
 
 
 def multiclass_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Share of images whose argmax class is the true class."""
-    return float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(labels))) if len(labels) else math.nan
+    """Share of images whose argmax class is the true class; multi-label: of known findings decided right at 0.5."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        known = ~np.isnan(labels)
+        return float(np.mean((probabilities[known] >= 0.5) == (labels[known] == 1))) if known.any() else math.nan
+    return float(np.mean(np.argmax(probabilities, axis=1) == labels)) if len(labels) else math.nan
+
+
+def macro_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Multi-label: the mean over findings of each finding's ROC AUC (findings whose AUC is undefined left out)."""
+    aucs = [roc_auc(*_finding_truth_and_score(labels, probabilities, j)) for j in range(np.shape(labels)[1])]
+    defined = [auc for auc in aucs if not math.isnan(auc)]
+    return float(np.mean(defined)) if defined else math.nan
+
+
+def _finding_truth_and_score(labels: np.ndarray, probabilities: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """Finding ``j``'s truth and probability on the images whose value of it is known."""
+    known = ~np.isnan(labels[:, j])
+    return labels[known, j] == 1, probabilities[known, j].astype(np.float64)
 
 
 def evaluate(labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Metrics of every binary task of ``classes``: ``{task: metrics}``."""
+    """Metrics of every binary task of ``classes``: ``{task: metrics}`` (multi-label from 2-D ``labels``)."""
     return {
         task: task_metrics(labels, probabilities, classes, positives)
-        for task, positives in binary_tasks(classes).items()
+        for task, positives in binary_tasks(classes, np.ndim(labels) == 2).items()
     }
 
 
 def task_truth_and_score(
     labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...], positives: tuple[str, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean disease truth and the summed positive-group probability of one task."""
+    """Boolean disease truth and the summed positive-group probability of one task (multi-label: see module)."""
+    if np.ndim(labels) == 2:
+        return _finding_truth_and_score(labels, probabilities, classes.index(positives[0]))
     positive_index = [classes.index(name) for name in positives]
     # Summed in float64: float32 sums of saturated probabilities tie where the exact values do not.
     return np.isin(labels, positive_index), probabilities[:, positive_index].astype(np.float64).sum(axis=1)

@@ -5,8 +5,10 @@
 Checked, per row: accuracy, sensitivity, specificity, precision, f1, auc and the four counts (argmax
 decision), the operating point's test sensitivity, specificity, precision and counts, n_test,
 multiclass_accuracy, ece (from scikit-learn's calibration_curve), and that every bootstrap interval
-holds its value. Not checkable from test predictions, so not checked: the validation columns (val_*,
-op_val_*, op_threshold, best_val_loss, best_epoch) and the interval bounds themselves (resampled).
+holds its value. Multi-label runs (a ``macro_auc`` column): per finding, its probability at 0.5 on the
+images whose value of it is known, label accuracy and macro_auc. Not checkable from test predictions,
+so not checked: the validation columns (val_*, op_val_*, op_threshold, best_val_loss, best_epoch) and
+the interval bounds themselves (resampled).
 Exits 1 and lists the differences if any number disagrees.
 """
 
@@ -72,8 +74,8 @@ def sklearn_ece(y_true: np.ndarray, score: np.ndarray, bins: int = 10) -> float:
 def _check_consistency(row, head: pd.DataFrame, y_true: np.ndarray, score: np.ndarray) -> list[str]:
     """n_test, ECE, and each bootstrap interval around its value."""
     problems = []
-    if int(row.n_test) != len(head):
-        problems.append(f"{row.head_id} {row.task} n_test: leaderboard {row.n_test}, predictions {len(head)}")
+    if int(row.n_test) != len(y_true):
+        problems.append(f"{row.head_id} {row.task} n_test: leaderboard {row.n_test}, predictions {len(y_true)}")
     ece = sklearn_ece(y_true, score) if len(set(y_true.tolist())) == 2 else math.nan
     if not math.isnan(ece) and abs(row.ece - ece) > 1e-6:
         problems.append(f"{row.head_id} {row.task} ece: leaderboard {row.ece}, scikit-learn {ece}")
@@ -93,15 +95,20 @@ def verify(results_dir: Path) -> list[str]:
     predictions = pd.read_csv(results_dir / "predictions.csv")
     predictions = predictions[predictions["split"] == "test"]
     problems = []
+    multi_label = "macro_auc" in board
     for row in board.itertuples():
         head = predictions[predictions["head_id"] == row.head_id]
         probability_columns = [c for c in head.columns if c.startswith("p_")]
         classes = [c[2:] for c in probability_columns]
-        positives = row.positive.split("+")
-        y_true = head["label"].isin(positives).to_numpy()
-        argmax = np.array(classes)[head[probability_columns].to_numpy().argmax(axis=1)]
-        y_pred = np.isin(argmax, positives)
-        score = head[[f"p_{name}" for name in positives]].sum(axis=1).to_numpy()
+        if multi_label:
+            y_true, y_pred, score = _finding_task(head, row.positive)
+            problems += _check_multi_label(row, head, classes)
+        else:
+            positives = row.positive.split("+")
+            y_true = head["label"].isin(positives).to_numpy()
+            argmax = np.array(classes)[head[probability_columns].to_numpy().argmax(axis=1)]
+            y_pred = np.isin(argmax, positives)
+            score = head[[f"p_{name}" for name in positives]].sum(axis=1).to_numpy()
         expected = sklearn_metrics(y_true, y_pred, score)
         for metric, value in expected.items():
             got = getattr(row, metric)
@@ -110,9 +117,41 @@ def verify(results_dir: Path) -> list[str]:
                 problems.append(f"{row.head_id} {row.task} {metric}: leaderboard {got}, scikit-learn {value}")
         problems += _check_operating_point(row, y_true, score)
         problems += _check_consistency(row, head, y_true, score)
-        three_class = accuracy_score(head["label"], argmax)
-        if abs(three_class - row.multiclass_accuracy) > TOLERANCE:
-            problems.append(f"{row.head_id} multiclass_accuracy: {row.multiclass_accuracy} vs {three_class}")
+        if not multi_label:
+            three_class = accuracy_score(head["label"], argmax)
+            if abs(three_class - row.multiclass_accuracy) > TOLERANCE:
+                problems.append(f"{row.head_id} multiclass_accuracy: {row.multiclass_accuracy} vs {three_class}")
+    return problems
+
+
+def _finding_values(head: pd.DataFrame, finding: str) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-label: whether each image's value of ``finding`` is known (no ``?`` mark), and whether it is shown."""
+    tokens = head["label"].astype(str).str.split("|")
+    known = ~tokens.apply(lambda names: f"{finding}?" in names).to_numpy()
+    return known, tokens.apply(lambda names: finding in names).to_numpy()
+
+
+def _finding_task(head: pd.DataFrame, finding: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Multi-label: one finding's truth, decision at 0.5 and score on the images whose value of it is known."""
+    known, shown = _finding_values(head, finding)
+    score = head[f"p_{finding}"].to_numpy(dtype=np.float64)[known]
+    return shown[known], score >= 0.5, score
+
+
+def _check_multi_label(row, head: pd.DataFrame, classes: list[str]) -> list[str]:
+    """Multi-label: the row's label accuracy and macro AUC, recomputed over every finding."""
+    right, total, aucs = 0, 0, []
+    for finding in classes:
+        y_true, y_pred, score = _finding_task(head, finding)
+        right, total = right + int(np.sum(y_true == y_pred)), total + len(y_true)
+        if len(set(y_true.tolist())) == 2:
+            aucs.append(roc_auc_score(y_true, score))
+    problems = []
+    for name, expected in (("multiclass_accuracy", right / total if total else math.nan),
+                           ("macro_auc", float(np.mean(aucs)) if aucs else math.nan)):  # fmt: skip
+        got = getattr(row, name)
+        if not (math.isnan(expected) and math.isnan(got)) and abs(got - expected) > TOLERANCE:
+            problems.append(f"{row.head_id} {name}: leaderboard {got}, scikit-learn {expected}")
     return problems
 
 

@@ -15,6 +15,7 @@ from benchmark.evaluation.metrics import (
     binary_tasks,
     bootstrap_intervals,
     expected_calibration_error,
+    macro_auc,
     multiclass_accuracy,
     multiclass_confusion,
     operating_point,
@@ -33,7 +34,7 @@ from benchmark.reporting.plots import (
 from benchmark.settings import GridKey, ReportSettings, model_name
 from benchmark.training.sweep import grid_rows
 from common.files import atomic_write_json, atomic_write_text
-from features.data.dataset import Dataset
+from features.data.dataset import Dataset, findings_label
 
 METRIC_COLUMNS = ("sensitivity", "specificity", "accuracy", "precision", "f1", "auc")
 
@@ -82,8 +83,11 @@ def leaderboard_rows(
     for result in results:
         probabilities = result.probabilities["external" if external is not None else "test"]
         three_class = multiclass_accuracy(labels, probabilities)
-        for task, positives in binary_tasks(dataset.classes).items():
+        extra = {"macro_auc": macro_auc(labels, probabilities)} if dataset.multi_label else {}
+        for task, positives in binary_tasks(dataset.classes, dataset.multi_label).items():
             truth, decision, score = task_decision(labels, probabilities, dataset.classes, positives)
+            if not len(truth):  # a finding the external set does not record: nothing to score
+                continue
             val_truth, val_decision, val_score = task_decision(
                 val_labels, result.probabilities["val"], dataset.classes, positives
             )
@@ -96,8 +100,9 @@ def leaderboard_rows(
                     **binary_metrics(truth, decision, score),
                     **test_quality(truth, decision, score, val_truth, val_score, settings),
                     **{f"val_{metric}": validation[metric] for metric in METRIC_COLUMNS},
-                    "n_test": len(labels),
+                    "n_test": len(truth),
                     "multiclass_accuracy": three_class,
+                    **extra,
                     "best_epoch": result.best_epoch,
                     "epochs_run": result.epochs_run,
                     "best_val_loss": result.best_val_loss,
@@ -123,7 +128,11 @@ def prediction_rows(
     rows = []
     for result in results:
         probabilities = result.probabilities[key or split]
-        predicted = np.argmax(probabilities, axis=1)
+        if dataset.multi_label:
+            predicted = [findings_label([n for n, p in zip(dataset.classes, probs, strict=True) if p >= 0.5])
+                         for probs in probabilities]  # fmt: skip
+        else:
+            predicted = [dataset.classes[guess] for guess in np.argmax(probabilities, axis=1)]
         for record, probs, guess in zip(records, probabilities, predicted, strict=True):
             rows.append(
                 {
@@ -133,7 +142,7 @@ def prediction_rows(
                     "path": record.path,
                     "label": record.label,
                     **{f"p_{name}": float(p) for name, p in zip(dataset.classes, probs, strict=True)},
-                    "predicted": dataset.classes[guess],
+                    "predicted": guess,
                 }
             )
     return rows
@@ -224,7 +233,7 @@ def _validation_section(frame: pd.DataFrame, dataset: Dataset) -> list[str]:
     ]
     metrics = ("auc", "sensitivity", "specificity", "f1")
     headers = ["backbone"] + [f"{name} {m}" for m in metrics for name in ("val", "test", "Δ")]
-    for task in binary_tasks(dataset.classes):
+    for task in binary_tasks(dataset.classes, dataset.multi_label):
         body = []
         for backbone, members in frame[frame["task"] == task].groupby("backbone", sort=False):
             cells = [backbone]
@@ -248,7 +257,7 @@ def _probe_section(winners: list[HeadResult], dataset: Dataset, settings: Report
     labels = dataset.labels("test")
     body = []
     for head, probe in pairs:
-        for task, positives in binary_tasks(dataset.classes).items():
+        for task, positives in binary_tasks(dataset.classes, dataset.multi_label).items():
             truth, head_score = task_truth_and_score(labels, head.probabilities["test"], dataset.classes, positives)
             _, probe_score = task_truth_and_score(labels, probe.probabilities["test"], dataset.classes, positives)
             diff, low, high = paired_auc_difference(truth, head_score, probe_score,
@@ -282,7 +291,7 @@ def _operating_point_section(frame: pd.DataFrame, dataset: Dataset, settings: Re
     ]
     columns = ["op_threshold", "op_val_sensitivity", "op_val_specificity", "op_test_sensitivity",
                "op_test_specificity", "op_test_precision"]  # fmt: skip
-    for task in binary_tasks(dataset.classes):
+    for task in binary_tasks(dataset.classes, dataset.multi_label):
         rows = frame[frame["task"] == task]
         body = [
             [backbone, *[_mean_std(members[c]) for c in columns],
@@ -296,7 +305,7 @@ def _operating_point_section(frame: pd.DataFrame, dataset: Dataset, settings: Re
 
 
 def _calibration_section(frame: pd.DataFrame, dataset: Dataset, plots: dict[str, str]) -> list[str]:
-    tasks = list(binary_tasks(dataset.classes))
+    tasks = list(binary_tasks(dataset.classes, dataset.multi_label))
     body = [
         [backbone, *[_mean_std(members[members["task"] == task]["ece"]) for task in tasks]]
         for backbone, members in frame.groupby("backbone", sort=False)
@@ -325,7 +334,7 @@ def leaderboard_markdown(
     out += [f"Generated {run_info['timestamp']} by cxr-bench `{run_info['git']}` on {run_info['machine']}.", "",
             f"Command: `{run_info['command']}`", ""]  # fmt: skip
     out += _data_section(dataset)
-    out += _selection_section(sweep, settings)
+    out += _selection_section(sweep, settings, dataset.multi_label)
     out += _task_tables(frame, dataset, settings.sort_metric)
     if external is not None and external_rows:
         out += _external_section(frame, pd.DataFrame(external_rows), external, dataset)
@@ -336,7 +345,10 @@ def leaderboard_markdown(
     if plots:
         shown = [f"![{title}]({path})" for title, path in plots.items() if not title.startswith("Reliability")]
         out += ["## Plots", "", *shown, ""]
-    out += _confusion_section(sweep.winners, dataset)
+    if dataset.multi_label:
+        out += _macro_auc_section(frame, pd.DataFrame(external_rows or []))
+    else:
+        out += _confusion_section(sweep.winners, dataset)
     out += _grid_section(sweep, dataset, settings.select_by)
     out += _provenance_section(run_info)
     return "\n".join(out)
@@ -348,7 +360,8 @@ def _external_section(frame: pd.DataFrame, external_frame: pd.DataFrame, externa
     counts = external.counts()["test"]
     out = ["## External test beside the internal test", "", *[f"- {note}" for note in external.notes],
            f"- Files left out: {len(external.skipped)}" + (" (see `external_skipped.csv`)" if external.skipped else ""),
-           "- Images per class: " + ", ".join(f"{label} {n}" for label, n in counts.items()), "",
+           ("- Images showing each finding: " if external.multi_label else "- Images per class: ")
+           + ", ".join(f"{label} {n}" for label, n in counts.items()), "",
            "The heads selected on validation, unchanged (no retraining, no new threshold), scored on a second "
            "dataset. Δ = external − internal; a large negative Δ means the model does not hold up on other "
            "images. `op sens` is the sensitivity at the threshold chosen on validation. Mean over seeds; "
@@ -357,8 +370,10 @@ def _external_section(frame: pd.DataFrame, external_frame: pd.DataFrame, externa
     metrics = ("auc", "sensitivity", "specificity", "f1", "op_test_sensitivity")
     headers = ["backbone"] + [f"{name} {m.replace('op_test_sensitivity', 'op sens')}" for m in metrics
                               for name in ("internal", "external", "Δ")]  # fmt: skip
-    for task in binary_tasks(dataset.classes):
+    for task in binary_tasks(dataset.classes, dataset.multi_label):
         body = []
+        if not (external_frame["task"] == task).any():
+            continue  # a finding the external set does not record
         for backbone, members in external_frame[external_frame["task"] == task].groupby("backbone", sort=False):
             internal = frame[(frame["task"] == task) & (frame["backbone"] == backbone)]
             cells = [backbone]
@@ -385,15 +400,24 @@ def _data_section(dataset: Dataset) -> list[str]:
         "image(s)" + (" (see `leakage.csv`)" if dataset.leakage else ""),
         "",
         tabulate(
-            [[split, *counts[split].values(), sum(counts[split].values())] for split in counts],
-            headers=["split", *dataset.classes, "total"],
+            [[split, *counts[split].values(), len(dataset.split(split))] for split in counts],
+            headers=["split", *dataset.classes, "images"],
             tablefmt="pipe",
         ),
         "",
     ]
 
 
-def _selection_section(sweep: SweepResult, settings: ReportSettings) -> list[str]:
+def _decision_rule(multi_label: bool) -> str:
+    """How a task's decision and its AUC score are taken from a head's probabilities."""
+    if multi_label:
+        return ("Multi-label: one sigmoid per finding; a finding's decision is its probability ≥ 0.5 and its AUC "
+                "uses that probability, on the images whose value of the finding is known.")  # fmt: skip
+    return ("A binary decision is the multi-class argmax mapped onto the task; AUC uses the summed probability "
+            "of the positive classes.")  # fmt: skip
+
+
+def _selection_section(sweep: SweepResult, settings: ReportSettings, multi_label: bool = False) -> list[str]:
     """How the heads were selected (validation only) and how the tables read."""
     rule = "lowest validation loss" if settings.select_by == "val_loss" else f"highest validation {settings.select_by}"
     out = [
@@ -402,8 +426,7 @@ def _selection_section(sweep: SweepResult, settings: ReportSettings) -> list[str
         f"Each backbone's grid ({len(sweep.points)} trained heads in all) was scored on the **validation** "
         f"split only; per backbone, the grid point with the **{rule}** (mean over its seeds) was selected. "
         "Early stopping and the kept checkpoint also used validation loss. Only the selected heads were "
-        "then predicted on the test split, once, for the tables below. A binary decision is the "
-        "multi-class argmax mapped onto the task; AUC uses the summed probability of the positive classes. "
+        "then predicted on the test split, once, for the tables below. " + _decision_rule(multi_label) + " "
         f"Tables are sorted by test **{settings.sort_metric}** (ties: sensitivity); with several seeds a cell is "
         "mean ± standard deviation, with one seed it is the value and its 95% bootstrap confidence interval "
         f"({settings.bootstrap} resamples of the test images; every seed's intervals are in `leaderboard.csv`).",
@@ -420,7 +443,7 @@ def _selection_section(sweep: SweepResult, settings: ReportSettings) -> list[str
 def _task_tables(frame: pd.DataFrame, dataset: Dataset, sort_metric: str) -> list[str]:
     """The leaderboard proper: per task, the selected heads ranked by their test ``sort_metric``."""
     out = ["## Best per backbone: test results per task", ""]
-    for task, positives in binary_tasks(dataset.classes).items():
+    for task, positives in binary_tasks(dataset.classes, dataset.multi_label).items():
         summary = _summary(frame[frame["task"] == task], sort_metric)
         body = []
         for rank, (_, row) in enumerate(summary.iterrows(), start=1):
@@ -453,10 +476,30 @@ def _confusion_section(winners: list[HeadResult], dataset: Dataset) -> list[str]
     return out
 
 
+def _macro_auc_section(frame: pd.DataFrame, external_frame: pd.DataFrame) -> list[str]:
+    """Multi-label: per backbone, the AUC averaged over findings (validation, test, external), mean over seeds."""
+    body = []
+    for backbone, members in frame.groupby("backbone", sort=False):
+        heads = members.drop_duplicates("head_id")
+        val_auc = members.groupby("head_id")["val_auc"].mean().mean()
+        cells = [backbone, _fmt(float(val_auc)), _mean_std(heads["macro_auc"]),
+                 _fmt(float(heads["multiclass_accuracy"].mean()))]  # fmt: skip
+        if not external_frame.empty:
+            outside = external_frame[external_frame["backbone"] == backbone].drop_duplicates("head_id")
+            cells.append(_fmt(float(outside["macro_auc"].mean())) if len(outside) else "n/a")
+        body.append(cells)
+    headers = ["backbone", "val macro AUC", "test macro AUC", "test label accuracy"]
+    headers += ["external macro AUC"] if not external_frame.empty else []
+    return ["## Macro-averaged AUC per backbone", "",
+            "The mean over findings of each finding's ROC AUC (findings whose AUC is undefined left out); label "
+            "accuracy is the share of known (image, finding) values decided right at 0.5. Mean over seeds.", "",
+            tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True), ""]  # fmt: skip
+
+
 def _grid_section(sweep: SweepResult, dataset: Dataset, select_by: str) -> list[str]:
     """Every grid point's validation scores, the selected one marked; never a test number."""
-    grid = pd.DataFrame(grid_rows(sweep.points, dataset.classes, select_by))
-    first_task = next(iter(binary_tasks(dataset.classes)))
+    grid = pd.DataFrame(grid_rows(sweep.points, dataset.classes, select_by, dataset.multi_label))
+    first_task = next(iter(binary_tasks(dataset.classes, dataset.multi_label)))
     chosen = {w.grid_key() for w in sweep.winners}
     body = []
     ordered = grid.sort_values(["backbone", "kind", "selection_score"], ascending=[True, False, False],
@@ -491,17 +534,18 @@ def _provenance_section(run_info: dict) -> list[str]:
     ]
 
 
-def plot_files(tasks: list[str], models: list[str]) -> dict[str, str]:
+def plot_files(tasks: list[str], models: list[str], confusion: bool = True) -> dict[str, str]:
     """Title -> path under the results folder of every plot ``write_reports`` draws, in the report's order.
 
-    The one list of them: the report writes these files and ``cxr-bench serve`` shows them.
+    The one list of them: the report writes these files and ``cxr-bench serve`` shows them. A multi-label
+    run (``confusion`` False) has no confusion matrix.
     """
     files = {"Training curves": "plots/training_curves.png",
              "Test metrics per backbone and task": "plots/metric_bars.png"}  # fmt: skip
     for task in tasks:
         files[f"ROC {task}"] = f"plots/roc_{task}.png"
         files[f"Reliability {task}"] = f"plots/reliability_{task}.png"
-    return files | {f"Confusion matrix {name}": f"plots/confusion_{name}.png" for name in models}
+    return files | {f"Confusion matrix {name}": f"plots/confusion_{name}.png" for name in models if confusion}
 
 
 def _plots(results_dir: Path, rows: list[dict], sweep: SweepResult, dataset: Dataset) -> dict[str, str]:
@@ -511,7 +555,7 @@ def _plots(results_dir: Path, rows: list[dict], sweep: SweepResult, dataset: Dat
     first = {}
     for winner in sweep.winners:
         first.setdefault(winner.backbone, winner)
-    made = plot_files(list(binary_tasks(dataset.classes)), list(first))
+    made = plot_files(list(binary_tasks(dataset.classes, dataset.multi_label)), list(first), not dataset.multi_label)
     path = {title: results_dir / relative for title, relative in made.items()}
     # A probe is fitted in one go: it has no curve to draw.
     curves = [w for w in first.values() if w.settings.kind != "logreg"] or list(first.values())
@@ -533,14 +577,14 @@ def _plots(results_dir: Path, rows: list[dict], sweep: SweepResult, dataset: Dat
         error_columns={m: f"{m}_std" for m in ("sensitivity", "specificity", "f1", "auc")},
     )
     labels = dataset.labels("test")
-    for task, positives in binary_tasks(dataset.classes).items():
-        index = [dataset.classes.index(name) for name in positives]
+    for task, positives in binary_tasks(dataset.classes, dataset.multi_label).items():
         curves = {
-            name: (np.isin(labels, index), w.probabilities["test"][:, index].sum(axis=1)) for name, w in first.items()
+            name: task_truth_and_score(labels, w.probabilities["test"], dataset.classes, positives)
+            for name, w in first.items()
         }
         plot_roc_curves(curves, path[f"ROC {task}"], title=f"ROC, {task} (test, first seed)")
         plot_reliability(curves, path[f"Reliability {task}"], title=f"Reliability, {task} (test, first seed)")
-    for name, winner in first.items():
+    for name, winner in first.items() if not dataset.multi_label else ():
         matrix = multiclass_confusion(labels, winner.probabilities["test"], len(dataset.classes))
         plot_confusion_matrix(matrix, dataset.classes, path[f"Confusion matrix {name}"], title=f"{name} (test)")
     return made
@@ -594,7 +638,7 @@ def write_reports(
     predictions = prediction_rows(sweep.winners, dataset)
     predictions += prediction_rows(scored, external, key="external") if external else []
     atomic_write_text(paths["predictions.csv"], pd.DataFrame(predictions).to_csv(index=False))
-    grid = grid_rows(sweep.points, dataset.classes, settings.select_by)
+    grid = grid_rows(sweep.points, dataset.classes, settings.select_by, dataset.multi_label)
     atomic_write_text(paths["grid.csv"], pd.DataFrame(grid).to_csv(index=False))
     markdown = leaderboard_markdown(rows, sweep, dataset, run_info, plots, settings, external, external_rows)
     atomic_write_text(paths["leaderboard.md"], markdown)

@@ -115,7 +115,9 @@ def missing_files(results_dir: Path) -> list[str]:
 
 def expected_plots(results_dir: Path, board: pd.DataFrame) -> list[Plot]:
     """The PNGs ``write_reports`` draws for this leaderboard, each marked present or not."""
-    files = plot_files(list(dict.fromkeys(board["task"])), list(dict.fromkeys(board["backbone"])))
+    # A multi-label run's leaderboard has a macro_auc column, and its report no confusion matrices.
+    files = plot_files(list(dict.fromkeys(board["task"])), list(dict.fromkeys(board["backbone"])),
+                       confusion="macro_auc" not in board)  # fmt: skip
     return [Plot(title, Path(relative).name, (results_dir / relative).is_file()) for title, relative in files.items()]
 
 

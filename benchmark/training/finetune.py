@@ -36,7 +36,7 @@ import numpy as np
 from backbones import BackboneSpec, build_backbone, get_backbone, resolve_weights
 from benchmark.records import HeadResult
 from benchmark.settings import FinetuneRun, FinetuneSettings
-from benchmark.training.heads import load_head
+from benchmark.training.heads import load_head, multi_label_loss
 from common.files import atomic_path, atomic_write_json, sha256_file
 from features.cache import cache_key
 from features.data.dataset import Dataset, class_balance
@@ -183,16 +183,19 @@ def _compiled_stage(
     settings: FinetuneSettings,
     head: keras.Model,
     weights_state: list[np.ndarray] | None,
+    y_train: np.ndarray | None = None,
 ) -> keras.Model:
     """The backbone + head at ``size``, carrying on from ``weights_state``, its top unfrozen and compiled."""
     model, backbone = build_finetuned(spec, size, weights, settings.seed, head)
     if weights_state is not None:
         model.set_weights(weights_state)  # progressive resizing: the same weights, a larger input
     unfrozen = unfreeze_top(backbone, settings.layers)
+    multi_label = y_train is not None and np.ndim(y_train) == 2
     model.compile(
         optimizer=DiscriminativeAdam(layer_multipliers(unfrozen, settings.lr_factor), learning_rate=settings.lr),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        # Multi-label: the frozen heads' masked binary cross-entropy (its accuracy would count unknown findings).
+        loss=multi_label_loss(y_train, settings.class_weight) if multi_label else "sparse_categorical_crossentropy",
+        metrics=[] if multi_label else ["accuracy"],
     )
     return model
 
@@ -241,12 +244,13 @@ def finetune_one(
     paths = [record.path for record in dataset.records]
     labels = {split: dataset.labels(split) for split in ("train", "val", "test")}
     rows = {split: dataset.indices(split) for split in ("train", "val", "test")}
-    class_weight = class_balance(labels["train"], len(dataset.classes)) if settings.class_weight == "balanced" else None
+    balanced = settings.class_weight == "balanced" and not dataset.multi_label  # multi-label: in the loss
+    class_weight = class_balance(labels["train"], len(dataset.classes)) if balanced else None
     stages = _StageRecord()
     weights_state = None
     keras.utils.set_random_seed(settings.seed)
     for stage, size in enumerate(sizes):
-        model = _compiled_stage(spec, size, weights, settings, head, weights_state)
+        model = _compiled_stage(spec, size, weights, settings, head, weights_state, labels["train"])
         reader, _ = pixel_cache.build(size, dataset.root, paths, progress=progress)
         with reader:
             fitted = _fit_stage(model, reader, rows, labels, spec.preprocess, settings, stage, class_weight, progress)

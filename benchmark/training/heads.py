@@ -1,6 +1,7 @@
 """Trains, saves and loads the classification heads that sit on cached features.
 
-A head is [Standardize] -> Dropout -> Dense softmax. The backbone's
+A head is [Standardize] -> Dropout -> Dense softmax (multi-label: one
+sigmoid per finding, trained on binary cross-entropy). The backbone's
 GlobalAveragePooling is applied at extraction time (``pooling="avg"``):
 pooling has no weights and comes before the dropout, so
 training on the pooled vectors is exactly the GAP -> Dropout -> Dense head of
@@ -27,6 +28,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from benchmark.evaluation.metrics import multiclass_accuracy
 from benchmark.settings import HeadSettings
 from common.files import atomic_output, atomic_path
 from features.data.dataset import class_balance
@@ -80,14 +82,29 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_head(
-    feature_size: int, n_classes: int, dropout: float, statistics: tuple[np.ndarray, np.ndarray] | None = None
+    feature_size: int,
+    n_classes: int,
+    dropout: float,
+    statistics: tuple[np.ndarray, np.ndarray] | None = None,
+    multi_label: bool = False,
 ) -> keras.Model:
-    """[Standardize] -> Dropout -> Dense softmax over pooled backbone features."""
+    """[Standardize] -> Dropout -> Dense softmax over pooled backbone features (multi-label: sigmoid)."""
+    activation = "sigmoid" if multi_label else "softmax"
     inputs = keras.Input(shape=(feature_size,), name="pooled_features")
     hidden = inputs if statistics is None else Standardize(*statistics, name="standardize")(inputs)
     hidden = keras.layers.Dropout(dropout, name="dropout")(hidden)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="softmax")(hidden)
-    return keras.Model(inputs, outputs, name="gap_dropout_softmax_head")
+    outputs = keras.layers.Dense(n_classes, activation=activation, name=activation)(hidden)
+    return keras.Model(inputs, outputs, name=f"gap_dropout_{activation}_head")
+
+
+def output_layer(head: keras.Model) -> keras.layers.Dense:
+    """A head's Dense output layer (``softmax``, or ``sigmoid`` for a multi-label head)."""
+    return head.layers[-1]
+
+
+def is_multi_label(head: keras.Model) -> bool:
+    """Whether ``head`` gives one sigmoid per finding rather than a softmax over classes."""
+    return output_layer(head).activation is keras.activations.sigmoid
 
 
 class _HeadBank(keras.layers.Layer):
@@ -101,10 +118,13 @@ class _HeadBank(keras.layers.Layer):
     same for 1 head or 40.
     """
 
-    def __init__(self, rates: list[float], n_classes: int, initial: list[np.ndarray], seed: int, **kwargs):
+    def __init__(
+        self, rates: list[float], n_classes: int, initial: list[np.ndarray], seed: int, multi_label: bool, **kwargs
+    ):
         super().__init__(**kwargs)
         self.rates = list(rates)
         self.n_classes = n_classes
+        self.multi_label = multi_label
         self.initial = initial
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -133,7 +153,7 @@ class _HeadBank(keras.layers.Layer):
         else:
             logits = keras.ops.matmul(inputs, self.kernel)
         logits = keras.ops.reshape(logits + self.bias, (-1, len(self.rates), self.n_classes))
-        return keras.ops.softmax(logits, axis=-1)
+        return keras.ops.sigmoid(logits) if self.multi_label else keras.ops.softmax(logits, axis=-1)
 
     def _blocks(self) -> list[tuple[float, int, int]]:
         if list(self.rates) != sorted(self.rates):
@@ -159,6 +179,39 @@ class _HeadBank(keras.layers.Layer):
 def _summed_crossentropy(y_true, y_pred):
     """Sum over heads of each head's cross-entropy: every head gets exactly its own gradient."""
     return keras.ops.sum(keras.losses.categorical_crossentropy(y_true, y_pred), axis=-1)
+
+
+def masked_binary_crossentropy(positive_weight: np.ndarray, negative_weight: np.ndarray):
+    """Multi-label loss for Keras: per image, the known findings' weighted binary cross-entropies (NaN targets:
+    unknown, left out) summed and divided by the number of findings, as ``binary_cross_entropy`` scores
+    validation. The weights are 1, or ``finding_balance``'s. Works on a trailing heads axis too.
+    """
+
+    def loss(y_true, y_pred):
+        known = keras.ops.logical_not(keras.ops.isnan(y_true))
+        target = keras.ops.where(known, y_true, 0.0)
+        p = keras.ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+        terms = -(positive_weight * target * keras.ops.log(p)
+                  + negative_weight * (1.0 - target) * keras.ops.log(1.0 - p))  # fmt: skip
+        return keras.ops.mean(keras.ops.where(known, terms, 0.0), axis=-1)
+
+    return loss
+
+
+def multi_label_loss(y_train: np.ndarray, class_weight: str):
+    """The Keras loss of a multi-label head trained on ``y_train``, balanced per finding if asked."""
+    ones = np.ones(np.shape(y_train)[1], np.float32)
+    return masked_binary_crossentropy(*(finding_balance(y_train) if class_weight == "balanced" else (ones, ones)))
+
+
+def finding_balance(y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-label ``class_weight="balanced"``: per finding, weights making its positives and negatives weigh alike."""
+    positives = np.nansum(y_train == 1, axis=0).astype(np.float64)
+    negatives = np.nansum(y_train == 0, axis=0).astype(np.float64)
+    known = positives + negatives
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weights = [np.where(count > 0, known / (2.0 * count), 1.0) for count in (positives, negatives)]
+    return weights[0].astype(np.float32), weights[1].astype(np.float32)
 
 
 class _PerHeadAdam(keras.optimizers.Adam):
@@ -199,12 +252,29 @@ def _glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.n
 
 
 def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Mean categorical cross-entropy of ``probabilities`` (rows) at integer ``labels``, clipped as Keras does."""
+    """Mean categorical cross-entropy of ``probabilities`` (rows) at integer ``labels``, clipped as Keras does.
+
+    Multi-label ``labels`` (``(n, findings)``, NaN unknown) give ``binary_cross_entropy``.
+    """
+    if np.ndim(labels) == 2:
+        return binary_cross_entropy(probabilities, labels)
     picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
     return float(-np.mean(np.log(picked)))
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def binary_cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Multi-label loss: per image, the known findings' binary cross-entropies summed over the findings' count; mean."""
+    known = ~np.isnan(labels)
+    target = np.where(known, labels, 0.0)
+    p = np.clip(probabilities.astype(np.float64), 1e-7, 1.0 - 1e-7)
+    terms = -(target * np.log(p) + (1.0 - target) * np.log(1.0 - p))
+    return float(np.sum(np.where(known, terms, 0.0)) / labels.size) if labels.size else math.nan
+
+
+def _activate(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Sigmoid (multi-label) or softmax over the last axis, in NumPy."""
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-logits))
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
@@ -232,10 +302,10 @@ class _PerHeadEarlyStopping(keras.callbacks.Callback):
         heads, classes = len(self.bank.rates), self.bank.n_classes
         for prefix, (features, labels) in self.splits.items():
             logits = (features @ weights[0] + weights[1]).reshape(len(features), heads, classes)
-            probabilities = _softmax(logits)
+            probabilities = _activate(logits, self.bank.multi_label)
             for k in range(heads):
                 self.history[k][f"{prefix}loss"].append(cross_entropy(probabilities[:, k], labels))
-                self.history[k][f"{prefix}accuracy"].append(float(np.mean(probabilities[:, k].argmax(1) == labels)))
+                self.history[k][f"{prefix}accuracy"].append(multiclass_accuracy(labels, probabilities[:, k]))
         for k in range(heads):
             val_loss = self.history[k]["val_loss"][-1]
             if self.stopped_at[k]:
@@ -253,7 +323,12 @@ class _PerHeadEarlyStopping(keras.callbacks.Callback):
 def _training_targets(
     y_train: np.ndarray, n_classes: int, heads: int, class_weight: str
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """One-hot targets repeated for every head, and per-sample weights when the classes are to be balanced."""
+    """One-hot targets repeated for every head, and per-sample weights when the classes are to be balanced.
+
+    Multi-label targets are the finding targets themselves (NaN: unknown), balanced in the loss instead.
+    """
+    if np.ndim(y_train) == 2:
+        return np.repeat(np.asarray(y_train, np.float32)[:, None, :], heads, axis=1), None
     targets = np.repeat(keras.utils.to_categorical(y_train, n_classes)[:, None, :], heads, axis=1)
     if class_weight != "balanced":
         return targets, None
@@ -275,19 +350,27 @@ def _compile_bank(
     n_train: int,
     statistics: tuple[np.ndarray, np.ndarray] | None,
     initial: list[np.ndarray],
+    y_train: np.ndarray,
 ) -> tuple[keras.Model, _HeadBank]:
     """The joint model of every head (sorted by dropout rate), compiled with each head's own Adam."""
-    shared = settings[0]
+    shared, multi_label = settings[0], np.ndim(y_train) == 2
     keras.utils.set_random_seed(shared.seed)
     inputs = keras.Input(shape=(feature_size,), name="pooled_features")
     hidden = inputs if statistics is None else Standardize(*statistics, name="standardize")(inputs)
-    bank = _HeadBank([s.dropout for s in settings], n_classes, initial, shared.seed, name="heads")
+    bank = _HeadBank([s.dropout for s in settings], n_classes, initial, shared.seed, multi_label, name="heads")
     joint = keras.Model(inputs, bank(hidden))
     steps_per_epoch = math.ceil(n_train / shared.batch_size)
+    loss = _summed_crossentropy
+    if multi_label:
+        per_head = multi_label_loss(y_train, shared.class_weight)
+
+        def loss(y_true, y_pred):  # summed over heads, as _summed_crossentropy
+            return keras.ops.sum(per_head(y_true, y_pred), axis=-1)
+
     # A whole epoch per call of the compiled step: the per-step Python and dispatch cost dominates heads this small.
     joint.compile(
         optimizer=_PerHeadAdam(settings, n_classes, steps_per_epoch),
-        loss=_summed_crossentropy,
+        loss=loss,
         steps_per_execution=steps_per_epoch,
     )
     return joint, bank
@@ -341,9 +424,9 @@ def _save_trained_head(
 ) -> TrainedHead:
     """Head ``k`` of the bank as a lone head with its best weights, saved with its history into ``out_dir``."""
     feature_size, n_classes = initial[0].shape
-    model = build_head(feature_size, n_classes, settings.dropout, statistics)
+    model = build_head(feature_size, n_classes, settings.dropout, statistics, stopper.bank.multi_label)
     _, best_epoch, best_weights = stopper.best[k]
-    model.get_layer("softmax").set_weights(best_weights if best_weights is not None else initial)
+    output_layer(model).set_weights(best_weights if best_weights is not None else initial)
     # A head that stopped early trained on with the others; its history ends where it stopped.
     history = stopper.history[k]
     epochs_run = stopper.stopped_at[k] or len(history["val_loss"])
@@ -372,9 +455,10 @@ def train_heads(
     be shared (``HeadSettings.shared_part``). Every head starts from the same
     seeded initialisation and sees the same seeded batch order; each has its
     own dropout rate and Adam learning rate, trained on categorical
-    cross-entropy. With dropout 0 a head's result does not depend on which
-    other heads share the model; with dropout its masks are its own slice of
-    one random stream. Each head stops on its own when its validation loss has
+    cross-entropy (binary for multi-label ``y``: ``(n, findings)``, NaN unknown).
+    With dropout 0 a head's result does not depend on which other heads share
+    the model; with dropout its masks are its own slice of one random stream.
+    Each head stops on its own when its validation loss has
     not improved for ``patience`` epochs; its best epoch's weights are restored
     and saved as ``out_dir/best.keras``, with the per-epoch history (loss and
     accuracy in inference mode, train and validation) in ``out_dir/history.csv``.
@@ -392,7 +476,7 @@ def train_heads(
     statistics = feature_statistics(x_train) if shared.standardize else None
     rng = np.random.default_rng(shared.seed)
     initial = [_glorot_uniform(rng, feature_size, n_classes), np.zeros(n_classes, np.float32)]
-    joint, bank = _compile_bank(settings, feature_size, n_classes, len(x_train), statistics, initial)
+    joint, bank = _compile_bank(settings, feature_size, n_classes, len(x_train), statistics, initial, y_train)
     stopper, elapsed = _fit_bank(
         joint, bank, shared, (x_train, y_train), (x_val, y_val), statistics, progress=progress, description=description
     )

@@ -116,7 +116,8 @@ def run_sweep(settings: SweepSettings, dataset: Dataset, extracted: list[Backbon
     heads_dir = Path(settings.results_dir) / "heads"
     grid = settings.grid
     progress = _Progress(len(extracted) * len(grid))
-    split_key = cache_key({split: [r.path for r in dataset.split(split)] for split in ("train", "val")})
+    # The labels too: a labels CSV (or its --uncertain policy) can change them for the same images.
+    split_key = cache_key({split: [[r.path, r.label] for r in dataset.split(split)] for split in ("train", "val")})
     points: list[dict] = []
     features_of: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     jobs: list[tuple] = []
@@ -351,7 +352,7 @@ def _select_and_test(
     return winners
 
 
-def grid_rows(points: list[dict], classes: tuple[str, ...], select_by: str) -> list[dict]:
+def grid_rows(points: list[dict], classes: tuple[str, ...], select_by: str, multi_label: bool = False) -> list[dict]:
     """One row per grid point (seeds averaged): validation scores only, with the selected one marked."""
     grouped: dict[tuple, list[dict]] = defaultdict(list)
     for point in points:
@@ -366,7 +367,7 @@ def grid_rows(points: list[dict], classes: tuple[str, ...], select_by: str) -> l
             row["val_loss"] = float(np.mean([p["val_loss"] for p in done]))
             row["val_loss_std"] = float(np.std([p["val_loss"] for p in done]))
             row["val_multiclass_accuracy"] = float(np.mean([p["val_multiclass_accuracy"] for p in done]))
-            for task in binary_tasks(classes):
+            for task in binary_tasks(classes, multi_label):
                 for metric in ("auc", "sensitivity", "specificity"):
                     row[f"val_{task}_{metric}"] = float(np.mean([p["val"][task][metric] for p in done]))
             row["selection_score"] = float(np.mean([selection_score(p, select_by) for p in done]))

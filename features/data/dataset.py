@@ -14,6 +14,7 @@ because the official Kermany validation split holds only 16 images.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,11 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff")
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
 KERMANY_CLASSES = ("normal", "bacterial", "viral")
+# A multi-label record's label: its positive findings joined by FINDING_SEPARATOR, a finding whose value is
+# unknown (CheXpert's uncertain -1 under --uncertain ignore) marked with UNKNOWN_MARK, NO_FINDING for none.
+NO_FINDING = "No Finding"
+FINDING_SEPARATOR = "|"
+UNKNOWN_MARK = "?"
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class Dataset:
         digests: SHA-256 of each record's bytes, once ``features.data.audit`` has read them;
             identical images are then kept on one side of a carved split.
         leakage: rows of ``features.data.audit.find_leakage`` (images found in two splits or under two labels).
+        multi_label: ``classes`` are findings, any number per image (``findings_label``); labels are then
+            ``(n, findings)`` arrays of 1, 0 and NaN (unknown) instead of class indices.
     """
 
     root: Path
@@ -64,6 +72,7 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
     digests: dict[str, str] = field(default_factory=dict)
     leakage: list[dict] = field(default_factory=list)
+    multi_label: bool = False
 
     def split(self, name: str) -> list[ImageRecord]:
         """The records of split ``name``, in a stable order."""
@@ -74,16 +83,42 @@ class Dataset:
         return np.flatnonzero([record.split == name for record in self.records])
 
     def labels(self, name: str) -> np.ndarray:
-        """Integer class indices of split ``name``, aligned with ``split(name)``."""
+        """Integer class indices of split ``name``, aligned with ``split(name)``; multi-label: finding targets.
+
+        A multi-label dataset gives a float32 ``(n, findings)`` array: 1 present, 0 absent, NaN unknown.
+        """
+        if self.multi_label:
+            rows = [finding_targets(record.label, self.classes) for record in self.split(name)]
+            return np.array(rows, dtype=np.float32).reshape(len(rows), len(self.classes))
         index = {label: i for i, label in enumerate(self.classes)}
         return np.array([index[record.label] for record in self.split(name)], dtype=np.int64)
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Images per split and class: ``{split: {class: n}}``."""
+        """Images per split and class: ``{split: {class: n}}``; multi-label: images showing each finding."""
         table = {split: dict.fromkeys(self.classes, 0) for split in SPLITS}
         for record in self.records:
-            table[record.split][record.label] += 1
+            for label in findings_of(record.label) if self.multi_label else (record.label,):
+                table[record.split][label] += 1
         return table
+
+
+def findings_label(present: list[str], unknown: list[str] = ()) -> str:
+    """The label of a multi-label record: ``Effusion|Pneumonia``, ``Edema?`` for unknown, ``No Finding``."""
+    tokens = sorted(present) + sorted(name + UNKNOWN_MARK for name in unknown)
+    return FINDING_SEPARATOR.join(tokens) or NO_FINDING
+
+
+def findings_of(label: str) -> list[str]:
+    """The findings a multi-label record shows (not those whose value is unknown)."""
+    if label == NO_FINDING:
+        return []
+    return [token for token in label.split(FINDING_SEPARATOR) if not token.endswith(UNKNOWN_MARK)]
+
+
+def finding_targets(label: str, findings: tuple[str, ...]) -> list[float]:
+    """One target per finding of a multi-label record: 1.0 shown, 0.0 not shown, NaN unknown."""
+    tokens = set() if label == NO_FINDING else set(label.split(FINDING_SEPARATOR))
+    return [1.0 if name in tokens else math.nan if name + UNKNOWN_MARK in tokens else 0.0 for name in findings]
 
 
 # Folders and files that operating systems and archivers leave behind.
@@ -325,7 +360,9 @@ def make_splits(
         records, note = _carve_validation(records, val_fraction, rng, dataset.digests, seed)
         notes.append(note)
     if limit_per_class is not None:
-        records = _subset_per_class(records, dataset.classes, limit_per_class, rng)
+        # Multi-label: per label combination (``Effusion|Pneumonia``), the unit the splits are stratified by.
+        groups = tuple(sorted({r.label for r in records})) if dataset.multi_label else dataset.classes
+        records = _subset_per_class(records, groups, limit_per_class, rng)
         notes.append(f"subset: at most {limit_per_class} images per class and split (--limit-per-class), seed {seed}")
     records.sort(key=lambda r: (SPLITS.index(r.split), r.path))
     return replace(dataset, records=records, notes=dataset.notes + notes)

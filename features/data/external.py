@@ -7,14 +7,21 @@ class names onto the training classes (``--external-map OLD=NEW``, else the
 same name ignoring case), and leaves out, with the reason, every image whose
 class maps onto none. When nothing maps, it stops with one line before any
 extraction.
+
+For multi-label training, the external set's findings (or, for a set of class
+folders, its classes) map onto the training findings; a class may also map
+onto ``No Finding`` (a NORMAL folder: every finding absent). A training finding
+the external set does not record is unknown on every external image, and its
+task is not scored externally.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
-from features.data.dataset import Dataset
+from features.data.dataset import NO_FINDING, Dataset, ImageRecord, finding_targets, findings_label
 from features.data.labels import load_dataset
 from features.settings import ExternalSettings
 
@@ -31,7 +38,16 @@ def _target(label: str, mapping: dict[str, str], classes: tuple[str, ...]) -> st
     return lowered.get(label.lower())
 
 
-def load_external(settings: ExternalSettings, classes: tuple[str, ...]) -> Dataset:
+def _check_mapping(mapping: dict[str, str], targets: tuple[str, ...], what: str) -> None:
+    """``ExternalError`` if a pair maps onto something that is not a training class (or finding)."""
+    wrong = sorted(new for new in mapping.values() if new not in targets)
+    if wrong:
+        plural = {"class": "classes", "finding": "findings"}[what]
+        raise ExternalError(f"--external-map names {', '.join(map(repr, wrong))}, not a training {what}; "
+                            f"the training {plural} are: {', '.join(targets)}")  # fmt: skip
+
+
+def load_external(settings: ExternalSettings, classes: tuple[str, ...], multi_label: bool = False) -> Dataset:
     """The external test set of ``settings``, labelled with the training ``classes``, every record in ``test``.
 
     Raises:
@@ -39,10 +55,10 @@ def load_external(settings: ExternalSettings, classes: tuple[str, ...]) -> Datas
         ValueError, OSError: the folder or its labels cannot be read (as for the training data).
     """
     mapping = dict(settings.mapping)
-    wrong = sorted(new for new in mapping.values() if new not in classes)
-    if wrong:
-        raise ExternalError(f"--external-map names {', '.join(map(repr, wrong))}, not a training class; "
-                            f"the training classes are: {', '.join(classes)}")  # fmt: skip
+    if multi_label:
+        _check_mapping(mapping, (*classes, NO_FINDING), "finding")
+        return _external_findings(settings, load_dataset(settings.root, settings.labels), classes, mapping)
+    _check_mapping(mapping, classes, "class")
     dataset = load_dataset(settings.root, settings.labels)
     records, skipped, used = [], list(dataset.skipped), {}
     for record in dataset.records:
@@ -62,3 +78,54 @@ def load_external(settings: ExternalSettings, classes: tuple[str, ...]) -> Datas
     pairs = ", ".join(f"{old} → {new}" for old, new in sorted(used.items()))
     note = f"external test: `{Path(settings.root)}` ({dataset.layout} layout), {len(records)} images; classes {pairs}"
     return replace(dataset, classes=classes, records=records, skipped=skipped, notes=[note])
+
+
+def _external_record(
+    record: ImageRecord, external: Dataset, classes: tuple[str, ...], mapping: dict[str, str], used: dict[str, str]
+) -> ImageRecord | None:
+    """One external image labelled with the training findings (unrecorded ones unknown), or None if nothing maps."""
+    if not external.multi_label:
+        target = _target(record.label, mapping, (*classes, NO_FINDING))
+        if target is None and record.label.lower() == "normal":
+            target = NO_FINDING
+        if target is None:
+            return None
+        used[record.label] = target
+        # A class folder records one finding; the others are unknown, but on a normal image none is shown.
+        present, unknown = ([], []) if target == NO_FINDING else ([target], [c for c in classes if c != target])
+        return replace(record, label=findings_label(present, unknown), split="test")
+    recorded = {_target(name, mapping, classes) for name in external.classes} - {None}
+    present, unknown = set(), {name for name in classes if name not in recorded}
+    for name, value in zip(external.classes, finding_targets(record.label, external.classes), strict=True):
+        target = _target(name, mapping, classes)
+        if target is not None:
+            used[name] = target
+            (present if value == 1 else unknown if math.isnan(value) else set()).add(target)
+    return replace(record, label=findings_label(sorted(present), sorted(unknown - present)), split="test")
+
+
+def _external_findings(
+    settings: ExternalSettings, external: Dataset, classes: tuple[str, ...], mapping: dict[str, str]
+) -> Dataset:
+    """A multi-label training set's external test: findings (or classes) mapped onto the training findings."""
+    records, skipped, used = [], list(external.skipped), {}
+    for record in external.records:
+        mapped = _external_record(record, external, classes, mapping, used)
+        if mapped is None:
+            skipped.append((record.path, f"external class {record.label!r} maps onto no training finding "
+                            f"({', '.join(classes)}) nor {NO_FINDING!r}; --external-map {record.label}=FINDING "
+                            "would map it"))  # fmt: skip
+        else:
+            records.append(mapped)
+    if not any(target != NO_FINDING for target in used.values()):
+        raise ExternalError(
+            f"no finding or class of the external test set {settings.root} ({', '.join(external.classes)}) maps "
+            f"onto the training findings ({', '.join(classes)}); name the pairs with --external-map OLD=NEW, for "
+            f"example --external-map {external.classes[0]}={classes[0]}"
+        )
+    pairs = ", ".join(f"{old} → {new}" for old, new in sorted(used.items()))
+    not_scored = [name for name in external.classes if name not in used and external.multi_label]
+    note = f"external test: `{Path(settings.root)}` ({external.layout} layout), {len(records)} images; findings {pairs}"
+    if not_scored:
+        note += f"; not training findings, not scored: {', '.join(not_scored)}"
+    return replace(external, classes=classes, records=records, skipped=skipped, notes=[note], multi_label=True)

@@ -18,10 +18,24 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import os
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
-from features.data.dataset import KERMANY_CLASSES, SPLIT_ALIASES, Dataset, ImageRecord, _why_not_an_image, scan_dataset
+from features.data.dataset import (
+    FINDING_SEPARATOR,
+    KERMANY_CLASSES,
+    NO_FINDING,
+    SPLIT_ALIASES,
+    UNKNOWN_MARK,
+    Dataset,
+    ImageRecord,
+    _why_not_an_image,
+    findings_label,
+    findings_of,
+    scan_dataset,
+)
 from features.settings import LabelSettings
 
 _DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
@@ -121,27 +135,101 @@ def _row_split(row: list[str], at: dict[str, int], relative: str, lists: dict[st
     return SPLIT_ALIASES.get(value.lower()) or f"unknown split {value!r}; valid: {', '.join(SPLIT_ALIASES)}"
 
 
+def _separated_label(value: str, settings: LabelSettings) -> tuple[str | None, str]:
+    """NIH's form: the label of ``Effusion|Pneumonia`` or ``No Finding``, or why the row is left out."""
+    tokens = sorted({token.strip() for token in value.split(settings.finding_separator)} - {""})
+    if not tokens:
+        return None, "empty label"
+    if settings.no_finding in tokens:
+        others = [token for token in tokens if token != settings.no_finding]
+        return (NO_FINDING, "") if not others else (None, f"{settings.no_finding!r} beside findings {others}")
+    unknown = [token for token in tokens if settings.classes and token not in settings.classes]
+    if unknown:
+        return None, f"unknown finding {unknown[0]!r}; known: {', '.join(settings.classes)} (--classes)"
+    if reserved := [token for token in tokens if token.endswith(UNKNOWN_MARK) or FINDING_SEPARATOR in token]:
+        return None, f"finding {reserved[0]!r} ends in {UNKNOWN_MARK!r} or holds {FINDING_SEPARATOR!r}"
+    return findings_label(tokens), ""
+
+
+def _finding_value(raw: str, settings: LabelSettings) -> str | None:
+    """CheXpert's form: one finding's cell as "1", "0" or "?" (unknown) under the stated policies; None if invalid."""
+    policy = {"ignore": "?", "zeros": "0", "ones": "1"}
+    if not raw:
+        return policy[settings.blank]
+    try:
+        number = float(raw)
+    except ValueError:
+        return None
+    return {1.0: "1", 0.0: "0", -1.0: policy[settings.uncertain]}.get(number) if math.isfinite(number) else None
+
+
+def _columns_label(row: list[str], at: dict[str, int], settings: LabelSettings) -> tuple[str | None, str]:
+    """CheXpert's form: the label of one 1/0/-1/blank column per finding, or why the row is left out."""
+    present, unknown = [], []
+    for name in settings.finding_columns:
+        raw = row[at[f"--finding-columns {name}"]].strip()
+        value = _finding_value(raw, settings)
+        if value is None:
+            return None, f"value {raw!r} in column {name!r} is not 1, 0, -1 or blank"
+        (present if value == "1" else unknown if value == "?" else []).append(name)
+    if len(unknown) == len(settings.finding_columns):
+        return None, "every finding uncertain or blank, and ignored (--uncertain, --blank)"
+    return findings_label(present, unknown), ""
+
+
+def _row_label(row: list[str], at: dict[str, int], settings: LabelSettings) -> tuple[str | None, str]:
+    """The label of one row (a class, or a multi-label findings label), or why the row is left out."""
+    if settings.finding_columns:
+        return _columns_label(row, at, settings)
+    if settings.findings_column is not None:
+        return _separated_label(row[at["--findings-column"]], settings)
+    label = row[at["--label-column"]].strip()
+    if not label:
+        return None, "empty label"
+    if settings.classes and label not in settings.classes:
+        return None, f"unknown label {label!r}; known: {', '.join(settings.classes)} (--classes)"
+    return label, ""
+
+
+class _ImageFinder:
+    """Finds a CSV's image under the folder: at its path, else by file name anywhere below (NIH's images_001/...)."""
+
+    def __init__(self, root: Path):
+        self.root, self._by_name = root, None
+
+    def __call__(self, relative: str) -> str | None:
+        """The image's path relative to the folder, or None when it is not there or its name is not unique."""
+        if (self.root / relative).exists() or (self.root / relative).is_symlink():
+            return relative
+        if self._by_name is None:
+            self._by_name = {}
+            for folder, _, names in os.walk(self.root):
+                for name in names:
+                    found = Path(folder, name).relative_to(self.root).as_posix()
+                    self._by_name[name] = None if name in self._by_name else found
+        return self._by_name.get(PurePosixPath(relative).name)
+
+
 def _row_record(
-    row: list[str], at: dict[str, int], root: Path, classes: tuple[str, ...], lists: dict[str, str | None] | None
+    row: list[str], at: dict[str, int], find: _ImageFinder, settings: LabelSettings, lists: dict[str, str | None] | None
 ) -> ImageRecord | str:
     """The record of one CSV row, or why the row is left out."""
     relative = _relative(row[at["--path-column"]])
     if relative is None:
         return "path is empty, absolute or leaves the --data folder"
-    label = row[at["--label-column"]].strip()
-    if not label:
-        return "empty label"
-    if classes and label not in classes:
-        return f"unknown label {label!r}; known: {', '.join(classes)} (--classes)"
+    label, reason = _row_label(row, at, settings)
+    if label is None:
+        return reason
     split = _row_split(row, at, relative, lists)
     if split not in SPLIT_ALIASES.values():
         return split
-    if not (root / relative).exists():
-        return "image named in the labels file not found under --data"
-    if reason := _why_not_an_image(root / relative):
+    found = find(relative)
+    if found is None:
+        return "image named in the labels file not found under --data (at its path, or by a unique file name)"
+    if reason := _why_not_an_image(find.root / found):
         return reason
     patient = row[at["--patient-column"]].strip() if "--patient-column" in at else ""
-    return ImageRecord(relative, label, split, patient)
+    return ImageRecord(found, label, split, patient)
 
 
 def _drop_duplicates(
@@ -180,15 +268,48 @@ def _check_patients(records: list[ImageRecord], path: str | Path) -> None:
         )
 
 
-def _class_order(labels: set[str], given: tuple[str, ...]) -> tuple[str, ...]:
-    """The label-index order: as ``--classes`` gives it, Kermany's for its three classes, else sorted."""
-    if given:
-        return tuple(given)
+def _class_order(labels: set[str], settings: LabelSettings) -> tuple[str, ...]:
+    """The label-index order: as ``--classes`` (or ``--finding-columns``) gives it, Kermany's, else sorted."""
+    if settings.finding_columns:
+        return tuple(settings.finding_columns)
+    if settings.classes:
+        return tuple(settings.classes)
+    if settings.multi_label:
+        return tuple(sorted({finding for label in labels for finding in findings_of(label)}))
     return KERMANY_CLASSES if labels == set(KERMANY_CLASSES) else tuple(sorted(labels))
 
 
+def _wanted_columns(settings: LabelSettings) -> dict[str, str | None]:
+    """Option -> column name of every column the labels CSV must have."""
+    label = {"--label-column": settings.label_column} if not settings.multi_label else {}
+    findings = {f"--finding-columns {name}": name for name in settings.finding_columns}
+    for name in settings.finding_columns:
+        if name == NO_FINDING or name == settings.no_finding:
+            raise LabelsError(f"--finding-columns names {name!r}, the normal case, not a finding: leave it out "
+                              "(an image whose findings are all 0 is the normal case)")  # fmt: skip
+        if name.endswith(UNKNOWN_MARK) or FINDING_SEPARATOR in name:
+            raise LabelsError(f"finding column {name!r} may not end in {UNKNOWN_MARK!r} or hold {FINDING_SEPARATOR!r}")
+    return {
+        "--path-column": settings.path_column, **label, "--findings-column": settings.findings_column,
+        "--patient-column": settings.patient_column, "--split-column": settings.split_column, **findings,
+    }  # fmt: skip
+
+
+def _describe_labels(settings: LabelSettings, records: int, classes: tuple[str, ...]) -> str:
+    """The leaderboard's note on where the labels came from and in which form."""
+    name = Path(settings.labels).name
+    if settings.finding_columns:
+        return (f"labels: {name} ({records} images, multi-label: one 1/0/-1/blank column per finding, "
+                f"{len(classes)} findings; uncertain -1 → {settings.uncertain}, blank → {settings.blank})")  # fmt: skip
+    if settings.findings_column is not None:
+        return (f"labels: {name} ({records} images, multi-label: {len(classes)} findings in column "
+                f"{settings.findings_column!r} separated by {settings.finding_separator!r}, "
+                f"{settings.no_finding!r} for none)")  # fmt: skip
+    return f"labels: {name} ({records} images, one class per image)"
+
+
 def read_labels(root: str | Path, settings: LabelSettings) -> Dataset:
-    """The dataset of the image folder ``root`` labelled by the CSV ``settings.labels``, one class per image.
+    """The dataset of the image folder ``root`` labelled by the CSV ``settings.labels``: a class or findings per image.
 
     Raises:
         FileNotFoundError: if ``root`` does not exist.
@@ -199,10 +320,9 @@ def read_labels(root: str | Path, settings: LabelSettings) -> Dataset:
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist")
     header, rows = read_table(settings.labels)
-    wanted = {"--path-column": settings.path_column, "--label-column": settings.label_column,
-              "--patient-column": settings.patient_column, "--split-column": settings.split_column}  # fmt: skip
-    at = check_columns(header, wanted, settings.labels)
+    at = check_columns(header, _wanted_columns(settings), settings.labels)
     lists = read_split_lists(settings.split_lists) if settings.split_lists else None
+    find = _ImageFinder(root)
     found, skipped = [], []
     for line, row in enumerate(rows, start=2):
         name = row[at["--path-column"]].strip() if len(row) > at["--path-column"] else ""
@@ -211,16 +331,17 @@ def read_labels(root: str | Path, settings: LabelSettings) -> Dataset:
             skipped.append((where, f"line {line} has {len(row)} fields, the header {len(header)}; a stray "
                             "delimiter or quote?"))  # fmt: skip
             continue
-        outcome = _row_record(row, at, root, settings.classes, lists)
+        outcome = _row_record(row, at, find, settings, lists)
         if isinstance(outcome, str):
             skipped.append((where, f"{outcome} (line {line})"))
         else:
             found.append((line, name, outcome))
     records, repeats = _drop_duplicates(found)
+    skipped += repeats
     if not records:
         raise ValueError(f"no row of {settings.labels} names a usable image under {root}; "
                          f"{len(skipped)} rows left out, for example: {skipped[0][1] if skipped else 'no rows'}")
     _check_patients(records, settings.labels)
-    classes = _class_order({record.label for record in records}, settings.classes)
-    note = f"labels: {Path(settings.labels).name} ({len(records)} images, one class per image)"
-    return Dataset(root, "csv", classes, records, skipped + repeats, notes=[note])
+    classes = _class_order({record.label for record in records}, settings)
+    note = _describe_labels(settings, len(records), classes)
+    return Dataset(root, "csv", classes, records, skipped, notes=[note], multi_label=settings.multi_label)
