@@ -26,7 +26,7 @@ from benchmark.reporting.report import write_data_report, write_external_skipped
 from benchmark.training.finetune import finetune_winners  # noqa: E402
 from benchmark.training.sweep import predict_external, run_sweep  # noqa: E402
 from features.cache import FolderInUseError, folder_lock  # noqa: E402
-from features.data.audit import DatasetError, audit_images, check_classes, flag_leakage  # noqa: E402
+from features.data.audit import DatasetError, audit_images, check_classes, external_overlap, flag_leakage  # noqa: E402
 from features.data.dataset import Dataset, describe_counts, make_splits  # noqa: E402
 from features.data.external import load_external  # noqa: E402
 from features.data.images import UnreadableImageError  # noqa: E402
@@ -77,11 +77,16 @@ def prepare_data(settings: DataSettings, dataset: Dataset, results_dir: Path) ->
     return dataset
 
 
-def prepare_external(settings: DataSettings, external: Dataset, results_dir: Path) -> Dataset:
-    """Check every image of the external test set as the training images are; write ``external_skipped.csv``."""
+def prepare_external(settings: DataSettings, external: Dataset, results_dir: Path, dataset: Dataset) -> Dataset:
+    """Check every image of the external test set as the training images are, and against the training images
+    (``--leakage``); write ``external_skipped.csv`` and ``external_leakage.csv``."""
     external = audit_images(external, min_side=settings.min_side, cache_dir=settings.cache_dir,
                             progress=settings.progress)  # fmt: skip
+    external = external_overlap(dataset, external, settings.leakage)
     written = write_external_skipped(results_dir, external)
+    if external.leakage:
+        print(f"external test: {len(external.leakage)} image(s) also in the training data (same bytes), "
+              f"--leakage {settings.leakage}; listed in {results_dir / 'external_leakage.csv'}")  # fmt: skip
     if external.skipped:
         print(f"external test: {len(external.skipped)} files left out, each with its reason, in {written}")
     if not external.records:
@@ -155,7 +160,7 @@ def _run_locked(
     try:
         dataset = prepare_data(stages.data, dataset, Path(config.results_dir))
         if external is not None:
-            external = prepare_external(stages.data, external, Path(config.results_dir))
+            external = prepare_external(stages.data, external, Path(config.results_dir), dataset)
             print(f"external test: {external.root} ({external.layout}), {len(external.records)} images")
     except (DatasetError, ValueError, OSError) as error:
         return error_line(prog, error)

@@ -57,6 +57,10 @@ def test_the_run_reports_the_external_test_beside_the_internal_one(kermany_root:
             write_image(other / "png" / f"{label}{i}.png", label, rng)
             rows.append([f"png/{label}{i}.png", label.upper()])
     rows.append(["png/missing.png", "NORMAL"])
+    # A training image among the external ones: found, listed and warned of (the default --leakage warn).
+    copied = next((kermany_root / "train" / "NORMAL").iterdir())
+    (other / "png" / "copy.jpeg").write_bytes(copied.read_bytes())
+    rows.append(["png/copy.jpeg", "NORMAL"])
     labels = write_csv(tmp_path / "other.csv", ["path", "label"], rows)
     assert run_small_benchmark(kermany_root, tmp_path / "plain") == 0
     assert run_small_benchmark(kermany_root, tmp_path, "--external-test", str(other), "--external-labels",
@@ -64,13 +68,13 @@ def test_the_run_reports_the_external_test_beside_the_internal_one(kermany_root:
     results = tmp_path / "results"
     board = pd.read_csv(results / "leaderboard.csv")
     internal, external = board[board["eval_set"] == "internal"], board[board["eval_set"] == "external"]
-    assert len(external) == len(internal) and set(external["n_test"]) == {15}
+    assert len(external) == len(internal) and set(external["n_test"]) == {16}
     plain = pd.read_csv(tmp_path / "plain" / "results" / "leaderboard.csv")
     numbers = ["task", "auc", "sensitivity", "specificity", "op_threshold"]
     assert internal[numbers].reset_index(drop=True).equals(plain[numbers])  # the internal test is untouched
     predictions = pd.read_csv(results / "predictions.csv")
     outside = predictions[predictions["split"] == "external"]
-    assert len(outside) == 15
+    assert len(outside) == 16
     row = external[external["task"] == "normal_vs_pneumonia"].iloc[0]
     truth = outside["label"].isin(["bacterial", "viral"])
     assert row["auc"] == pytest.approx(roc_auc_score(truth, outside["p_bacterial"] + outside["p_viral"]))
@@ -80,6 +84,9 @@ def test_the_run_reports_the_external_test_beside_the_internal_one(kermany_root:
     assert "## External test beside the internal test" in markdown and "### normal_vs_pneumonia (external)" in markdown
     skipped = pd.read_csv(results / "external_skipped.csv")
     assert skipped["path"].tolist() == ["png/missing.png"]
+    leaked = pd.read_csv(results / "external_leakage.csv")
+    assert leaked["path"].tolist() == ["png/copy.jpeg"] and leaked["internal_path"].iloc[0].endswith(copied.name)
+    assert "1 external image(s) are also in the training data" in markdown
 
 
 def test_an_external_set_that_maps_onto_nothing_stops_before_extraction(kermany_root: Path, tmp_path: Path, capsys):
@@ -98,3 +105,29 @@ def test_an_external_labels_file_needs_its_folder(kermany_root: Path, tmp_path: 
     assert run_small_benchmark(kermany_root, tmp_path, "--external-labels", str(labels)) == 2
     assert "--external-labels needs --external-test" in capsys.readouterr().err
     assert LabelSettings().labels is None
+
+
+def test_external_images_that_are_training_images_are_found_and_follow_the_leakage_policy(
+    kermany_root: Path, tmp_path: Path
+):
+    import shutil
+
+    from features.data.audit import DatasetError, audit_images, external_overlap
+    from features.data.dataset import make_splits, scan_dataset
+
+    dataset = make_splits(audit_images(scan_dataset(kermany_root), min_side=8), seed=0)
+    other = make_other_hospital(tmp_path / "other")
+    copied = next(r for r in dataset.records if r.split == "train" and r.label == "normal")
+    shutil.copy(kermany_root / copied.path, other / "NORMAL" / "copy.jpeg")
+    settings = ExternalSettings(str(other), mapping=(("BACTERIA", "bacterial"), ("VIRUS", "viral")))
+    external = audit_images(load_external(settings, CLASSES), min_side=8)
+    kept = external_overlap(dataset, external, "warn")
+    assert [(row["path"], row["internal_path"], row["internal_split"]) for row in kept.leakage] == [
+        ("NORMAL/copy.jpeg", copied.path, "train")
+    ]
+    assert len(kept.records) == len(external.records)
+    dropped = external_overlap(dataset, external, "drop")
+    assert "NORMAL/copy.jpeg" not in {r.path for r in dropped.records}
+    assert "same image as" in dict(dropped.skipped)["NORMAL/copy.jpeg"]
+    with pytest.raises(DatasetError, match="also in the training data"):
+        external_overlap(dataset, external, "fail")

@@ -318,3 +318,17 @@ def test_a_chexpert_style_csv_with_an_external_set_runs_end_to_end(tmp_path: Pat
     assert "### consolidation (external)" in markdown and "### interstitial (external)" not in markdown
     assert "external macro AUC" in markdown
     assert verify(results) == []
+
+
+def test_the_audit_command_reads_both_multi_label_forms(tmp_path: Path, capsys):
+    from features.data.audit import main
+
+    nih = make_nih_set(tmp_path / "nih")
+    assert main([str(tmp_path / "nih"), "--labels", str(nih), "--path-column", "Image Index", "--findings-column",
+                 "Finding Labels", "--patient-column", "Patient ID", "--min-side", "0"]) == 0  # fmt: skip
+    assert "(csv): 48 usable images" in capsys.readouterr().out
+    chexpert = make_chexpert_set(tmp_path / "chexpert")
+    assert main([str(tmp_path / "chexpert"), "--labels", str(chexpert), "--path-column", "Path", "--finding-columns",
+                 *FINDINGS, "--uncertain", "zeros", "--min-side", "0"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "(csv): 48 usable images" in out and "Consolidation" in out

@@ -358,7 +358,12 @@ def _external_section(frame: pd.DataFrame, external_frame: pd.DataFrame, externa
                       dataset: Dataset) -> list[str]:  # fmt: skip
     """The selected heads on the external test set beside the internal test: the drop, per task."""
     counts = external.counts()["test"]
-    out = ["## External test beside the internal test", "", *[f"- {note}" for note in external.notes],
+    paths = {record.path for record in external.records}
+    kept = [row for row in external.leakage if row["path"] in paths]
+    warning = ([f"> **{len(kept)} external image(s) are also in the training data** (same bytes; listed in "
+                "`external_leakage.csv`): the external scores may be optimistic. `--leakage drop` leaves them out.",
+                ""] if kept else [])  # fmt: skip
+    out = ["## External test beside the internal test", "", *warning, *[f"- {note}" for note in external.notes],
            f"- Files left out: {len(external.skipped)}" + (" (see `external_skipped.csv`)" if external.skipped else ""),
            ("- Images showing each finding: " if external.multi_label else "- Images per class: ")
            + ", ".join(f"{label} {n}" for label, n in counts.items()), "",
@@ -605,9 +610,13 @@ def write_data_report(results_dir: Path, dataset: Dataset) -> dict[str, Path]:
 
 
 def write_external_skipped(results_dir: Path, external: Dataset) -> Path:
-    """Write ``external_skipped.csv``: every file of the external test set left out, with why; return its path."""
+    """Write ``external_skipped.csv`` (every file of the external test set left out, with why) and
+    ``external_leakage.csv`` (its images that are also in the training data); return the first's path."""
     path = results_dir / "external_skipped.csv"
     atomic_write_text(path, pd.DataFrame(external.skipped, columns=["path", "reason"]).to_csv(index=False))
+    columns = ["sha256", "path", "internal_split", "internal_path"]
+    atomic_write_text(results_dir / "external_leakage.csv",
+                      pd.DataFrame(external.leakage, columns=columns).to_csv(index=False))  # fmt: skip
     return path
 
 

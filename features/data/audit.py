@@ -35,8 +35,7 @@ from common.files import atomic_write_text
 from features.cache import cache_key
 from features.data.dataset import SPLITS, Dataset, describe_counts, make_splits
 from features.data.images import UnreadableImageError, inspect_image
-from features.data.labels import load_dataset
-from features.settings import LabelSettings
+from features.data.labels import add_label_options, label_settings, load_dataset
 
 # Bump when what the audit records, or how it decides, changes.
 AUDIT_VERSION = "audit-v1"
@@ -203,6 +202,39 @@ def flag_leakage(dataset: Dataset, policy: str = "warn") -> Dataset:
     return replace(dataset, leakage=rows)
 
 
+def external_overlap(dataset: Dataset, external: Dataset, policy: str = "warn") -> Dataset:
+    """Images of the ``external`` test set that are also in the training dataset (same bytes), under ``policy``.
+
+    An external test is only external if its images are new: a copy of a training image there inflates it.
+    The rows (``sha256``, ``path``, ``internal_split``, ``internal_path``) land in ``external.leakage``;
+    ``warn`` keeps the copies, ``drop`` leaves them out (listed in ``skipped``), ``fail`` raises ``DatasetError``.
+    """
+    internal = {}
+    for record in dataset.records:
+        if record.path in dataset.digests:
+            internal.setdefault(dataset.digests[record.path], record)
+    rows = [
+        {"sha256": digest, "path": record.path, "internal_split": internal[digest].split,
+         "internal_path": internal[digest].path}
+        for record in external.records
+        if (digest := external.digests.get(record.path)) in internal
+    ]  # fmt: skip
+    if rows and policy == "fail":
+        raise DatasetError(
+            f"{len(rows)} external test image(s) are also in the training data (same bytes), for example "
+            f"{rows[0]['path']} = {rows[0]['internal_path']} ({rows[0]['internal_split']}); see external_leakage.csv. "
+            "Remove them, or pass --leakage drop (leaves them out of the external test) or --leakage warn."
+        )
+    if rows and policy == "drop":
+        copies = {row["path"]: row for row in rows}
+        return replace(
+            external, leakage=rows, records=[r for r in external.records if r.path not in copies],
+            skipped=external.skipped + [(path, f"same image as {row['internal_path']} of the training data "
+                                         f"({row['internal_split']}; --leakage drop)") for path, row in copies.items()],
+        )  # fmt: skip
+    return replace(external, leakage=rows)
+
+
 def check_classes(dataset: Dataset) -> None:
     """Raise ``DatasetError`` for fewer than two classes, or a class with no usable image in train, val or test.
 
@@ -248,12 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         help="shorter side below which an image is left out (default: 75, InceptionV3's minimum)",
     )
     parser.add_argument("--cache-dir", metavar="DIR", help="remember results here, as run_benchmark.py does")
-    parser.add_argument("--labels", metavar="FILE.csv", help="labels from a CSV instead of class folders")
-    for column, default in (("path", "path"), ("label", "label"), ("patient", None), ("split", None)):
-        parser.add_argument(f"--{column}-column", default=default, metavar="NAME", help=f"the CSV's {column} column")
-    args = parser.parse_args(argv)  # fmt: skip
-    labels = LabelSettings(labels=args.labels, path_column=args.path_column, label_column=args.label_column,
-                           patient_column=args.patient_column, split_column=args.split_column)  # fmt: skip
+    add_label_options(parser)
+    args = parser.parse_args(argv)
+    labels = label_settings(args)
     started = time.perf_counter()
     try:
         dataset = audit_images(load_dataset(args.data, labels), min_side=args.min_side, cache_dir=args.cache_dir)

@@ -16,6 +16,7 @@ column missing) and a patient listed in two official splits raise
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import math
@@ -36,7 +37,7 @@ from features.data.dataset import (
     findings_of,
     scan_dataset,
 )
-from features.settings import LabelSettings
+from features.settings import UNKNOWN_POLICIES, LabelSettings
 
 _DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 
@@ -345,3 +346,28 @@ def read_labels(root: str | Path, settings: LabelSettings) -> Dataset:
     classes = _class_order({record.label for record in records}, settings)
     note = _describe_labels(settings, len(records), classes)
     return Dataset(root, "csv", classes, records, skipped, notes=[note], multi_label=settings.multi_label)
+
+
+def add_label_options(parser: argparse.ArgumentParser) -> None:
+    """The labels-CSV options of ``LabelSettings`` on a command line of the features stage (``audit``)."""
+    defaults = LabelSettings()
+    parser.add_argument("--labels", metavar="FILE.csv", help="labels from a CSV instead of class folders")
+    for column in ("path", "label", "patient", "split", "findings"):
+        default = getattr(defaults, f"{column}_column")
+        parser.add_argument(f"--{column}-column", default=default, metavar="NAME",
+                            help=f"the CSV's {column} column (default: {default})")  # fmt: skip
+    parser.add_argument("--finding-columns", nargs="+", default=(), metavar="NAME",
+                        help="one 1/0/-1/blank column per finding (CheXpert)")  # fmt: skip
+    for option in ("finding_separator", "no_finding"):
+        parser.add_argument("--" + option.replace("_", "-"), default=getattr(defaults, option), metavar="TEXT")
+    for option in ("uncertain", "blank"):
+        parser.add_argument(f"--{option}", choices=UNKNOWN_POLICIES, default=getattr(defaults, option))
+    parser.add_argument("--classes", nargs="+", default=(), metavar="NAME", help="the classes, in this order")
+
+
+def label_settings(args: argparse.Namespace) -> LabelSettings:
+    """The ``LabelSettings`` of what ``add_label_options`` parsed."""
+    names = ("labels", "path_column", "label_column", "patient_column", "split_column", "findings_column",
+             "finding_separator", "no_finding", "uncertain", "blank")  # fmt: skip
+    return LabelSettings(**{name: getattr(args, name) for name in names}, classes=tuple(args.classes),
+                         finding_columns=tuple(args.finding_columns))  # fmt: skip
