@@ -85,7 +85,7 @@ def prepare_external(settings: DataSettings, external: Dataset, results_dir: Pat
     external = external_overlap(dataset, external, settings.leakage)
     written = write_external_skipped(results_dir, external)
     if external.leakage:
-        print(f"external test: {len(external.leakage)} image(s) also in the training data (same bytes), "
+        print(f"external test: {len(external.leakage)} image(s) also in the internal data (same bytes), "
               f"--leakage {settings.leakage}; listed in {results_dir / 'external_leakage.csv'}")  # fmt: skip
     if external.skipped:
         print(f"external test: {len(external.skipped)} files left out, each with its reason, in {written}")

@@ -86,7 +86,7 @@ def test_the_run_reports_the_external_test_beside_the_internal_one(kermany_root:
     assert skipped["path"].tolist() == ["png/missing.png"]
     leaked = pd.read_csv(results / "external_leakage.csv")
     assert leaked["path"].tolist() == ["png/copy.jpeg"] and leaked["internal_path"].iloc[0].endswith(copied.name)
-    assert "1 external image(s) are also in the training data" in markdown
+    assert "1 external image(s) are also in the internal data" in markdown
 
 
 def test_an_external_set_that_maps_onto_nothing_stops_before_extraction(kermany_root: Path, tmp_path: Path, capsys):
@@ -129,5 +129,5 @@ def test_external_images_that_are_training_images_are_found_and_follow_the_leaka
     dropped = external_overlap(dataset, external, "drop")
     assert "NORMAL/copy.jpeg" not in {r.path for r in dropped.records}
     assert "same image as" in dict(dropped.skipped)["NORMAL/copy.jpeg"]
-    with pytest.raises(DatasetError, match="also in the training data"):
+    with pytest.raises(DatasetError, match="also in the internal data"):
         external_overlap(dataset, external, "fail")

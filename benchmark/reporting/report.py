@@ -228,7 +228,8 @@ def _validation_section(frame: pd.DataFrame, dataset: Dataset) -> list[str]:
         "",
         "The heads were selected on validation, which is carved from the training pool; the test split was "
         "collected apart. Where validation is far above test, validation was optimistic: expect the test numbers. "
-        "Argmax decisions; mean over seeds; Δ = test − validation.",
+        + ("Decisions at probability 0.5" if dataset.multi_label else "Argmax decisions")
+        + "; mean over seeds; Δ = test − validation.",
         "",
     ]
     metrics = ("auc", "sensitivity", "specificity", "f1")
@@ -360,7 +361,7 @@ def _external_section(frame: pd.DataFrame, external_frame: pd.DataFrame, externa
     counts = external.counts()["test"]
     paths = {record.path for record in external.records}
     kept = [row for row in external.leakage if row["path"] in paths]
-    warning = ([f"> **{len(kept)} external image(s) are also in the training data** (same bytes; listed in "
+    warning = ([f"> **{len(kept)} external image(s) are also in the internal data** (same bytes; listed in "
                 "`external_leakage.csv`): the external scores may be optimistic. `--leakage drop` leaves them out.",
                 ""] if kept else [])  # fmt: skip
     out = ["## External test beside the internal test", "", *warning, *[f"- {note}" for note in external.notes],
@@ -611,7 +612,7 @@ def write_data_report(results_dir: Path, dataset: Dataset) -> dict[str, Path]:
 
 def write_external_skipped(results_dir: Path, external: Dataset) -> Path:
     """Write ``external_skipped.csv`` (every file of the external test set left out, with why) and
-    ``external_leakage.csv`` (its images that are also in the training data); return the first's path."""
+    ``external_leakage.csv`` (its images that are also in the internal data); return the first's path."""
     path = results_dir / "external_skipped.csv"
     atomic_write_text(path, pd.DataFrame(external.skipped, columns=["path", "reason"]).to_csv(index=False))
     columns = ["sha256", "path", "internal_split", "internal_path"]

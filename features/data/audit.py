@@ -203,7 +203,7 @@ def flag_leakage(dataset: Dataset, policy: str = "warn") -> Dataset:
 
 
 def external_overlap(dataset: Dataset, external: Dataset, policy: str = "warn") -> Dataset:
-    """Images of the ``external`` test set that are also in the training dataset (same bytes), under ``policy``.
+    """Images of the ``external`` test set that are also in the internal dataset (same bytes), under ``policy``.
 
     An external test is only external if its images are new: a copy of a training image there inflates it.
     The rows (``sha256``, ``path``, ``internal_split``, ``internal_path``) land in ``external.leakage``;
@@ -221,7 +221,7 @@ def external_overlap(dataset: Dataset, external: Dataset, policy: str = "warn") 
     ]  # fmt: skip
     if rows and policy == "fail":
         raise DatasetError(
-            f"{len(rows)} external test image(s) are also in the training data (same bytes), for example "
+            f"{len(rows)} external test image(s) are also in the internal data (same bytes), for example "
             f"{rows[0]['path']} = {rows[0]['internal_path']} ({rows[0]['internal_split']}); see external_leakage.csv. "
             "Remove them, or pass --leakage drop (leaves them out of the external test) or --leakage warn."
         )
@@ -229,7 +229,7 @@ def external_overlap(dataset: Dataset, external: Dataset, policy: str = "warn") 
         copies = {row["path"]: row for row in rows}
         return replace(
             external, leakage=rows, records=[r for r in external.records if r.path not in copies],
-            skipped=external.skipped + [(path, f"same image as {row['internal_path']} of the training data "
+            skipped=external.skipped + [(path, f"same image as {row['internal_path']} of the internal data "
                                          f"({row['internal_split']}; --leakage drop)") for path, row in copies.items()],
         )  # fmt: skip
     return replace(external, leakage=rows)

@@ -407,12 +407,13 @@ def _subset_per_class(
 
 
 def describe_counts(dataset: Dataset) -> str:
-    """One line per split: ``train: 1072 (normal 268, bacterial 506, viral 298)``."""
+    """One line per split: ``train: 1072 (normal 268, bacterial 506, viral 298)``; multi-label: images per finding."""
     lines = []
     for split, per_class in dataset.counts().items():
-        total = sum(per_class.values())
         detail = ", ".join(f"{label} {n}" for label, n in per_class.items())
-        lines.append(f"{split}: {total} ({detail})")
+        if dataset.multi_label:
+            detail += f", {NO_FINDING} {sum(r.label == NO_FINDING for r in dataset.split(split))}"
+        lines.append(f"{split}: {len(dataset.split(split))} ({detail})")
     return "\n".join(lines)
 
 
