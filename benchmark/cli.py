@@ -157,8 +157,8 @@ def _grid_options(options: _Options) -> None:
     add("--lr-schedule", "constant and/or step (decay by --step-decay-factor every --step-decay-epochs)",
         nargs="+", choices=LR_SCHEDULES)
     add("--seeds", "train each grid point with N seeds; tables show mean ± std", type=int, metavar="N")
-    add("--select-by", "validation score that picks each backbone's grid point: val_loss or TASK.METRIC, e.g. "
-        "normal_vs_pneumonia.auc", metavar="SCORE")
+    add("--select-by", "validation score that picks each backbone's grid point: val_loss, TASK.METRIC (e.g. "
+        "normal_vs_pneumonia.auc) or, multi-label, macro_auc", metavar="SCORE")
     add("--probe-l2", "penalties of the logistic-regression probe (scikit-learn L-BFGS, C = 1/(2 x L2 x n_train)), "
         "selected on validation and reported as '<backbone>-logreg' beside each head", nargs="+", type=float,
         metavar="L2")

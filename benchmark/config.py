@@ -158,10 +158,10 @@ class RunConfig:
             for name in self.backbones:
                 get_backbone(name).check_size(size)
         task, _, metric = self.select_by.partition(".")
-        if self.select_by != "val_loss" and (not task or metric not in METRICS):
+        if self.select_by not in ("val_loss", "macro_auc") and (not task or metric not in METRICS):
             raise ValueError(
-                f"--select-by must be val_loss or TASK.METRIC with METRIC one of {', '.join(METRICS)} "
-                f"(for example normal_vs_pneumonia.auc), not {self.select_by!r}"
+                f"--select-by must be val_loss, macro_auc (multi-label) or TASK.METRIC with METRIC one of "
+                f"{', '.join(METRICS)} (for example normal_vs_pneumonia.auc), not {self.select_by!r}"
             )
 
     def _value_checks(self) -> list[tuple[bool, str]]:

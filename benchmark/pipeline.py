@@ -139,7 +139,9 @@ def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
         return error_line(prog, error)
     task = config.select_by.partition(".")[0]
     tasks = binary_tasks(dataset.classes, dataset.multi_label)
-    if config.select_by != "val_loss" and task not in tasks:
+    if config.select_by == "macro_auc" and not dataset.multi_label:
+        return error_line(prog, "--select-by macro_auc is for multi-label runs; here use val_loss or TASK.METRIC")
+    if config.select_by not in ("val_loss", "macro_auc") and task not in tasks:
         return error_line(prog, f"--select-by task {task!r} is not one of {', '.join(tasks)}")
     try:
         with ExitStack() as locks:

@@ -275,8 +275,12 @@ NIH_FLAGS = ("--path-column", "Image Index", "--findings-column", "Finding Label
 
 
 def test_an_nih_style_csv_runs_end_to_end_with_a_task_per_finding(tmp_path: Path):
+    from benchmark import predict
+    from benchmark.serve.results import load_run
+
     labels = make_nih_set(tmp_path / "nih", n=64)
-    assert run_small_benchmark(tmp_path / "nih", tmp_path, "--labels", str(labels), *NIH_FLAGS, "--epochs", "4") == 0
+    assert run_small_benchmark(tmp_path / "nih", tmp_path, "--labels", str(labels), *NIH_FLAGS, "--epochs", "4",
+                               "--select-by", "macro_auc") == 0  # fmt: skip
     results = tmp_path / "results"
     board = pd.read_csv(results / "leaderboard.csv")
     assert list(board["task"]) == ["consolidation", "interstitial"]
@@ -290,6 +294,16 @@ def test_an_nih_style_csv_runs_end_to_end_with_a_task_per_finding(tmp_path: Path
     assert not (results / "plots" / "confusion_MobileNetV2.png").exists()
     assert (results / "plots" / "roc_consolidation.png").is_file()
     assert verify(results) == []
+    grid = pd.read_csv(results / "grid.csv")
+    assert grid["selection_score"].iloc[0] == pytest.approx(grid["val_macro_auc"].iloc[0])
+    assert "highest validation macro_auc" in markdown
+    # One image's answer: the findings at 0.5, the heatmap of the likeliest.
+    image = next((tmp_path / "nih").rglob("00000003_000.png"))
+    assert predict.main([str(results), str(image), "--out", str(tmp_path / "out")]) == 0
+    answer = pd.read_csv(tmp_path / "out" / "predictions.csv").iloc[0]
+    shown = [name for name in FINDINGS if answer[f"p_{name}"] >= 0.5]
+    assert answer["predicted"] == ("|".join(shown) or NO_FINDING)
+    assert set(load_run(results).board["task"]) == {"consolidation", "interstitial"}  # the web page reads it
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from benchmark.evaluation.metrics import binary_tasks, evaluate, multiclass_accuracy
+from benchmark.evaluation.metrics import binary_tasks, evaluate, macro_auc, multiclass_accuracy
 from benchmark.records import HeadResult, SweepResult
 from benchmark.settings import GridKey, HeadSettings, SweepSettings
 from benchmark.training.heads import (
@@ -69,6 +69,8 @@ def selection_score(point: dict, select_by: str) -> float:
     """The validation number ``select_by`` names, oriented so that higher is better."""
     if select_by == "val_loss":
         return -point["val_loss"]
+    if select_by == "macro_auc":
+        return point.get("val_macro_auc", -math.inf)  # a point stored before the score existed: never chosen
     task, metric = select_by.split(".")
     return point["val"][task][metric]
 
@@ -298,6 +300,8 @@ def _record(
             val_multiclass_accuracy=multiclass_accuracy(labels, probabilities),
             val=evaluate(labels, probabilities, dataset.classes),
         )
+        if dataset.multi_label:
+            record["val_macro_auc"] = macro_auc(labels, probabilities)
     atomic_write_json(heads_dir / pid / POINT, record, default=float)
     return record
 
@@ -367,6 +371,8 @@ def grid_rows(points: list[dict], classes: tuple[str, ...], select_by: str, mult
             row["val_loss"] = float(np.mean([p["val_loss"] for p in done]))
             row["val_loss_std"] = float(np.std([p["val_loss"] for p in done]))
             row["val_multiclass_accuracy"] = float(np.mean([p["val_multiclass_accuracy"] for p in done]))
+            if multi_label:
+                row["val_macro_auc"] = float(np.mean([p["val_macro_auc"] for p in done]))
             for task in binary_tasks(classes, multi_label):
                 for metric in ("auc", "sensitivity", "specificity"):
                     row[f"val_{task}_{metric}"] = float(np.mean([p["val"][task][metric] for p in done]))
