@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,42 @@ def test_external_images_that_are_training_images_are_found_and_follow_the_leaka
     assert "same image as" in dict(dropped.skipped)["NORMAL/copy.jpeg"]
     with pytest.raises(DatasetError, match="also in the internal data"):
         external_overlap(dataset, external, "fail")
+
+
+def make_two_class_hospital(root: Path, per_class: int = 5, seed: int = 11) -> Path:
+    """A NORMAL / PNEUMONIA set (as RSNA's and most others): pneumonia without its bacterial or viral kind."""
+    rng = np.random.default_rng(seed)
+    for i in range(per_class):
+        write_image(root / "NORMAL" / f"n{i}.png", "normal", rng)
+        write_image(root / "PNEUMONIA" / f"p{i}.png", "bacterial" if i % 2 else "viral", rng)
+    return root
+
+
+def test_an_external_class_may_map_onto_a_group_of_training_classes(tmp_path: Path):
+    root = make_two_class_hospital(tmp_path / "other")
+    external = load_external(ExternalSettings(str(root), mapping=(("PNEUMONIA", "viral+bacterial"),)), CLASSES)
+    assert {r.label for r in external.records} == {"normal", "bacterial+viral"} and external.has_groups()
+    assert "scored only on the tasks where its whole group is on one side" in external.notes[0]
+    keep, labels = external.task_labels("test", ("bacterial", "viral"))  # normal_vs_pneumonia: every image
+    assert keep.all() and set(labels.tolist()) == {0, 1}
+    keep, labels = external.task_labels("test", ("bacterial",))  # bacterial_vs_rest: the normals only
+    assert keep.sum() == 5 and set(labels[keep].tolist()) == {0}
+    with pytest.raises(ExternalError, match="'covid', not a training class"):
+        load_external(ExternalSettings(str(root), mapping=(("PNEUMONIA", "bacterial+covid"),)), CLASSES)
+
+
+@pytest.mark.slow  # a run with an external set: about 15 s
+def test_a_two_class_external_set_is_scored_on_the_tasks_it_can_answer(kermany_root: Path, tmp_path: Path):
+    other = make_two_class_hospital(tmp_path / "other")
+    assert run_small_benchmark(kermany_root, tmp_path, "--external-test", str(other), "--external-map",
+                               "PNEUMONIA=bacterial+viral") == 0  # fmt: skip
+    board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
+    external = board[board["eval_set"] == "external"].set_index("task")
+    assert external.loc["normal_vs_pneumonia", "n_test"] == 10
+    # Whether a pneumonia is bacterial is not known here: those tasks are scored on the normals alone.
+    assert external.loc["bacterial_vs_rest", "n_test"] == 5 and math.isnan(external.loc["bacterial_vs_rest", "auc"])
+    assert external["multiclass_accuracy"].isna().all()
+    predictions = pd.read_csv(tmp_path / "results" / "predictions.csv")
+    assert "bacterial+viral" in set(predictions[predictions["split"] == "external"]["label"])
+    markdown = (tmp_path / "results" / "leaderboard.md").read_text(encoding="utf-8")
+    assert "bacterial+viral 5" in markdown

@@ -68,6 +68,16 @@ def test_quality(
     return columns | {f"op_{name}": value for name, value in point.items()}
 
 
+def _test_decision(
+    source: Dataset, labels: np.ndarray | None, probabilities: np.ndarray, positives: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A task's test truth, decision and score; on an external set with class groups, on the images it can score."""
+    if labels is not None:
+        return task_decision(labels, probabilities, source.classes, positives)
+    keep, task_labels = source.task_labels("test", positives)
+    return task_decision(task_labels[keep], probabilities[keep], source.classes, positives)
+
+
 def leaderboard_rows(
     results: list[HeadResult], dataset: Dataset, run_info: dict, settings: ReportSettings,
     external: Dataset | None = None,
@@ -78,15 +88,16 @@ def leaderboard_rows(
     With ``external``, the rows are those of the external test set instead (the heads' ``external``
     probabilities; the operating threshold still chosen on validation).
     """
-    labels, val_labels = (external or dataset).labels("test"), dataset.labels("val")
+    source, val_labels = external or dataset, dataset.labels("val")
+    labels = None if source.has_groups() else source.labels("test")
     rows = []
     for result in results:
         probabilities = result.probabilities["external" if external is not None else "test"]
-        three_class = multiclass_accuracy(labels, probabilities)
+        three_class = math.nan if labels is None else multiclass_accuracy(labels, probabilities)
         extra = {"macro_auc": macro_auc(labels, probabilities)} if dataset.multi_label else {}
         for task, positives in binary_tasks(dataset.classes, dataset.multi_label).items():
-            truth, decision, score = task_decision(labels, probabilities, dataset.classes, positives)
-            if not len(truth):  # a finding the external set does not record: nothing to score
+            truth, decision, score = _test_decision(source, labels, probabilities, positives)
+            if not len(truth):  # a finding (or class group) the external set cannot score on this task
                 continue
             val_truth, val_decision, val_score = task_decision(
                 val_labels, result.probabilities["val"], dataset.classes, positives

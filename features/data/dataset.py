@@ -31,6 +31,9 @@ KERMANY_CLASSES = ("normal", "bacterial", "viral")
 NO_FINDING = "No Finding"
 FINDING_SEPARATOR = "|"
 UNKNOWN_MARK = "?"
+# An external class mapped onto several training classes (``PNEUMONIA=bacterial+viral``) is labelled with the
+# group, joined by GROUP_JOIN: it is known to be one of them, not which.
+GROUP_JOIN = "+"
 
 
 @dataclass(frozen=True)
@@ -93,12 +96,33 @@ class Dataset:
         index = {label: i for i, label in enumerate(self.classes)}
         return np.array([index[record.label] for record in self.split(name)], dtype=np.int64)
 
+    def task_labels(self, name: str, positives: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Single-label: which records of split ``name`` a task with these positive classes can score, and their
+        class indices. A record labelled with a class group (``bacterial+viral``) is scored only where its whole
+        group is on one side of the task, under its first class; every other record always is.
+        """
+        index = {label: i for i, label in enumerate(self.classes)}
+        keep, labels = [], []
+        for record in self.split(name):
+            group = record.label.split(GROUP_JOIN)
+            inside = sum(member in positives for member in group)
+            keep.append(inside in (0, len(group)))
+            labels.append(index[group[0]])
+        return np.array(keep, dtype=bool), np.array(labels, dtype=np.int64)
+
+    def has_groups(self) -> bool:
+        """Whether some record is labelled with a class group (an external class mapped onto several)."""
+        return not self.multi_label and any(GROUP_JOIN in record.label for record in self.records)
+
     def counts(self) -> dict[str, dict[str, int]]:
-        """Images per split and class: ``{split: {class: n}}``; multi-label: images showing each finding."""
+        """Images per split and class: ``{split: {class: n}}``; multi-label: images showing each finding.
+
+        A class group (``bacterial+viral``, external sets only) is counted under its own name.
+        """
         table = {split: dict.fromkeys(self.classes, 0) for split in SPLITS}
         for record in self.records:
             for label in findings_of(record.label) if self.multi_label else (record.label,):
-                table[record.split][label] += 1
+                table[record.split][label] = table[record.split].get(label, 0) + 1
         return table
 
 

@@ -21,7 +21,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from features.data.dataset import NO_FINDING, Dataset, ImageRecord, finding_targets, findings_label
+from features.data.dataset import GROUP_JOIN, NO_FINDING, Dataset, ImageRecord, finding_targets, findings_label
 from features.data.labels import load_dataset
 from features.settings import ExternalSettings
 
@@ -31,16 +31,20 @@ class ExternalError(ValueError):
 
 
 def _target(label: str, mapping: dict[str, str], classes: tuple[str, ...]) -> str | None:
-    """The training class an external ``label`` stands for, or None."""
+    """The training class an external ``label`` stands for (a class group ``bacterial+viral``), or None."""
     if label in mapping:
-        return mapping[label]
+        group = mapping[label].split(GROUP_JOIN)
+        return GROUP_JOIN.join(sorted(group, key=classes.index)) if len(group) > 1 else mapping[label]
     lowered = {name.lower(): name for name in classes}
     return lowered.get(label.lower())
 
 
 def _check_mapping(mapping: dict[str, str], targets: tuple[str, ...], what: str) -> None:
     """``ExternalError`` if a pair maps onto something that is not a training class (or finding)."""
-    wrong = sorted(new for new in mapping.values() if new not in targets)
+    if what == "finding" and any(GROUP_JOIN in new for new in mapping.values()):
+        raise ExternalError(f"--external-map onto several findings ({GROUP_JOIN}) is for one-class-per-image "
+                            "training; map each external finding onto one training finding")  # fmt: skip
+    wrong = sorted({member for new in mapping.values() for member in new.split(GROUP_JOIN)} - set(targets))
     if wrong:
         plural = {"class": "classes", "finding": "findings"}[what]
         raise ExternalError(f"--external-map names {', '.join(map(repr, wrong))}, not a training {what}; "
@@ -77,6 +81,9 @@ def load_external(settings: ExternalSettings, classes: tuple[str, ...], multi_la
         )
     pairs = ", ".join(f"{old} → {new}" for old, new in sorted(used.items()))
     note = f"external test: `{Path(settings.root)}` ({dataset.layout} layout), {len(records)} images; classes {pairs}"
+    if any(GROUP_JOIN in new for new in used.values()):
+        note += ("; an image of a class group (a+b) is scored only on the tasks where its whole group is on one "
+                 "side, and the multi-class accuracy is not scored")  # fmt: skip
     return replace(dataset, classes=classes, records=records, skipped=skipped, notes=[note])
 
 
