@@ -101,6 +101,8 @@ def _labels_options(options: _Options) -> None:
         choices=UNKNOWN_POLICIES)
     add("--patient-column", "the labels CSV's column of patient ids: splits are carved by patient (default: the "
         "patient read from the file name, as for folders)", metavar="NAME")
+    add("--patient-pattern", "a regular expression finding the patient id in each image path, where the CSV has "
+        r"no patient column (CheXpert: 'patient(\d+)'; its first group, else the whole match)", metavar="REGEX")
     add("--split-column", "the labels CSV's column of official splits (train, val, test); without it test and "
         "validation are carved", metavar="NAME")
     add("--split-lists", "official split lists instead of a split column: SPLIT=FILE pairs, each file naming its "

@@ -60,6 +60,7 @@ class RunConfig:
     path_column: str = _LABELS.path_column
     label_column: str = _LABELS.label_column
     patient_column: str | None = _LABELS.patient_column
+    patient_pattern: str | None = _LABELS.patient_pattern
     split_column: str | None = _LABELS.split_column
     classes: tuple[str, ...] = _LABELS.classes
     split_lists: tuple[str, ...] = ()
@@ -216,6 +217,9 @@ class RunConfig:
         """Fail on multi-label options without a labels CSV, both forms at once, or an unknown -1/blank policy."""
         if (self.findings_column is not None or self.finding_columns) and self.labels is None:
             raise ValueError("--findings-column and --finding-columns need --labels FILE.csv")
+        if self.patient_pattern is not None and self.labels is None:
+            raise ValueError("--patient-pattern needs --labels FILE.csv (folders read the patient from Kermany's "
+                             "file names)")  # fmt: skip
         if self.findings_column is not None and self.finding_columns:
             raise ValueError("give --findings-column (findings in one column, NIH) or --finding-columns (one column "
                              "per finding, CheXpert), not both")  # fmt: skip
@@ -242,7 +246,8 @@ class RunConfig:
         """How the training labels are read (class folders, or the labels CSV in one of its forms)."""
         return LabelSettings(
             labels=self.labels, path_column=self.path_column, label_column=self.label_column,
-            patient_column=self.patient_column, split_column=self.split_column, classes=self.classes,
+            patient_column=self.patient_column, patient_pattern=self.patient_pattern,
+            split_column=self.split_column, classes=self.classes,
             split_lists=tuple((split.strip(), path.strip()) for split, _, path in
                               (pair.partition("=") for pair in self.split_lists)),
             findings_column=self.findings_column, finding_separator=self.finding_separator,
@@ -257,7 +262,8 @@ class RunConfig:
             return None
         own_form = self.external_findings_column is not None or bool(self.external_finding_columns)
         labels = replace(
-            self.label_settings(), labels=self.external_labels, patient_column=None, split_column=None,
+            self.label_settings(), labels=self.external_labels, patient_column=None, patient_pattern=None,
+            split_column=None,
             classes=(), split_lists=(),
             path_column=self.external_path_column or self.path_column,
             label_column=self.external_label_column or self.label_column,

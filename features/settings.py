@@ -60,6 +60,7 @@ class LabelSettings:
     path_column: str = "path"
     label_column: str = "label"
     patient_column: str | None = None
+    patient_pattern: str | None = None  # a regular expression finding the patient in the path (CheXpert)
     split_column: str | None = None
     classes: tuple[str, ...] = ()
     split_lists: tuple[tuple[str, str], ...] = ()  # (split, file of image names): NIH's train_val_list.txt

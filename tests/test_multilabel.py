@@ -346,3 +346,21 @@ def test_the_audit_command_reads_both_multi_label_forms(tmp_path: Path, capsys):
                  *FINDINGS, "--uncertain", "zeros", "--min-side", "0"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "(csv): 48 usable images" in out and "Consolidation" in out
+
+
+def test_a_patient_pattern_reads_chexperts_patient_from_the_path(tmp_path: Path):
+    path = make_chexpert_set(tmp_path)
+    rows = pd.read_csv(path, dtype=str, keep_default_na=False).values.tolist()
+    write_findings_image(tmp_path / "elsewhere" / "x.jpg", set(), np.random.default_rng(0))
+    rows.append(["elsewhere/x.jpg", "Frontal", "1.0", "0.0"])
+    path = write_csv(tmp_path / "with_stray.csv", ["Path", "Frontal/Lateral", *FINDINGS], rows)
+    dataset = read_labels(tmp_path, chexpert_settings(path, patient_pattern=r"patient(\d+)"))
+    assert {r.patient for r in dataset.records if "patient00003/" in r.path} == {"00003"}
+    assert "no patient id in the path" in dict(dataset.skipped)["elsewhere/x.jpg"]
+    split = make_splits(dataset, seed=1)
+    sides = {}
+    for record in split.records:
+        sides.setdefault(record.patient, set()).add(record.split)
+    assert all(len(found) == 1 for found in sides.values())  # both studies of a patient on one side
+    with pytest.raises(LabelsError, match="not a regular expression"):
+        read_labels(tmp_path, chexpert_settings(path, patient_pattern="patient(("))

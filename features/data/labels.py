@@ -21,6 +21,7 @@ import csv
 import io
 import math
 import os
+import re
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
@@ -230,6 +231,11 @@ def _row_record(
     if reason := _why_not_an_image(find.root / found):
         return reason
     patient = row[at["--patient-column"]].strip() if "--patient-column" in at else ""
+    if settings.patient_pattern is not None and not patient:
+        match = re.search(settings.patient_pattern, relative)
+        if match is None:
+            return f"no patient id in the path (--patient-pattern {settings.patient_pattern!r})"
+        patient = match.group(1) if match.groups() else match.group(0)
     return ImageRecord(found, label, split, patient)
 
 
@@ -309,6 +315,17 @@ def _describe_labels(settings: LabelSettings, records: int, classes: tuple[str, 
     return f"labels: {name} ({records} images, one class per image)"
 
 
+def _check_pattern(settings: LabelSettings) -> None:
+    """``LabelsError`` for a ``--patient-pattern`` that is not a regular expression."""
+    if settings.patient_pattern is None:
+        return
+    try:
+        re.compile(settings.patient_pattern)
+    except re.error as error:
+        raise LabelsError(f"--patient-pattern {settings.patient_pattern!r} is not a regular expression: {error}; "
+                          r"for CheXpert: 'patient(\d+)'") from error  # fmt: skip
+
+
 def read_labels(root: str | Path, settings: LabelSettings) -> Dataset:
     """The dataset of the image folder ``root`` labelled by the CSV ``settings.labels``: a class or findings per image.
 
@@ -320,6 +337,7 @@ def read_labels(root: str | Path, settings: LabelSettings) -> Dataset:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist")
+    _check_pattern(settings)
     header, rows = read_table(settings.labels)
     at = check_columns(header, _wanted_columns(settings), settings.labels)
     lists = read_split_lists(settings.split_lists) if settings.split_lists else None
@@ -362,12 +380,15 @@ def add_label_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + option.replace("_", "-"), default=getattr(defaults, option), metavar="TEXT")
     for option in ("uncertain", "blank"):
         parser.add_argument(f"--{option}", choices=UNKNOWN_POLICIES, default=getattr(defaults, option))
+    parser.add_argument("--patient-pattern", metavar="REGEX", help="the patient id in each path (CheXpert: "
+                        r"'patient(\d+)')")  # fmt: skip
     parser.add_argument("--classes", nargs="+", default=(), metavar="NAME", help="the classes, in this order")
 
 
 def label_settings(args: argparse.Namespace) -> LabelSettings:
     """The ``LabelSettings`` of what ``add_label_options`` parsed."""
-    names = ("labels", "path_column", "label_column", "patient_column", "split_column", "findings_column",
+    names = ("labels", "path_column", "label_column", "patient_column", "patient_pattern", "split_column",
+             "findings_column",
              "finding_separator", "no_finding", "uncertain", "blank")  # fmt: skip
     return LabelSettings(**{name: getattr(args, name) for name in names}, classes=tuple(args.classes),
                          finding_columns=tuple(args.finding_columns))  # fmt: skip
