@@ -331,6 +331,7 @@ def test_a_chexpert_style_csv_with_an_external_set_runs_end_to_end(tmp_path: Pat
     markdown = (results / "leaderboard.md").read_text()
     assert "### consolidation (external)" in markdown and "### interstitial (external)" not in markdown
     assert "external macro AUC" in markdown
+    assert "training findings it does not record (unknown, not scored): Interstitial" in markdown
     assert verify(results) == []
 
 

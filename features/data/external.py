@@ -135,4 +135,7 @@ def _external_findings(
     note = f"external test: `{Path(settings.root)}` ({external.layout} layout), {len(records)} images; findings {pairs}"
     if not_scored:
         note += f"; not training findings, not scored: {', '.join(not_scored)}"
+    unrecorded = [name for name in classes if name not in set(used.values())]
+    if unrecorded and external.multi_label:
+        note += f"; training findings it does not record (unknown, not scored): {', '.join(unrecorded)}"
     return replace(external, classes=classes, records=records, skipped=skipped, notes=[note], multi_label=True)
