@@ -1,6 +1,7 @@
 """Backbones: what an ImageNet feature extractor is, and how to build one."""
 
 from backbones.flops import model_flops
+from backbones.precision import AUTO, PRECISION_CHOICES, PrecisionChoice, resolve_precision
 from backbones.registry import BACKBONES, DEFAULT_BACKBONES, get_backbone
 from backbones.spec import BackboneSpec
 from backbones.weights import (
@@ -9,21 +10,27 @@ from backbones.weights import (
     WeightsUnavailableError,
     build_backbone,
     check_precision,
+    dtype_policy,
     resolve_weights,
     save_weights_file,
 )
 
 __all__ = [
+    "AUTO",
     "BACKBONES",
     "DEFAULT_BACKBONES",
     "PRECISIONS",
+    "PRECISION_CHOICES",
+    "PrecisionChoice",
     "BackboneSpec",
     "WeightsSource",
     "WeightsUnavailableError",
     "build_backbone",
     "check_precision",
+    "dtype_policy",
     "get_backbone",
     "model_flops",
+    "resolve_precision",
     "resolve_weights",
     "save_weights_file",
 ]

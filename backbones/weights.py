@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +81,18 @@ def check_precision(precision: str) -> None:
         raise ValueError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
 
 
+@contextmanager
+def dtype_policy(precision: str) -> Iterator[None]:
+    """Build the layers made inside under ``precision``'s Keras dtype policy; the global policy is restored after."""
+    check_precision(precision)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISIONS[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_backbone(
     spec: BackboneSpec, image_size: int, source: WeightsSource, seed: int = 0, precision: str = "float32"
 ) -> keras.Model:
@@ -89,13 +103,8 @@ def build_backbone(
     computes in that type with float32 weights (Keras mixed precision).
     """
     spec.check_size(image_size)
-    check_precision(precision)
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(PRECISIONS[precision])
-    try:
+    with dtype_policy(precision):
         return _construct(spec, image_size, source, seed)
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def _construct(spec: BackboneSpec, image_size: int, source: WeightsSource, seed: int) -> keras.Model:

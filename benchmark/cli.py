@@ -15,11 +15,12 @@ from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
 
-from backbones import BACKBONES, PRECISIONS  # noqa: E402
+from backbones import BACKBONES, PRECISION_CHOICES  # noqa: E402
 from benchmark.config import RunConfig, load_toml  # noqa: E402
 from benchmark.evaluation.metrics import METRICS  # noqa: E402
 from benchmark.settings import LR_SCHEDULES  # noqa: E402
 from features.data.audit import LEAKAGE_POLICIES  # noqa: E402
+from features.runtime import RUNTIMES  # noqa: E402
 from features.settings import UNKNOWN_POLICIES  # noqa: E402
 
 DESCRIPTION = """cxr-bench: which ImageNet backbone transfers best to chest X-rays?
@@ -142,8 +143,11 @@ def _feature_options(options: _Options) -> None:
     add("--extract-shard-size", "images per saved extraction shard: a killed extraction resumes from the last "
         "whole shard", type=int, metavar="N")
     add("--cache-dir", "feature (and decoded pixel) cache folder", metavar="DIR")
-    add("--precision", "backbone compute type; bfloat16/float16 keep float32 weights (Keras mixed precision)",
-        choices=list(PRECISIONS))
+    add("--precision", "backbone compute type. auto: bfloat16 where the CPU (avx512_bf16, amx_bf16) or GPU computes "
+        "it natively and a start-up probe finds it faster, else float32; run.json says which and why. "
+        "bfloat16/float16 keep float32 weights (Keras mixed precision)", choices=list(PRECISION_CHOICES))
+    add("--runtime", "where the backbone runs: keras, or openvino, an inference runtime for CPUs (optional: pip "
+        "install 'cxr-bench[openvino]')", choices=list(RUNTIMES))
     add("--jit-compile", "XLA-compile the backbone forward pass", action="store_true")
     add("--no-pixel-cache", "decode images for every backbone instead of once per size into a uint8 cache",
         field="pixel_cache", dest="pixel_cache", action="store_false")

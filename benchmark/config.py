@@ -20,7 +20,7 @@ import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from backbones import BACKBONES, DEFAULT_BACKBONES, PRECISIONS, BackboneSpec, get_backbone
+from backbones import AUTO, BACKBONES, DEFAULT_BACKBONES, PRECISION_CHOICES, BackboneSpec, get_backbone
 from benchmark.evaluation.metrics import METRICS
 from benchmark.settings import (
     HEAD_GRID_FIELDS,
@@ -34,6 +34,7 @@ from benchmark.settings import (
 )
 from features.data.audit import LEAKAGE_POLICIES
 from features.data.dataset import SPLIT_ALIASES
+from features.runtime import check_runtime
 from features.settings import UNKNOWN_POLICIES, DataSettings, ExternalSettings, ExtractSettings, LabelSettings
 
 _HEAD = HeadSettings()
@@ -110,8 +111,9 @@ class RunConfig:
     cache_dir: str = _EXTRACT.cache_dir
     extract_batch_size: int = _EXTRACT.batch_size
     extract_shard_size: int = _EXTRACT.shard_size
-    precision: str = _EXTRACT.precision
+    precision: str = AUTO  # resolved once per run (benchmark.pipeline); ExtractSettings gets the resolved type
     jit_compile: bool = _EXTRACT.jit_compile
+    runtime: str = _EXTRACT.runtime
     pixel_cache: bool = _EXTRACT.pixel_cache
     extract_only: bool = False
     head_workers: int = _SWEEP.head_workers
@@ -148,6 +150,7 @@ class RunConfig:
         self._validate_split_lists()
         self._validate_findings()
         self._validate_external()
+        check_runtime(self.runtime, self.precision)
         for size in self.image_size:
             for name in self.backbones:
                 get_backbone(name).check_size(size)
@@ -183,7 +186,9 @@ class RunConfig:
             (self.min_image_side is None or self.min_image_side >= 0,
              f"--min-image-side must be 0 or more, not {self.min_image_side}"),
             (self.leakage in LEAKAGE_POLICIES, f"--leakage must be one of {', '.join(LEAKAGE_POLICIES)}"),
-            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
+            (self.precision in PRECISION_CHOICES, f"--precision must be one of {', '.join(PRECISION_CHOICES)}"),
+            (not (self.jit_compile and self.runtime != "keras"),
+             "--jit-compile asks Keras for XLA; it does not go with --runtime openvino, which compiles its own graph"),
             (self.head_workers >= 0, f"--head-workers must be 0 (auto) or more, not {self.head_workers}"),
             (self.patience >= 0, f"--patience must be 0 or more, not {self.patience}"),
             (self.step_decay_epochs >= 1, f"--step-decay-epochs must be at least 1, not {self.step_decay_epochs}"),
@@ -304,8 +309,11 @@ class RunConfig:
 
     # Each stage's settings, derived here and nowhere else: a stage reads only its own object.
 
-    def stages(self) -> StageSettings:
-        """The settings object of every stage of the run."""
+    def stages(self, precision: str | None = None) -> StageSettings:
+        """The settings object of every stage of the run; ``precision`` is the resolved compute type of ``auto``.
+
+        Without ``precision`` the extraction gets the configured one, which extraction refuses while it is ``auto``.
+        """
         return StageSettings(
             labels=self.label_settings(),
             external=self.external_settings(),
@@ -316,9 +324,9 @@ class RunConfig:
             ),
             extract=ExtractSettings(
                 weights=self.weights or "none", batch_size=self.extract_batch_size,
-                shard_size=self.extract_shard_size, seed=self.seed, precision=self.precision,
-                jit_compile=self.jit_compile, pixel_cache=self.pixel_cache, cache_dir=self.cache_dir,
-                progress=self.progress,
+                shard_size=self.extract_shard_size, seed=self.seed, precision=precision or self.precision,
+                jit_compile=self.jit_compile, runtime=self.runtime, pixel_cache=self.pixel_cache,
+                cache_dir=self.cache_dir, progress=self.progress,
             ),
             sweep=SweepSettings(
                 heads=tuple(self.head_grid()), probes=tuple(self.probe_grid()), select_by=self.select_by,

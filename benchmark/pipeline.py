@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
 
-from backbones import WeightsUnavailableError  # noqa: E402
+from backbones import PrecisionChoice, WeightsUnavailableError  # noqa: E402
 from benchmark.config import RunConfig, StageSettings  # noqa: E402
 from benchmark.evaluation.metrics import binary_tasks  # noqa: E402
 from benchmark.records import SweepResult  # noqa: E402
@@ -33,6 +33,7 @@ from features.data.images import UnreadableImageError  # noqa: E402
 from features.data.labels import load_dataset  # noqa: E402
 from features.data.phantom import make_phantom_dataset  # noqa: E402
 from features.extract import BackboneFeatures, extract_all, resource_problems  # noqa: E402
+from features.runtime import resolve_run_precision  # noqa: E402
 from features.settings import DataSettings  # noqa: E402
 
 DEFAULT_DATA = Path("data/chest_xray")
@@ -158,7 +159,10 @@ def _run_locked(
     config: RunConfig, dataset: Dataset, external: Dataset | None, data_root: Path, phantom: bool,
     argv: list[str] | None, prog: str,
 ) -> int:
-    stages = config.stages()
+    # Resolved here, once: every stage, the cache keys and run.json see the same precision.
+    choice = resolve_run_precision(config.precision, config.runtime)
+    print(f"precision: {choice.precision} ({choice.reason}); runtime: {config.runtime}")
+    stages = config.stages(precision=choice.precision)
     try:
         dataset = prepare_data(stages.data, dataset, Path(config.results_dir))
         if external is not None:
@@ -190,12 +194,13 @@ def _run_locked(
     except UnreadableImageError as error:
         return error_line(prog, f"{error}. The file changed after the image check; run the same command again "
                           "and it will be checked (and skipped) anew.", 1)  # fmt: skip
-    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog, external)
+    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog, external, choice)
 
 
 def _finish(
     config: RunConfig, stages: StageSettings, dataset: Dataset, extracted: list[BackboneFeatures],
-    sweep: SweepResult, phantom: bool, argv: list[str] | None, prog: str, external: Dataset | None = None,
+    sweep: SweepResult, phantom: bool, argv: list[str] | None, prog: str, external: Dataset | None,
+    choice: PrecisionChoice,
 ) -> int:
     """Fine-tune the winners if asked, then write the reports (or say why there is nothing to report)."""
     if stages.finetune is not None:
@@ -209,7 +214,7 @@ def _finish(
                           f"{'; '.join(errors[:3])}. Features and each point's record are kept under "
                           f"{config.cache_dir} and {Path(config.results_dir) / 'heads'}; a rerun trains the failed "
                           "points again.", 1)  # fmt: skip
-    run_info = _run_info(config, dataset, extracted, sweep, phantom, argv, prog)
+    run_info = _run_info(config, dataset, extracted, sweep, phantom, argv, prog, choice)
     paths = write_reports(Path(config.results_dir), sweep, dataset, run_info, stages.report, external)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if phantom:
@@ -224,7 +229,7 @@ def _invocation(prog: str) -> list[str]:
 
 def _run_info(
     config: RunConfig, dataset: Dataset, extracted: list[BackboneFeatures], sweep: SweepResult, phantom: bool,
-    argv: list[str] | None, prog: str,
+    argv: list[str] | None, prog: str, choice: PrecisionChoice,
 ) -> dict:
     """``run.json``: the config that made the run (readable back with ``RunConfig.from_json``) and its provenance."""
     return {
@@ -240,4 +245,7 @@ def _run_info(
         "heads_trained_this_run": sweep.trained,
         "grid_points_failed": len(sweep.failed),
         "extraction": {one.name: asdict(one.stats) for one in extracted},
+        # The config says what was asked (auto); this says what the backbones computed in, and why.
+        "precision": asdict(choice),
+        "runtime": config.runtime,
     }

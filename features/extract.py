@@ -22,11 +22,12 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from backbones import BackboneSpec, WeightsSource, build_backbone, resolve_weights
+from backbones import BackboneSpec, WeightsSource, build_backbone, check_precision, resolve_weights
 from features.cache import FeatureCache, atomic_save_npy, cache_key, file_list_fingerprint
 from features.data.dataset import Dataset
 from features.data.images import DECODE_VERSION, load_image
 from features.pixels import PixelCache, PixelReader
+from features.runtime import Forward, build_forward, runtime_identity
 from features.settings import ExtractSettings
 
 
@@ -56,8 +57,14 @@ def feature_key_parts(
     paths: list[str],
     precision: str = "float32",
     jit_compile: bool = False,
+    runtime: str = "keras",
 ) -> dict:
-    """Everything that changes the feature array, as a dict to hash."""
+    """Everything that changes the feature array, as a dict to hash.
+
+    ``precision`` is the one computed in, resolved: ``auto`` is refused, since one key would then name features
+    of bfloat16 on one machine and float32 on another.
+    """
+    check_precision(precision)
     return {
         "backbone": spec.name,
         "weights": source.identity,
@@ -68,6 +75,7 @@ def feature_key_parts(
         "precision": precision,
         # XLA fuses and reorders float operations, so its features differ in the last bits.
         "compiler": "xla" if jit_compile else "default",
+        "runtime": runtime_identity(runtime),
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
         "files": file_list_fingerprint(root, paths),
@@ -85,21 +93,6 @@ def _shard_is_whole(path: Path, rows: int, width: int) -> bool:
         return np.load(path, mmap_mode="r", allow_pickle=False).shape == (rows, width)
     except (OSError, ValueError):
         return False
-
-
-def make_forward(model: keras.Model, jit_compile: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from one preprocessed batch to float32 pooled features.
-
-    ``predict_on_batch`` runs one traced graph per input shape (a jitted
-    function on JAX); ``jit_compile`` asks for XLA on TensorFlow as well.
-    """
-    if jit_compile:
-        model.compile(jit_compile=True)
-
-    def forward(batch: np.ndarray) -> np.ndarray:
-        return keras.ops.convert_to_numpy(keras.ops.cast(model.predict_on_batch(batch), "float32"))
-
-    return forward
 
 
 def _pixel_batches(
@@ -142,6 +135,7 @@ def extract_features(
     decode_workers: int = 2,
     precision: str = "float32",
     jit_compile: bool = False,
+    runtime: str = "keras",
     pixel_cache: PixelCache | None = None,
     progress: bool = True,
     build: Callable[[], keras.Model] | None = None,
@@ -155,10 +149,11 @@ def extract_features(
     size into it (or read from it when another backbone already did); without,
     they are decoded on ``decode_workers`` threads while the backbone runs.
     Resident memory does not grow with ``len(paths)``: shards are written as
-    they finish and assembled into the cache entry one at a time.
+    they finish and assembled into the cache entry one at a time. ``runtime`` "openvino" converts the backbone
+    once per backbone, size and weights into ``cache``'s ``openvino`` folder and runs it there.
     """
     root = Path(root)
-    parts = feature_key_parts(spec, source, image_size, root, paths, precision, jit_compile)
+    parts = feature_key_parts(spec, source, image_size, root, paths, precision, jit_compile, runtime)
     key = cache_key(parts)
     cached = cache.load(spec.name, key)
     if cached is not None:
@@ -170,10 +165,15 @@ def extract_features(
     missing = [b for b in bounds if not _shard_is_whole(_shard_path(shard_dir, *b), b[1] - b[0], spec.feature_size)]
     stats = ExtractionStats(sum(stop - start for start, stop in missing), from_cache=False, key=key)
     if missing:
-        make_model = build or partial(build_backbone, spec, image_size, source, seed=seed, precision=precision)
-        _extract_missing(spec, image_size, root, paths, missing, shard_dir, make_model, stats,
+        # OpenVINO converts a float32 model; its compile hint, not the Keras policy, sets the compute type.
+        built_in = precision if runtime == "keras" else "float32"
+        make_model = build or partial(build_backbone, spec, image_size, source, seed=seed, precision=built_in)
+        make_forward = partial(build_forward, runtime, make_model, precision=precision, jit_compile=jit_compile,
+                               batch_shape=(batch_size, image_size, image_size, 3),
+                               ir_file=_ir_file(cache, parts))  # fmt: skip
+        _extract_missing(spec, image_size, root, paths, missing, shard_dir, make_forward, stats,
                          pixel_cache=pixel_cache, fingerprint=parts["files"], batch_size=batch_size,
-                         decode_workers=decode_workers, jit_compile=jit_compile, progress=progress)  # fmt: skip
+                         decode_workers=decode_workers, progress=progress)  # fmt: skip
 
     shards = (np.load(_shard_path(shard_dir, start, stop), allow_pickle=False) for start, stop in bounds)
     result = cache.save_rows(spec.name, key, (len(paths), spec.feature_size), shards, dict(parts, paths=paths))
@@ -188,19 +188,19 @@ def _extract_missing(
     paths: list[str],
     missing: list[tuple[int, int]],
     shard_dir: Path,
-    make_model: Callable[[], keras.Model],
+    make_forward: Callable[[], Forward],
     stats: ExtractionStats,
     *,
     pixel_cache: PixelCache | None,
     fingerprint: str,
     batch_size: int,
     decode_workers: int,
-    jit_compile: bool,
     progress: bool,
 ) -> None:
     """Extract and save each ``missing`` shard: pixels (from ``pixel_cache`` if given), then the backbone's forward.
 
-    The pixel cache's filling, the backbone's build and the extraction itself are timed apart into ``stats``.
+    The pixel cache's filling, the backbone's build (with its conversion, for OpenVINO) and the extraction itself
+    are timed apart into ``stats``.
     """
     pixels = None
     if pixel_cache is not None:
@@ -208,7 +208,7 @@ def _extract_missing(
             image_size, root, paths, workers=decode_workers, progress=progress, fingerprint=fingerprint
         )
     built = time.perf_counter()
-    forward = make_forward(make_model(), jit_compile)
+    forward = make_forward()
     stats.build_seconds = time.perf_counter() - built
     done = len(paths) - stats.images
     bar = tqdm(total=len(paths), initial=done, unit="img", desc=f"{spec.name} {image_size}px", disable=not progress)
@@ -230,6 +230,13 @@ def _extract_missing(
     bar.close()
     if pixels is not None:
         pixels.close()
+
+
+def _ir_file(cache: FeatureCache, parts: dict) -> Path:
+    """Where the OpenVINO IR of the backbone, size and weights named in ``parts`` is kept (not the images')."""
+    model_parts = {name: parts[name] for name in ("backbone", "weights", "image_size", "pooling", "keras", "backend",
+                                                  "runtime")}  # fmt: skip
+    return cache.root / "openvino" / parts["backbone"] / cache_key(model_parts) / "model.xml"
 
 
 def _available_memory() -> int:
@@ -266,7 +273,7 @@ def extract_dataset(settings: ExtractSettings, dataset: Dataset, spec: BackboneS
     features, stats = extract_features(
         spec, source, size, dataset.root, [record.path for record in dataset.records], cache,
         batch_size=settings.batch_size, shard_size=settings.shard_size, seed=settings.seed,
-        precision=settings.precision, jit_compile=settings.jit_compile,
+        precision=settings.precision, jit_compile=settings.jit_compile, runtime=settings.runtime,
         pixel_cache=PixelCache(cache.root) if settings.pixel_cache else None, progress=settings.progress,
     )  # fmt: skip
     return BackboneFeatures(spec.name, size, source.identity, features, stats)

@@ -26,7 +26,11 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class ExtractSettings:
-    """How features are extracted and cached (everything but the backbone and the image size)."""
+    """How features are extracted and cached (everything but the backbone and the image size).
+
+    ``precision`` is the resolved compute type (float32, bfloat16 or float16), never ``auto``: the run resolves
+    ``--precision auto`` once, before extraction (``benchmark.pipeline``), so every stage sees the same value.
+    """
 
     weights: str = "none"
     batch_size: int = 32
@@ -34,6 +38,7 @@ class ExtractSettings:
     seed: int = 0
     precision: str = "float32"
     jit_compile: bool = False
+    runtime: str = "keras"
     pixel_cache: bool = True
     cache_dir: str = ".cache/features"
     progress: bool = True

@@ -138,3 +138,24 @@ def test_bfloat16_features_point_the_same_way_as_float32(name: str):
     half = half_model.predict_on_batch(spec.preprocess(pixels.copy()))
     similarity = cosine_rows(keras.ops.convert_to_numpy(full), keras.ops.convert_to_numpy(half).astype(np.float32))
     assert similarity.min() > 0.98
+
+
+def test_bench_extract_warms_every_variant_up_then_alternates_their_order():
+    from types import SimpleNamespace
+
+    from benchmark.speed.bench_extract import Variant, measure, summary
+
+    calls = []
+
+    class FakeBench:
+        paths, args = ["x"] * 4, SimpleNamespace(batch_size=1, pixel_cache="off")
+
+        def run(self, variant, paths=None):
+            calls.append((variant.name, len(paths or self.paths)))
+            return np.ones((len(paths or self.paths), 2)), {"a": 2.0, "b": 1.0}[variant.name]
+
+    variants = [Variant("a", "textbook", "keras", "float32", ""), Variant("b", "harness", "keras", "bfloat16", "")]
+    measure(FakeBench(), variants, rounds=3)
+    assert calls == [("a", 2), ("b", 2), ("a", 4), ("b", 4), ("b", 4), ("a", 4), ("a", 4), ("b", 4)]
+    table = summary(variants, 4, {"float32": 100.0, "bfloat16": 200.0}, np.ones((4, 2)))
+    assert "| b " in table and "2.00" in table  # b took half a's seconds in every round

@@ -344,7 +344,7 @@ def leaderboard_markdown(
     for line in _warnings(run_info, dataset, settings):
         out += [line, ""]
     out += [f"Generated {run_info['timestamp']} by cxr-bench `{run_info['git']}` on {run_info['machine']}.", "",
-            f"Command: `{run_info['command']}`", ""]  # fmt: skip
+            f"Command: `{run_info['command']}`", "", *_extraction_line(run_info)]  # fmt: skip
     out += _data_section(dataset)
     out += _selection_section(sweep, settings, dataset.multi_label)
     out += _task_tables(frame, dataset, settings.sort_metric)
@@ -534,6 +534,15 @@ def _grid_section(sweep: SweepResult, dataset: Dataset, select_by: str) -> list[
     return ["## Every grid point (validation split only)", "",
             "✓ marks the selected point per backbone. Full scores: `grid.csv`.", "",
             tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True), ""]  # fmt: skip
+
+
+def _extraction_line(run_info: dict) -> list[str]:
+    """What the backbones computed in and where they ran, and why that precision (runs before issue 16: nothing)."""
+    choice = run_info.get("precision")
+    if not choice:
+        return []
+    return [f"Features computed in **{choice['precision']}** (`--precision {choice['requested']}`: "
+            f"{choice['reason']}), runtime {run_info.get('runtime', 'keras')}.", ""]  # fmt: skip
 
 
 def _provenance_section(run_info: dict) -> list[str]:

@@ -1,42 +1,54 @@
-"""Measures the harness's feature extraction against the textbook Keras pipeline, in one process.
+"""Measures feature extraction, textbook Keras pipeline against the harness's variants, so that none is flattered.
 
     python -m benchmark.speed.bench_extract --data ../shared/data/chest_xray_224 \\
-        --backbone ResNet50 --size 224 --images 512 [--precision bfloat16] [--jit-compile]
+        --backbone ResNet50 --images 96 --rounds 3 \\
+        [--variants textbook harness-float32 harness-auto harness-bfloat16 openvino-float32 openvino-bfloat16]
 
-Both paths run the same backbone (built once per path, random init unless
-``--weights`` says otherwise; the build is not timed) on the same seeded
-sample of images and end with a float32 feature array in memory or on disk:
+A variant is a path and a precision: ``textbook`` (float32), ``harness-P`` and ``openvino-P`` with P one of
+``float32``, ``bfloat16``, ``float16`` or ``auto`` (resolved as a run resolves it, and printed with the reason).
+Default: every one of them above; the OpenVINO ones where the package is installed.
 
-- textbook: ``keras.utils.image_dataset_from_directory`` -> ``preprocess_input``
-  (``Dataset.map``) -> ``model.predict``, as in the reference studies;
-- harness: ``features.extract.extract_features`` with the chosen levers; with
-  ``--pixel-cache warm`` the uint8 pixel cache is filled before the clock
-  starts (the case of every backbone after the first at a size), with
-  ``cold`` its filling is timed, with ``off`` images are decoded on threads
-  while the backbone runs.
+- textbook: ``keras.utils.image_dataset_from_directory`` -> ``preprocess_input`` (``Dataset.map``) ->
+  ``model.predict``, as in the reference studies;
+- harness: ``features.extract.extract_features`` (``--runtime keras`` or ``openvino``); with ``--pixel-cache
+  warm`` the uint8 pixel cache is filled before any clock starts (the case of every backbone after the first at
+  a size), with ``cold`` its filling is timed in every round, with ``off`` images are decoded while the backbone
+  runs. OpenVINO's conversion is done in the warm-up, as a run does it once per backbone, size and weights; its
+  compile is timed.
 
-Printed: images/s for each path, their ratio, the achieved GFLOP/s (FLOPs per
-image counted from the model's convolution and dense layers), the peak
-resident memory of the process, and how closely the two paths' features
-agree (cosine similarity per image).
+Fairness: every model is built before any clock starts, every variant is warmed up (a pass over two batches:
+TensorFlow's start-up, tracing, the first allocations), then ``--rounds`` rounds time each variant over all the
+images, the order reversed every other round. Printed: per variant the median images/s and its min-max over the
+rounds, the ratio to the textbook path (per round, then median and min-max), GFLOP/s (FLOPs counted from the
+model's convolution and dense layers) against a measured ceiling for its precision (a 4096 x 4096 matmul in
+float32, or in bfloat16), and the feature cosine similarity to Keras float32 on the same pixels (the harness's
+float32 variant, computed untimed when not among the variants).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
+import shutil
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from tabulate import tabulate  # noqa: E402
 
 from backbones import (  # noqa: E402
-    PRECISIONS,
+    AUTO,
+    PRECISION_CHOICES,
     BackboneSpec,
     WeightsSource,
     build_backbone,
@@ -44,10 +56,18 @@ from backbones import (  # noqa: E402
     model_flops,
     resolve_weights,
 )
+from backbones.precision import best_seconds  # noqa: E402
 from features.cache import FeatureCache  # noqa: E402
 from features.data.dataset import scan_dataset  # noqa: E402
 from features.extract import extract_features  # noqa: E402
 from features.pixels import PixelCache  # noqa: E402
+from features.runtime import OPENVINO_HINTS, resolve_run_precision  # noqa: E402
+
+KERAS_VARIANTS = ("textbook", "harness-float32", "harness-auto", "harness-bfloat16")
+OPENVINO_VARIANTS = ("openvino-float32", "openvino-bfloat16")
+VARIANTS = ("textbook", *(f"harness-{p}" for p in PRECISION_CHOICES),
+            *(f"openvino-{p}" for p in (AUTO, *OPENVINO_HINTS)))  # fmt: skip
+REFERENCE = "harness-float32"  # Keras float32 on the harness's pixels: what fidelity is measured against
 
 
 def sample_images(data: Path, count: int, seed: int) -> list[str]:
@@ -91,94 +111,172 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def matmul_ceiling(precision: str, n: int = 4096) -> float:
+    """GFLOP/s of an ``n`` x ``n`` matmul in ``precision`` (float32 or bfloat16) on the backend, best of 5."""
+    rng = np.random.default_rng(0)
+    a, b = (keras.ops.cast(rng.standard_normal((n, n), dtype=np.float32), precision) for _ in range(2))
+    # One element back to the host (as float32: NumPy has no bfloat16) makes the call wait for the product.
+    seconds = best_seconds(lambda: keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.matmul(a, b)[0, 0], "float32")))
+    return 2 * n**3 / seconds / 1e9
+
+
+@dataclass
+class Variant:
+    """One measured way of extracting: its path, runtime, resolved precision (and why), model and timings."""
+
+    name: str
+    path: str  # textbook | harness
+    runtime: str  # keras | openvino
+    precision: str
+    reason: str
+    model: keras.Model | None = None
+    gflops: float = 0.0  # per image
+    seconds: list[float] = field(default_factory=list)
+    features: np.ndarray | None = None
+
+
+def make_variant(name: str, spec: BackboneSpec, size: int, source: WeightsSource, seed: int) -> Variant:
+    """The variant ``name`` with its precision resolved and its model built (float32 for OpenVINO to convert)."""
+    path, _, asked = name.partition("-")
+    runtime = "openvino" if path == "openvino" else "keras"
+    choice = resolve_run_precision(asked or "float32", runtime)
+    # OpenVINO converts a float32 model; its compile hint sets the compute type.
+    built_in = choice.precision if path != "openvino" else "float32"
+    model = build_backbone(spec, size, source, seed=seed, precision=built_in)
+    return Variant(name, "textbook" if path == "textbook" else "harness", runtime, choice.precision, choice.reason,
+                   model, model_flops(model) / 1e9)  # fmt: skip
+
+
+@dataclass
+class Bench:
+    """What every timed call shares: the images, the backbone, and the scratch folders."""
+
+    spec: BackboneSpec
+    source: WeightsSource
+    size: int
+    data: Path
+    paths: list[str]
+    args: argparse.Namespace
+    scratch: Path
+
+    def run(self, variant: Variant, paths: list[str] | None = None) -> tuple[np.ndarray, float]:
+        """``variant``'s features of ``paths`` (default: all) and the seconds they took; scratch features cleared."""
+        paths = self.paths if paths is None else paths
+        started = time.perf_counter()
+        if variant.path == "textbook":
+            features = textbook_features(variant.model, self.spec.preprocess, self.data, paths, self.size,
+                                         self.args.batch_size)  # fmt: skip
+            return features, time.perf_counter() - started
+        features = self._harness(variant, paths)
+        seconds = time.perf_counter() - started
+        # The next call must extract again, not read this one's cache entry (its key may be the same).
+        shutil.rmtree(self.scratch / "features" / self.spec.name, ignore_errors=True)
+        return features, seconds
+
+    def _harness(self, variant: Variant, paths: list[str]) -> np.ndarray:
+        pixel_cache = None if self.args.pixel_cache == "off" else PixelCache(self.scratch / "pixels")
+        if self.args.pixel_cache == "cold":
+            shutil.rmtree(self.scratch / "pixels", ignore_errors=True)
+        array, _ = extract_features(
+            self.spec, self.source, self.size, self.data, paths, FeatureCache(self.scratch / "features"),
+            batch_size=self.args.batch_size, decode_workers=self.args.decode_workers, precision=variant.precision,
+            runtime=variant.runtime, pixel_cache=pixel_cache, progress=False, build=lambda: variant.model,
+        )  # fmt: skip
+        return np.asarray(array)
+
+
+def measure(bench: Bench, variants: list[Variant], rounds: int) -> None:
+    """Warm every variant up, then time each over all the images ``rounds`` times, alternating the order."""
+    warm = bench.paths[: 2 * bench.args.batch_size]
+    if bench.args.pixel_cache == "warm":
+        PixelCache(bench.scratch / "pixels").build(bench.size, bench.data, bench.paths,
+                                                   workers=bench.args.decode_workers, progress=False)  # fmt: skip
+    for variant in variants:
+        bench.run(variant, warm)
+    for number in range(rounds):
+        order = variants if number % 2 == 0 else variants[::-1]
+        for variant in order:
+            variant.features, seconds = bench.run(variant)
+            variant.seconds.append(seconds)
+            print(f"round {number + 1}/{rounds}: {variant.name} {len(bench.paths) / seconds:.1f} img/s")
+
+
+def _spread(values: list[float], digits: int = 1) -> tuple[str, str]:
+    """The median of ``values`` and their min-max, as table cells."""
+    return f"{statistics.median(values):.{digits}f}", f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
+def summary(variants: list[Variant], images: int, ceilings: dict[str, float], reference: np.ndarray) -> str:
+    """The Markdown table of the measurement: speed, ratio to the textbook, GFLOP/s against the ceiling, cosine."""
+    base = next((v for v in variants if v.path == "textbook"), variants[0])
+    rows = []
+    for variant in variants:
+        speeds = [images / s for s in variant.seconds]
+        ratios = [b / s for b, s in zip(base.seconds, variant.seconds, strict=True)]  # same round, same load
+        gflops = statistics.median(speeds) * variant.gflops
+        ceiling = ceilings[variant.precision]
+        cosine = cosine_rows(variant.features, reference)
+        rows.append([variant.name, variant.precision, variant.runtime, *_spread(speeds), *_spread(ratios, 2),
+                     f"{gflops:.0f}", f"{100 * gflops / ceiling:.0f}% of {ceiling:.0f}",
+                     f"{cosine.min():.6f}"])  # fmt: skip
+    headers = ["variant", "precision", "runtime", "img/s median", "img/s min-max", f"x {base.name} median",
+               "x min-max", "GFLOP/s", "of the matmul ceiling", "cosine min vs Keras fp32"]  # fmt: skip
+    return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
+
+
+def default_variants() -> list[str]:
+    """Every Keras variant, and the OpenVINO ones where OpenVINO is installed."""
+    present = importlib.util.find_spec("openvino") is not None
+    return [*KERAS_VARIANTS, *(OPENVINO_VARIANTS if present else ())]
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="dataset folder (Kermany or class-folder layout)")
     parser.add_argument("--backbone", default="ResNet50")
     parser.add_argument("--size", type=int, default=None, help="image size (default: the backbone's)")
-    parser.add_argument("--images", type=int, default=512, help="number of images (default 512)")
+    parser.add_argument("--images", type=int, default=96, help="number of images (default 96)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--precision", default="float32", choices=list(PRECISIONS), help="harness compute type")
-    parser.add_argument("--jit-compile", action="store_true", help="harness: XLA-compile the forward pass")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant (default 3, at least 1)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
+                        help=f"what to compare (default: {' '.join(default_variants())})")  # fmt: skip
     parser.add_argument("--pixel-cache", default="warm", choices=("off", "cold", "warm"))
     parser.add_argument("--decode-workers", type=int, default=2)
     parser.add_argument("--weights", default="none", help="none (default), imagenet or a folder of weight files")
-    parser.add_argument("--paths", nargs="+", default=["textbook", "harness"], choices=("textbook", "harness"))
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, not {args.rounds}")
+    return args
 
 
-def _time_textbook(
-    model: keras.Model, spec: BackboneSpec, data: Path, paths: list[str], size: int, args: argparse.Namespace
-) -> tuple[str, np.ndarray, float]:
-    """The textbook path's label, features and seconds."""
-    label = "textbook (image_dataset_from_directory -> preprocess_input -> predict)"
-    started = time.perf_counter()
-    features = textbook_features(model, spec.preprocess, data, paths, size, args.batch_size)
-    return label, features, time.perf_counter() - started
-
-
-def _time_harness(
-    model: keras.Model,
-    spec: BackboneSpec,
-    source: WeightsSource,
-    data: Path,
-    paths: list[str],
-    size: int,
-    args: argparse.Namespace,
-) -> tuple[str, np.ndarray, float]:
-    """The harness path's label, features and seconds, in a temporary cache (its clean-up not timed)."""
-    label = (
-        f"harness (precision {args.precision}, jit_compile {args.jit_compile}, "
-        f"pixel cache {args.pixel_cache}, {args.decode_workers} decode threads)"
-    )
-    with tempfile.TemporaryDirectory() as temp:
-        pixel_cache = None if args.pixel_cache == "off" else PixelCache(temp)
-        if args.pixel_cache == "warm":
-            pixel_cache.build(size, data, paths, workers=args.decode_workers, progress=False)
-        started = time.perf_counter()
-        array, _ = extract_features(
-            spec, source, size, data, paths, FeatureCache(Path(temp) / "features"),
-            batch_size=args.batch_size, decode_workers=args.decode_workers, precision=args.precision,
-            jit_compile=args.jit_compile, pixel_cache=pixel_cache, progress=False,
-            build=lambda built=model: built,
-        )  # fmt: skip
-        features = np.asarray(array)
-        return label, features, time.perf_counter() - started
+def _reference(bench: Bench, variants: list[Variant], build: Callable[[str], Variant]) -> np.ndarray:
+    """Keras float32 features on the harness's pixels: the measured variant's, else computed untimed."""
+    measured = next((v for v in variants if v.name == REFERENCE), None)
+    return measured.features if measured is not None else bench.run(build(REFERENCE))[0]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run both paths and print the comparison."""
+    """Build, warm up and time every variant; print the rounds, the resolved precisions and the summary table."""
     args = _parse_args(argv)
     spec = get_backbone(args.backbone)
-    size = args.size or spec.default_size
-    data = Path(args.data)
+    size, data = args.size or spec.default_size, Path(args.data)
     paths = sample_images(data, args.images, args.seed)
     source = resolve_weights(spec, args.weights, size, seed=args.seed)
-    print(
-        f"{spec.name} at {size} px, {len(paths)} images from {data}, batch {args.batch_size}, weights {args.weights}, "
-        f"Keras {keras.__version__} ({keras.backend.backend()}), {os.cpu_count()} CPUs"
-    )
-    speeds: dict[str, float] = {}
-    features: dict[str, np.ndarray] = {}
-    for path in args.paths:
-        precision = "float32" if path == "textbook" else args.precision
-        model = build_backbone(spec, size, source, seed=args.seed, precision=precision)
-        gflops = model_flops(model) / 1e9
-        if path == "textbook":
-            label, features[path], seconds = _time_textbook(model, spec, data, paths, size, args)
-        else:
-            label, features[path], seconds = _time_harness(model, spec, source, data, paths, size, args)
-        speeds[path] = len(paths) / seconds
-        print(
-            f"{label}: {seconds:.1f} s, {speeds[path]:.1f} images/s, "
-            f"{speeds[path] * gflops:.0f} GFLOP/s at {gflops:.2f} GFLOP per image"
-        )
-        del model
-    if len(speeds) == 2:
-        print(f"harness / textbook: {speeds['harness'] / speeds['textbook']:.2f}x")
-        similarity = cosine_rows(features["harness"], features["textbook"])
-        print(f"feature cosine, harness vs textbook: min {similarity.min():.6f}, mean {similarity.mean():.6f}")
+    print(f"{spec.name} at {size} px, {len(paths)} images from {data}, batch {args.batch_size}, "
+          f"weights {args.weights}, pixel cache {args.pixel_cache}, {args.rounds} rounds, Keras {keras.__version__} "
+          f"({keras.backend.backend()}), {os.cpu_count()} CPUs")  # fmt: skip
+    build = partial(make_variant, spec=spec, size=size, source=source, seed=args.seed)
+    variants = [build(name) for name in args.variants or default_variants()]
+    for variant in variants:
+        print(f"{variant.name}: {variant.precision} on {variant.runtime} ({variant.reason})")
+    ceilings = {p: matmul_ceiling(p) for p in sorted({v.precision for v in variants} | {"float32"})}
+    print("matmul ceiling: " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in ceilings.items()))
+    with tempfile.TemporaryDirectory() as scratch:
+        bench = Bench(spec, source, size, data, paths, args, Path(scratch))
+        measure(bench, variants, args.rounds)
+        reference = _reference(bench, variants, build)
+    print(summary(variants, len(paths), ceilings, reference))
     print(f"peak resident memory: {peak_rss_mib():.0f} MiB")
 
 

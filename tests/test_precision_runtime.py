@@ -1,0 +1,142 @@
+"""``--precision auto`` (CPU detection, the start-up probe, what run.json says) and ``--runtime openvino``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_small_benchmark
+
+from backbones import get_backbone, resolve_precision, resolve_weights
+from backbones.precision import native_bf16
+from benchmark.config import RunConfig
+from benchmark.speed.bench_extract import cosine_rows
+from features.cache import FeatureCache, cache_key
+from features.data.dataset import scan_dataset
+from features.extract import extract_features, feature_key_parts
+
+# Abridged /proc/cpuinfo texts of the machines this project met: the flags that matter, and a few that do not.
+CASCADE_LAKE = """processor\t: 0
+model name\t: Intel(R) Xeon(R) CPU @ 2.50GHz
+flags\t\t: fpu sse2 avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni
+"""
+EPYC = """processor\t: 0
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512vl avx512_bf16 avx512vbmi avx512_vnni
+"""
+SAPPHIRE_RAPIDS = "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: avx512f avx512_vnni amx_bf16 amx_tile\n"
+GRAVITON3 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\nCPU implementer\t: 0x41\n"
+NO_GPU = lambda: None  # noqa: E731
+
+
+def _never(precision: str) -> float:
+    raise AssertionError("the probe ran where the CPU has no native bfloat16")
+
+
+@pytest.mark.parametrize(("cpuinfo", "native", "flag"), [
+    (CASCADE_LAKE, False, "no native bfloat16"), (EPYC, True, "avx512_bf16"), (SAPPHIRE_RAPIDS, True, "amx_bf16"),
+    (GRAVITON3, True, "bf16"), ("", False, "could not be read"),
+])  # fmt: skip
+def test_native_bf16_is_read_from_the_cpu_flags(cpuinfo: str, native: bool, flag: str):
+    found, reason = native_bf16(cpuinfo)
+    assert found is native and flag in reason
+
+
+def test_auto_is_float32_without_native_bf16_and_does_not_probe():
+    choice = resolve_precision("auto", cpuinfo=CASCADE_LAKE, gpu=NO_GPU, seconds=_never)
+    assert (choice.requested, choice.precision) == ("auto", "float32")
+    assert "emulated" in choice.reason
+
+
+@pytest.mark.parametrize(("half", "expected"), [(0.02, "bfloat16"), (0.05, "float32"), (0.038, "float32")])
+def test_auto_with_native_bf16_keeps_it_only_when_the_probe_finds_it_faster(half: float, expected: str):
+    timings = {"float32": 0.04, "bfloat16": half}
+    choice = resolve_precision("auto", cpuinfo=EPYC, gpu=NO_GPU, seconds=timings.__getitem__)
+    assert choice.precision == expected
+    assert "avx512_bf16" in choice.reason and f"{half * 1e3:.1f} ms in bfloat16" in choice.reason
+
+
+def test_a_gpu_decides_before_the_cpu():
+    old_gpu = lambda: (False, "the GPU has no native bfloat16 (compute capability 7.5, below 8.0)")  # noqa: E731
+    assert resolve_precision("auto", cpuinfo=EPYC, gpu=old_gpu, seconds=_never).precision == "float32"
+
+
+def test_an_asked_for_precision_is_kept_and_a_wrong_one_named():
+    assert resolve_precision("float16", seconds=_never).precision == "float16"
+    with pytest.raises(ValueError, match="float32, bfloat16, float16"):
+        resolve_precision("int4", seconds=_never)
+
+
+def test_the_cache_key_refuses_auto(kermany_root: Path):
+    spec = get_backbone("MobileNetV2")
+    with pytest.raises(ValueError, match="unknown precision 'auto'"):
+        feature_key_parts(spec, resolve_weights(spec, "none", 32), 32, kermany_root, ["a.jpeg"], precision="auto")
+
+
+def test_run_json_the_report_and_the_cache_hold_the_resolved_precision(small_run):
+    run = json.loads((small_run.results / "run.json").read_text())
+    choice = run["precision"]
+    assert run["config"]["precision"] == "auto" and choice["requested"] == "auto"
+    assert choice["precision"] in ("float32", "bfloat16") and choice["reason"]
+    assert run["runtime"] == "keras"
+    manifests = [json.loads(p.read_text()) for p in (small_run.cache / "MobileNetV2").glob("*/manifest.json")]
+    assert manifests and {m["precision"] for m in manifests} == {choice["precision"]}
+    report = (small_run.results / "leaderboard.md").read_text()
+    assert f"Features computed in **{choice['precision']}** (`--precision auto`: {choice['reason']})" in report
+
+
+def test_without_openvino_the_runtime_fails_in_one_line_before_any_work(kermany_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    assert run_small_benchmark(kermany_root, tmp_path, "--runtime", "openvino") == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "--runtime openvino needs the openvino package" in error
+    assert "pip install 'cxr-bench[openvino]'" in error
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"jit_compile": True}, "--jit-compile"), ({"precision": "float16"}, "not float16"),
+])  # fmt: skip
+def test_openvino_refuses_what_it_cannot_do(options: dict, message: str):
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'cxr-bench[openvino]')")
+    with pytest.raises(ValueError, match=message):
+        RunConfig(backbones=("MobileNetV2",), runtime="openvino", **options).validate()
+
+
+def test_openvino_features_match_keras_float32(kermany_root: Path, tmp_path: Path):
+    """OpenVINO float32 within cosine 1e-5 of Keras float32, bf16 within 1e-2 (random init, 32 px, 60 images)."""
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'cxr-bench[openvino]')")
+    spec = get_backbone("MobileNetV2")
+    source, paths = resolve_weights(spec, "none", 32), [r.path for r in scan_dataset(kermany_root).records]
+    cache = FeatureCache(tmp_path)
+    common = dict(batch_size=16, progress=False)
+    keras32, _ = extract_features(spec, source, 32, kermany_root, paths, cache, **common)
+    vino32, stats = extract_features(spec, source, 32, kermany_root, paths, cache, runtime="openvino", **common)
+    assert not stats.from_cache and cosine_rows(keras32, vino32).min() > 1 - 1e-5
+    ir_files = list((tmp_path / "openvino").rglob("model.xml"))
+    assert len(ir_files) == 1
+
+    def no_build():
+        raise AssertionError("the backbone was converted again")
+
+    # bfloat16 compiles the same IR with another hint: no second conversion, another cache entry.
+    vino16, stats = extract_features(spec, source, 32, kermany_root, paths, cache, runtime="openvino",
+                                     precision="bfloat16", build=no_build, **common)  # fmt: skip
+    assert stats.key not in (cache_key(feature_key_parts(spec, source, 32, kermany_root, paths, runtime=r))
+                             for r in ("keras", "openvino"))  # fmt: skip
+    assert cosine_rows(keras32, vino16).min() > 0.99
+
+
+def test_the_runtime_is_in_the_cache_key(kermany_root: Path):
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'cxr-bench[openvino]')")
+    spec = dataclasses.replace(get_backbone("MobileNetV2"), feature_size=3)
+    source, paths = resolve_weights(spec, "none", 32), [r.path for r in scan_dataset(kermany_root).records]
+    keys = {runtime: cache_key(feature_key_parts(spec, source, 32, kermany_root, paths, runtime=runtime))
+            for runtime in ("keras", "openvino")}  # fmt: skip
+    assert keys["keras"] != keys["openvino"]
+    assert feature_key_parts(spec, source, 32, kermany_root, paths, runtime="openvino")["runtime"].startswith(
+        "openvino-"
+    )
