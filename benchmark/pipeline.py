@@ -160,7 +160,7 @@ def _run_locked(
     argv: list[str] | None, prog: str,
 ) -> int:
     # Resolved here, once: every stage, the cache keys and run.json see the same precision.
-    choice = resolve_run_precision(config.precision, config.runtime)
+    choice = resolve_run_precision(config.precision, config.runtime, config.cache_dir)
     print(f"precision: {choice.precision} ({choice.reason}); runtime: {config.runtime}")
     stages = config.stages(precision=choice.precision)
     try:

@@ -10,17 +10,21 @@ only when it is asked for, so the package stays an optional extra (``pip install
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from backbones import AUTO, PrecisionChoice, resolve_precision
-from backbones.precision import best_seconds, keras_probe_seconds, probe_batch, probe_model
+from backbones.precision import best_seconds, keras_probe_seconds, probe_batch, probe_model, read_cpuinfo
+from common.files import atomic_write_json
+from features.cache import cache_key
 
 RUNTIMES = ("keras", "openvino")
 # OpenVINO's CPU plugin computes float32 and bfloat16; float16 only on CPUs with AVX512_FP16, which are rare.
@@ -143,6 +147,36 @@ def probe_seconds(runtime: str, precision: str) -> float:
     return (keras_probe_seconds if runtime == "keras" else openvino_probe_seconds)(precision)
 
 
-def resolve_run_precision(requested: str, runtime: str) -> PrecisionChoice:
-    """``resolve_precision`` with the probe timed in the runtime the backbone will run in."""
-    return resolve_precision(requested, seconds=functools.partial(probe_seconds, runtime))
+def resolve_run_precision(requested: str, runtime: str, cache_dir: str | Path | None = None) -> PrecisionChoice:
+    """``resolve_precision`` with the probe timed in the runtime the backbone will run in.
+
+    With ``cache_dir``, ``auto``'s measured choice is remembered there (``precision.json``) per processor,
+    runtime and versions, and reused: a timing near the threshold must not flip the precision between runs,
+    or every rerun would miss the feature cache and move the leaderboard by the bfloat16 rounding.
+    """
+    if requested != AUTO or cache_dir is None:
+        return resolve_precision(requested, seconds=functools.partial(probe_seconds, runtime))
+    memo = Path(cache_dir) / "precision.json"
+    key = cache_key({"cpuinfo": _processor(), "runtime": runtime, "keras": keras.__version__,
+                     "backend": keras.backend.backend()})  # fmt: skip
+    try:
+        remembered = json.loads(memo.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError):
+        remembered = None
+    if isinstance(remembered, dict) and set(remembered) == {"requested", "precision", "reason"}:
+        return PrecisionChoice(**{**remembered, "reason": remembered["reason"] + f" (remembered in {memo})"})
+    choice = resolve_precision(requested, seconds=functools.partial(probe_seconds, runtime))
+    try:
+        known = json.loads(memo.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(memo, {**known, key: asdict(choice)})
+    return choice
+
+
+def _processor() -> str:
+    """The processor's model name and flags: what a remembered precision choice holds for."""
+    lines = read_cpuinfo().splitlines()
+    wanted = [line for line in lines if line.split(":")[0].strip() in ("model name", "flags", "Features")]
+    return "\n".join(dict.fromkeys(wanted))

@@ -140,3 +140,23 @@ def test_the_runtime_is_in_the_cache_key(kermany_root: Path):
     assert feature_key_parts(spec, source, 32, kermany_root, paths, runtime="openvino")["runtime"].startswith(
         "openvino-"
     )
+
+
+def test_autos_measured_choice_is_remembered_so_reruns_keep_their_cache(tmp_path, monkeypatch):
+    import features.runtime as runtime
+    from backbones import PrecisionChoice
+
+    calls = []
+
+    def measured(requested, seconds):
+        calls.append(requested)
+        return PrecisionChoice(requested, "bfloat16", "measured")
+
+    monkeypatch.setattr(runtime, "resolve_precision", measured)
+    first = runtime.resolve_run_precision("auto", "keras", tmp_path)
+    again = runtime.resolve_run_precision("auto", "keras", tmp_path)
+    assert calls == ["auto"] and first.precision == again.precision == "bfloat16"
+    assert "remembered in" in again.reason and (tmp_path / "precision.json").is_file()
+    runtime.resolve_run_precision("auto", "openvino", tmp_path)  # another runtime is measured on its own
+    runtime.resolve_run_precision("float32", "keras", tmp_path)  # an explicit precision is never remembered
+    assert calls == ["auto", "auto", "float32"]
