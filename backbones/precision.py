@@ -128,6 +128,17 @@ def keras_probe_seconds(precision: str) -> float:
     return best_seconds(lambda: keras.ops.convert_to_numpy(model.predict_on_batch(batch)))
 
 
+def backbone_probe_seconds(spec, size: int, precision: str, batch: int = 8) -> float:
+    """Seconds of one forward of ``spec``'s own network (random weights: speed does not depend on them) at
+    ``size`` and ``precision``, batch ``batch`` (best of 3): what ``auto`` decides by, per backbone."""
+    from backbones.weights import dtype_policy
+
+    with dtype_policy(precision):
+        model = spec.constructor(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
+    pixels = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    return best_seconds(lambda: keras.ops.convert_to_numpy(model.predict_on_batch(pixels)), repeats=3)
+
+
 def hardware_bf16(cpuinfo: str | None = None, gpu: Callable[[], tuple[bool, str] | None] = gpu_bf16):
     """``(native, reason)`` for the device the backbone runs on: the GPU if there is one, else the CPU."""
     on_gpu = gpu()

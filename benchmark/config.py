@@ -309,8 +309,11 @@ class RunConfig:
 
     # Each stage's settings, derived here and nowhere else: a stage reads only its own object.
 
-    def stages(self, precision: str | None = None) -> StageSettings:
-        """The settings object of every stage of the run; ``precision`` is the resolved compute type of ``auto``.
+    def stages(
+        self, precision: str | None = None, backbone_precisions: tuple[tuple[str, int, str], ...] = ()
+    ) -> StageSettings:
+        """The settings object of every stage of the run; ``precision`` is the resolved compute type of ``auto``,
+        ``backbone_precisions`` the backbones whose own check chose another (``benchmark.pipeline``).
 
         Without ``precision`` the extraction gets the configured one, which extraction refuses while it is ``auto``.
         """
@@ -326,7 +329,7 @@ class RunConfig:
                 weights=self.weights or "none", batch_size=self.extract_batch_size,
                 shard_size=self.extract_shard_size, seed=self.seed, precision=precision or self.precision,
                 jit_compile=self.jit_compile, runtime=self.runtime, pixel_cache=self.pixel_cache,
-                cache_dir=self.cache_dir, progress=self.progress,
+                cache_dir=self.cache_dir, progress=self.progress, backbone_precisions=backbone_precisions,
             ),
             sweep=SweepSettings(
                 heads=tuple(self.head_grid()), probes=tuple(self.probe_grid()), select_by=self.select_by,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
 
-from backbones import PrecisionChoice, WeightsUnavailableError  # noqa: E402
+from backbones import WeightsUnavailableError  # noqa: E402
 from benchmark.config import RunConfig, StageSettings  # noqa: E402
 from benchmark.evaluation.metrics import binary_tasks  # noqa: E402
 from benchmark.records import SweepResult  # noqa: E402
@@ -33,7 +33,7 @@ from features.data.images import UnreadableImageError  # noqa: E402
 from features.data.labels import load_dataset  # noqa: E402
 from features.data.phantom import make_phantom_dataset  # noqa: E402
 from features.extract import BackboneFeatures, extract_all, resource_problems  # noqa: E402
-from features.runtime import resolve_run_precision  # noqa: E402
+from features.runtime import resolve_backbone_precision, resolve_run_precision  # noqa: E402
 from features.settings import DataSettings  # noqa: E402
 
 DEFAULT_DATA = Path("data/chest_xray")
@@ -160,9 +160,8 @@ def _run_locked(
     argv: list[str] | None, prog: str,
 ) -> int:
     # Resolved here, once: every stage, the cache keys and run.json see the same precision.
-    choice = resolve_run_precision(config.precision, config.runtime, config.cache_dir)
-    print(f"precision: {choice.precision} ({choice.reason}); runtime: {config.runtime}")
-    stages = config.stages(precision=choice.precision)
+    choice, own = resolve_precisions(config)
+    stages = config.stages(precision=choice["precision"], backbone_precisions=own)
     try:
         dataset = prepare_data(stages.data, dataset, Path(config.results_dir))
         if external is not None:
@@ -197,10 +196,28 @@ def _run_locked(
     return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog, external, choice)
 
 
+def resolve_precisions(config: RunConfig) -> tuple[dict, tuple[tuple[str, int, str], ...]]:
+    """``--precision auto`` resolved for the run and checked on each backbone; printed.
+
+    Returns what ``run.json`` records (the run's choice, and each backbone's with its reason) and the
+    ``(backbone, size, precision)`` of the backbones whose own check chose otherwise than the run.
+    """
+    choice = resolve_run_precision(config.precision, config.runtime, config.cache_dir)
+    print(f"precision: {choice.precision} ({choice.reason}); runtime: {config.runtime}")
+    backbones, own = {}, []
+    for spec, size in config.extraction_plan():
+        mine = resolve_backbone_precision(spec, size, choice, config.runtime, config.cache_dir)
+        backbones[f"{spec.name}-{size}px"] = asdict(mine)
+        if mine.precision != choice.precision:
+            own.append((spec.name, size, mine.precision))
+            print(f"precision of {spec.name} at {size} px: {mine.precision} ({mine.reason})")
+    return {**asdict(choice), "backbones": backbones}, tuple(own)
+
+
 def _finish(
     config: RunConfig, stages: StageSettings, dataset: Dataset, extracted: list[BackboneFeatures],
     sweep: SweepResult, phantom: bool, argv: list[str] | None, prog: str, external: Dataset | None,
-    choice: PrecisionChoice,
+    choice: dict,
 ) -> int:
     """Fine-tune the winners if asked, then write the reports (or say why there is nothing to report)."""
     if stages.finetune is not None:
@@ -229,7 +246,7 @@ def _invocation(prog: str) -> list[str]:
 
 def _run_info(
     config: RunConfig, dataset: Dataset, extracted: list[BackboneFeatures], sweep: SweepResult, phantom: bool,
-    argv: list[str] | None, prog: str, choice: PrecisionChoice,
+    argv: list[str] | None, prog: str, choice: dict,
 ) -> dict:
     """``run.json``: the config that made the run (readable back with ``RunConfig.from_json``) and its provenance."""
     return {
@@ -246,6 +263,6 @@ def _run_info(
         "grid_points_failed": len(sweep.failed),
         "extraction": {one.name: asdict(one.stats) for one in extracted},
         # The config says what was asked (auto); this says what the backbones computed in, and why.
-        "precision": asdict(choice),
+        "precision": choice,
         "runtime": config.runtime,
     }

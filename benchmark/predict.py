@@ -194,7 +194,9 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
         model.load_weights(folder / WEIGHTS_FILE)  # backbone and head, as fine-tuned
     else:
         # The precision the features were computed in (run.json); --precision auto resolved it at run time.
-        precision = run.get("precision", {}).get("precision", config.precision)
+        recorded = run.get("precision", {})
+        own = recorded.get("backbones", {}).get(f"{spec.name}-{size}px", {})
+        precision = own.get("precision", recorded.get("precision", config.precision))
         pooled_model = build_backbone(spec, size, source, seed=config.seed, precision=precision)
         head = load_head(results_dir / "heads" / row["head_id"] / "best.keras")
     pooling = pooled_model.layers[-1]

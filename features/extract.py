@@ -273,7 +273,8 @@ def extract_dataset(settings: ExtractSettings, dataset: Dataset, spec: BackboneS
     features, stats = extract_features(
         spec, source, size, dataset.root, [record.path for record in dataset.records], cache,
         batch_size=settings.batch_size, shard_size=settings.shard_size, seed=settings.seed,
-        precision=settings.precision, jit_compile=settings.jit_compile, runtime=settings.runtime,
+        precision=settings.precision_for(spec.name, size), jit_compile=settings.jit_compile,
+        runtime=settings.runtime,
         pixel_cache=PixelCache(cache.root) if settings.pixel_cache else None, progress=settings.progress,
     )  # fmt: skip
     return BackboneFeatures(spec.name, size, source.identity, features, stats)

@@ -21,8 +21,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from backbones import AUTO, PrecisionChoice, resolve_precision
-from backbones.precision import best_seconds, keras_probe_seconds, probe_batch, probe_model, read_cpuinfo
+from backbones import AUTO, BackboneSpec, PrecisionChoice, get_backbone, resolve_precision
+from backbones.precision import (
+    MIN_SPEEDUP,
+    backbone_probe_seconds,
+    best_seconds,
+    keras_probe_seconds,
+    probe_batch,
+    probe_model,
+    read_cpuinfo,
+)
 from common.files import atomic_write_json
 from features.cache import cache_key
 
@@ -154,24 +162,55 @@ def resolve_run_precision(requested: str, runtime: str, cache_dir: str | Path | 
     runtime and versions, and reused: a timing near the threshold must not flip the precision between runs,
     or every rerun would miss the feature cache and move the leaderboard by the bfloat16 rounding.
     """
+    measure = functools.partial(resolve_precision, requested, seconds=functools.partial(probe_seconds, runtime))
     if requested != AUTO or cache_dir is None:
-        return resolve_precision(requested, seconds=functools.partial(probe_seconds, runtime))
-    memo = Path(cache_dir) / "precision.json"
-    key = cache_key({"cpuinfo": _processor(), "runtime": runtime, "keras": keras.__version__,
-                     "backend": keras.backend.backend()})  # fmt: skip
-    try:
-        remembered = json.loads(memo.read_text(encoding="utf-8")).get(key)
-    except (OSError, ValueError):
-        remembered = None
-    if isinstance(remembered, dict) and set(remembered) == {"requested", "precision", "reason"}:
-        return PrecisionChoice(**{**remembered, "reason": remembered["reason"] + f" (remembered in {memo})"})
-    choice = resolve_precision(requested, seconds=functools.partial(probe_seconds, runtime))
+        return measure()
+    return _remembered(Path(cache_dir), {"runtime": runtime}, measure)
+
+
+def resolve_backbone_precision(
+    spec: BackboneSpec, size: int, run_choice: PrecisionChoice, runtime: str, cache_dir: str | Path
+) -> PrecisionChoice:
+    """The run's choice checked on ``spec``'s own network: ``auto``'s bfloat16 stays only where it pays there.
+
+    A dense convolution stack decides the run; depthwise networks (MobileNet) are memory-bound, and their
+    bfloat16 casts can cost what the arithmetic saves, so under Keras each backbone is timed in both types
+    (remembered as the run's choice is). OpenVINO's bfloat16 kernels paid on every backbone measured.
+    """
+    if run_choice.requested != AUTO or run_choice.precision == "float32" or runtime != "keras":
+        return run_choice
+
+    def measure() -> PrecisionChoice:
+        full, half = (_backbone_seconds(spec.name, size, p) for p in ("float32", "bfloat16"))
+        timed = f"{spec.name} at {size} px took {half * 1e3:.0f} ms in bfloat16 against {full * 1e3:.0f} ms in float32"
+        if full >= MIN_SPEEDUP * half:
+            return PrecisionChoice(AUTO, "bfloat16", f"{timed} ({full / half:.2f}x)")
+        return PrecisionChoice(AUTO, "float32", f"{timed} ({full / half:.2f}x, not at least {MIN_SPEEDUP}x)")
+
+    return _remembered(Path(cache_dir), {"runtime": runtime, "backbone": spec.name, "size": size}, measure)
+
+
+@functools.cache
+def _backbone_seconds(name: str, size: int, precision: str) -> float:
+    """``backbone_probe_seconds``, measured once per process and backbone: the hardware stays put."""
+    return backbone_probe_seconds(get_backbone(name), size, precision)
+
+
+def _remembered(cache_dir: Path, what: dict, measure: Callable[[], PrecisionChoice]) -> PrecisionChoice:
+    """``measure()``'s choice, remembered in ``cache_dir/precision.json`` per processor, versions and ``what``."""
+    memo = cache_dir / "precision.json"
+    key = cache_key({"cpuinfo": _processor(), "keras": keras.__version__, "backend": keras.backend.backend(),
+                     **what})  # fmt: skip
     try:
         known = json.loads(memo.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         known = {}
+    remembered = known.get(key) if isinstance(known, dict) else None
+    if isinstance(remembered, dict) and set(remembered) == {"requested", "precision", "reason"}:
+        return PrecisionChoice(**{**remembered, "reason": remembered["reason"] + f" (remembered in {memo})"})
+    choice = measure()
     memo.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(memo, {**known, key: asdict(choice)})
+    atomic_write_json(memo, {**(known if isinstance(known, dict) else {}), key: asdict(choice)})
     return choice
 
 

@@ -30,6 +30,7 @@ class ExtractSettings:
 
     ``precision`` is the resolved compute type (float32, bfloat16 or float16), never ``auto``: the run resolves
     ``--precision auto`` once, before extraction (``benchmark.pipeline``), so every stage sees the same value.
+    ``backbone_precisions`` holds ``(backbone, size, precision)`` where ``auto`` chose otherwise for a backbone.
     """
 
     weights: str = "none"
@@ -42,6 +43,12 @@ class ExtractSettings:
     pixel_cache: bool = True
     cache_dir: str = ".cache/features"
     progress: bool = True
+    backbone_precisions: tuple[tuple[str, int, str], ...] = ()
+
+    def precision_for(self, backbone: str, size: int) -> str:
+        """The compute type of ``backbone`` at ``size``: its own where ``auto`` chose one, else the run's."""
+        own = {(name, at): precision for name, at, precision in self.backbone_precisions}
+        return own.get((backbone, size), self.precision)
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,10 @@ def test_run_json_the_report_and_the_cache_hold_the_resolved_precision(small_run
     assert choice["precision"] in ("float32", "bfloat16") and choice["reason"]
     assert run["runtime"] == "keras"
     manifests = [json.loads(p.read_text()) for p in (small_run.cache / "MobileNetV2").glob("*/manifest.json")]
-    assert manifests and {m["precision"] for m in manifests} == {choice["precision"]}
+    # Each backbone computes in what auto chose for it (its own check may overrule the run's bfloat16).
+    own = choice["backbones"]["MobileNetV2-32px"]
+    assert own["requested"] == "auto" and own["reason"]
+    assert manifests and {m["precision"] for m in manifests} == {own["precision"]}
     report = (small_run.results / "leaderboard.md").read_text()
     assert f"Features computed in **{choice['precision']}** (`--precision auto`: {choice['reason']})" in report
 
@@ -160,3 +163,35 @@ def test_autos_measured_choice_is_remembered_so_reruns_keep_their_cache(tmp_path
     runtime.resolve_run_precision("auto", "openvino", tmp_path)  # another runtime is measured on its own
     runtime.resolve_run_precision("float32", "keras", tmp_path)  # an explicit precision is never remembered
     assert calls == ["auto", "auto", "float32"]
+
+
+def test_auto_checks_its_bfloat16_on_each_backbone_and_keeps_it_only_where_it_pays(tmp_path, monkeypatch):
+    import features.runtime as runtime
+    from backbones import PrecisionChoice, get_backbone
+    from features.settings import ExtractSettings
+
+    # Measured on an AMD EPYC with AVX512_BF16: ResNet50's bfloat16 pays, MobileNetV2's depthwise layers do not.
+    timings = {("ResNet50", "float32"): 1.0, ("ResNet50", "bfloat16"): 0.6,
+               ("MobileNetV2", "float32"): 1.0, ("MobileNetV2", "bfloat16"): 1.05}  # fmt: skip
+    calls = []
+
+    def timed(name, size, precision):
+        calls.append((name, precision))
+        return timings[(name, precision)]
+
+    monkeypatch.setattr(runtime, "_backbone_seconds", timed)
+    run = PrecisionChoice("auto", "bfloat16", "the probe stack paid")
+    resnet = runtime.resolve_backbone_precision(get_backbone("ResNet50"), 224, run, "keras", tmp_path)
+    mobile = runtime.resolve_backbone_precision(get_backbone("MobileNetV2"), 224, run, "keras", tmp_path)
+    assert resnet.precision == "bfloat16" and mobile.precision == "float32"
+    assert "MobileNetV2 at 224 px" in mobile.reason and "not at least 1.1x" in mobile.reason
+    again = runtime.resolve_backbone_precision(get_backbone("MobileNetV2"), 224, run, "keras", tmp_path)
+    assert again.precision == "float32" and len(calls) == 4  # remembered, not timed again
+    # Nothing to check where the run is float32, was asked for a type, or runs on OpenVINO.
+    for choice, where in ((PrecisionChoice("auto", "float32", "x"), "keras"),
+                          (PrecisionChoice("bfloat16", "bfloat16", "x"), "keras"), (run, "openvino")):  # fmt: skip
+        assert runtime.resolve_backbone_precision(get_backbone("MobileNetV2"), 224, choice, where, tmp_path) is choice
+    assert len(calls) == 4
+    settings = ExtractSettings(precision="bfloat16", backbone_precisions=(("MobileNetV2", 224, "float32"),))
+    assert settings.precision_for("MobileNetV2", 224) == "float32"
+    assert settings.precision_for("MobileNetV2", 160) == settings.precision_for("ResNet50", 224) == "bfloat16"

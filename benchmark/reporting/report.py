@@ -541,8 +541,12 @@ def _extraction_line(run_info: dict) -> list[str]:
     choice = run_info.get("precision")
     if not choice:
         return []
-    return [f"Features computed in **{choice['precision']}** (`--precision {choice['requested']}`: "
-            f"{choice['reason']}), runtime {run_info.get('runtime', 'keras')}.", ""]  # fmt: skip
+    lines = [f"Features computed in **{choice['precision']}** (`--precision {choice['requested']}`: "
+             f"{choice['reason']}), runtime {run_info.get('runtime', 'keras')}.", ""]  # fmt: skip
+    for name, own in choice.get("backbones", {}).items():
+        if own["precision"] != choice["precision"]:
+            lines += [f"- {name}: **{own['precision']}** ({own['reason']})"]
+    return lines + ([""] if len(lines) > 2 else [])
 
 
 def _provenance_section(run_info: dict) -> list[str]:
