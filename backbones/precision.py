@@ -130,9 +130,14 @@ def keras_probe_seconds(precision: str) -> float:
 
 def backbone_probe_seconds(spec, size: int, precision: str, batch: int = 8) -> float:
     """Seconds of one forward of ``spec``'s own network (random weights: speed does not depend on them) at
-    ``size`` and ``precision``, batch ``batch`` (best of 3): what ``auto`` decides by, per backbone."""
+    ``size`` and ``precision``, batch ``batch`` (best of 3): what ``auto`` decides by, per backbone.
+
+    Timed at most at the backbone's default size: the probe runs before the run's memory check, and the ratio
+    of the two types, which is all it is for, hardly moves with the size.
+    """
     from backbones.weights import dtype_policy
 
+    size = min(size, spec.default_size)
     with dtype_policy(precision):
         model = spec.constructor(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
     pixels = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
