@@ -25,6 +25,7 @@ from benchmark.reporting import provenance  # noqa: E402
 from benchmark.reporting.report import write_data_report, write_external_skipped, write_reports  # noqa: E402
 from benchmark.training.finetune import finetune_winners  # noqa: E402
 from benchmark.training.sweep import predict_external, run_sweep  # noqa: E402
+from common.executors import Executor, ExecutorError, open_executor  # noqa: E402
 from features.cache import FolderInUseError, folder_lock  # noqa: E402
 from features.data.audit import DatasetError, audit_images, check_classes, external_overlap, flag_leakage  # noqa: E402
 from features.data.dataset import Dataset, describe_counts, make_splits  # noqa: E402
@@ -176,30 +177,42 @@ def _run_locked(
     if problems:
         return error_line(prog, "; ".join(dict.fromkeys(problems)), 2)
     try:
-        extracted = extract_all(stages.extract, dataset, plan)
-        if config.extract_only:
-            report_extraction(extracted)
-            return 0
-        sweep = run_sweep(stages.sweep, dataset, extracted)
-        if external is not None:
-            external_features = extract_all(stages.extract, external, plan)
-            features_of = {(one.backbone, one.image_size): one.features for one in external_features}
-            predict_external(sweep.winners, features_of, Path(config.results_dir) / "heads")
-    except WeightsUnavailableError as error:
+        with open_executor(stages.executor) as executor:
+            if executor.distributed:
+                print(f"executor: {executor.describe()}")
+            return _compute(config, stages, dataset, external, plan, phantom, argv, prog, executor)
+    except (WeightsUnavailableError, ExecutorError) as error:
         return error_line(prog, error, 1)
     except UnreadableImageError as error:
         return error_line(prog, f"{error}. The file changed after the image check; run the same command again "
                           "and it will be checked (and skipped) anew.", 1)  # fmt: skip
-    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog, external)
+
+
+def _compute(
+    config: RunConfig, stages: StageSettings, dataset: Dataset, external: Dataset | None, plan: list,
+    phantom: bool, argv: list[str] | None, prog: str, executor: Executor,
+) -> int:
+    """Extraction, the sweep and fine-tuning through ``executor``; then the reports, here."""
+    extracted = extract_all(stages.extract, dataset, plan, executor)
+    if config.extract_only:
+        report_extraction(extracted)
+        return 0
+    sweep = run_sweep(stages.sweep, dataset, extracted, executor)
+    if external is not None:
+        external_features = extract_all(stages.extract, external, plan, executor)
+        features_of = {(one.backbone, one.image_size): one.features for one in external_features}
+        predict_external(sweep.winners, features_of, Path(stages.sweep.results_dir) / "heads")
+    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog, external, executor)
 
 
 def _finish(
     config: RunConfig, stages: StageSettings, dataset: Dataset, extracted: list[BackboneFeatures],
     sweep: SweepResult, phantom: bool, argv: list[str] | None, prog: str, external: Dataset | None = None,
+    executor: Executor | None = None,
 ) -> int:
     """Fine-tune the winners if asked, then write the reports (or say why there is nothing to report)."""
     if stages.finetune is not None:
-        sweep.winners += finetune_winners(sweep.winners, dataset, stages.finetune)
+        sweep.winners += finetune_winners(sweep.winners, dataset, stages.finetune, executor)
     report_extraction(extracted)
     for point in sweep.failed:
         print(f"grid point {point['point_id']} FAILED: {point['error']}")
