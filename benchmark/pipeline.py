@@ -150,14 +150,18 @@ def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
             for folder, flag in {Path(config.cache_dir).resolve(): "--cache-dir",
                                  Path(config.results_dir).resolve(): "--results-dir"}.items():  # fmt: skip
                 locks.enter_context(folder_lock(folder, flag))
-            return _run_locked(config, dataset, external, data_root, phantom, argv, prog)
-    except FolderInUseError as error:
+            # Connected before any work, so a wrong address or a missing engine costs nothing.
+            executor = locks.enter_context(open_executor(stages.executor))
+            if executor.distributed:
+                print(f"executor: {executor.describe()}")
+            return _run_locked(config, dataset, external, data_root, phantom, argv, prog, executor)
+    except (FolderInUseError, ExecutorError) as error:
         return error_line(prog, error, 1)
 
 
 def _run_locked(
     config: RunConfig, dataset: Dataset, external: Dataset | None, data_root: Path, phantom: bool,
-    argv: list[str] | None, prog: str,
+    argv: list[str] | None, prog: str, executor: Executor,
 ) -> int:
     stages = config.stages()
     try:
@@ -177,11 +181,8 @@ def _run_locked(
     if problems:
         return error_line(prog, "; ".join(dict.fromkeys(problems)), 2)
     try:
-        with open_executor(stages.executor) as executor:
-            if executor.distributed:
-                print(f"executor: {executor.describe()}")
-            return _compute(config, stages, dataset, external, plan, phantom, argv, prog, executor)
-    except (WeightsUnavailableError, ExecutorError) as error:
+        return _compute(config, stages, dataset, external, plan, phantom, argv, prog, executor)
+    except WeightsUnavailableError as error:
         return error_line(prog, error, 1)
     except UnreadableImageError as error:
         return error_line(prog, f"{error}. The file changed after the image check; run the same command again "

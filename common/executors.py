@@ -58,6 +58,10 @@ class ExecutorError(RuntimeError):
     """The engine is not installed, or the cluster cannot be reached: one line saying what to do."""
 
 
+def _identity(value):
+    return value
+
+
 class LocalExecutor:
     """Every task runs here and now, in this process: the run as it always was."""
 
@@ -140,8 +144,14 @@ class DaskExecutor:
             raise
 
     def share(self, value):
-        """Send ``value`` to the cluster once; the future stands for it in any task's arguments."""
-        return self.client.scatter(value, broadcast=False, hash=False)
+        """Send ``value`` to the cluster once; the future stands for it in any task's arguments.
+
+        Made by a task rather than scattered: the scheduler keeps the task, so
+        a copy lost with a killed worker is made again (scattered data would be
+        gone, and every task needing it cancelled).
+        """
+        key = f"shared-{type(value).__name__}-{os.urandom(6).hex()}"
+        return self.client.submit(_identity, value, pure=False, key=key)
 
     def cancel(self, futures: Iterable) -> None:
         """Drop tasks not yet finished (a running one ends its current write, which is atomic)."""

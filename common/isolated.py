@@ -16,11 +16,12 @@ two things of the process it lands in would change them:
 So each task runs in a process started for it, where nothing else runs, with
 the local run's thread settings for that work.
 
-The call goes to the child as a pickle on its standard input and the answer
-comes back on a copy of its standard output (the child's own standard output
-is pointed at standard error, so nothing it prints can mix with the answer):
-the same pickling ``concurrent.futures.ProcessPoolExecutor`` does over its
-pipes, between two processes of ours. This module imports nothing of ours.
+The call goes to the child as a pickle on its standard input, after the
+caller's import path, and the answer comes back on a copy of its standard
+output (the child's own standard output is pointed at standard error, so
+nothing it prints can mix with the answer): the same pickling
+``concurrent.futures.ProcessPoolExecutor`` does over its pipes, between two
+processes of ours. This module imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pathlib import Path
 
 # What a single-threaded head worker runs with; read by TensorFlow (and OpenMP) at start, hence set before it.
 SINGLE_THREADED = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
-# The folder holding our packages, so the child imports the same code as this process wherever it was started.
+# The folder holding our packages: the child finds this module there, whatever its working folder.
 _CODE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -66,7 +67,9 @@ def call_in_fresh_process(function, *args, single_threaded: bool = False):
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [_CODE_ROOT, os.environ.get("PYTHONPATH")]))
     child = subprocess.run(
         [sys.executable, "-m", "common.isolated", str(os.getpid())],
-        input=pickle.dumps((function, args)),
+        # This process's import path first, as multiprocessing's spawn hands it on: the call may name any of its
+        # modules (a test's, say).
+        input=pickle.dumps(sys.path) + pickle.dumps((function, args)),
         stdout=subprocess.PIPE,
         env=environment,
         check=False,
@@ -84,7 +87,8 @@ def _child_main() -> None:
     exit_when_orphaned(int(sys.argv[1]))
     answer = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever the call prints goes to standard error, never into the answer
-    function, args = pickle.loads(sys.stdin.buffer.read())
+    sys.path[:] = pickle.load(sys.stdin.buffer)
+    function, args = pickle.load(sys.stdin.buffer)
     try:
         outcome = (True, function(*args))
     except Exception as error:  # handed to the caller, which raises it

@@ -241,6 +241,9 @@ def finetune_one(
     """
     spec = get_backbone(frozen.backbone)
     sizes = settings.sizes or (frozen.image_size,)
+    # Before the head is loaded: its Dropout draws its seed from Python's random as it is built, so without
+    # this the fine-tuned model depended on what the process had done before (a rerun, a cluster task).
+    keras.utils.set_random_seed(settings.seed)
     head = load_head(heads_dir / frozen.head_id / "best.keras")
     paths = [record.path for record in dataset.records]
     labels = {split: dataset.labels(split) for split in ("train", "val", "test")}
@@ -249,7 +252,6 @@ def finetune_one(
     class_weight = class_balance(labels["train"], len(dataset.classes)) if balanced else None
     stages = _StageRecord()
     weights_state = None
-    keras.utils.set_random_seed(settings.seed)
     for stage, size in enumerate(sizes):
         model = _compiled_stage(spec, size, weights, settings, head, weights_state, labels["train"])
         reader, _ = pixel_cache.build(size, dataset.root, paths, progress=progress)
