@@ -199,6 +199,20 @@ def test_an_unreachable_scheduler_fails_in_one_line(kermany_root: Path, tmp_path
     assert not (tmp_path / "cache" / "MobileNetV2").exists()  # it failed before any work
 
 
+def test_without_cluster_dask_scheduler_address_is_used(monkeypatch):
+    dask = pytest.importorskip("dask", reason='the dask extra: pip install "cxr-bench[dask]"')
+    monkeypatch.setattr(executors, "CONNECT_SECONDS", 2)
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:9")
+    dask.config.refresh()  # Dask reads its environment variables when imported
+    try:
+        with pytest.raises(ExecutorError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"):
+            with open_executor(ExecutorSettings(kind="dask")):
+                pass
+    finally:
+        monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+        dask.config.refresh()
+
+
 def test_without_dask_installed_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask", None)  # import dask now raises ImportError
     with pytest.raises(ExecutorError, match=r'pip install "cxr-bench\[dask\]"'):
