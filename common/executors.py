@@ -103,9 +103,10 @@ class DaskExecutor:
     Each task runs in a fresh Python process started by the worker
     (``common.isolated``: a worker's own threads would change a seeded
     model), single-threaded where the local run uses single-threaded
-    processes for that work. A task asking for a GPU requests the worker resource ``GPU: 1`` when some
-    worker was started with ``--resources GPU=1``; on a cluster without GPUs it
-    is a plain task, run on one worker thread with the worker's CPU threads.
+    processes for that work. A task asking for a GPU requests the worker
+    resource ``GPU: 1`` when some worker of the cluster was started with
+    ``--resources GPU=1``; on a cluster without GPUs it is a plain task, run
+    on one worker thread with the CPU threads of the worker's machine.
     """
 
     kind = "dask"
@@ -113,8 +114,12 @@ class DaskExecutor:
 
     def __init__(self, client, cluster=None):
         self.client, self.cluster = client, cluster
-        workers = client.scheduler_info().get("workers", {})
-        self.gpu_workers = sum(1 for w in workers.values() if w.get("resources", {}).get("GPU"))
+
+    @property
+    def gpu_workers(self) -> int:
+        """Workers now in the cluster that were started with a GPU resource."""
+        workers = self.client.scheduler_info().get("workers", {})
+        return sum(1 for w in workers.values() if w.get("resources", {}).get("GPU"))
 
     def _resources(self, gpu: bool) -> dict | None:
         return {"GPU": 1} if gpu and self.gpu_workers else None
