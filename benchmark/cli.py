@@ -19,6 +19,7 @@ from backbones import BACKBONES, PRECISION_CHOICES  # noqa: E402
 from benchmark.config import RunConfig, load_toml  # noqa: E402
 from benchmark.evaluation.metrics import METRICS  # noqa: E402
 from benchmark.settings import LR_SCHEDULES  # noqa: E402
+from common.executors import EXECUTORS  # noqa: E402
 from features.data.audit import LEAKAGE_POLICIES  # noqa: E402
 from features.runtime import RUNTIMES  # noqa: E402
 from features.settings import UNKNOWN_POLICIES  # noqa: E402
@@ -61,7 +62,7 @@ def build_parser(prog: str = "run_benchmark.py") -> argparse.ArgumentParser:
                         "name, for example lr = [1e-4, 1e-3]); the command line overrides it")  # fmt: skip
     options = _Options(parser)
     for add_group in (_data_options, _labels_options, _external_options, _feature_options, _grid_options,
-                      _training_options, _finetune_options,
+                      _training_options, _finetune_options, _executor_options,
                       _output_options):  # fmt: skip
         add_group(options)
     return parser
@@ -202,6 +203,15 @@ def _finetune_options(options: _Options) -> None:
         nargs="+", type=int, metavar="PX")
     add("--augment", "light augmentation while fine-tuning: flip, rotation, zoom, brightness, contrast",
         action="store_true")  # fmt: skip
+
+
+def _executor_options(options: _Options) -> None:
+    add = options.group("where it runs: this machine, or a cluster (see the README's 'On a cluster')")
+    add("--executor", "local: here, as always; dask: feature extraction, head groups and fine-tuning as tasks of a "
+        'Dask cluster (pip install "cxr-bench[dask]"); selection and reports stay here', choices=EXECUTORS)
+    add("--cluster", "the Dask scheduler's address (tcp://host:8786) or scheduler file (default: "
+        "DASK_SCHEDULER_ADDRESS if set, else a local cluster of --head-workers single-threaded processes); "
+        "--cache-dir and --results-dir must be on a filesystem every worker sees", metavar="ADDRESS|FILE")
 
 
 def _output_options(options: _Options) -> None:

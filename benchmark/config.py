@@ -32,6 +32,7 @@ from benchmark.settings import (
     SweepSettings,
     probe_settings,
 )
+from common.executors import EXECUTORS, ExecutorSettings
 from features.data.audit import LEAKAGE_POLICIES
 from features.data.dataset import SPLIT_ALIASES
 from features.runtime import check_runtime
@@ -44,6 +45,7 @@ _FINETUNE = FinetuneSettings()
 # Each default is written once, in the stage settings that use it.
 _DATA, _EXTRACT, _SWEEP, _REPORT = DataSettings(), ExtractSettings(), SweepSettings(), ReportSettings()
 _LABELS = LabelSettings()
+_EXECUTOR = ExecutorSettings()
 WEIGHTS_CHOICES = ("imagenet", "none")
 CLASS_WEIGHTS = ("none", "balanced")
 VAL_SOURCES = ("carve", "official")
@@ -117,6 +119,8 @@ class RunConfig:
     pixel_cache: bool = _EXTRACT.pixel_cache
     extract_only: bool = False
     head_workers: int = _SWEEP.head_workers
+    executor: str = _EXECUTOR.kind
+    cluster: str | None = _EXECUTOR.cluster
     finetune: bool = False
     finetune_layers: str = _FINETUNE.layers
     finetune_lr: float = _FINETUNE.lr
@@ -190,6 +194,9 @@ class RunConfig:
             (not (self.jit_compile and self.runtime != "keras"),
              "--jit-compile asks Keras for XLA; it does not go with --runtime openvino, which compiles its own graph"),
             (self.head_workers >= 0, f"--head-workers must be 0 (auto) or more, not {self.head_workers}"),
+            (self.executor in EXECUTORS, f"--executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}"),
+            (self.cluster is None or self.executor != "local",
+             f"--cluster {self.cluster} needs --executor dask (the local executor runs everything here)"),
             (self.patience >= 0, f"--patience must be 0 or more, not {self.patience}"),
             (self.step_decay_epochs >= 1, f"--step-decay-epochs must be at least 1, not {self.step_decay_epochs}"),
             (0 < self.step_decay_factor <= 1, f"--step-decay-factor must be in (0, 1], not {self.step_decay_factor}"),
@@ -309,6 +316,10 @@ class RunConfig:
 
     # Each stage's settings, derived here and nowhere else: a stage reads only its own object.
 
+    def executor_settings(self) -> ExecutorSettings:
+        """Where the tasks run; a local Dask cluster gets as many workers as ``--head-workers`` asks for."""
+        return ExecutorSettings(kind=self.executor, cluster=self.cluster, local_workers=self.head_workers)
+
     def stages(
         self, precision: str | None = None, backbone_precisions: tuple[tuple[str, int, str], ...] = ()
     ) -> StageSettings:
@@ -317,27 +328,34 @@ class RunConfig:
 
         Without ``precision`` the extraction gets the configured one, which extraction refuses while it is ``auto``.
         """
+        executor = self.executor_settings()
+        cache_dir, results_dir = self._path_for_workers(self.cache_dir), self._path_for_workers(self.results_dir)
+        weights = self.weights or "none"
+        if weights not in WEIGHTS_CHOICES:
+            weights = self._path_for_workers(weights)
         return StageSettings(
+            executor=executor,
             labels=self.label_settings(),
             external=self.external_settings(),
             data=DataSettings(
                 min_side=self.min_side(), val_fraction=self.val_fraction, test_fraction=self.test_fraction,
                 val_source=self.val_source, limit_per_class=self.limit_per_class, leakage=self.leakage,
-                seed=self.seed, cache_dir=self.cache_dir, progress=self.progress,
+                seed=self.seed, cache_dir=cache_dir, progress=self.progress,
             ),
             extract=ExtractSettings(
-                weights=self.weights or "none", batch_size=self.extract_batch_size,
+                weights=weights, batch_size=self.extract_batch_size,
                 shard_size=self.extract_shard_size, seed=self.seed, precision=precision or self.precision,
                 jit_compile=self.jit_compile, runtime=self.runtime, pixel_cache=self.pixel_cache,
-                cache_dir=self.cache_dir, progress=self.progress, backbone_precisions=backbone_precisions,
+                cache_dir=cache_dir, progress=self.progress, backbone_precisions=backbone_precisions,
             ),
             sweep=SweepSettings(
                 heads=tuple(self.head_grid()), probes=tuple(self.probe_grid()), select_by=self.select_by,
-                head_workers=self.head_workers, results_dir=self.results_dir, progress=self.progress,
+                head_workers=self.head_workers, results_dir=results_dir, cache_dir=cache_dir,
+                progress=self.progress,
             ),
             finetune=FinetuneRun(
-                model=self.finetune_settings(), weights=self.weights or "none", results_dir=self.results_dir,
-                cache_dir=self.cache_dir, progress=self.progress,
+                model=self.finetune_settings(), weights=weights, results_dir=results_dir,
+                cache_dir=cache_dir, progress=self.progress,
             ) if self.finetune else None,
             report=ReportSettings(
                 sort_metric=self.sort_metric, select_by=self.select_by, target_sensitivity=self.target_sensitivity,
@@ -345,6 +363,10 @@ class RunConfig:
                 limit_per_class=self.limit_per_class,
             ),
         )  # fmt: skip
+
+    def _path_for_workers(self, path: str) -> str:
+        """``path`` as the stages use it: absolute on a cluster, where a worker's working folder is not ours."""
+        return str(Path(path).resolve()) if self.executor_settings().distributed else path
 
     def finetune_settings(self) -> FinetuneSettings:
         """The fine-tuning model's settings, every value as given (nothing capped)."""
@@ -376,6 +398,7 @@ class RunConfig:
 class StageSettings:
     """One settings object per stage of a run, all derived from one ``RunConfig`` by ``RunConfig.stages``."""
 
+    executor: ExecutorSettings  # where extraction, head groups and fine-tuning run
     labels: LabelSettings
     external: ExternalSettings | None  # None: no external test
     data: DataSettings

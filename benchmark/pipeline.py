@@ -25,6 +25,7 @@ from benchmark.reporting import provenance  # noqa: E402
 from benchmark.reporting.report import write_data_report, write_external_skipped, write_reports  # noqa: E402
 from benchmark.training.finetune import finetune_winners  # noqa: E402
 from benchmark.training.sweep import predict_external, run_sweep  # noqa: E402
+from common.executors import Executor, ExecutorError, open_executor  # noqa: E402
 from features.cache import FolderInUseError, folder_lock  # noqa: E402
 from features.data.audit import DatasetError, audit_images, check_classes, external_overlap, flag_leakage  # noqa: E402
 from features.data.dataset import Dataset, describe_counts, make_splits  # noqa: E402
@@ -150,14 +151,18 @@ def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
             for folder, flag in {Path(config.cache_dir).resolve(): "--cache-dir",
                                  Path(config.results_dir).resolve(): "--results-dir"}.items():  # fmt: skip
                 locks.enter_context(folder_lock(folder, flag))
-            return _run_locked(config, dataset, external, data_root, phantom, argv, prog)
-    except FolderInUseError as error:
+            # Connected before any work, so a wrong address or a missing engine costs nothing.
+            executor = locks.enter_context(open_executor(stages.executor))
+            if executor.distributed:
+                print(f"executor: {executor.describe()}")
+            return _run_locked(config, dataset, external, data_root, phantom, argv, prog, executor)
+    except (FolderInUseError, ExecutorError) as error:
         return error_line(prog, error, 1)
 
 
 def _run_locked(
     config: RunConfig, dataset: Dataset, external: Dataset | None, data_root: Path, phantom: bool,
-    argv: list[str] | None, prog: str,
+    argv: list[str] | None, prog: str, executor: Executor,
 ) -> int:
     # Resolved here, once: every stage, the cache keys and run.json see the same precision.
     choice, own = resolve_precisions(config)
@@ -179,28 +184,20 @@ def _run_locked(
     if problems:
         return error_line(prog, "; ".join(dict.fromkeys(problems)), 2)
     try:
-        extracted = extract_all(stages.extract, dataset, plan)
-        if config.extract_only:
-            report_extraction(extracted)
-            return 0
-        sweep = run_sweep(stages.sweep, dataset, extracted)
-        if external is not None:
-            external_features = extract_all(stages.extract, external, plan)
-            features_of = {(one.backbone, one.image_size): one.features for one in external_features}
-            predict_external(sweep.winners, features_of, Path(config.results_dir) / "heads")
+        return _compute(config, stages, dataset, external, plan, phantom, argv, prog, executor, choice)
     except WeightsUnavailableError as error:
         return error_line(prog, error, 1)
     except UnreadableImageError as error:
         return error_line(prog, f"{error}. The file changed after the image check; run the same command again "
                           "and it will be checked (and skipped) anew.", 1)  # fmt: skip
-    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog, external, choice)
 
 
 def resolve_precisions(config: RunConfig) -> tuple[dict, tuple[tuple[str, int, str], ...]]:
     """``--precision auto`` resolved for the run and checked on each backbone; printed.
 
     Returns what ``run.json`` records (the run's choice, and each backbone's with its reason) and the
-    ``(backbone, size, precision)`` of the backbones whose own check chose otherwise than the run.
+    ``(backbone, size, precision)`` of the backbones whose own check chose otherwise than the run. Timed here,
+    in the driver: on a cluster whose workers have other processors, pass the precision (``--precision``).
     """
     choice = resolve_run_precision(config.precision, config.runtime, config.cache_dir)
     print(f"precision: {choice.precision} ({choice.reason}); runtime: {config.runtime}")
@@ -214,14 +211,31 @@ def resolve_precisions(config: RunConfig) -> tuple[dict, tuple[tuple[str, int, s
     return {**asdict(choice), "backbones": backbones}, tuple(own)
 
 
+def _compute(
+    config: RunConfig, stages: StageSettings, dataset: Dataset, external: Dataset | None, plan: list,
+    phantom: bool, argv: list[str] | None, prog: str, executor: Executor, choice: dict,
+) -> int:
+    """Extraction, the sweep and fine-tuning through ``executor``; then the reports, here."""
+    extracted = extract_all(stages.extract, dataset, plan, executor)
+    if config.extract_only:
+        report_extraction(extracted)
+        return 0
+    sweep = run_sweep(stages.sweep, dataset, extracted, executor)
+    if external is not None:
+        external_features = extract_all(stages.extract, external, plan, executor)
+        features_of = {(one.backbone, one.image_size): one.features for one in external_features}
+        predict_external(sweep.winners, features_of, Path(stages.sweep.results_dir) / "heads")
+    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog, external, executor, choice)
+
+
 def _finish(
     config: RunConfig, stages: StageSettings, dataset: Dataset, extracted: list[BackboneFeatures],
     sweep: SweepResult, phantom: bool, argv: list[str] | None, prog: str, external: Dataset | None,
-    choice: dict,
+    executor: Executor | None, choice: dict,
 ) -> int:
     """Fine-tune the winners if asked, then write the reports (or say why there is nothing to report)."""
     if stages.finetune is not None:
-        sweep.winners += finetune_winners(sweep.winners, dataset, stages.finetune)
+        sweep.winners += finetune_winners(sweep.winners, dataset, stages.finetune, executor)
     report_extraction(extracted)
     for point in sweep.failed:
         print(f"grid point {point['point_id']} FAILED: {point['error']}")

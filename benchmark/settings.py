@@ -124,6 +124,7 @@ class SweepSettings:
     select_by: str = "val_loss"
     head_workers: int = 0
     results_dir: str = "results"
+    cache_dir: str = ".cache/features"  # where a cluster task reads a group's features
     progress: bool = True
 
     @property

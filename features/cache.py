@@ -1,7 +1,8 @@
 """Keeps extracted feature arrays on disk, so a rerun reads them instead of extracting again.
 
 Keys name everything that changes an array, a manifest is checked on every read, and a lock keeps two runs
-from writing one folder at once.
+from writing one folder at once; another, per entry, keeps two writers (worker processes, on one machine or
+several sharing the cache folder) from building one entry at once.
 
 An entry is a folder ``CACHE/<backbone>/<key>/`` holding ``features.npy``
 (float32, memory-mappable) and ``manifest.json``. The manifest is written last
@@ -11,6 +12,7 @@ whose array does not match it, is never trusted.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -173,3 +175,32 @@ def folder_lock(folder: Path, purpose: str) -> Iterator[None]:
         yield
     finally:
         fh.close()  # closing releases the lock
+
+
+# What flock raises where a filesystem keeps no locks (Lustre mounted without -o flock, some NFS set-ups).
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+@contextmanager
+def entry_lock(folder: Path) -> Iterator[bool]:
+    """Wait for, then hold, an exclusive lock on the cache entry ``folder``; yield whether it is held.
+
+    For writers of one entry who may run at once: two extraction tasks of the
+    same key on two workers, or two backbones of one image size filling the
+    same pixel cache entry. The second waits, then finds the entry whole. The
+    lock is an ``flock`` on ``folder/.cxr-bench.lock``, which NFS (v4, or v3
+    with lockd) and GPFS carry across machines and the kernel (or the NFS
+    server's lease) releases when its holder dies. Where the filesystem keeps
+    no locks this yields False: every file is still written whole and renamed
+    into place, so two writers cost twice the work, never a damaged entry.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".cxr-bench.lock", "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in _NO_LOCKS:
+                raise
+            yield False
+            return
+        yield True  # closing the file releases the lock

@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -22,8 +22,9 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from backbones import BackboneSpec, WeightsSource, build_backbone, check_precision, resolve_weights
-from features.cache import FeatureCache, atomic_save_npy, cache_key, file_list_fingerprint
+from backbones import BackboneSpec, WeightsSource, build_backbone, check_precision, get_backbone, resolve_weights
+from common.executors import Executor, ExecutorError
+from features.cache import FeatureCache, atomic_save_npy, cache_key, entry_lock, file_list_fingerprint
 from features.data.dataset import Dataset
 from features.data.images import DECODE_VERSION, load_image
 from features.pixels import PixelCache, PixelReader
@@ -150,31 +151,51 @@ def extract_features(
     they are decoded on ``decode_workers`` threads while the backbone runs.
     Resident memory does not grow with ``len(paths)``: shards are written as
     they finish and assembled into the cache entry one at a time. ``runtime`` "openvino" converts the backbone
-    once per backbone, size and weights into ``cache``'s ``openvino`` folder and runs it there.
+    once per backbone, size and weights into ``cache``'s ``openvino`` folder and runs it there. Two callers
+    of one key at once (two cluster workers) take turns on the entry's lock: the second reads what the first wrote.
     """
     root = Path(root)
     parts = feature_key_parts(spec, source, image_size, root, paths, precision, jit_compile, runtime)
     key = cache_key(parts)
     cached = cache.load(spec.name, key)
-    if cached is not None:
-        return cached, ExtractionStats(len(paths), from_cache=True, key=key)
+    if cached is None:
+        # Another writer of this key (a second worker) may be building it: wait for it, then look again.
+        with entry_lock(cache.entry(spec.name, key)):
+            cached = cache.load(spec.name, key)
+            if cached is None:
+                # OpenVINO converts a float32 model; its compile hint, not the Keras policy, sets the compute type.
+                built_in = precision if runtime == "keras" else "float32"
+                make_model = build or partial(build_backbone, spec, image_size, source, seed=seed, precision=built_in)
+                make_forward = partial(build_forward, runtime, make_model, precision=precision,
+                                       jit_compile=jit_compile, batch_shape=(batch_size, image_size, image_size, 3),
+                                       ir_file=_ir_file(cache, parts))  # fmt: skip
+                return _build_entry(spec, image_size, root, paths, cache, key, parts, make_forward, shard_size,
+                                    pixel_cache=pixel_cache, batch_size=batch_size, decode_workers=decode_workers,
+                                    progress=progress)  # fmt: skip
+    return cached, ExtractionStats(len(paths), from_cache=True, key=key)
 
+
+def _build_entry(
+    spec: BackboneSpec,
+    image_size: int,
+    root: Path,
+    paths: list[str],
+    cache: FeatureCache,
+    key: str,
+    parts: dict,
+    make_forward: Callable[[], Forward],
+    shard_size: int,
+    **options,
+) -> tuple[np.ndarray, ExtractionStats]:
+    """Extract the shards not yet on disk, assemble them into the cache entry ``key`` and remove them."""
     shard_dir = cache.entry(spec.name, key) / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     bounds = [(start, min(start + shard_size, len(paths))) for start in range(0, len(paths), shard_size)]
     missing = [b for b in bounds if not _shard_is_whole(_shard_path(shard_dir, *b), b[1] - b[0], spec.feature_size)]
     stats = ExtractionStats(sum(stop - start for start, stop in missing), from_cache=False, key=key)
     if missing:
-        # OpenVINO converts a float32 model; its compile hint, not the Keras policy, sets the compute type.
-        built_in = precision if runtime == "keras" else "float32"
-        make_model = build or partial(build_backbone, spec, image_size, source, seed=seed, precision=built_in)
-        make_forward = partial(build_forward, runtime, make_model, precision=precision, jit_compile=jit_compile,
-                               batch_shape=(batch_size, image_size, image_size, 3),
-                               ir_file=_ir_file(cache, parts))  # fmt: skip
         _extract_missing(spec, image_size, root, paths, missing, shard_dir, make_forward, stats,
-                         pixel_cache=pixel_cache, fingerprint=parts["files"], batch_size=batch_size,
-                         decode_workers=decode_workers, progress=progress)  # fmt: skip
-
+                         fingerprint=parts["files"], **options)  # fmt: skip
     shards = (np.load(_shard_path(shard_dir, start, stop), allow_pickle=False) for start, stop in bounds)
     result = cache.save_rows(spec.name, key, (len(paths), spec.feature_size), shards, dict(parts, paths=paths))
     shutil.rmtree(shard_dir, ignore_errors=True)
@@ -281,10 +302,35 @@ def extract_dataset(settings: ExtractSettings, dataset: Dataset, spec: BackboneS
 
 
 def extract_all(
-    settings: ExtractSettings, dataset: Dataset, plan: list[tuple[BackboneSpec, int]]
+    settings: ExtractSettings, dataset: Dataset, plan: list[tuple[BackboneSpec, int]], executor: Executor | None = None
 ) -> list[BackboneFeatures]:
-    """Extract (or read from the cache) the features of every (backbone, image size) of ``plan``."""
-    return [extract_dataset(settings, dataset, spec, size) for spec, size in plan]
+    """Extract (or read from the cache) the features of every (backbone, image size) of ``plan``.
+
+    With a distributed ``executor`` (``common.executors``) each (backbone,
+    size) is one task, given a GPU where the cluster has them; the worker
+    writes the entry into the shared feature cache and only its statistics
+    come back, the features being read here from that cache.
+    """
+    if executor is None or not executor.distributed:
+        return [extract_dataset(settings, dataset, spec, size) for spec, size in plan]
+    shared = executor.share(replace(dataset, root=Path(dataset.root).resolve()))
+    done = executor.map(extract_elsewhere, [(settings, shared, spec.name, size) for spec, size in plan], gpu=True)
+    return [_read_back(settings, one) for one in done]
+
+
+def extract_elsewhere(settings: ExtractSettings, dataset: Dataset, backbone: str, size: int) -> BackboneFeatures:
+    """``extract_dataset`` as a cluster task: the features stay in the shared cache; the rest is returned."""
+    return replace(extract_dataset(settings, dataset, get_backbone(backbone), size), features=None)
+
+
+def _read_back(settings: ExtractSettings, one: BackboneFeatures) -> BackboneFeatures:
+    """``one`` with its features, memory-mapped from the cache entry a worker wrote."""
+    features = FeatureCache(settings.cache_dir).load(one.backbone, one.stats.key)
+    if features is None:
+        raise ExecutorError(f"the {one.name} features a worker wrote to {settings.cache_dir} are not there or not "
+                            "whole here: --cache-dir must be a folder every worker and this machine see at the same "
+                            "path (a shared filesystem)")  # fmt: skip
+    return replace(one, features=features)
 
 
 def resource_problems(

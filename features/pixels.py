@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.files import atomic_write_text, remove_stale_temps, sha256_file
-from features.cache import MANIFEST, atomic_save_rows, cache_key, file_list_fingerprint, npy_data_offset
+from features.cache import MANIFEST, atomic_save_rows, cache_key, entry_lock, file_list_fingerprint, npy_data_offset
 from features.data.images import DECODE_VERSION, load_image
 
 PIXELS = "pixels.npy"
@@ -124,8 +124,22 @@ class PixelCache:
         if reader is not None:
             return reader, 0.0
         folder = self.entry(image_size, cache_key(parts))
+        # Two backbones of one size on two workers fill the same entry: the second waits, then reads it.
+        with entry_lock(folder) as locked:
+            reader = self._open(image_size, parts)
+            if reader is not None:
+                return reader, 0.0
+            if locked:  # a build killed mid-write leaves a temp file as large as the entry; none is live now
+                remove_stale_temps(folder / PIXELS)
+            self._write(folder, image_size, root, paths, parts, workers=workers, chunk=chunk, progress=progress)
+        return PixelReader(folder / PIXELS, (len(paths), image_size, image_size, 3)), time.perf_counter() - started
+
+    def _write(
+        self, folder: Path, image_size: int, root: Path, paths: list[str], parts: dict, *, workers: int, chunk: int,
+        progress: bool,
+    ) -> None:
+        """Decode every image into ``folder``'s array, then write its manifest (last)."""
         shape = (len(paths), image_size, image_size, 3)
-        remove_stale_temps(folder / PIXELS)  # a build killed mid-write leaves a temp file as large as the entry
         bar = tqdm(total=len(paths), unit="img", desc=f"decode {image_size}px", disable=not progress)
 
         def decoded_chunks():
@@ -141,4 +155,3 @@ class PixelCache:
             bar.close()
         manifest = dict(parts, shape=list(shape), sha256=sha256_file(folder / PIXELS), paths=paths)
         atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
-        return PixelReader(folder / PIXELS, shape), time.perf_counter() - started

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from backbones import BACKBONES, DEFAULT_BACKBONES  # noqa: E402
 from benchmark.config import RunConfig  # noqa: E402
-from benchmark.training.sweep import head_workers, train_groups  # noqa: E402
+from benchmark.training.sweep import HeadGroup, head_workers, train_groups  # noqa: E402
 from features.data.dataset import Dataset, ImageRecord  # noqa: E402
 
 LRS = (1e-4, 2e-4, 5e-4, 1e-3)
@@ -65,14 +65,16 @@ def main(argv: list[str] | None = None) -> None:
                 for split, values in labels.items()
             }
             grid = list(settings.heads)
-            jobs.append((name, size, "random", grid, [f"{name}-{size}-{i}" for i in range(len(grid))], by_split))
+            ids = [f"{name}-{size}-{i}" for i in range(len(grid))]
+            jobs.append(HeadGroup(name, size, "random", grid, ids, by_split))
     print(f"{len(jobs)} groups of {len(settings.heads)} heads, {head_workers(settings.head_workers)} worker(s)")
     started = time.perf_counter()
     heads = 0
     with tempfile.TemporaryDirectory() as temp:
         for job, points in train_groups(jobs, dataset, Path(temp), settings):
             heads += sum(point["status"] == "done" for point in points)
-            print(f"{job[0]} group {job[1]}: {len(points)} heads done at {time.perf_counter() - started:.1f} s")
+            done_at = time.perf_counter() - started
+            print(f"{job.backbone} group {job.image_size}: {len(points)} heads done at {done_at:.1f} s")
     total = time.perf_counter() - started
     print(f"total: {heads} heads, {args.epochs} epochs each, {args.train} train / {args.val} val images: "
           f"{total:.1f} s ({total / 60:.1f} min)")  # fmt: skip

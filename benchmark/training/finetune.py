@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -37,6 +37,7 @@ from backbones import BackboneSpec, build_backbone, get_backbone, resolve_weight
 from benchmark.records import HeadResult
 from benchmark.settings import FinetuneRun, FinetuneSettings
 from benchmark.training.heads import load_head, multi_label_loss
+from common.executors import Executor, LocalExecutor
 from common.files import atomic_path, atomic_write_json, sha256_file
 from features.cache import cache_key
 from features.data.dataset import Dataset, class_balance
@@ -240,6 +241,9 @@ def finetune_one(
     """
     spec = get_backbone(frozen.backbone)
     sizes = settings.sizes or (frozen.image_size,)
+    # Before the head is loaded: its Dropout draws its seed from Python's random as it is built, so without
+    # this the fine-tuned model depended on what the process had done before (a rerun, a cluster task).
+    keras.utils.set_random_seed(settings.seed)
     head = load_head(heads_dir / frozen.head_id / "best.keras")
     paths = [record.path for record in dataset.records]
     labels = {split: dataset.labels(split) for split in ("train", "val", "test")}
@@ -248,7 +252,6 @@ def finetune_one(
     class_weight = class_balance(labels["train"], len(dataset.classes)) if balanced else None
     stages = _StageRecord()
     weights_state = None
-    keras.utils.set_random_seed(settings.seed)
     for stage, size in enumerate(sizes):
         model = _compiled_stage(spec, size, weights, settings, head, weights_state, labels["train"])
         reader, _ = pixel_cache.build(size, dataset.root, paths, progress=progress)
@@ -292,31 +295,48 @@ def _finetuned_result(
     )
 
 
-def finetune_winners(winners: list[HeadResult], dataset: Dataset, run: FinetuneRun) -> list[HeadResult]:
-    """Fine-tune each backbone's selected Adam-trained head (first seed); finished ones are read back, not redone."""
+def finetune_winners(
+    winners: list[HeadResult], dataset: Dataset, run: FinetuneRun, executor: Executor | None = None
+) -> list[HeadResult]:
+    """Fine-tune each backbone's selected Adam-trained head (first seed); finished ones are read back, not redone.
+
+    With a distributed ``executor`` each head is one task (given a GPU where the cluster has them), which reads
+    the pixel cache and writes its results folder on the shared filesystem; only its leaderboard entry comes back.
+    """
     firsts: dict[str, HeadResult] = {}
     for winner in sorted(winners, key=lambda w: w.settings.seed):
         if winner.settings.kind == "keras":  # the probes are the frozen baseline, not a start for fine-tuning
             firsts.setdefault(winner.backbone, winner)
     split_key = {split: [r.path for r in dataset.split(split)] for split in ("train", "val", "test")}
     results_dir = Path(run.results_dir)
-    results = []
+    results: list[HeadResult | None] = []
+    pending: list[tuple[int, HeadResult, Path]] = []
     for frozen in firsts.values():
         key = cache_key({"from": frozen.head_id, "settings": asdict(run.model), "weights": run.weights,
                          "splits": split_key})  # fmt: skip
         folder = results_dir / "finetune" / f"{frozen.backbone}-ft-{key[:10]}"
-        stored = _stored_result(folder)
-        if stored is not None:
-            results.append(stored)
-            continue
-        if run.progress:
-            print(f"fine-tuning {frozen.backbone} from head {frozen.head_id}")
-        result = finetune_one(frozen, dataset, run.model, weights=run.weights, heads_dir=results_dir / "heads",
-                              pixel_cache=PixelCache(run.cache_dir), out_dir=folder, progress=run.progress)  # fmt: skip
-        record = dict(result.to_json(), from_head=frozen.head_id, weights_sha256=sha256_file(folder / WEIGHTS_FILE))
-        atomic_write_json(folder / RESULT_FILE, record)
-        results.append(result)
+        results.append(_stored_result(folder))
+        if results[-1] is None:
+            pending.append((len(results) - 1, frozen, folder))
+    executor = executor or LocalExecutor()
+    if executor.distributed:
+        dataset = executor.share(replace(dataset, root=Path(dataset.root).resolve()))
+    done = executor.map(_finetune_and_record, [(frozen, dataset, run, folder) for _, frozen, folder in pending],
+                        gpu=True)  # fmt: skip
+    for (index, _, _), result in zip(pending, done, strict=True):
+        results[index] = result
     return results
+
+
+def _finetune_and_record(frozen: HeadResult, dataset: Dataset, run: FinetuneRun, folder: Path) -> HeadResult:
+    """Fine-tune ``frozen`` into ``folder`` and write its ``result.json`` last; its leaderboard entry."""
+    if run.progress:
+        print(f"fine-tuning {frozen.backbone} from head {frozen.head_id}")
+    result = finetune_one(frozen, dataset, run.model, weights=run.weights, heads_dir=Path(run.results_dir) / "heads",
+                          pixel_cache=PixelCache(run.cache_dir), out_dir=folder, progress=run.progress)  # fmt: skip
+    record = dict(result.to_json(), from_head=frozen.head_id, weights_sha256=sha256_file(folder / WEIGHTS_FILE))
+    atomic_write_json(folder / RESULT_FILE, record)
+    return result
 
 
 def _stored_result(folder: Path) -> HeadResult | None:

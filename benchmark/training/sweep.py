@@ -19,7 +19,6 @@ import json
 import math
 import os
 import signal
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from contextlib import contextmanager
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -45,12 +45,30 @@ from benchmark.training.heads import (
     train_heads,
 )
 from benchmark.training.probe import fit_probes
+from common.executors import Executor, ExecutorError
 from common.files import atomic_write_json
-from features.cache import cache_key
+from common.isolated import SINGLE_THREADED, exit_when_orphaned
+from features.cache import FeatureCache, cache_key
 from features.data.dataset import Dataset
 from features.extract import BackboneFeatures
 
 POINT = "point.json"
+
+
+class HeadGroup(NamedTuple):
+    """Heads of one backbone and size that train together (one Keras model, or the probes), and their features.
+
+    ``by_split`` holds the features in memory for a local run; a cluster task
+    gets None and reads the cache entry ``feature_key`` from the shared cache.
+    """
+
+    backbone: str
+    image_size: int
+    weights: str
+    heads: list[HeadSettings]
+    ids: list[str]
+    by_split: dict[str, np.ndarray] | None
+    feature_key: str = ""
 
 
 def point_id(backbone: str, image_size: int, settings: HeadSettings, context: dict) -> str:
@@ -113,8 +131,13 @@ def _read_point(path: Path) -> dict | None:
     return record
 
 
-def run_sweep(settings: SweepSettings, dataset: Dataset, extracted: list[BackboneFeatures]) -> SweepResult:
-    """Run (or resume) the whole head grid on each backbone's ``extracted`` features; select and test the winners."""
+def run_sweep(
+    settings: SweepSettings, dataset: Dataset, extracted: list[BackboneFeatures], executor: Executor | None = None
+) -> SweepResult:
+    """Run (or resume) the whole head grid on each backbone's ``extracted`` features; select and test the winners.
+
+    With a distributed ``executor`` the head groups are its tasks; selection and testing stay here.
+    """
     heads_dir = Path(settings.results_dir) / "heads"
     grid = settings.grid
     progress = _Progress(len(extracted) * len(grid))
@@ -122,7 +145,7 @@ def run_sweep(settings: SweepSettings, dataset: Dataset, extracted: list[Backbon
     split_key = cache_key({split: [[r.path, r.label] for r in dataset.split(split)] for split in ("train", "val")})
     points: list[dict] = []
     features_of: dict[tuple[str, int], dict[str, np.ndarray]] = {}
-    jobs: list[tuple] = []
+    jobs: list[HeadGroup] = []
     for one in extracted:
         by_split = split_features(one.features, dataset)
         features_of[(one.backbone, one.image_size)] = by_split
@@ -140,13 +163,13 @@ def run_sweep(settings: SweepSettings, dataset: Dataset, extracted: list[Backbon
         if finished:
             progress.advance(finished, False, f"{one.backbone} {one.image_size}px")
         for group in pending.values():
-            jobs.append((one.backbone, one.image_size, one.weights, [grid[i] for i in group],
-                         [ids[i] for i in group], by_split))  # fmt: skip
+            jobs.append(HeadGroup(one.backbone, one.image_size, one.weights, [grid[i] for i in group],
+                                  [ids[i] for i in group], by_split, one.stats.key))  # fmt: skip
     # Time left is estimated from head training alone, which starts now that every feature is extracted.
     progress.started = time.perf_counter()
-    for job, records in train_groups(jobs, dataset, heads_dir, settings):
+    for job, records in train_groups(jobs, dataset, heads_dir, settings, executor):
         points.extend(records)
-        progress.advance(len(records), True, f"{job[0]} {job[1]}px")
+        progress.advance(len(records), True, f"{job.backbone} {job.image_size}px")
     winners = _select_and_test(points, settings.select_by, features_of, dataset, heads_dir)
     return SweepResult(points, winners, progress.trained)
 
@@ -171,39 +194,35 @@ def _environment(**values: str):
 
 
 def train_groups(
-    jobs: list[tuple], dataset: Dataset, heads_dir: Path, settings: SweepSettings
-) -> Iterator[tuple[tuple, list[dict]]]:
+    jobs: list[HeadGroup], dataset: Dataset, heads_dir: Path, settings: SweepSettings, executor: Executor | None = None
+) -> Iterator[tuple[HeadGroup, list[dict]]]:
     """Train every job (a group of heads sharing a model), yielding each job with its point records as it ends.
 
     A head is a few thousand tiny steps: TensorFlow's per-operation overhead,
     not arithmetic, sets its speed, and one thread per step beats two. So with
     several workers, groups train in parallel in single-threaded child
     processes (spawned, so they start clean of this process's TensorFlow).
+    A distributed ``executor`` runs each group as a task, trained as this
+    machine would train it (single-threaded, or not with one worker), so the
+    numbers are the same.
     """
     workers = min(head_workers(settings.head_workers), len(jobs))
+    if executor is not None and executor.distributed:
+        yield from _train_on_cluster(jobs, dataset, heads_dir, settings, executor, single_threaded=workers > 1)
+        return
     if workers <= 1:
         for job in jobs:
-            yield job, _train_group(*job, dataset, heads_dir, settings.progress)
+            yield job, _train_group(job, dataset, heads_dir, settings.progress)
         return
     print(f"training {len(jobs)} groups of heads in {workers} single-threaded worker processes")
-    threads = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
     # The children inherit the environment when they are spawned, on submit.
-    with _environment(**threads):
+    with _environment(**SINGLE_THREADED):
         pool = ProcessPoolExecutor(
             workers, mp_context=get_context("spawn"), initializer=_worker_setup, initargs=(os.getpid(),)
         )
-        futures = {pool.submit(_train_group, *job, dataset, heads_dir, False): job for job in jobs}
+        futures = {pool.submit(_train_group, job, dataset, heads_dir, False): job for job in jobs}
     try:
-        for future in as_completed(futures):
-            job = futures[future]
-            try:
-                records = future.result()
-            except Exception as error:  # a worker that died (out of memory, killed): its points are recorded as failed
-                records = [
-                    _record(job[0], job[1], job[2], one, pid, error, None, dataset, heads_dir)
-                    for one, pid in zip(job[3], job[4], strict=True)
-                ]
-            yield job, records
+        yield from _as_they_end(futures, as_completed, dataset, heads_dir)
     except BaseException:  # Ctrl-C, or an error here: stop the workers now rather than after their current group
         for process in list(pool._processes.values()):  # no public way to end busy workers before Python 3.14
             process.kill()
@@ -212,34 +231,56 @@ def train_groups(
     pool.shutdown()
 
 
+def _train_on_cluster(
+    jobs: list[HeadGroup], dataset: Dataset, heads_dir: Path, settings: SweepSettings, executor: Executor,
+    single_threaded: bool,
+) -> Iterator[tuple[HeadGroup, list[dict]]]:
+    """Each job as one task of ``executor``, its features read by the worker from the shared cache."""
+    threads = "single-threaded " if single_threaded else ""
+    print(f"training {len(jobs)} groups of heads as {executor.kind} tasks, each in a {threads}process of its own")
+    shared = executor.share(dataset)
+    cache_dir, heads_dir = str(Path(settings.cache_dir).resolve()), heads_dir.resolve()
+    futures = {executor.submit(_train_cached_group, job._replace(by_split=None), cache_dir, shared, heads_dir,
+                               single_threaded=single_threaded): job for job in jobs}  # fmt: skip
+    try:
+        yield from _as_they_end(futures, executor.as_completed, dataset, heads_dir)
+    except BaseException:
+        executor.cancel(futures)
+        raise
+
+
+def _as_they_end(futures: dict, completed, dataset: Dataset, heads_dir: Path) -> Iterator[tuple[HeadGroup, list]]:
+    """Each job with its records as its future ends (``completed`` orders them); a lost task's points failed."""
+    for future in completed(futures):
+        job = futures[future]
+        try:
+            records = future.result()
+        except Exception as error:  # a worker that died (out of memory, killed): its points are recorded as failed
+            records = [
+                _record(job.backbone, job.image_size, job.weights, one, pid, error, None, dataset, heads_dir)
+                for one, pid in zip(job.heads, job.ids, strict=True)
+            ]
+        yield job, records
+
+
 def _worker_setup(parent: int) -> None:
-    """In each head worker: leave Ctrl-C to the main process, and exit as soon as the main process is gone.
-
-    A worker orphaned by ``kill -9`` of the main process would otherwise sit
-    idle forever holding its memory.
-    """
+    """In each head worker: leave Ctrl-C to the main process, and exit as soon as the main process is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def exit_when_orphaned() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=exit_when_orphaned, daemon=True, name="orphan-watch").start()
+    exit_when_orphaned(parent)
 
 
-def _train_group(
-    backbone: str,
-    size: int,
-    weights: str,
-    settings: list[HeadSettings],
-    ids: list[str],
-    by_split: dict[str, np.ndarray],
-    dataset: Dataset,
-    heads_dir: Path,
-    progress: bool,
-) -> list[dict]:
+def _train_cached_group(job: HeadGroup, cache_dir: str, dataset: Dataset, heads_dir: Path) -> list[dict]:
+    """``_train_group`` on features read from the shared cache entry ``job.feature_key``: a cluster task."""
+    features = FeatureCache(cache_dir).load(job.backbone, job.feature_key)
+    if features is None:
+        raise ExecutorError(f"the {job.backbone} {job.image_size}px features are not whole in {cache_dir} on this "
+                            "worker: --cache-dir must be on a filesystem every worker sees")  # fmt: skip
+    return _train_group(job._replace(by_split=split_features(features, dataset)), dataset, heads_dir, False)
+
+
+def _train_group(job: HeadGroup, dataset: Dataset, heads_dir: Path, progress: bool) -> list[dict]:
     """Train heads that can share a model (or fit the probes); fall back to one at a time if the group fails."""
+    backbone, size, settings, ids, by_split = job.backbone, job.image_size, job.heads, job.ids, job.by_split
     train = fit_probes
     if settings[0].kind == "keras":
         train = partial(train_heads, progress=progress, description=f"{backbone} {size}px: {len(settings)} heads")
@@ -261,7 +302,7 @@ def _train_group(
             except Exception as error:  # recorded, and the sweep goes on
                 outcomes.append((one, pid, error))
     return [
-        _record(backbone, size, weights, one, pid, outcome, by_split["val"], dataset, heads_dir)
+        _record(backbone, size, job.weights, one, pid, outcome, by_split["val"], dataset, heads_dir)
         for one, pid, outcome in outcomes
     ]
 
