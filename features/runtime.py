@@ -219,3 +219,28 @@ def _processor() -> str:
     lines = read_cpuinfo().splitlines()
     wanted = [line for line in lines if line.split(":")[0].strip() in ("model name", "flags", "Features")]
     return "\n".join(dict.fromkeys(wanted))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m features.runtime [BACKBONE ...]``: what ``--precision auto`` chooses here, run-wide and per
+    backbone (at its default size), freshly measured and not remembered."""
+    import argparse
+
+    from backbones import BACKBONES
+
+    parser = argparse.ArgumentParser(prog="python -m features.runtime", description=main.__doc__)
+    parser.add_argument("backbones", nargs="*", default=list(BACKBONES), metavar="BACKBONE")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="keras")
+    args = parser.parse_args(argv)
+    run = resolve_run_precision(AUTO, args.runtime)
+    print(f"run: {run.precision} ({run.reason})")
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.backbones:
+            spec = get_backbone(name)
+            choice = resolve_backbone_precision(spec, spec.default_size, run, args.runtime, scratch)
+            print(f"{spec.name} {spec.default_size} px: {choice.precision} ({choice.reason})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
