@@ -19,6 +19,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -193,6 +194,19 @@ def _environment(**values: str):
                 os.environ[name] = value
 
 
+@contextmanager
+def _sigint_ignored():
+    """SIGINT ignored in this process for the block (a no-op outside the main thread, where it cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
 def train_groups(
     jobs: list[HeadGroup], dataset: Dataset, heads_dir: Path, settings: SweepSettings, executor: Executor | None = None
 ) -> Iterator[tuple[HeadGroup, list[dict]]]:
@@ -215,8 +229,10 @@ def train_groups(
             yield job, _train_group(job, dataset, heads_dir, settings.progress)
         return
     print(f"training {len(jobs)} groups of heads in {workers} single-threaded worker processes")
-    # The children inherit the environment when they are spawned, on submit.
-    with _environment(**SINGLE_THREADED):
+    # The children inherit the environment when they are spawned, on submit; and an ignored SIGINT, which a
+    # new Python keeps ignored: a Ctrl-C while a child still imports TensorFlow would print its traceback.
+    # The parent's KeyboardInterrupt stops them instead (below).
+    with _environment(**SINGLE_THREADED), _sigint_ignored():
         pool = ProcessPoolExecutor(
             workers, mp_context=get_context("spawn"), initializer=_worker_setup, initargs=(os.getpid(),)
         )
