@@ -24,6 +24,8 @@ import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
+from features.data.dataset import FINDING_SEPARATOR, UNKNOWN_MARK
+
 TOLERANCE = 1e-9
 
 
@@ -126,8 +128,8 @@ def verify(results_dir: Path) -> list[str]:
 
 def _finding_values(head: pd.DataFrame, finding: str) -> tuple[np.ndarray, np.ndarray]:
     """Multi-label: whether each image's value of ``finding`` is known (no ``?`` mark), and whether it is shown."""
-    tokens = head["label"].astype(str).str.split("|")
-    known = ~tokens.apply(lambda names: f"{finding}?" in names).to_numpy()
+    tokens = head["label"].astype(str).str.split(FINDING_SEPARATOR, regex=False)
+    known = ~tokens.apply(lambda names: finding + UNKNOWN_MARK in names).to_numpy()
     return known, tokens.apply(lambda names: finding in names).to_numpy()
 
 

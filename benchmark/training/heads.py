@@ -26,6 +26,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from scipy.special import expit
 from tqdm.auto import tqdm
 
 from benchmark.evaluation.metrics import multiclass_accuracy
@@ -206,8 +207,8 @@ def multi_label_loss(y_train: np.ndarray, class_weight: str):
 
 def finding_balance(y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Multi-label ``class_weight="balanced"``: per finding, weights making its positives and negatives weigh alike."""
-    positives = np.nansum(y_train == 1, axis=0).astype(np.float64)
-    negatives = np.nansum(y_train == 0, axis=0).astype(np.float64)
+    positives = np.sum(y_train == 1, axis=0).astype(np.float64)  # NaN (unknown) equals neither
+    negatives = np.sum(y_train == 0, axis=0).astype(np.float64)
     known = positives + negatives
     with np.errstate(divide="ignore", invalid="ignore"):
         weights = [np.where(count > 0, known / (2.0 * count), 1.0) for count in (positives, negatives)]
@@ -274,7 +275,7 @@ def binary_cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float
 def _activate(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     """Sigmoid (multi-label) or softmax over the last axis, in NumPy."""
     if multi_label:
-        return 1.0 / (1.0 + np.exp(-logits))
+        return expit(logits)  # no overflow warning for large negative logits
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
 

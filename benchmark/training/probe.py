@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
@@ -139,7 +140,7 @@ def _fit_finding_probes(
         output_layer(head).set_weights([kernel, bias])
         history = {}
         for prefix, features, labels in (("", train, y_train), ("val_", val, y_val)):
-            probabilities = 1.0 / (1.0 + np.exp(-(features @ kernel + bias)))
+            probabilities = expit(features @ kernel + bias)
             history[f"{prefix}loss"] = [cross_entropy(probabilities, labels)]
             history[f"{prefix}accuracy"] = [multiclass_accuracy(labels, probabilities)]
         checkpoint = save_head(head, out_dirs[index])
