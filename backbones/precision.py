@@ -62,7 +62,7 @@ def read_cpuinfo() -> str:
         return ""
 
 
-def _gpu_capability() -> tuple[int, int] | None:
+def gpu_capability() -> tuple[int, int] | None:
     """The compute capability of the Keras backend's first GPU, or None without one."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -85,7 +85,7 @@ def _gpu_capability() -> tuple[int, int] | None:
 
 def gpu_bf16() -> tuple[bool, str] | None:
     """Whether the backend's GPU computes bfloat16 natively (compute capability 8.0 or more), and why; None: no GPU."""
-    capability = _gpu_capability()
+    capability = gpu_capability()
     if capability is None:
         return None
     text = ".".join(map(str, capability))

@@ -21,7 +21,7 @@ from benchmark.evaluation.metrics import METRICS  # noqa: E402
 from benchmark.settings import LR_SCHEDULES  # noqa: E402
 from common.executors import EXECUTORS  # noqa: E402
 from features.data.audit import LEAKAGE_POLICIES  # noqa: E402
-from features.runtime import RUNTIMES  # noqa: E402
+from features.runtime import RUNTIME_CHOICES  # noqa: E402
 from features.settings import UNKNOWN_POLICIES  # noqa: E402
 
 DESCRIPTION = """cxr-bench: which ImageNet backbone transfers best to chest X-rays?
@@ -147,8 +147,9 @@ def _feature_options(options: _Options) -> None:
     add("--precision", "backbone compute type. auto: bfloat16 where the CPU (avx512_bf16, amx_bf16) or GPU computes "
         "it natively and a start-up probe finds it faster, else float32; run.json says which and why. "
         "bfloat16/float16 keep float32 weights (Keras mixed precision)", choices=list(PRECISION_CHOICES))
-    add("--runtime", "where the backbone runs: keras, or openvino, an inference runtime for CPUs (optional: pip "
-        "install 'cxr-bench[openvino]')", choices=list(RUNTIMES))
+    add("--runtime", "where the backbone runs. auto: openvino, an inference runtime for CPUs, where it is installed "
+        "(pip install 'cxr-bench[openvino]') and no GPU is in use, else keras; run.json says which and why",
+        choices=list(RUNTIME_CHOICES))
     add("--jit-compile", "XLA-compile the backbone forward pass", action="store_true")
     add("--no-pixel-cache", "decode images for every backbone instead of once per size into a uint8 cache",
         field="pixel_cache", dest="pixel_cache", action="store_false")

@@ -115,7 +115,7 @@ class RunConfig:
     extract_shard_size: int = _EXTRACT.shard_size
     precision: str = AUTO  # resolved once per run (benchmark.pipeline); ExtractSettings gets the resolved type
     jit_compile: bool = _EXTRACT.jit_compile
-    runtime: str = _EXTRACT.runtime
+    runtime: str = AUTO  # resolved once per run (benchmark.pipeline); ExtractSettings gets the resolved runtime
     pixel_cache: bool = _EXTRACT.pixel_cache
     extract_only: bool = False
     head_workers: int = _SWEEP.head_workers
@@ -191,7 +191,7 @@ class RunConfig:
              f"--min-image-side must be 0 or more, not {self.min_image_side}"),
             (self.leakage in LEAKAGE_POLICIES, f"--leakage must be one of {', '.join(LEAKAGE_POLICIES)}"),
             (self.precision in PRECISION_CHOICES, f"--precision must be one of {', '.join(PRECISION_CHOICES)}"),
-            (not (self.jit_compile and self.runtime != "keras"),
+            (not (self.jit_compile and self.runtime == "openvino"),
              "--jit-compile asks Keras for XLA; it does not go with --runtime openvino, which compiles its own graph"),
             (self.head_workers >= 0, f"--head-workers must be 0 (auto) or more, not {self.head_workers}"),
             (self.executor in EXECUTORS, f"--executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}"),
@@ -321,10 +321,12 @@ class RunConfig:
         return ExecutorSettings(kind=self.executor, cluster=self.cluster, local_workers=self.head_workers)
 
     def stages(
-        self, precision: str | None = None, backbone_precisions: tuple[tuple[str, int, str], ...] = ()
+        self, precision: str | None = None, backbone_precisions: tuple[tuple[str, int, str], ...] = (),
+        runtime: str | None = None, backbone_runtimes: tuple[tuple[str, int, str], ...] = (),
     ) -> StageSettings:
-        """The settings object of every stage of the run; ``precision`` is the resolved compute type of ``auto``,
-        ``backbone_precisions`` the backbones whose own check chose another (``benchmark.pipeline``).
+        """The settings object of every stage of the run; ``precision`` and ``runtime`` are the resolved ``auto``s,
+        ``backbone_precisions`` and ``backbone_runtimes`` the backbones whose own check chose another
+        (``benchmark.pipeline``).
 
         Without ``precision`` the extraction gets the configured one, which extraction refuses while it is ``auto``.
         """
@@ -345,8 +347,9 @@ class RunConfig:
             extract=ExtractSettings(
                 weights=weights, batch_size=self.extract_batch_size,
                 shard_size=self.extract_shard_size, seed=self.seed, precision=precision or self.precision,
-                jit_compile=self.jit_compile, runtime=self.runtime, pixel_cache=self.pixel_cache,
+                jit_compile=self.jit_compile, runtime=runtime or self.runtime, pixel_cache=self.pixel_cache,
                 cache_dir=cache_dir, progress=self.progress, backbone_precisions=backbone_precisions,
+                backbone_runtimes=backbone_runtimes,
             ),
             sweep=SweepSettings(
                 heads=tuple(self.head_grid()), probes=tuple(self.probe_grid()), select_by=self.select_by,

@@ -34,7 +34,7 @@ from features.data.images import UnreadableImageError  # noqa: E402
 from features.data.labels import load_dataset  # noqa: E402
 from features.data.phantom import make_phantom_dataset  # noqa: E402
 from features.extract import BackboneFeatures, extract_all, resource_problems  # noqa: E402
-from features.runtime import resolve_backbone_precision, resolve_run_precision  # noqa: E402
+from features.runtime import resolve_backbones, resolve_runtime  # noqa: E402
 from features.settings import DataSettings  # noqa: E402
 
 DEFAULT_DATA = Path("data/chest_xray")
@@ -164,9 +164,10 @@ def _run_locked(
     config: RunConfig, dataset: Dataset, external: Dataset | None, data_root: Path, phantom: bool,
     argv: list[str] | None, prog: str, executor: Executor,
 ) -> int:
-    # Resolved here, once: every stage, the cache keys and run.json see the same precision.
-    choice, own = resolve_precisions(config)
-    stages = config.stages(precision=choice["precision"], backbone_precisions=own)
+    # Resolved here, once: every stage, the cache keys and run.json see the same runtimes and precisions.
+    computed_in, precisions, runtimes = resolve_compute(config)
+    stages = config.stages(precision=computed_in["precision"]["precision"], backbone_precisions=precisions,
+                           runtime=computed_in["runtime"]["runtime"], backbone_runtimes=runtimes)  # fmt: skip
     try:
         dataset = prepare_data(stages.data, dataset, Path(config.results_dir))
         if external is not None:
@@ -184,7 +185,7 @@ def _run_locked(
     if problems:
         return error_line(prog, "; ".join(dict.fromkeys(problems)), 2)
     try:
-        return _compute(config, stages, dataset, external, plan, phantom, argv, prog, executor, choice)
+        return _compute(config, stages, dataset, external, plan, phantom, argv, prog, executor, computed_in)
     except WeightsUnavailableError as error:
         return error_line(prog, error, 1)
     except UnreadableImageError as error:
@@ -192,28 +193,38 @@ def _run_locked(
                           "and it will be checked (and skipped) anew.", 1)  # fmt: skip
 
 
-def resolve_precisions(config: RunConfig) -> tuple[dict, tuple[tuple[str, int, str], ...]]:
-    """``--precision auto`` resolved for the run and checked on each backbone; printed.
+Own = tuple[tuple[str, int, str], ...]  # (backbone, size, runtime or precision) where a backbone's check differs
 
-    Returns what ``run.json`` records (the run's choice, and each backbone's with its reason) and the
-    ``(backbone, size, precision)`` of the backbones whose own check chose otherwise than the run. Timed here,
-    in the driver: on a cluster whose workers have other processors, pass the precision (``--precision``).
+
+def resolve_compute(config: RunConfig) -> tuple[dict, Own, Own]:
+    """``--runtime auto`` and ``--precision auto`` resolved for the run and checked on each backbone; printed.
+
+    Returns what ``run.json`` records (``precision`` and ``runtime``: the run's choice, and each backbone's with
+    its reason), then the ``(backbone, size, precision)`` and ``(backbone, size, runtime)`` of the backbones whose
+    own check chose otherwise than the run. Timed here, in the driver: on a cluster whose workers have other
+    processors, pass the runtime and precision (``--runtime``, ``--precision``).
     """
-    choice = resolve_run_precision(config.precision, config.runtime, config.cache_dir)
-    print(f"precision: {choice.precision} ({choice.reason}); runtime: {config.runtime}")
-    backbones, own = {}, []
-    for spec, size in config.extraction_plan():
-        mine = resolve_backbone_precision(spec, size, choice, config.runtime, config.cache_dir)
-        backbones[f"{spec.name}-{size}px"] = asdict(mine)
-        if mine.precision != choice.precision:
-            own.append((spec.name, size, mine.precision))
-            print(f"precision of {spec.name} at {size} px: {mine.precision} ({mine.reason})")
-    return {**asdict(choice), "backbones": backbones}, tuple(own)
+    runtime = resolve_runtime(config.runtime, config.precision, config.jit_compile)
+    choice, chosen = resolve_backbones(runtime, config.precision, config.extraction_plan(), config.cache_dir)
+    print(f"runtime: {runtime.runtime} ({runtime.reason})")
+    print(f"precision: {choice.precision} ({choice.reason})")
+    runtimes, precisions, own_runtime, own_precision = {}, {}, [], []
+    for (name, size), (mine, precision) in chosen.items():
+        runtimes[f"{name}-{size}px"], precisions[f"{name}-{size}px"] = asdict(mine), asdict(precision)
+        if mine.runtime != runtime.runtime:
+            own_runtime.append((name, size, mine.runtime))
+        if precision.precision != choice.precision:
+            own_precision.append((name, size, precision.precision))
+        if (mine.runtime, precision.precision) != (runtime.runtime, choice.precision):
+            print(f"{name} at {size} px: {mine.runtime} ({mine.reason}), {precision.precision} ({precision.reason})")
+    computed_in = {"precision": {**asdict(choice), "backbones": precisions},
+                   "runtime": {**asdict(runtime), "backbones": runtimes}}  # fmt: skip
+    return computed_in, tuple(own_precision), tuple(own_runtime)
 
 
 def _compute(
     config: RunConfig, stages: StageSettings, dataset: Dataset, external: Dataset | None, plan: list,
-    phantom: bool, argv: list[str] | None, prog: str, executor: Executor, choice: dict,
+    phantom: bool, argv: list[str] | None, prog: str, executor: Executor, computed_in: dict,
 ) -> int:
     """Extraction, the sweep and fine-tuning through ``executor``; then the reports, here."""
     extracted = extract_all(stages.extract, dataset, plan, executor)
@@ -225,13 +236,13 @@ def _compute(
         external_features = extract_all(stages.extract, external, plan, executor)
         features_of = {(one.backbone, one.image_size): one.features for one in external_features}
         predict_external(sweep.winners, features_of, Path(stages.sweep.results_dir) / "heads")
-    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog, external, executor, choice)
+    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog, external, executor, computed_in)
 
 
 def _finish(
     config: RunConfig, stages: StageSettings, dataset: Dataset, extracted: list[BackboneFeatures],
     sweep: SweepResult, phantom: bool, argv: list[str] | None, prog: str, external: Dataset | None,
-    executor: Executor | None, choice: dict,
+    executor: Executor | None, computed_in: dict,
 ) -> int:
     """Fine-tune the winners if asked, then write the reports (or say why there is nothing to report)."""
     if stages.finetune is not None:
@@ -245,7 +256,7 @@ def _finish(
                           f"{'; '.join(errors[:3])}. Features and each point's record are kept under "
                           f"{config.cache_dir} and {Path(config.results_dir) / 'heads'}; a rerun trains the failed "
                           "points again.", 1)  # fmt: skip
-    run_info = _run_info(config, dataset, extracted, sweep, phantom, argv, prog, choice)
+    run_info = _run_info(config, dataset, extracted, sweep, phantom, argv, prog, computed_in)
     paths = write_reports(Path(config.results_dir), sweep, dataset, run_info, stages.report, external)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if phantom:
@@ -260,7 +271,7 @@ def _invocation(prog: str) -> list[str]:
 
 def _run_info(
     config: RunConfig, dataset: Dataset, extracted: list[BackboneFeatures], sweep: SweepResult, phantom: bool,
-    argv: list[str] | None, prog: str, choice: dict,
+    argv: list[str] | None, prog: str, computed_in: dict,
 ) -> dict:
     """``run.json``: the config that made the run (readable back with ``RunConfig.from_json``) and its provenance."""
     return {
@@ -276,7 +287,7 @@ def _run_info(
         "heads_trained_this_run": sweep.trained,
         "grid_points_failed": len(sweep.failed),
         "extraction": {one.name: asdict(one.stats) for one in extracted},
-        # The config says what was asked (auto); this says what the backbones computed in, and why.
-        "precision": choice,
-        "runtime": config.runtime,
+        # The config says what was asked (auto); these say what the backbones computed in, where, and why.
+        "precision": computed_in["precision"],
+        "runtime": computed_in["runtime"],
     }

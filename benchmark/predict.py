@@ -26,6 +26,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -48,6 +49,8 @@ from common.files import atomic_output  # noqa: E402
 from features.data.audit import image_problem  # noqa: E402
 from features.data.dataset import IMAGE_SUFFIXES, findings_label, name_problem, printable  # noqa: E402
 from features.data.images import UnreadableImageError, load_image  # noqa: E402
+from features.extract import openvino_ir_file, padded_forward  # noqa: E402
+from features.runtime import Forward, RuntimeUnavailableError, build_forward  # noqa: E402
 
 METHODS = ("auto", "gradcam", "occlusion")
 FINETUNED = "-ft"
@@ -75,6 +78,9 @@ class Predictor:
     head_id: str
     description: str
     run: dict
+    # The run's own runtime for the pooled features the head reads, where it was not Keras (OpenVINO): the
+    # probabilities are then the run's. The feature maps of the heatmaps come from ``backbone`` (Keras).
+    pooled_forward: Callable[[np.ndarray], np.ndarray] | None = None
 
     def feature_map_size(self) -> tuple[int, int]:
         """Height and width of the last feature map: Grad-CAM's resolution."""
@@ -93,7 +99,8 @@ class Predictor:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """``(n, n_classes)`` class probabilities of uint8 RGB ``images``."""
-        return keras.ops.convert_to_numpy(self.head.predict_on_batch(self.features(images)[1]))
+        pooled = self.features(images)[1] if self.pooled_forward is None else self.pooled_forward(images)
+        return keras.ops.convert_to_numpy(self.head.predict_on_batch(pooled))
 
     def gradcam(self, image: np.ndarray, class_index: int) -> np.ndarray:
         """Grad-CAM of ``class_index``'s logit on the last feature map, in [0, 1], shape ``(h, w)``."""
@@ -192,6 +199,7 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
         head = load_head(results_dir / "heads" / record["from_head"] / "best.keras")
         model, pooled_model = build_finetuned(spec, size, weights, config.seed, head)
         model.load_weights(folder / WEIGHTS_FILE)  # backbone and head, as fine-tuned
+        pooled_forward = None  # fine-tuning trains and evaluates in Keras
     else:
         # The precision the features were computed in (run.json); --precision auto resolved it at run time.
         recorded = run.get("precision", {})
@@ -199,6 +207,7 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
         precision = own.get("precision", recorded.get("precision", config.precision))
         pooled_model = build_backbone(spec, size, source, seed=config.seed, precision=precision)
         head = load_head(results_dir / "heads" / row["head_id"] / "best.keras")
+        pooled_forward = run_runtime_forward(run, config, spec, source, size, precision)
     pooling = pooled_model.layers[-1]
     if not isinstance(pooling, keras.layers.GlobalAveragePooling2D):
         raise ValueError(f"{spec.name}: the last layer is {type(pooling).__name__}, not GlobalAveragePooling2D")
@@ -208,7 +217,33 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
         f"{spec.name} {size} px, {settings.describe()}, seed {row['seed']}, "
         f"weights {row['weights'] if row['backbone'].endswith(FINETUNED) else source.identity}"
     )
-    return Predictor(spec, size, _classes(results_dir, run), backbone_model, head, row["head_id"], description, run)
+    return Predictor(spec, size, _classes(results_dir, run), backbone_model, head, row["head_id"], description, run,
+                     pooled_forward)  # fmt: skip
+
+
+def run_runtime_forward(run: dict, config: RunConfig, spec: BackboneSpec, source, size: int,
+                        precision: str) -> Forward | None:  # fmt: skip
+    """The pooled features of uint8 images as the run computed them, where its runtime was not Keras; else None.
+
+    OpenVINO compiles the IR the run kept under its cache folder (converted again where that is not here) at the
+    run's batch shape, padded as extraction pads. Without OpenVINO here, Keras computes them, and says so: the
+    probabilities may then differ from the run's in the last digits (further in bfloat16).
+    """
+    runtime = run.get("runtime", "keras")  # a plain name in runs before --runtime auto
+    if isinstance(runtime, dict):
+        runtime = runtime.get("backbones", {}).get(f"{spec.name}-{size}px", runtime)["runtime"]
+    if runtime != "openvino":
+        return None
+    batch = config.extract_batch_size
+    make_model = partial(build_backbone, spec, size, source, seed=config.seed, precision="float32")
+    try:
+        forward = build_forward("openvino", make_model, precision=precision, batch_shape=(batch, size, size, 3),
+                                ir_file=openvino_ir_file(Path(config.cache_dir), spec, source, size))  # fmt: skip
+    except RuntimeUnavailableError:
+        print(f"note: the run computed its features with OpenVINO, which is not installed here; Keras computes "
+              f"them, so the probabilities can differ from the run's in the last digits ({precision})")  # fmt: skip
+        return None
+    return partial(padded_forward, forward, spec.preprocess, batch_size=batch)
 
 
 def operating_threshold(results_dir: Path, head_id: str) -> tuple[str, str, float] | None:

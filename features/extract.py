@@ -166,9 +166,10 @@ def extract_features(
                 # OpenVINO converts a float32 model; its compile hint, not the Keras policy, sets the compute type.
                 built_in = precision if runtime == "keras" else "float32"
                 make_model = build or partial(build_backbone, spec, image_size, source, seed=seed, precision=built_in)
+                ir_file = openvino_ir_file(cache.root, spec, source, image_size) if runtime == "openvino" else None
                 make_forward = partial(build_forward, runtime, make_model, precision=precision,
                                        jit_compile=jit_compile, batch_shape=(batch_size, image_size, image_size, 3),
-                                       ir_file=_ir_file(cache, parts))  # fmt: skip
+                                       ir_file=ir_file)  # fmt: skip
                 return _build_entry(spec, image_size, root, paths, cache, key, parts, make_forward, shard_size,
                                     pixel_cache=pixel_cache, batch_size=batch_size, decode_workers=decode_workers,
                                     progress=progress)  # fmt: skip
@@ -240,10 +241,7 @@ def _extract_missing(
             started = time.perf_counter()
             pixel_batches = _pixel_batches(batches, root, paths, image_size, pixels, pool)
             for (lo, hi), uint8 in zip(batches, pixel_batches, strict=True):
-                # A short last batch is zero-padded: one input shape means one compiled graph.
-                batch = np.zeros((batch_size, image_size, image_size, 3), dtype=np.float32)
-                batch[: hi - lo] = uint8
-                shard[lo - start : hi - start] = forward(spec.preprocess(batch))[: hi - lo]
+                shard[lo - start : hi - start] = padded_forward(forward, spec.preprocess, uint8, batch_size)
                 stats.forward_batches += 1
                 bar.update(hi - lo)
             stats.seconds += time.perf_counter() - started
@@ -253,11 +251,27 @@ def _extract_missing(
         pixels.close()
 
 
-def _ir_file(cache: FeatureCache, parts: dict) -> Path:
-    """Where the OpenVINO IR of the backbone, size and weights named in ``parts`` is kept (not the images')."""
-    model_parts = {name: parts[name] for name in ("backbone", "weights", "image_size", "pooling", "keras", "backend",
-                                                  "runtime")}  # fmt: skip
-    return cache.root / "openvino" / parts["backbone"] / cache_key(model_parts) / "model.xml"
+def padded_forward(forward: Forward, preprocess, uint8: np.ndarray, batch_size: int) -> np.ndarray:
+    """``forward``'s features of ``uint8`` images, in batches of exactly ``batch_size``, a short last one zero-padded.
+
+    One input shape means one compiled graph (OpenVINO's is static), and the features of an image do not depend
+    on how many came with it: ``predict`` gets the numbers extraction got.
+    """
+    out = []
+    for start in range(0, len(uint8), batch_size):
+        part = uint8[start : start + batch_size]
+        batch = np.zeros((batch_size, *uint8.shape[1:]), dtype=np.float32)
+        batch[: len(part)] = part
+        out.append(forward(preprocess(batch))[: len(part)])
+    return np.concatenate(out)
+
+
+def openvino_ir_file(cache_root: Path, spec: BackboneSpec, source: WeightsSource, image_size: int) -> Path:
+    """Where the OpenVINO IR of this backbone, weights and size is kept under the feature cache ``cache_root``."""
+    model_parts = {"backbone": spec.name, "weights": source.identity, "image_size": image_size, "pooling": "avg",
+                   "keras": keras.__version__, "backend": keras.backend.backend(),
+                   "runtime": runtime_identity("openvino")}  # fmt: skip
+    return Path(cache_root) / "openvino" / spec.name / cache_key(model_parts) / "model.xml"
 
 
 def _available_memory() -> int:
@@ -295,7 +309,7 @@ def extract_dataset(settings: ExtractSettings, dataset: Dataset, spec: BackboneS
         spec, source, size, dataset.root, [record.path for record in dataset.records], cache,
         batch_size=settings.batch_size, shard_size=settings.shard_size, seed=settings.seed,
         precision=settings.precision_for(spec.name, size), jit_compile=settings.jit_compile,
-        runtime=settings.runtime,
+        runtime=settings.runtime_for(spec.name, size),
         pixel_cache=PixelCache(cache.root) if settings.pixel_cache else None, progress=settings.progress,
     )  # fmt: skip
     return BackboneFeatures(spec.name, size, source.identity, features, stats)

@@ -10,12 +10,13 @@ only when it is asked for, so the package stays an optional extra (``pip install
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import keras
@@ -26,6 +27,7 @@ from backbones.precision import (
     MIN_SPEEDUP,
     backbone_probe_seconds,
     best_seconds,
+    gpu_capability,
     keras_probe_seconds,
     probe_batch,
     probe_model,
@@ -35,6 +37,7 @@ from common.files import atomic_write_json
 from features.cache import cache_key
 
 RUNTIMES = ("keras", "openvino")
+RUNTIME_CHOICES = (AUTO, *RUNTIMES)
 # OpenVINO's CPU plugin computes float32 and bfloat16; float16 only on CPUs with AVX512_FP16, which are rare.
 OPENVINO_HINTS = {"float32": "f32", "bfloat16": "bf16"}
 INSTALL_HINT = "pip install 'cxr-bench[openvino]' (or pip install openvino)"
@@ -44,6 +47,56 @@ Forward = Callable[[np.ndarray], np.ndarray]
 
 class RuntimeUnavailableError(ValueError):
     """The asked-for runtime's package is not installed."""
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """Where a run's backbones compute: what was asked (``auto`` or a runtime), what is used, and why."""
+
+    requested: str
+    runtime: str
+    reason: str
+
+
+def openvino_installed() -> bool:
+    """Whether ``import openvino`` would find the package (without importing it)."""
+    try:
+        return importlib.util.find_spec("openvino") is not None
+    except ValueError:  # a module set to None in sys.modules (how tests hide it)
+        return False
+
+
+def resolve_runtime(
+    requested: str,
+    precision: str = AUTO,
+    jit_compile: bool = False,
+    *,
+    installed: Callable[[], bool] = openvino_installed,
+    gpu: Callable[[], object] = gpu_capability,
+) -> RuntimeChoice:
+    """The run's runtime for ``requested`` (``auto``, ``keras`` or ``openvino``), and the reason.
+
+    ``auto`` is OpenVINO where the backbones run on the CPU and the package is installed, and each backbone
+    then keeps it only where it is measurably faster there than Keras (``resolve_backbone_runtime``). Keras
+    where a GPU is there (OpenVINO's plugin here is the CPU's), where ``precision`` or ``jit_compile`` asks for
+    what only Keras does (float16, XLA), or where OpenVINO is not installed.
+    """
+    if requested != AUTO:
+        return RuntimeChoice(requested, requested, f"--runtime {requested} was asked for")
+    capability = gpu()
+    if capability is not None:
+        text = ".".join(map(str, capability))
+        return RuntimeChoice(AUTO, "keras", f"the Keras backend has a GPU (compute capability {text}); OpenVINO "
+                             "runs here on the CPU")  # fmt: skip
+    if precision not in (AUTO, *OPENVINO_HINTS):
+        return RuntimeChoice(AUTO, "keras", f"--precision {precision}: OpenVINO's CPU plugin computes "
+                             f"{' or '.join(OPENVINO_HINTS)}")  # fmt: skip
+    if jit_compile:
+        return RuntimeChoice(AUTO, "keras", "--jit-compile asks Keras for XLA")
+    if not installed():
+        return RuntimeChoice(AUTO, "keras", f"OpenVINO, the faster CPU runtime, is not installed ({INSTALL_HINT})")
+    return RuntimeChoice(AUTO, "openvino", "the backbones run on the CPU and OpenVINO, an inference runtime for "
+                         f"CPUs, is installed; a backbone keeps it where {MIN_SPEEDUP}x faster than Keras")  # fmt: skip
 
 
 def _openvino():
@@ -59,8 +112,8 @@ def _openvino():
 
 def check_runtime(runtime: str, precision: str) -> None:
     """Raise ``ValueError`` (one line) for an unknown runtime, a missing package, or a precision it cannot run."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    if runtime not in RUNTIME_CHOICES:
+        raise ValueError(f"--runtime must be one of {', '.join(RUNTIME_CHOICES)}, not {runtime!r}")
     if runtime == "openvino":
         _openvino()
         if precision not in (AUTO, *OPENVINO_HINTS):
@@ -125,7 +178,7 @@ def build_forward(
     *,
     precision: str,
     batch_shape: tuple[int, ...],
-    ir_file: Path,
+    ir_file: Path | None = None,
     jit_compile: bool = False,
 ) -> Forward:
     """The forward function of ``runtime``; OpenVINO converts ``make_model()`` only when ``ir_file`` is not there yet.
@@ -175,7 +228,8 @@ def resolve_backbone_precision(
 
     A dense convolution stack decides the run; depthwise networks (MobileNet) are memory-bound, and their
     bfloat16 casts can cost what the arithmetic saves, so under Keras each backbone is timed in both types
-    (remembered as the run's choice is). OpenVINO's bfloat16 kernels paid on every backbone measured.
+    (remembered as the run's choice is). OpenVINO's bfloat16 kernels paid on every backbone measured (1.6x to 2.0x
+    its float32).
     """
     if run_choice.requested != AUTO or run_choice.precision == "float32" or runtime != "keras":
         return run_choice
@@ -190,14 +244,74 @@ def resolve_backbone_precision(
     return _remembered(Path(cache_dir), {"runtime": runtime, "backbone": spec.name, "size": size}, measure)
 
 
+def resolve_backbone_runtime(
+    spec: BackboneSpec, size: int, precisions: dict[str, PrecisionChoice], cache_dir: str | Path
+) -> RuntimeChoice:
+    """``--runtime auto`` on ``spec``'s own network: OpenVINO where it is at least ``MIN_SPEEDUP`` times faster
+    than Keras, each timed in the precision it would compute in (``precisions``, by runtime); else Keras.
+
+    Keras is the baseline (it is what a GPU, fine-tuning and the heatmaps run), so OpenVINO must clearly pay:
+    VGG16, already at the arithmetic ceiling in Keras, stays there (docs/performance.md). Random weights,
+    batch 8, at most the default size; the conversion takes 3 to 15 s; remembered as the precisions are.
+    """
+    keras_in, openvino_in = precisions["keras"].precision, precisions["openvino"].precision
+
+    def measure() -> RuntimeChoice:
+        fast = _openvino_backbone_seconds(spec.name, size, openvino_in)
+        base = _backbone_seconds(spec.name, size, keras_in)
+        timed = (f"{spec.name} at {size} px took {fast * 1e3:.0f} ms in OpenVINO ({openvino_in}) against "
+                 f"{base * 1e3:.0f} ms in Keras ({keras_in})")  # fmt: skip
+        if base >= MIN_SPEEDUP * fast:
+            return RuntimeChoice(AUTO, "openvino", f"{timed} ({base / fast:.2f}x)")
+        return RuntimeChoice(AUTO, "keras", f"{timed} ({base / fast:.2f}x, not at least {MIN_SPEEDUP}x)")
+
+    what = {"runtime": "auto", "backbone": spec.name, "size": size, "keras": keras_in, "openvino": openvino_in,
+            "openvino_version": _openvino().__version__}  # fmt: skip
+    return _remembered(Path(cache_dir), what, measure, RuntimeChoice)
+
+
+def resolve_backbones(
+    runtime: RuntimeChoice, precision: str, plan: list[tuple[BackboneSpec, int]], cache_dir: str | Path
+) -> tuple[PrecisionChoice, dict[tuple[str, int], tuple[RuntimeChoice, PrecisionChoice]]]:
+    """The run's precision, and each backbone's ``(runtime, precision)`` at its size, measured where ``auto``.
+
+    With ``--runtime auto`` resolved to OpenVINO, both runtimes are candidates: each gets its precision (the
+    run's probe, then the backbone's own check), and ``resolve_backbone_runtime`` picks between them.
+    """
+    both = runtime.requested == AUTO and runtime.runtime == "openvino"
+    candidates = ("keras", "openvino") if both else (runtime.runtime,)
+    run_precision = {name: resolve_run_precision(precision, name, cache_dir) for name in candidates}
+    chosen = {}
+    for spec, size in plan:
+        own = {name: resolve_backbone_precision(spec, size, run_precision[name], name, cache_dir)
+               for name in candidates}  # fmt: skip
+        mine = runtime if len(candidates) == 1 else resolve_backbone_runtime(spec, size, own, cache_dir)
+        chosen[(spec.name, size)] = (mine, own[mine.runtime])
+    return run_precision[runtime.runtime], chosen
+
+
 @functools.cache
 def _backbone_seconds(name: str, size: int, precision: str) -> float:
     """``backbone_probe_seconds``, measured once per process and backbone: the hardware stays put."""
     return backbone_probe_seconds(get_backbone(name), size, precision)
 
 
-def _remembered(cache_dir: Path, what: dict, measure: Callable[[], PrecisionChoice]) -> PrecisionChoice:
-    """``measure()``'s choice, remembered in ``cache_dir/precision.json`` per processor, versions and ``what``."""
+@functools.cache
+def _openvino_backbone_seconds(name: str, size: int, precision: str, batch: int = 8) -> float:
+    """``_backbone_seconds`` through OpenVINO: the random-weight network converted, compiled at ``precision``."""
+    spec = get_backbone(name)
+    size = min(size, spec.default_size)
+    model = spec.constructor(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
+    with tempfile.TemporaryDirectory() as temp:
+        forward = openvino_forward(export_openvino(model, Path(temp) / "probe" / "model.xml"),
+                                   (batch, size, size, 3), precision)  # fmt: skip
+    pixels = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    return best_seconds(lambda: forward(pixels), repeats=3)
+
+
+def _remembered(cache_dir: Path, what: dict, measure: Callable, kind: type = PrecisionChoice):
+    """``measure()``'s choice (a ``kind``), remembered in ``cache_dir/precision.json`` per processor, versions and
+    ``what``."""
     memo = cache_dir / "precision.json"
     key = cache_key({"cpuinfo": _processor(), "keras": keras.__version__, "backend": keras.backend.backend(),
                      **what})  # fmt: skip
@@ -206,8 +320,8 @@ def _remembered(cache_dir: Path, what: dict, measure: Callable[[], PrecisionChoi
     except (OSError, ValueError):
         known = {}
     remembered = known.get(key) if isinstance(known, dict) else None
-    if isinstance(remembered, dict) and set(remembered) == {"requested", "precision", "reason"}:
-        return PrecisionChoice(**{**remembered, "reason": remembered["reason"] + f" (remembered in {memo})"})
+    if isinstance(remembered, dict) and set(remembered) == {field.name for field in fields(kind)}:
+        return kind(**{**remembered, "reason": remembered["reason"] + f" (remembered in {memo})"})
     choice = measure()
     memo.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(memo, {**(known if isinstance(known, dict) else {}), key: asdict(choice)})
@@ -222,23 +336,25 @@ def _processor() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m features.runtime [BACKBONE ...]``: what ``--precision auto`` chooses here, run-wide and per
-    backbone (at its default size), freshly measured and not remembered."""
+    """``python -m features.runtime [BACKBONE ...]``: what ``--runtime auto --precision auto`` choose here, run-wide
+    and per backbone (at its default size), freshly measured and not remembered."""
     import argparse
 
     from backbones import BACKBONES
 
     parser = argparse.ArgumentParser(prog="python -m features.runtime", description=main.__doc__)
     parser.add_argument("backbones", nargs="*", default=list(BACKBONES), metavar="BACKBONE")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="keras")
+    parser.add_argument("--runtime", choices=RUNTIME_CHOICES, default=AUTO)
+    parser.add_argument("--precision", choices=(AUTO, "float32", "bfloat16"), default=AUTO)
     args = parser.parse_args(argv)
-    run = resolve_run_precision(AUTO, args.runtime)
-    print(f"run: {run.precision} ({run.reason})")
+    runtime = resolve_runtime(args.runtime, args.precision)
+    specs = [get_backbone(name) for name in args.backbones]
     with tempfile.TemporaryDirectory() as scratch:
-        for name in args.backbones:
-            spec = get_backbone(name)
-            choice = resolve_backbone_precision(spec, spec.default_size, run, args.runtime, scratch)
-            print(f"{spec.name} {spec.default_size} px: {choice.precision} ({choice.reason})")
+        run, chosen = resolve_backbones(runtime, args.precision, [(s, s.default_size) for s in specs], scratch)
+    print(f"runtime: {runtime.runtime} ({runtime.reason})")
+    print(f"precision: {run.precision} ({run.reason})")
+    for (name, size), (where, precision) in chosen.items():
+        print(f"{name} {size} px: {where.runtime}, {precision.precision} ({where.reason}; {precision.reason})")
     return 0
 
 

@@ -30,7 +30,8 @@ class ExtractSettings:
 
     ``precision`` is the resolved compute type (float32, bfloat16 or float16), never ``auto``: the run resolves
     ``--precision auto`` once, before extraction (``benchmark.pipeline``), so every stage sees the same value.
-    ``backbone_precisions`` holds ``(backbone, size, precision)`` where ``auto`` chose otherwise for a backbone.
+    ``backbone_precisions`` holds ``(backbone, size, precision)`` where ``auto`` chose otherwise for a backbone;
+    ``runtime`` and ``backbone_runtimes`` are the same for ``--runtime auto``.
     """
 
     weights: str = "none"
@@ -44,11 +45,17 @@ class ExtractSettings:
     cache_dir: str = ".cache/features"
     progress: bool = True
     backbone_precisions: tuple[tuple[str, int, str], ...] = ()
+    backbone_runtimes: tuple[tuple[str, int, str], ...] = ()
 
     def precision_for(self, backbone: str, size: int) -> str:
         """The compute type of ``backbone`` at ``size``: its own where ``auto`` chose one, else the run's."""
         own = {(name, at): precision for name, at, precision in self.backbone_precisions}
         return own.get((backbone, size), self.precision)
+
+    def runtime_for(self, backbone: str, size: int) -> str:
+        """The runtime of ``backbone`` at ``size``: its own where ``auto`` chose one, else the run's."""
+        own = {(name, at): runtime for name, at, runtime in self.backbone_runtimes}
+        return own.get((backbone, size), self.runtime)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""``--precision auto`` (CPU detection, the start-up probe, what run.json says) and ``--runtime openvino``."""
+"""``--precision auto`` (CPU detection, the start-up probe, what run.json says), ``--runtime auto`` and
+``--runtime openvino``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from benchmark.speed.bench_extract import cosine_rows
 from features.cache import FeatureCache, cache_key
 from features.data.dataset import scan_dataset
 from features.extract import extract_features, feature_key_parts
+from features.runtime import INSTALL_HINT, openvino_installed, resolve_runtime
 
 # Abridged /proc/cpuinfo texts of the machines this project met: the flags that matter, and a few that do not.
 CASCADE_LAKE = """processor\t: 0
@@ -81,7 +83,10 @@ def test_run_json_the_report_and_the_cache_hold_the_resolved_precision(small_run
     choice = run["precision"]
     assert run["config"]["precision"] == "auto" and choice["requested"] == "auto"
     assert choice["precision"] in ("float32", "bfloat16") and choice["reason"]
-    assert run["runtime"] == "keras"
+    # The default runtime is auto: OpenVINO where it is installed (the test extra installs it), else Keras.
+    runtime = run["runtime"]
+    assert run["config"]["runtime"] == runtime["requested"] == "auto"
+    assert runtime["runtime"] == ("openvino" if openvino_installed() else "keras") and runtime["reason"]
     manifests = [json.loads(p.read_text()) for p in (small_run.cache / "MobileNetV2").glob("*/manifest.json")]
     # Each backbone computes in what auto chose for it (its own check may overrule the run's bfloat16).
     own = choice["backbones"]["MobileNetV2-32px"]
@@ -89,6 +94,37 @@ def test_run_json_the_report_and_the_cache_hold_the_resolved_precision(small_run
     assert manifests and {m["precision"] for m in manifests} == {own["precision"]}
     report = (small_run.results / "leaderboard.md").read_text()
     assert f"Features computed in **{choice['precision']}** (`--precision auto`: {choice['reason']})" in report
+    assert f"runtime **{runtime['runtime']}** (`--runtime auto`: {runtime['reason']})" in report
+
+
+ON_THE_CPU = {"installed": lambda: True, "gpu": NO_GPU}
+
+
+def test_auto_runtime_is_openvino_on_the_cpu_where_it_is_installed():
+    choice = resolve_runtime("auto", **ON_THE_CPU)
+    assert (choice.requested, choice.runtime) == ("auto", "openvino") and "on the CPU" in choice.reason
+    assert resolve_runtime("auto", "bfloat16", **ON_THE_CPU).runtime == "openvino"
+    for asked in ("keras", "openvino"):  # asked for: kept, whatever is installed
+        assert resolve_runtime(asked, installed=lambda: False, gpu=lambda: (9, 0)).runtime == asked
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"installed": lambda: False}, f"OpenVINO, the faster CPU runtime, is not installed ({INSTALL_HINT})"),
+    ({"gpu": lambda: (9, 0)}, "the Keras backend has a GPU (compute capability 9.0)"),
+    ({"precision": "float16"}, "--precision float16: OpenVINO's CPU plugin computes float32 or bfloat16"),
+    ({"jit_compile": True}, "--jit-compile asks Keras for XLA"),
+])  # fmt: skip
+def test_auto_runtime_is_keras_where_openvino_cannot_serve(change: dict, why: str):
+    choice = resolve_runtime("auto", **{**ON_THE_CPU, **change})
+    assert choice.runtime == "keras" and choice.reason.startswith(why)
+
+
+def test_auto_runtime_falls_back_to_keras_without_openvino_and_says_why(kermany_root, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    assert run_small_benchmark(kermany_root, tmp_path) == 0
+    run = json.loads((tmp_path / "results" / "run.json").read_text())
+    assert run["runtime"]["runtime"] == "keras" and "is not installed" in run["runtime"]["reason"]
+    assert not (tmp_path / "cache" / "openvino").exists()
 
 
 def test_without_openvino_the_runtime_fails_in_one_line_before_any_work(kermany_root, tmp_path, monkeypatch, capsys):

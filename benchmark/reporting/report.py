@@ -541,11 +541,16 @@ def _extraction_line(run_info: dict) -> list[str]:
     choice = run_info.get("precision")
     if not choice:
         return []
+    runtime = run_info.get("runtime", "keras")  # a plain name in runs before --runtime auto
+    if not isinstance(runtime, dict):
+        runtime = {"requested": runtime, "runtime": runtime, "reason": "", "backbones": {}}
+    how = f" (`--runtime {runtime['requested']}`: {runtime['reason']})" if runtime["reason"] else ""
     lines = [f"Features computed in **{choice['precision']}** (`--precision {choice['requested']}`: "
-             f"{choice['reason']}), runtime {run_info.get('runtime', 'keras')}.", ""]  # fmt: skip
+             f"{choice['reason']}), runtime **{runtime['runtime']}**{how}.", ""]  # fmt: skip
     for name, own in choice.get("backbones", {}).items():
-        if own["precision"] != choice["precision"]:
-            lines += [f"- {name}: **{own['precision']}** ({own['reason']})"]
+        where = runtime["backbones"].get(name, runtime)
+        if (where["runtime"], own["precision"]) != (runtime["runtime"], choice["precision"]):
+            lines += [f"- {name}: **{where['runtime']}** ({where['reason']}), **{own['precision']}** ({own['reason']})"]
     return lines + ([""] if len(lines) > 2 else [])
 
 

@@ -4,9 +4,11 @@
         --backbone ResNet50 --images 96 --rounds 3 \\
         [--variants textbook harness-float32 harness-auto harness-bfloat16 openvino-float32 openvino-bfloat16]
 
-A variant is a path and a precision: ``textbook`` (float32), ``harness-P`` and ``openvino-P`` with P one of
-``float32``, ``bfloat16``, ``float16`` or ``auto`` (resolved as a run resolves it, and printed with the reason).
-Default: every one of them above; the OpenVINO ones where the package is installed.
+A variant is a path and a precision: ``textbook`` (float32), ``default`` (the harness as a run sets it up by
+default: ``--runtime auto --precision auto``, checked on the backbone), ``harness-P`` and ``openvino-P`` with P one of
+``float32``, ``bfloat16``, ``float16`` or ``auto`` (resolved as a run resolves it, and printed with the reason),
+and ``timm-float32`` / ``timm-bfloat16``, the same backbone in timm on PyTorch. Default: the list above; the
+OpenVINO ones where the package is installed, the timm ones where ``--timm-python`` can import torch and timm.
 
 - textbook: ``keras.utils.image_dataset_from_directory`` -> ``preprocess_input`` (``Dataset.map``) ->
   ``model.predict``, as in the reference studies;
@@ -14,25 +16,33 @@ Default: every one of them above; the OpenVINO ones where the package is install
   warm`` the uint8 pixel cache is filled before any clock starts (the case of every backbone after the first at
   a size), with ``cold`` its filling is timed in every round, with ``off`` images are decoded while the backbone
   runs. OpenVINO's conversion is done in the warm-up, as a run does it once per backbone, size and weights; its
-  compile is timed.
+  compile is timed;
+- timm: what a PyTorch user would run instead (``benchmark/speed/timm_worker.py``: channels-last, inference
+  mode, bfloat16 autocast), in a process of its own started before any clock, so that neither framework's
+  thread pools or allocator run inside the other's; it reads the harness's decoded pixels (the warm pixel
+  cache's), and its timed pass is normalisation, forward pass and pooled features back. Random weights, so its
+  features are compared with its own float32 variant, not with Keras'.
 
 Fairness: every model is built before any clock starts, every variant is warmed up (a pass over two batches:
 TensorFlow's start-up, tracing, the first allocations), then ``--rounds`` rounds time each variant over all the
 images, the order reversed every other round. Printed: per variant the median images/s and its min-max over the
 rounds, the ratio to the textbook path (per round, then median and min-max), GFLOP/s (FLOPs counted from the
 model's convolution and dense layers) against a measured ceiling for its precision (a 4096 x 4096 matmul in
-float32, or in bfloat16), and the feature cosine similarity to Keras float32 on the same pixels (the harness's
-float32 variant, computed untimed when not among the variants).
+float32, or in bfloat16), and the feature cosine similarity to float32 of the same network on the same pixels
+(Keras: the harness's float32 variant, computed untimed when not among the variants; timm: ``timm-float32``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,6 +60,7 @@ from backbones import (  # noqa: E402
     AUTO,
     PRECISION_CHOICES,
     BackboneSpec,
+    PrecisionChoice,
     WeightsSource,
     build_backbone,
     get_backbone,
@@ -61,13 +72,20 @@ from features.cache import FeatureCache  # noqa: E402
 from features.data.dataset import scan_dataset  # noqa: E402
 from features.extract import extract_features  # noqa: E402
 from features.pixels import PixelCache  # noqa: E402
-from features.runtime import OPENVINO_HINTS, resolve_run_precision  # noqa: E402
+from features.runtime import OPENVINO_HINTS, resolve_backbones, resolve_run_precision, resolve_runtime  # noqa: E402
 
 KERAS_VARIANTS = ("textbook", "harness-float32", "harness-auto", "harness-bfloat16")
+DEFAULT = "default"  # the harness as a run configures it by default (--runtime auto --precision auto)
 OPENVINO_VARIANTS = ("openvino-float32", "openvino-bfloat16")
-VARIANTS = ("textbook", *(f"harness-{p}" for p in PRECISION_CHOICES),
-            *(f"openvino-{p}" for p in (AUTO, *OPENVINO_HINTS)))  # fmt: skip
+TIMM_VARIANTS = ("timm-float32", "timm-bfloat16")
+VARIANTS = ("textbook", DEFAULT, *(f"harness-{p}" for p in PRECISION_CHOICES),
+            *(f"openvino-{p}" for p in (AUTO, *OPENVINO_HINTS)), *TIMM_VARIANTS)  # fmt: skip
 REFERENCE = "harness-float32"  # Keras float32 on the harness's pixels: what fidelity is measured against
+# The same network in timm (random weights both sides): the registry's backbones by timm's names.
+TIMM_MODELS = {"ResNet50": "resnet50", "VGG16": "vgg16", "Xception": "legacy_xception", "InceptionV3": "inception_v3",
+               "InceptionResNetV2": "inception_resnet_v2", "MobileNetV2": "mobilenetv2_100",
+               "MobileNetV2-0.35": "mobilenetv2_035", "MobileNetV2-0.5": "mobilenetv2_050"}  # fmt: skip
+TIMM_WORKER = Path(__file__).with_name("timm_worker.py")
 
 
 def sample_images(data: Path, count: int, seed: int) -> list[str]:
@@ -120,28 +138,84 @@ def matmul_ceiling(precision: str, n: int = 4096) -> float:
     return 2 * n**3 / seconds / 1e9
 
 
+class TimmWorker:
+    """A ``timm_worker.py`` process: built and warmed up once, then asked to time passes and hand over features."""
+
+    def __init__(self, python: str, model: str, pixels: Path, precision: str, batch_size: int):
+        self.python = python
+        command = [python, str(TIMM_WORKER), "--model", model, "--pixels", str(pixels), "--precision", precision,
+                   "--batch-size", str(batch_size)]  # fmt: skip
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = self._answer()
+
+    def _answer(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(
+                f"bench_extract: the timm worker ({self.python}) stopped (its error is above); the timm variants "
+                "need torch and timm there: pip install torch timm, or --timm-python PYTHON"
+            )
+        return json.loads(line)
+
+    def _ask(self, line: str) -> dict:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def run(self) -> float:
+        """Seconds of one pass over every image, timed in the worker."""
+        return float(self._ask("run")["seconds"])
+
+    def features(self, path: Path) -> np.ndarray:
+        """The last pass's pooled features, through ``path``."""
+        self._ask(f"save {path}")
+        return np.load(path)
+
+    def close(self) -> None:
+        """Ask the worker to exit, and wait for it."""
+        if self.process.poll() is None:
+            self.process.communicate("quit\n", timeout=60)
+
+
 @dataclass
 class Variant:
     """One measured way of extracting: its path, runtime, resolved precision (and why), model and timings."""
 
     name: str
-    path: str  # textbook | harness
-    runtime: str  # keras | openvino
+    path: str  # textbook | harness | timm
+    runtime: str  # keras | openvino | pytorch
     precision: str
     reason: str
     model: keras.Model | None = None
     gflops: float = 0.0  # per image
     seconds: list[float] = field(default_factory=list)
     features: np.ndarray | None = None
+    worker: TimmWorker | None = None
 
 
 def make_variant(name: str, spec: BackboneSpec, size: int, source: WeightsSource, seed: int) -> Variant:
-    """The variant ``name`` with its precision resolved and its model built (float32 for OpenVINO to convert)."""
+    """The variant ``name`` with its precision resolved and its model built (float32 for OpenVINO to convert).
+
+    A timm variant's model is built by its worker (``Bench.start_timm``), once the pixels are decoded.
+    """
     path, _, asked = name.partition("-")
-    runtime = "openvino" if path == "openvino" else "keras"
-    choice = resolve_run_precision(asked or "float32", runtime)
+    if path == "timm":
+        if spec.name not in TIMM_MODELS:
+            raise SystemExit(f"bench_extract: no timm model is named for {spec.name}; known: {', '.join(TIMM_MODELS)}")
+        autocast = ", bfloat16 autocast" if asked == "bfloat16" else ""
+        return Variant(name, "timm", "pytorch", asked,
+                       f"timm {TIMM_MODELS[spec.name]}: channels-last, inference mode{autocast}")  # fmt: skip
+    if path == "default":  # what a run does with every setting left alone: runtime auto, precision auto
+        with tempfile.TemporaryDirectory() as fresh:  # measured now, not read from a remembered choice
+            _, chosen = resolve_backbones(resolve_runtime(AUTO), AUTO, [(spec, size)], fresh)
+        where, choice = chosen[(spec.name, size)]
+        runtime = where.runtime
+        choice = PrecisionChoice(choice.requested, choice.precision, f"runtime: {where.reason}; {choice.reason}")
+    else:
+        runtime = "openvino" if path == "openvino" else "keras"
+        choice = resolve_run_precision(asked or "float32", runtime)
     # OpenVINO converts a float32 model; its compile hint sets the compute type.
-    built_in = choice.precision if path != "openvino" else "float32"
+    built_in = choice.precision if runtime == "keras" else "float32"
     model = build_backbone(spec, size, source, seed=seed, precision=built_in)
     return Variant(name, "textbook" if path == "textbook" else "harness", runtime, choice.precision, choice.reason,
                    model, model_flops(model) / 1e9)  # fmt: skip
@@ -159,9 +233,26 @@ class Bench:
     args: argparse.Namespace
     scratch: Path
 
+    def start_timm(self, variant: Variant) -> None:
+        """Start ``variant``'s worker on the harness's decoded pixels (its own copy: ``cold`` stays cold)."""
+        reader, _ = PixelCache(self.scratch / "timm-pixels").build(
+            self.size, self.data, self.paths, workers=self.args.decode_workers, progress=False
+        )
+        pixels = self.scratch / "timm-pixels.npy"
+        if not pixels.is_file():
+            np.save(pixels, reader.read(0, len(self.paths)))
+        reader.close()
+        variant.worker = TimmWorker(self.args.timm_python, TIMM_MODELS[self.spec.name], pixels, variant.precision,
+                                    self.args.batch_size)  # fmt: skip
+        variant.runtime = f"pytorch {variant.worker.ready['torch']}, timm {variant.worker.ready['timm']}"
+        variant.gflops = variant.worker.ready["gflops"]
+
     def run(self, variant: Variant, paths: list[str] | None = None) -> tuple[np.ndarray, float]:
         """``variant``'s features of ``paths`` (default: all) and the seconds they took; scratch features cleared."""
         paths = self.paths if paths is None else paths
+        if variant.worker is not None:  # timm: all the images, timed in its own process
+            seconds = variant.worker.run()
+            return variant.worker.features(self.scratch / f"{variant.name}.npy"), seconds
         started = time.perf_counter()
         if variant.path == "textbook":
             features = textbook_features(variant.model, self.spec.preprocess, self.data, paths, self.size,
@@ -192,7 +283,10 @@ def measure(bench: Bench, variants: list[Variant], rounds: int) -> None:
         PixelCache(bench.scratch / "pixels").build(bench.size, bench.data, bench.paths,
                                                    workers=bench.args.decode_workers, progress=False)  # fmt: skip
     for variant in variants:
-        bench.run(variant, warm)
+        if variant.path == "timm":
+            bench.start_timm(variant)  # builds and warms up in its worker
+        else:
+            bench.run(variant, warm)
     for number in range(rounds):
         order = variants if number % 2 == 0 else variants[::-1]
         for variant in order:
@@ -207,27 +301,34 @@ def _spread(values: list[float], digits: int = 1) -> tuple[str, str]:
 
 
 def summary(variants: list[Variant], images: int, ceilings: dict[str, float], reference: np.ndarray) -> str:
-    """The Markdown table of the measurement: speed, ratio to the textbook, GFLOP/s against the ceiling, cosine."""
+    """The Markdown table of the measurement: speed, ratio to the textbook, GFLOP/s against the ceiling, cosine.
+
+    The cosine is to float32 of the same network: ``reference`` (Keras) for Keras and OpenVINO, ``timm-float32``
+    for timm (another network's random weights), "n/a" where that was not measured.
+    """
     base = next((v for v in variants if v.path == "textbook"), variants[0])
+    timm_reference = next((v.features for v in variants if v.name == "timm-float32"), None)
     rows = []
     for variant in variants:
         speeds = [images / s for s in variant.seconds]
         ratios = [b / s for b, s in zip(base.seconds, variant.seconds, strict=True)]  # same round, same load
         gflops = statistics.median(speeds) * variant.gflops
         ceiling = ceilings[variant.precision]
-        cosine = cosine_rows(variant.features, reference)
+        same_network = timm_reference if variant.path == "timm" else reference
+        cosine = "n/a" if same_network is None else f"{cosine_rows(variant.features, same_network).min():.6f}"
         rows.append([variant.name, variant.precision, variant.runtime, *_spread(speeds), *_spread(ratios, 2),
-                     f"{gflops:.0f}", f"{100 * gflops / ceiling:.0f}% of {ceiling:.0f}",
-                     f"{cosine.min():.6f}"])  # fmt: skip
+                     f"{gflops:.0f}", f"{100 * gflops / ceiling:.0f}% of {ceiling:.0f}", cosine])  # fmt: skip
     headers = ["variant", "precision", "runtime", "img/s median", "img/s min-max", f"x {base.name} median",
-               "x min-max", "GFLOP/s", "of the matmul ceiling", "cosine min vs Keras fp32"]  # fmt: skip
+               "x min-max", "GFLOP/s", "of the matmul ceiling", "cosine min vs fp32 (same network)"]  # fmt: skip
     return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
 
 
-def default_variants() -> list[str]:
-    """Every Keras variant, and the OpenVINO ones where OpenVINO is installed."""
-    present = importlib.util.find_spec("openvino") is not None
-    return [*KERAS_VARIANTS, *(OPENVINO_VARIANTS if present else ())]
+def default_variants(timm_python: str | None = None) -> list[str]:
+    """Every Keras variant, the OpenVINO ones where OpenVINO is installed, the timm ones where timm can run:
+    here (torch and timm importable), or in ``timm_python`` when one is named."""
+    openvino = importlib.util.find_spec("openvino") is not None
+    timm = timm_python is not None or all(importlib.util.find_spec(name) for name in ("torch", "timm"))
+    return [DEFAULT, *KERAS_VARIANTS, *(OPENVINO_VARIANTS if openvino else ()), *(TIMM_VARIANTS if timm else ())]
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -244,7 +345,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--decode-workers", type=int, default=2)
     parser.add_argument("--weights", default="none", help="none (default), imagenet or a folder of weight files")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timm-python", default=None, metavar="PYTHON",
+                        help="interpreter with torch and timm, for the timm variants (default: this one)")  # fmt: skip
     args = parser.parse_args(argv)
+    args.variants = args.variants or default_variants(args.timm_python)
+    args.timm_python = args.timm_python or sys.executable
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, not {args.rounds}")
     return args
@@ -267,14 +372,19 @@ def main(argv: list[str] | None = None) -> None:
           f"weights {args.weights}, pixel cache {args.pixel_cache}, {args.rounds} rounds, Keras {keras.__version__} "
           f"({keras.backend.backend()}), {os.cpu_count()} CPUs")  # fmt: skip
     build = partial(make_variant, spec=spec, size=size, source=source, seed=args.seed)
-    variants = [build(name) for name in args.variants or default_variants()]
+    variants = [build(name) for name in args.variants]
     for variant in variants:
         print(f"{variant.name}: {variant.precision} on {variant.runtime} ({variant.reason})")
     ceilings = {p: matmul_ceiling(p) for p in sorted({v.precision for v in variants} | {"float32"})}
     print("matmul ceiling: " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in ceilings.items()))
     with tempfile.TemporaryDirectory() as scratch:
         bench = Bench(spec, source, size, data, paths, args, Path(scratch))
-        measure(bench, variants, args.rounds)
+        try:
+            measure(bench, variants, args.rounds)
+        finally:
+            for variant in variants:
+                if variant.worker is not None:
+                    variant.worker.close()
         reference = _reference(bench, variants, build)
     print(summary(variants, len(paths), ceilings, reference))
     print(f"peak resident memory: {peak_rss_mib():.0f} MiB")
