@@ -10,6 +10,7 @@ when it is clearly faster. The functions are pure where they can be, so tests fe
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,13 +113,24 @@ def probe_batch() -> np.ndarray:
 
 
 def best_seconds(run: Callable[[], object], repeats: int = 5) -> float:
-    """The shortest of ``repeats`` timed calls of ``run``, after one untimed call (tracing, first allocation)."""
+    """The shortest of ``repeats`` timed calls of ``run``, after one untimed call (tracing, first allocation).
+
+    The shortest, because a disturbance (another process, a page fault) only ever adds time; Python's garbage
+    collector is held off while the clock runs, since a run builds and drops whole Keras models before.
+    """
     run()
     times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+    finally:
+        if collecting:
+            gc.enable()
     return min(times)
 
 
@@ -130,7 +142,7 @@ def keras_probe_seconds(precision: str) -> float:
 
 def backbone_probe_seconds(spec, size: int, precision: str, batch: int = 8) -> float:
     """Seconds of one forward of ``spec``'s own network (random weights: speed does not depend on them) at
-    ``size`` and ``precision``, batch ``batch`` (best of 3): what ``auto`` decides by, per backbone.
+    ``size`` and ``precision``, batch ``batch`` (best of 5): what ``auto`` decides by, per backbone.
 
     Timed at most at the backbone's default size: the probe runs before the run's memory check, and the ratio
     of the two types, which is all it is for, hardly moves with the size.
@@ -141,7 +153,7 @@ def backbone_probe_seconds(spec, size: int, precision: str, batch: int = 8) -> f
     with dtype_policy(precision):
         model = spec.constructor(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
     pixels = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
-    return best_seconds(lambda: keras.ops.convert_to_numpy(model.predict_on_batch(pixels)), repeats=3)
+    return best_seconds(lambda: keras.ops.convert_to_numpy(model.predict_on_batch(pixels)))
 
 
 def hardware_bf16(cpuinfo: str | None = None, gpu: Callable[[], tuple[bool, str] | None] = gpu_bf16):

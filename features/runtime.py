@@ -306,7 +306,7 @@ def _openvino_backbone_seconds(name: str, size: int, precision: str, batch: int 
         forward = openvino_forward(export_openvino(model, Path(temp) / "probe" / "model.xml"),
                                    (batch, size, size, 3), precision)  # fmt: skip
     pixels = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
-    return best_seconds(lambda: forward(pixels), repeats=3)
+    return best_seconds(lambda: forward(pixels))
 
 
 def _remembered(cache_dir: Path, what: dict, measure: Callable, kind: type = PrecisionChoice):

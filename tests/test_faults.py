@@ -35,9 +35,9 @@ def _command(root: Path, out: Path) -> list[str]:
         "--l2", "0", "--no-probe", "--epochs", "6", "--patience", "3", "--no-progress", "--head-workers", "1",
         "--extract-batch-size", "4", "--extract-shard-size", "8", "--results-dir", str(out / "results"),
         "--cache-dir", str(out / "cache"),
-        # Two independent processes are compared: auto's measured choice could differ between them (the rerun
-        # after the kill keeps its own through the cache's precision.json), so the precision is fixed here.
-        "--precision", "float32",
+        # Two independent processes are compared: auto's measured choices could differ between them (the rerun
+        # after the kill keeps its own through the cache's precision.json), so precision and runtime are fixed.
+        "--precision", "float32", "--runtime", "keras",
     ]  # fmt: skip
 
 

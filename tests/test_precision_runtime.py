@@ -87,11 +87,15 @@ def test_run_json_the_report_and_the_cache_hold_the_resolved_precision(small_run
     runtime = run["runtime"]
     assert run["config"]["runtime"] == runtime["requested"] == "auto"
     assert runtime["runtime"] == ("openvino" if openvino_installed() else "keras") and runtime["reason"]
+    # The backbone's own check chose its runtime (OpenVINO only where it paid); its features were computed there.
+    where = runtime["backbones"]["MobileNetV2-32px"]
+    assert where["requested"] == "auto" and where["reason"]
     manifests = [json.loads(p.read_text()) for p in (small_run.cache / "MobileNetV2").glob("*/manifest.json")]
     # Each backbone computes in what auto chose for it (its own check may overrule the run's bfloat16).
     own = choice["backbones"]["MobileNetV2-32px"]
     assert own["requested"] == "auto" and own["reason"]
     assert manifests and {m["precision"] for m in manifests} == {own["precision"]}
+    assert {m["runtime"].split("-")[0] for m in manifests} == {where["runtime"]}
     report = (small_run.results / "leaderboard.md").read_text()
     assert f"Features computed in **{choice['precision']}** (`--precision auto`: {choice['reason']})" in report
     assert f"runtime **{runtime['runtime']}** (`--runtime auto`: {runtime['reason']})" in report
@@ -117,6 +121,32 @@ def test_auto_runtime_is_openvino_on_the_cpu_where_it_is_installed():
 def test_auto_runtime_is_keras_where_openvino_cannot_serve(change: dict, why: str):
     choice = resolve_runtime("auto", **{**ON_THE_CPU, **change})
     assert choice.runtime == "keras" and choice.reason.startswith(why)
+
+
+def test_auto_runtime_keeps_openvino_only_on_the_backbones_where_it_pays(tmp_path, monkeypatch):
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'cxr-bench[openvino]')")
+    import features.runtime as runtime
+
+    keras_ms, openvino_ms = {"ResNet50": 300, "VGG16": 580}, {"ResNet50": 150, "VGG16": 570}  # as measured here
+    timed = []
+    monkeypatch.setattr(runtime, "_backbone_seconds", lambda name, size, precision: keras_ms[name] / 1e3)
+    monkeypatch.setattr(runtime, "_openvino_backbone_seconds",
+                        lambda name, size, precision: timed.append(name) or openvino_ms[name] / 1e3)  # fmt: skip
+    plan = [(get_backbone("ResNet50"), 224), (get_backbone("VGG16"), 224)]
+    auto = runtime.RuntimeChoice("auto", "openvino", "installed")
+    _, chosen = runtime.resolve_backbones(auto, "float32", plan, tmp_path)
+    (resnet, resnet_precision), (vgg, _) = chosen[("ResNet50", 224)], chosen[("VGG16", 224)]
+    assert resnet.runtime == "openvino" and "150 ms in OpenVINO (float32) against 300 ms in Keras" in resnet.reason
+    assert vgg.runtime == "keras" and "(1.02x, not at least 1.1x)" in vgg.reason
+    assert resnet_precision.precision == "float32" and timed == ["ResNet50", "VGG16"]
+    # Remembered: a rerun measures nothing and keeps both choices.
+    _, again = runtime.resolve_backbones(auto, "float32", plan, tmp_path)
+    assert timed == ["ResNet50", "VGG16"] and [c[0].runtime for c in again.values()] == ["openvino", "keras"]
+    assert all("remembered in" in c[0].reason for c in again.values())
+    # An asked-for runtime is every backbone's, unmeasured.
+    asked = runtime.RuntimeChoice("openvino", "openvino", "--runtime openvino was asked for")
+    _, forced = runtime.resolve_backbones(asked, "float32", plan, tmp_path / "other")
+    assert [c[0] for c in forced.values()] == [asked, asked] and len(timed) == 2
 
 
 def test_auto_runtime_falls_back_to_keras_without_openvino_and_says_why(kermany_root, tmp_path, monkeypatch):

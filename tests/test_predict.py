@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_small_benchmark
 from PIL import Image
 
 from benchmark import predict
@@ -38,6 +39,24 @@ def test_predict_gives_the_runs_probabilities_and_a_heatmap_per_image(small_run,
         heatmap = Image.open(row.heatmap)
         assert heatmap.size[0] > 400 and np.asarray(heatmap).std() > 1
     assert (mine["flagged"] == (mine["score"] >= mine["threshold"])).all()
+
+
+def test_predict_gives_an_openvino_runs_own_probabilities(kermany_root: Path, tmp_path: Path, capsys):
+    """A run whose features OpenVINO computed (in bfloat16, where Keras would differ): predict computes them there."""
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'cxr-bench[openvino]')")
+    assert run_small_benchmark(kermany_root, tmp_path, "--runtime", "openvino", "--precision", "bfloat16") == 0
+    results = tmp_path / "results"
+    (tmp_path / "in").mkdir()
+    for path in sorted((kermany_root / "test" / "PNEUMONIA").iterdir())[:2]:
+        (tmp_path / "in" / path.name).write_bytes(path.read_bytes())
+    assert predict.main([str(results), str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    mine = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    theirs = pd.read_csv(results / "predictions.csv")
+    theirs = theirs.set_index(theirs["path"].str.rsplit("/", n=1).str[-1])
+    assert len(mine) == 2
+    for row in mine.itertuples():
+        for label in ("normal", "bacterial", "viral"):
+            assert getattr(row, f"p_{label}") == pytest.approx(theirs.loc[Path(row.path).name, f"p_{label}"], abs=1e-5)
 
 
 def test_predict_serves_the_logistic_regression_probe(probe_run, tmp_path: Path, capsys):
