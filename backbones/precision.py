@@ -140,20 +140,40 @@ def keras_probe_seconds(precision: str) -> float:
     return best_seconds(lambda: keras.ops.convert_to_numpy(model.predict_on_batch(batch)))
 
 
-def backbone_probe_seconds(spec, size: int, precision: str, batch: int = 8) -> float:
-    """Seconds of one forward of ``spec``'s own network (random weights: speed does not depend on them) at
-    ``size`` and ``precision``, batch ``batch`` (best of 5): what ``auto`` decides by, per backbone.
+def alternating_best(runs: dict[str, Callable[[], object]], rounds: int = 3, repeats: int = 2) -> dict[str, float]:
+    """Each run's shortest time over ``rounds`` rounds in alternating order (``best_seconds`` of ``repeats``).
 
-    Timed at most at the backbone's default size: the probe runs before the run's memory check, and the ratio
-    of the two types, which is all it is for, hardly moves with the size.
+    For a choice between two ways: a disturbance of a second or two (seen in a run's driver, where it doubled
+    one side's time) then hits one round of one side, not the whole of it.
     """
-    from backbones.weights import dtype_policy
+    best = dict.fromkeys(runs, float("inf"))
+    for number in range(rounds):
+        for name in list(runs)[:: 1 if number % 2 == 0 else -1]:
+            best[name] = min(best[name], best_seconds(runs[name], repeats=repeats))
+    return best
 
+
+def probe_shape(spec, size: int, batch: int = 8) -> tuple[dict, np.ndarray]:
+    """The constructor arguments of ``spec``'s random-weight network for a probe, and its seeded input pixels.
+
+    At most the backbone's default size: the probe runs before the run's memory check, and a ratio of two
+    ways, which is all it is for, hardly moves with the size. Speed does not depend on the weights.
+    """
     size = min(size, spec.default_size)
-    with dtype_policy(precision):
-        model = spec.constructor(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
-    pixels = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
-    return best_seconds(lambda: keras.ops.convert_to_numpy(model.predict_on_batch(pixels)))
+    arguments = {"weights": None, "include_top": False, "pooling": "avg", "input_shape": (size, size, 3)}
+    return arguments, np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+
+
+def backbone_probe_seconds(spec, size: int, precisions: tuple[str, ...] = ("float32", "bfloat16")) -> dict[str, float]:
+    """Seconds of one forward of ``spec``'s own network in each of ``precisions`` (batch 8, ``alternating_best``):
+    what ``auto`` decides by, per backbone."""
+    arguments, pixels = probe_shape(spec, size)
+    models = {}
+    for precision in precisions:
+        with dtype_policy(precision):
+            models[precision] = spec.constructor(**arguments)
+    return alternating_best({precision: (lambda m=model: keras.ops.convert_to_numpy(m.predict_on_batch(pixels)))
+                             for precision, model in models.items()})  # fmt: skip
 
 
 def hardware_bf16(cpuinfo: str | None = None, gpu: Callable[[], tuple[bool, str] | None] = gpu_bf16):

@@ -22,15 +22,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from backbones import AUTO, BackboneSpec, PrecisionChoice, get_backbone, resolve_precision
+from backbones import AUTO, BackboneSpec, PrecisionChoice, dtype_policy, get_backbone, resolve_precision
 from backbones.precision import (
     MIN_SPEEDUP,
+    alternating_best,
     backbone_probe_seconds,
     best_seconds,
     gpu_capability,
     keras_probe_seconds,
     probe_batch,
     probe_model,
+    probe_shape,
     read_cpuinfo,
 )
 from common.files import atomic_write_json
@@ -257,8 +259,7 @@ def resolve_backbone_runtime(
     keras_in, openvino_in = precisions["keras"].precision, precisions["openvino"].precision
 
     def measure() -> RuntimeChoice:
-        fast = _openvino_backbone_seconds(spec.name, size, openvino_in)
-        base = _backbone_seconds(spec.name, size, keras_in)
+        fast, base = _runtime_seconds(spec.name, size, keras_in, openvino_in)
         timed = (f"{spec.name} at {size} px took {fast * 1e3:.0f} ms in OpenVINO ({openvino_in}) against "
                  f"{base * 1e3:.0f} ms in Keras ({keras_in})")  # fmt: skip
         if base >= MIN_SPEEDUP * fast:
@@ -290,23 +291,31 @@ def resolve_backbones(
     return run_precision[runtime.runtime], chosen
 
 
-@functools.cache
 def _backbone_seconds(name: str, size: int, precision: str) -> float:
-    """``backbone_probe_seconds``, measured once per process and backbone: the hardware stays put."""
-    return backbone_probe_seconds(get_backbone(name), size, precision)
+    """One forward of ``name`` in Keras at ``precision``, timed against the other type: ``_precision_seconds``."""
+    return _precision_seconds(name, size)[precision]
 
 
 @functools.cache
-def _openvino_backbone_seconds(name: str, size: int, precision: str, batch: int = 8) -> float:
-    """``_backbone_seconds`` through OpenVINO: the random-weight network converted, compiled at ``precision``."""
+def _precision_seconds(name: str, size: int) -> dict[str, float]:
+    """``backbone_probe_seconds`` in float32 and bfloat16, measured once per process and backbone."""
+    return backbone_probe_seconds(get_backbone(name), size)
+
+
+@functools.cache
+def _runtime_seconds(name: str, size: int, keras_precision: str, openvino_precision: str) -> tuple[float, float]:
+    """Seconds of one forward of ``name``'s random-weight network in OpenVINO and in Keras, each in its precision
+    (both built first, then ``alternating_best``), measured once per process."""
     spec = get_backbone(name)
-    size = min(size, spec.default_size)
-    model = spec.constructor(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
+    arguments, pixels = probe_shape(spec, size)
+    with dtype_policy(keras_precision):
+        model = spec.constructor(**arguments)
     with tempfile.TemporaryDirectory() as temp:
-        forward = openvino_forward(export_openvino(model, Path(temp) / "probe" / "model.xml"),
-                                   (batch, size, size, 3), precision)  # fmt: skip
-    pixels = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
-    return best_seconds(lambda: forward(pixels))
+        ir_file = export_openvino(spec.constructor(**arguments), Path(temp) / "probe" / "model.xml")
+        forward = openvino_forward(ir_file, pixels.shape, openvino_precision)
+    best = alternating_best({"openvino": lambda: forward(pixels),
+                             "keras": lambda: keras.ops.convert_to_numpy(model.predict_on_batch(pixels))})  # fmt: skip
+    return best["openvino"], best["keras"]
 
 
 def _remembered(cache_dir: Path, what: dict, measure: Callable, kind: type = PrecisionChoice):

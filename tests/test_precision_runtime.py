@@ -129,9 +129,8 @@ def test_auto_runtime_keeps_openvino_only_on_the_backbones_where_it_pays(tmp_pat
 
     keras_ms, openvino_ms = {"ResNet50": 300, "VGG16": 580}, {"ResNet50": 150, "VGG16": 570}  # as measured here
     timed = []
-    monkeypatch.setattr(runtime, "_backbone_seconds", lambda name, size, precision: keras_ms[name] / 1e3)
-    monkeypatch.setattr(runtime, "_openvino_backbone_seconds",
-                        lambda name, size, precision: timed.append(name) or openvino_ms[name] / 1e3)  # fmt: skip
+    monkeypatch.setattr(runtime, "_runtime_seconds", lambda name, size, keras_in, openvino_in: timed.append(name) or (
+        openvino_ms[name] / 1e3, keras_ms[name] / 1e3))  # fmt: skip
     plan = [(get_backbone("ResNet50"), 224), (get_backbone("VGG16"), 224)]
     auto = runtime.RuntimeChoice("auto", "openvino", "installed")
     _, chosen = runtime.resolve_backbones(auto, "float32", plan, tmp_path)
