@@ -10,6 +10,7 @@ when it is clearly faster. The functions are pure where they can be, so tests fe
 
 from __future__ import annotations
 
+import functools
 import gc
 import time
 from collections.abc import Callable
@@ -134,10 +135,19 @@ def best_seconds(run: Callable[[], object], repeats: int = 5) -> float:
     return min(times)
 
 
+@functools.cache
+def keras_probe_pair() -> dict[str, float]:
+    """Seconds of one forward of the probe stack in Keras, in float32 and in bfloat16 (``alternating_best``),
+    measured once per process: the hardware stays put."""
+    batch = probe_batch()
+    models = {precision: probe_model(precision) for precision in ("float32", "bfloat16")}
+    return alternating_best({precision: (lambda m=model: keras.ops.convert_to_numpy(m.predict_on_batch(batch)))
+                             for precision, model in models.items()})  # fmt: skip
+
+
 def keras_probe_seconds(precision: str) -> float:
-    """Seconds of one forward of the probe stack in Keras at ``precision`` (best of 5)."""
-    model, batch = probe_model(precision), probe_batch()
-    return best_seconds(lambda: keras.ops.convert_to_numpy(model.predict_on_batch(batch)))
+    """One forward of the probe stack in Keras at ``precision``, timed against the other type."""
+    return keras_probe_pair()[precision]
 
 
 def alternating_best(runs: dict[str, Callable[[], object]], rounds: int = 3, repeats: int = 2) -> dict[str, float]:

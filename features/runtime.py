@@ -27,9 +27,8 @@ from backbones.precision import (
     MIN_SPEEDUP,
     alternating_best,
     backbone_probe_seconds,
-    best_seconds,
     gpu_capability,
-    keras_probe_seconds,
+    keras_probe_pair,
     probe_batch,
     probe_model,
     probe_shape,
@@ -195,19 +194,20 @@ def build_forward(
     return openvino_forward(ir_file, batch_shape, precision)
 
 
-def openvino_probe_seconds(precision: str) -> float:
-    """Seconds of one forward of the probe stack through OpenVINO at ``precision`` (best of 5)."""
+@functools.cache
+def openvino_probe_pair() -> dict[str, float]:
+    """Seconds of one forward of the probe stack through OpenVINO in float32 and in bfloat16 (one IR compiled
+    with either hint, ``alternating_best``), measured once per process."""
+    batch = probe_batch()
     with tempfile.TemporaryDirectory() as temp:
         ir_file = export_openvino(probe_model("float32"), Path(temp) / "probe" / "model.xml")
-        forward = openvino_forward(ir_file, probe_batch().shape, precision)
-    batch = probe_batch()
-    return best_seconds(lambda: forward(batch))
+        forwards = {precision: openvino_forward(ir_file, batch.shape, precision) for precision in OPENVINO_HINTS}
+    return alternating_best({precision: (lambda f=forward: f(batch)) for precision, forward in forwards.items()})
 
 
-@functools.cache
 def probe_seconds(runtime: str, precision: str) -> float:
-    """The probe's forward time in ``runtime`` and ``precision``, measured once per process: the hardware stays put."""
-    return (keras_probe_seconds if runtime == "keras" else openvino_probe_seconds)(precision)
+    """The probe's forward time in ``runtime`` and ``precision``, timed against the other type."""
+    return (keras_probe_pair() if runtime == "keras" else openvino_probe_pair())[precision]
 
 
 def resolve_run_precision(requested: str, runtime: str, cache_dir: str | Path | None = None) -> PrecisionChoice:

@@ -65,8 +65,13 @@ def real_data() -> Path:
 ONE_HEAD = ("--lr", "1e-3", "--dropout", "0.2", "--l2", "0", "--no-probe")
 # The same head and two logistic-regression probe penalties: each backbone reports its head and its probe.
 HEAD_AND_PROBE = ("--lr", "1e-3", "--dropout", "0.2", "--l2", "0", "--probe-l2", "0.1", "1")
-# The small run: MobileNetV2 at 32 px, 3 epochs, heads trained in this process.
-SMALL = ("--backbones", "MobileNetV2", "--image-size", "32", "--epochs", "3", "--patience", "2", "--head-workers", "1")
+# The small run: MobileNetV2 at 32 px, 3 epochs, heads trained in this process. The default runtime (auto) is
+# what the session's shared runs use (small_run, probe_run: read by the predict, serve, verify and report tests)
+# and tests/test_precision_runtime.py; the other pipeline tests pin Keras, since OpenVINO's conversion into each
+# fresh cache folder costs seconds a run, and what they test does not depend on the runtime.
+DEFAULT_SMALL = ("--backbones", "MobileNetV2", "--image-size", "32", "--epochs", "3", "--patience", "2",
+                 "--head-workers", "1")  # fmt: skip
+SMALL = (*DEFAULT_SMALL, "--runtime", "keras")
 # Only what every run needs (the data, random weights, no progress bars, the two folders): for tests that pass
 # every other option themselves, or that must fail before any work.
 PLAIN = {"preset": (), "grid": ()}
@@ -115,6 +120,10 @@ class SmallRun:
     def cache(self) -> Path:
         return self.base / "cache"
 
+    def rerun(self, out: Path, *extra: str) -> int:
+        """The same command again on the same data (``DEFAULT_SMALL``, one head), its outputs in ``out``."""
+        return run_small_benchmark(self.root, out, *extra, preset=DEFAULT_SMALL)
+
     def copy_to(self, out: Path) -> Path:
         """The run's results and feature cache copied to ``out/results`` and ``out/cache``; ``out``."""
         shutil.copytree(self.results, out / "results")
@@ -128,7 +137,7 @@ def _finished_run(base: Path, *extra: str, grid: tuple[str, ...] = ONE_HEAD) -> 
     root = make_kermany(base / "data", {"train": 12, "val": 2, "test": 6})
     previous = os.umask(0o022)
     try:
-        code = run_small_benchmark(root, base, *extra, grid=grid)
+        code = run_small_benchmark(root, base, *extra, grid=grid, preset=DEFAULT_SMALL)
     finally:
         os.umask(previous)
     assert code == 0

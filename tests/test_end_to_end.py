@@ -75,7 +75,7 @@ def test_second_run_reuses_every_feature(small_run, tmp_path: Path, capsys):
     small_run.copy_to(tmp_path)  # the first run
     first = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     capsys.readouterr()
-    assert run_small_benchmark(small_run.root, tmp_path) == 0
+    assert small_run.rerun(tmp_path) == 0
     assert "features from cache, 0 forward passes" in capsys.readouterr().out
     run_info = pd.read_json(tmp_path / "results" / "run.json", typ="series")
     assert run_info["forward_passes"] == 0

@@ -82,7 +82,7 @@ def test_a_truncated_checkpoint_is_detected_and_the_point_retrained(small_run, t
     first = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     (checkpoint,) = (tmp_path / "results" / "heads").glob("*/best.keras")
     checkpoint.write_bytes(checkpoint.read_bytes()[:-200])  # point.json stays intact
-    assert run_small_benchmark(small_run.root, tmp_path) == 0
+    assert small_run.rerun(tmp_path) == 0
     assert json.loads((tmp_path / "results" / "run.json").read_text())["heads_trained_this_run"] == 1
     second = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     pd.testing.assert_frame_equal(first[["task", "auc", "sensitivity"]], second[["task", "auc", "sensitivity"]])
@@ -113,7 +113,7 @@ def _start_busy_sweep(root: Path, out: Path) -> subprocess.Popen:
         sys.executable, str(REPO / "run_benchmark.py"), "--data", str(root), "--weights", "none",
         "--backbones", "MobileNetV2", "--image-size", "32", "--seeds", "6", "--epochs", "400", "--patience", "400",
         "--head-workers", "2", "--no-progress", "--no-probe", "--results-dir", str(out / "results"),
-        "--cache-dir", str(out / "cache"),
+        "--cache-dir", str(out / "cache"), "--runtime", "keras",  # as the other pipeline tests (conftest's SMALL)
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)  # fmt: skip
@@ -183,7 +183,7 @@ def test_a_full_disk_while_writing_the_reports_ends_with_one_line(small_run, tmp
 
     monkeypatch.setattr(report, "atomic_write_text", full_at_the_leaderboard)
     shutil.copytree(small_run.cache, tmp_path / "cache")  # the features are ready: the head trains, the reports fail
-    assert run_small_benchmark(small_run.root, tmp_path) == 1
+    assert small_run.rerun(tmp_path) == 1
     assert "error: the disk is full" in capsys.readouterr().err
     assert list((tmp_path / "results" / "heads").glob("*/point.json"))  # finished grid points are kept
 

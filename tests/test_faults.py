@@ -124,7 +124,7 @@ def test_damaged_feature_cache_and_grid_point_are_rebuilt(small_run, tmp_path: P
     features.write_bytes(features.read_bytes()[:-100])  # truncated
     (point,) = (tmp_path / "results" / "heads").glob("*/point.json")
     point.write_text('{"status": "do')  # a torn write
-    assert run_small_benchmark(small_run.root, tmp_path) == 0
+    assert small_run.rerun(tmp_path) == 0
     run_info = json.loads((tmp_path / "results" / "run.json").read_text())
     assert run_info["forward_passes"] > 0 and run_info["heads_trained_this_run"] == 1
     second = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
@@ -135,7 +135,7 @@ def test_damaged_feature_cache_and_grid_point_are_rebuilt(small_run, tmp_path: P
 def test_a_cache_from_another_keras_version_is_not_reused(small_run, tmp_path: Path, monkeypatch):
     small_run.copy_to(tmp_path)
     monkeypatch.setattr(keras, "__version__", "3.0.0")
-    assert run_small_benchmark(small_run.root, tmp_path) == 0
+    assert small_run.rerun(tmp_path) == 0
     assert json.loads((tmp_path / "results" / "run.json").read_text())["forward_passes"] > 0
     assert len(list((tmp_path / "cache").glob("MobileNetV2/*/features.npy"))) == 2
 

@@ -150,7 +150,7 @@ def test_auto_runtime_keeps_openvino_only_on_the_backbones_where_it_pays(tmp_pat
 
 def test_auto_runtime_falls_back_to_keras_without_openvino_and_says_why(kermany_root, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
-    assert run_small_benchmark(kermany_root, tmp_path) == 0
+    assert run_small_benchmark(kermany_root, tmp_path, "--runtime", "auto") == 0
     run = json.loads((tmp_path / "results" / "run.json").read_text())
     assert run["runtime"]["runtime"] == "keras" and "is not installed" in run["runtime"]["reason"]
     assert not (tmp_path / "cache" / "openvino").exists()
