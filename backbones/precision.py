@@ -135,14 +135,22 @@ def best_seconds(run: Callable[[], object], repeats: int = 5) -> float:
     return min(times)
 
 
+def keras_call(model: keras.Model, batch: np.ndarray) -> Callable[[], object]:
+    """One forward of ``model`` on ``batch``, waited for (back to NumPy): what a probe times."""
+    return lambda: keras.ops.convert_to_numpy(model.predict_on_batch(batch))
+
+
+def precision_seconds(build: Callable[[str], keras.Model], batch: np.ndarray) -> dict[str, float]:
+    """Seconds of one forward of ``build(precision)`` on ``batch`` in float32 and in bfloat16: both models built
+    first, then ``alternating_best``."""
+    models = {precision: build(precision) for precision in ("float32", "bfloat16")}
+    return alternating_best({precision: keras_call(model, batch) for precision, model in models.items()})
+
+
 @functools.cache
 def keras_probe_pair() -> dict[str, float]:
-    """Seconds of one forward of the probe stack in Keras, in float32 and in bfloat16 (``alternating_best``),
-    measured once per process: the hardware stays put."""
-    batch = probe_batch()
-    models = {precision: probe_model(precision) for precision in ("float32", "bfloat16")}
-    return alternating_best({precision: (lambda m=model: keras.ops.convert_to_numpy(m.predict_on_batch(batch)))
-                             for precision, model in models.items()})  # fmt: skip
+    """``precision_seconds`` of the probe stack, measured once per process: the hardware stays put."""
+    return precision_seconds(probe_model, probe_batch())
 
 
 def keras_probe_seconds(precision: str) -> float:
@@ -174,16 +182,15 @@ def probe_shape(spec, size: int, batch: int = 8) -> tuple[dict, np.ndarray]:
     return arguments, np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
 
 
-def backbone_probe_seconds(spec, size: int, precisions: tuple[str, ...] = ("float32", "bfloat16")) -> dict[str, float]:
-    """Seconds of one forward of ``spec``'s own network in each of ``precisions`` (batch 8, ``alternating_best``):
-    what ``auto`` decides by, per backbone."""
+def backbone_probe_seconds(spec, size: int) -> dict[str, float]:
+    """``precision_seconds`` of ``spec``'s own network (batch 8): what ``auto`` decides by, per backbone."""
     arguments, pixels = probe_shape(spec, size)
-    models = {}
-    for precision in precisions:
+
+    def build(precision: str) -> keras.Model:
         with dtype_policy(precision):
-            models[precision] = spec.constructor(**arguments)
-    return alternating_best({precision: (lambda m=model: keras.ops.convert_to_numpy(m.predict_on_batch(pixels)))
-                             for precision, model in models.items()})  # fmt: skip
+            return spec.constructor(**arguments)
+
+    return precision_seconds(build, pixels)
 
 
 def hardware_bf16(cpuinfo: str | None = None, gpu: Callable[[], tuple[bool, str] | None] = gpu_bf16):

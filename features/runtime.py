@@ -28,6 +28,7 @@ from backbones.precision import (
     alternating_best,
     backbone_probe_seconds,
     gpu_capability,
+    keras_call,
     keras_probe_pair,
     probe_batch,
     probe_model,
@@ -313,8 +314,7 @@ def _runtime_seconds(name: str, size: int, keras_precision: str, openvino_precis
     with tempfile.TemporaryDirectory() as temp:
         ir_file = export_openvino(spec.constructor(**arguments), Path(temp) / "probe" / "model.xml")
         forward = openvino_forward(ir_file, pixels.shape, openvino_precision)
-    best = alternating_best({"openvino": lambda: forward(pixels),
-                             "keras": lambda: keras.ops.convert_to_numpy(model.predict_on_batch(pixels))})  # fmt: skip
+    best = alternating_best({"openvino": lambda: forward(pixels), "keras": keras_call(model, pixels)})
     return best["openvino"], best["keras"]
 
 

@@ -49,13 +49,16 @@ class ExtractSettings:
 
     def precision_for(self, backbone: str, size: int) -> str:
         """The compute type of ``backbone`` at ``size``: its own where ``auto`` chose one, else the run's."""
-        own = {(name, at): precision for name, at, precision in self.backbone_precisions}
-        return own.get((backbone, size), self.precision)
+        return _own(self.backbone_precisions, backbone, size, self.precision)
 
     def runtime_for(self, backbone: str, size: int) -> str:
         """The runtime of ``backbone`` at ``size``: its own where ``auto`` chose one, else the run's."""
-        own = {(name, at): runtime for name, at, runtime in self.backbone_runtimes}
-        return own.get((backbone, size), self.runtime)
+        return _own(self.backbone_runtimes, backbone, size, self.runtime)
+
+
+def _own(choices: tuple[tuple[str, int, str], ...], backbone: str, size: int, run: str) -> str:
+    """The value ``choices`` holds for ``(backbone, size)``, else the run's."""
+    return next((value for name, at, value in choices if (name, at) == (backbone, size)), run)
 
 
 @dataclass(frozen=True)
