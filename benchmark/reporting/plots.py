@@ -553,3 +553,51 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: Path
         plt.close(fig)
         raise
     return _save(fig, path)
+
+
+def plot_auc_differences(
+    names: Sequence[str], delta: np.ndarray, p_holm: np.ndarray, path: Path, *, title: str, alpha: float = 0.05
+) -> Path:
+    """A matrix of paired test AUC differences (row − column), coloured where Holm-corrected DeLong p < ``alpha``.
+
+    Cells the test set cannot tell apart are grey, whatever their size: the colour is the verdict, the number
+    the estimate. ``delta`` and ``p_holm`` are ``(n, n)``; the diagonal is left blank.
+    """
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.8 * n, 1.6 + 0.65 * n), dpi=DPI, layout="constrained")
+    limit = max(float(np.nanmax(np.abs(delta))) if n > 1 else 0.0, 1e-3)
+    shown = np.where(p_holm < alpha, delta, np.nan)
+    image = ax.imshow(shown, cmap="RdBu", vmin=-limit, vmax=limit)
+    ax.imshow(np.where(np.isnan(shown), 0.5, np.nan), cmap="Greys", vmin=0, vmax=2.5)
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                star = "*" if p_holm[i, j] < alpha else ""
+                ax.text(j, i, f"{delta[i, j]:+.3f}{star}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=f"Δ test AUC (row − column), coloured where p_Holm < {alpha:g}")
+    return _save(fig, path)
+
+
+def plot_critical_difference(
+    mean_ranks: Mapping[str, float], pvalues: pd.DataFrame, path: Path, *, title: str, cd: float | None = None,
+    alpha: float = 0.05,
+) -> Path:
+    """A critical-difference diagram: models on an axis of mean rank (1 = best), joined by a bar where the
+    post-hoc ``pvalues`` (a model x model matrix) cannot tell them apart at ``alpha``; ``cd`` drawn above."""
+    # Imported here: it loads scipy.stats and seaborn, which no other figure needs.
+    import scikit_posthocs
+
+    ranks = pd.Series(mean_ranks, dtype=float)
+    fig, ax = plt.subplots(figsize=(7.5, 1.6 + 0.3 * len(ranks)), dpi=DPI, layout="constrained")
+    try:
+        colours = dict(zip(ranks.index, _palette(len(ranks)), strict=True))
+        scikit_posthocs.critical_difference_diagram(ranks, pvalues, ax=ax, cd=cd, alpha=alpha,
+                                                    color_palette=colours)  # fmt: skip
+        ax.set_title(title, fontsize=9, pad=24)  # room for the CD bar drawn above the axis
+    except BaseException:
+        plt.close(fig)
+        raise
+    return _save(fig, path)

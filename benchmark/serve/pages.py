@@ -52,6 +52,8 @@ button:disabled { background: #8a97ad; }
 table.probabilities td.p { text-align: right; font-variant-numeric: tabular-nums; }
 table.probabilities tr.top { font-weight: 700; }
 .bar { background: var(--accent); height: 10px; min-width: 1px; } .bars { width: 180px; }
+.mark { font-size: 11px; padding: 0 4px; border-radius: 3px; background: #e3ecfb; color: var(--accent); }
+.mark.worse { background: #f1f3f7; color: var(--muted); }
 .decision.flagged { color: var(--bad); font-weight: 700; }
 """
 
@@ -117,6 +119,8 @@ probability. Sens: sensitivity, spec: specificity, acc: accuracy, prec: precisio
 {% for row in task_rows(view, task) %}
 <tr data-head-id="{{ row.head_id }}">
 <td data-value="{{ row.backbone }}"><strong>{{ row.backbone }}</strong>
+{%- set mark = verdict_mark(view, task, row.backbone) %}{% if mark %}
+<span class="mark {{ mark.split()[0] }}" title="DeLong, Holm-corrected, on the test images">{{ mark }}</span>{% endif %}
 <span class="settings">{{ settings_text(row) }}</span></td>
 {% for metric in METRICS %}{% set ci = interval(row, metric) %}
 <td class="num" data-column="{{ metric }}" data-value="{{ sort_value(row.get(metric)) }}"><span class="v">{{
@@ -135,6 +139,10 @@ probability. Sens: sensitivity, spec: specificity, acc: accuracy, prec: precisio
 {% endfor %}
 </section>
 
+{% for key, title in EXTRA_SECTIONS.items() if key in view.sections %}
+<section id="{{ key }}"><h2>{{ title }}</h2>{{ view.sections[key] }}</section>
+{% endfor %}
+
 <section id="plots">
 <h2>Plots</h2>
 <div class="plots">
@@ -148,9 +156,9 @@ probability. Sens: sensitivity, spec: specificity, acc: accuracy, prec: precisio
 </div>
 </section>
 
-<section id="selection"><h2>Selection rule</h2>{{ view.sections['Selection rule'] }}</section>
+<section id="selection"><h2>Selection rule</h2>{{ view.sections['selection'] }}</section>
 
-<section id="data"><h2>Data and splits</h2>{{ view.sections['Data and splits'] }}
+<section id="data"><h2>Data and splits</h2>{{ view.sections['data'] }}
 <h3 id="skipped">Files left out: {{ view.skipped|length }}</h3>
 {{ listing(view.skipped, 'skipped.csv') }}
 <h3 id="leakage">Leakage warnings: {{ view.leakage|length }} file(s) whose bytes appear in two splits or under two

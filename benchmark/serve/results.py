@@ -3,8 +3,9 @@
 ``load_run`` checks that every file the page needs is there (``MissingFilesError``
 names the missing ones), then reads the leaderboard, the data report, the
 provenance and the list of plots into a ``RunView`` that the templates render.
-The banners, the data counts and the selection rule are taken from
-``leaderboard.md`` itself, so the page says exactly what the Markdown says.
+The banners, the data counts, the selection rule, the verdict and the
+cross-validation are rendered from ``report.json``, the same report data
+``leaderboard.md`` was rendered from: the page never parses Markdown.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from benchmark.config import RunConfig
+from benchmark.reporting.document import Block, Report
 from benchmark.reporting.report import METRIC_COLUMNS, plot_files
 from benchmark.settings import HeadSettings
 from benchmark.training.finetune import RESULT_FILE, WEIGHTS_FILE
 
 # Every file a run writes at its top level; the page needs them all, and serves them (and nothing else) raw.
-RUN_FILES = ("run.json", "leaderboard.csv", "leaderboard.md", "grid.csv", "predictions.csv", "skipped.csv",
-             "leakage.csv")  # fmt: skip
+RUN_FILES = ("run.json", "report.json", "leaderboard.csv", "leaderboard.md", "grid.csv", "predictions.csv",
+             "skipped.csv", "leakage.csv")  # fmt: skip
+# The report's sections the page shows as they are (each with its sub-sections), by key.
+PAGE_SECTIONS = ("verdict", "ensemble", "references", "crossval", "selection", "data")
 FINETUNED = "-ft"
 # Long lists (a messy data folder can skip thousands of files) are cut on the page; the CSV has them all.
 MAX_LISTED = 500
@@ -66,6 +70,7 @@ class RunView:
 
     results_dir: Path
     run: dict
+    report: Report
     board: pd.DataFrame
     banners: list[Markup]
     sections: dict[str, Markup]
@@ -113,11 +118,15 @@ def missing_files(results_dir: Path) -> list[str]:
     return missing
 
 
-def expected_plots(results_dir: Path, board: pd.DataFrame) -> list[Plot]:
-    """The PNGs ``write_reports`` draws for this leaderboard, each marked present or not."""
+def expected_plots(results_dir: Path, board: pd.DataFrame, report: Report | None = None) -> list[Plot]:
+    """The PNGs ``write_reports`` draws for this leaderboard, and every other figure of the ``report`` (the
+    verdict's matrices, the cross-validation's diagrams), each marked present or not."""
     # A multi-label run's leaderboard has a macro_auc column, and its report no confusion matrices.
     files = plot_files(list(dict.fromkeys(board["task"])), list(dict.fromkeys(board["backbone"])),
                        confusion="macro_auc" not in board)  # fmt: skip
+    for one in report.sections if report else ():
+        files |= {block.text: block.path for block in one.blocks
+                  if block.kind == "figure" and block.path.startswith("plots/") and block.path not in files.values()}
     return [Plot(title, Path(relative).name, (results_dir / relative).is_file()) for title, relative in files.items()]
 
 
@@ -131,33 +140,18 @@ def load_run(results_dir: str | Path) -> RunView:
     board = pd.read_csv(results_dir / "leaderboard.csv")
     if "eval_set" in board:  # the page shows the internal test; an external test set's rows are in leaderboard.md
         board = board[board["eval_set"] == "internal"].reset_index(drop=True)
-    markdown = (results_dir / "leaderboard.md").read_text(encoding="utf-8").splitlines()
+    report = Report.from_json(json.loads((results_dir / "report.json").read_text(encoding="utf-8")))
     return RunView(
         results_dir=results_dir,
         run=json.loads((results_dir / "run.json").read_text(encoding="utf-8")),
+        report=report,
         board=board,
-        banners=[inline_markdown(line[2:]) for line in _preamble(markdown) if line.startswith("> ")],
-        sections={title: markdown_html(_section(markdown, title)) for title in ("Data and splits", "Selection rule")},
+        banners=[inline_markdown(banner) for banner in report.banners],
+        sections={key: section_html(report, key) for key in PAGE_SECTIONS if report.section(key)},
         skipped=pd.read_csv(results_dir / "skipped.csv", keep_default_na=False),
         leakage=pd.read_csv(results_dir / "leakage.csv", keep_default_na=False),
-        plots=expected_plots(results_dir, board),
+        plots=expected_plots(results_dir, board, report),
     )
-
-
-def _preamble(lines: list[str]) -> list[str]:
-    """The Markdown's lines before its first section: the title and the warning banners."""
-    end = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
-    return lines[:end]
-
-
-def _section(lines: list[str], title: str) -> list[str]:
-    """The body of the Markdown section ``## title`` (empty if there is none)."""
-    try:
-        start = lines.index(f"## {title}") + 1
-    except ValueError:
-        return []
-    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
-    return lines[start:end]
 
 
 def inline_markdown(text: str) -> Markup:
@@ -167,31 +161,30 @@ def inline_markdown(text: str) -> Markup:
     return Markup(re.sub(r"`(.+?)`", r"<code>\1</code>", html))
 
 
-def markdown_html(lines: list[str]) -> Markup:
-    """The few Markdown blocks the report's sections use (paragraphs, bullet lists, pipe tables) as HTML."""
-    out, index = [], 0
-    while index < len(lines):
-        line = lines[index]
-        block = [line]
-        while index + len(block) < len(lines) and lines[index + len(block)][:1] == line[:1] and line[:1] in "|-":
-            block.append(lines[index + len(block)])
-        index += len(block)
-        if line.startswith("|"):
-            out.append(_table_html(block))
-        elif line.startswith("- "):
-            out.append("<ul>" + "".join(f"<li>{inline_markdown(item[2:])}</li>" for item in block) + "</ul>")
-        elif line.strip():
-            out.append(f"<p>{inline_markdown(line)}</p>")
+def section_html(report: Report, key: str) -> Markup:
+    """The report's section ``key`` and its sub-sections as HTML (the section's own title left to the page)."""
+    out = []
+    for index, one in enumerate(report.section(key)):
+        if index:
+            out.append(f"<h{one.level}>{inline_markdown(one.title)}</h{one.level}>")
+        out += [block_html(block) for block in one.blocks]
     return Markup("\n".join(out))
 
 
-def _table_html(rows: list[str]) -> str:
-    """A Markdown pipe table (header, ``|:---|`` rule, body) as an HTML table."""
-    cells = [[cell.strip() for cell in row.strip().strip("|").split("|")] for row in rows]
-    head = "".join(f"<th>{inline_markdown(cell)}</th>" for cell in cells[0])
+def block_html(block: Block) -> str:
+    """One block of the report as HTML; its text escaped, with the report's two inline marks."""
+    if block.kind == "paragraph":
+        return f"<p>{inline_markdown(block.text)}</p>"
+    if block.kind == "bullets":
+        return "<ul>" + "".join(f"<li>{inline_markdown(item)}</li>" for item in block.items) + "</ul>"
+    if block.kind == "figure":
+        name = Path(block.path).name
+        return (f'<figure data-plot="{escape(name)}"><img src="plots/{escape(name)}" alt="{escape(block.text)}" '
+                f'loading="lazy"><figcaption>{escape(block.text)}</figcaption></figure>')  # fmt: skip
+    head = "".join(f"<th>{inline_markdown(cell)}</th>" for cell in block.headers)
     body = "".join("<tr>" + "".join(f"<td>{inline_markdown(cell)}</td>" for cell in row) + "</tr>"
-                   for row in cells[2:])  # fmt: skip
-    return f'<table class="plain"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+                   for row in block.rows)  # fmt: skip
+    return f'<div class="scroll"><table class="plain"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def number(value) -> str:
@@ -231,9 +224,25 @@ def interval(row: pd.Series, metric: str) -> str:
     return f"{low:.2f}–{high:.2f}"
 
 
+# The verdict's sections, shown under the leaderboard with these titles.
+EXTRA_SECTIONS = {"verdict": "Which heads the test set tells apart", "ensemble": "The ensemble of tied heads",
+                  "crossval": "Cross-validation", "references": "Published results on the same test set"}
+
+
+def verdict_mark(view: RunView, task: str, backbone: str) -> str:
+    """``best``, ``tied with best`` or ``worse`` on ``task`` by the run's paired tests; "" for runs without them."""
+    verdict = view.report.data.get("verdict", {}).get(task)
+    if not verdict or backbone not in verdict["heads"]:
+        return ""
+    if backbone == verdict["best"]:
+        return "best"
+    return "tied with best" if backbone in verdict["tied"] else "worse"
+
+
 def template_helpers() -> dict:
     """The functions and constants the templates call."""
     return {"number": number, "sort_value": sort_value, "settings_text": settings_text, "task_rows": task_rows,
-            "interval": interval, "METRICS": METRIC_COLUMNS, "VAL_METRICS": VAL_METRICS,
+            "interval": interval, "verdict_mark": verdict_mark, "EXTRA_SECTIONS": EXTRA_SECTIONS,
+            "METRICS": METRIC_COLUMNS, "VAL_METRICS": VAL_METRICS,
             "OPERATING": OPERATING_COLUMNS, "SHORT": SHORT, "MAX_LISTED": MAX_LISTED,
             "display": RunConfig.display}  # fmt: skip
