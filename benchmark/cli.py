@@ -62,7 +62,7 @@ def build_parser(prog: str = "run_benchmark.py") -> argparse.ArgumentParser:
                         "name, for example lr = [1e-4, 1e-3]); the command line overrides it")  # fmt: skip
     options = _Options(parser)
     for add_group in (_data_options, _labels_options, _external_options, _feature_options, _grid_options,
-                      _training_options, _finetune_options, _executor_options,
+                      _training_options, _crossval_options, _finetune_options, _executor_options,
                       _output_options):  # fmt: skip
         add_group(options)
     return parser
@@ -186,6 +186,14 @@ def _training_options(options: _Options) -> None:
     add("--step-decay-epochs", "epochs between learning-rate drops of the step schedule", type=int, metavar="N")
     add("--step-decay-factor", "factor of each drop of the step schedule", type=float, metavar="F")
     add("--seed", "seeds splits, random init and the first head seed", type=int, metavar="N")  # fmt: skip
+
+
+def _crossval_options(options: _Options) -> None:
+    add = options.group("cross-validation of the heads: how much a ranking of backbones holds across patients")
+    add("--cv", "K: after the sweep, K patient-grouped, class-stratified folds of train + validation; in each the "
+        "whole head grid is trained, selected on an inner validation carve and scored on the held-out fold "
+        "(cv_folds.csv, cv_summary.csv); 0: none", type=int, metavar="K")
+    add("--cv-repeats", "draw the K folds R times, each with another seed (needs --cv)", type=int, metavar="R")
 
 
 def _finetune_options(options: _Options) -> None:

@@ -25,6 +25,7 @@ from benchmark.evaluation.metrics import METRICS
 from benchmark.settings import (
     HEAD_GRID_FIELDS,
     LR_SCHEDULES,
+    CrossValSettings,
     FinetuneRun,
     FinetuneSettings,
     HeadSettings,
@@ -92,6 +93,8 @@ class RunConfig:
     probe: bool = True
     probe_l2: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
     select_by: str = _SWEEP.select_by
+    cv: int = 0  # folds of the cross-validation of the heads; 0: none
+    cv_repeats: int = 1
     epochs: int = _HEAD.epochs
     batch_size: int = _HEAD.batch_size
     patience: int = _HEAD.patience
@@ -183,6 +186,10 @@ class RunConfig:
             (self.lr_schedule and set(self.lr_schedule) <= set(LR_SCHEDULES),
              f"--lr-schedule must be among {', '.join(LR_SCHEDULES)}, not {self.lr_schedule}"),
             (self.seeds >= 1, f"--seeds must be at least 1, not {self.seeds}"),
+            (self.cv == 0 or self.cv >= 2, f"--cv must be 0 (off) or at least 2 folds, not {self.cv}"),
+            (self.cv_repeats >= 1, f"--cv-repeats must be at least 1, not {self.cv_repeats}"),
+            (self.cv_repeats == 1 or self.cv,
+             f"--cv-repeats {self.cv_repeats} needs --cv K (the folds it repeats; without --cv none are drawn)"),
             (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
             (self.extract_batch_size >= 1, f"--extract-batch-size must be at least 1, not {self.extract_batch_size}"),
@@ -360,6 +367,9 @@ class RunConfig:
                 model=self.finetune_settings(), weights=weights, results_dir=results_dir,
                 cache_dir=cache_dir, progress=self.progress,
             ) if self.finetune else None,
+            crossval=CrossValSettings(
+                folds=self.cv, repeats=self.cv_repeats, seed=self.seed, val_fraction=self.val_fraction,
+            ) if self.cv else None,
             report=ReportSettings(
                 sort_metric=self.sort_metric, select_by=self.select_by, target_sensitivity=self.target_sensitivity,
                 bootstrap=self.bootstrap, seed=self.seed, random_init=self.weights == "none",
@@ -409,6 +419,7 @@ class StageSettings:
     sweep: SweepSettings
     finetune: FinetuneRun | None  # None: no fine-tuning stage
     report: ReportSettings
+    crossval: CrossValSettings | None = None  # None: no cross-validation of the heads
 
 
 _TYPE_CHECKS = {

@@ -22,7 +22,9 @@ from benchmark.config import RunConfig, StageSettings  # noqa: E402
 from benchmark.evaluation.metrics import binary_tasks  # noqa: E402
 from benchmark.records import SweepResult  # noqa: E402
 from benchmark.reporting import provenance  # noqa: E402
+from benchmark.reporting.crossval_report import write_crossval  # noqa: E402
 from benchmark.reporting.report import write_data_report, write_external_skipped, write_reports  # noqa: E402
+from benchmark.training.crossval import check_folds, run_crossval  # noqa: E402
 from benchmark.training.finetune import finetune_winners  # noqa: E402
 from benchmark.training.sweep import predict_external, run_sweep  # noqa: E402
 from common.executors import Executor, ExecutorError, open_executor  # noqa: E402
@@ -170,6 +172,8 @@ def _run_locked(
                            runtime=computed_in["runtime"]["runtime"], backbone_runtimes=runtimes)  # fmt: skip
     try:
         dataset = prepare_data(stages.data, dataset, Path(config.results_dir))
+        if stages.crossval is not None:  # before extraction: too many folds for the patients costs nothing
+            check_folds(stages.crossval, dataset)
         if external is not None:
             external = prepare_external(stages.data, external, Path(config.results_dir), dataset)
             print(f"external test: {external.root} ({external.layout}), {len(external.records)} images")
@@ -232,6 +236,11 @@ def _compute(
         report_extraction(extracted)
         return 0
     sweep = run_sweep(stages.sweep, dataset, extracted, executor)
+    if stages.crossval is not None:
+        sweep.crossval = run_crossval(stages.crossval, stages.sweep, dataset, extracted, executor)
+        written = write_crossval(Path(config.results_dir), sweep.crossval)
+        print(f"cross-validation: {sweep.crossval.trained} heads trained; wrote "
+              f"{', '.join(map(str, written.values()))}")  # fmt: skip
     if external is not None:
         external_features = extract_all(stages.extract, external, plan, executor)
         features_of = {(one.backbone, one.image_size): one.features for one in external_features}

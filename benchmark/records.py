@@ -55,11 +55,13 @@ class HeadResult:
 
 @dataclass
 class SweepResult:
-    """Every grid point's stored record, the selected heads, and how many heads this run trained."""
+    """Every grid point's stored record, the selected heads, how many heads this run trained, and the run's
+    cross-validation of the grid when it made one (``--cv``; not part of ``to_json``: it has its own)."""
 
     points: list[dict]
     winners: list[HeadResult]
     trained: int = 0
+    crossval: CrossValResult | None = None
 
     @property
     def failed(self) -> list[dict]:
@@ -74,3 +76,36 @@ class SweepResult:
     def from_json(cls, values: dict) -> SweepResult:
         """The result ``to_json`` wrote."""
         return cls(values["points"], [HeadResult.from_json(w) for w in values["winners"]], values["trained"])
+
+
+# The columns of a cross-validation row, in order: the fold, the model and its selected grid point, the held-out
+# fold's metrics (at the argmax decision, AUC from the positive group's score) and the official test split's AUC.
+CROSSVAL_COLUMNS = (
+    "repeat", "fold", "backbone", "image_size", "task", "kind", "lr", "dropout", "l2", "lr_schedule", "seeds",
+    "n_heldout", "auc", "sensitivity", "specificity", "accuracy", "f1", "test_auc", "seconds",
+)  # fmt: skip
+
+
+@dataclass
+class CrossValResult:
+    """Repeated, patient-grouped cross-validation: one row per repeat, fold, model and task (``CROSSVAL_COLUMNS``).
+
+    ``seconds`` is the whole cross-validation's time; ``trained`` the heads trained by this run (0 on a rerun
+    that found every fold's points finished).
+    """
+
+    folds: int
+    repeats: int
+    rows: list[dict]
+    seconds: float = 0.0
+    trained: int = 0
+
+    def to_json(self) -> dict:
+        """Plain values."""
+        return {"folds": self.folds, "repeats": self.repeats, "rows": self.rows, "seconds": self.seconds,
+                "trained": self.trained}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, values: dict) -> CrossValResult:
+        """The result ``to_json`` wrote."""
+        return cls(values["folds"], values["repeats"], values["rows"], values["seconds"], values["trained"])

@@ -134,6 +134,21 @@ class SweepSettings:
 
 
 @dataclass(frozen=True)
+class CrossValSettings:
+    """Repeated, patient-grouped cross-validation of the head grid over the train + validation pool.
+
+    ``folds`` outer folds (stratified by class, whole patients), drawn ``repeats``
+    times with seeds ``seed``, ``seed + 1``, ...; inside each fold the grid is
+    early-stopped and selected on an inner validation carve of about ``val_fraction``.
+    """
+
+    folds: int = 5
+    repeats: int = 1
+    seed: int = 0
+    val_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
 class FinetuneSettings:
     """Everything that changes a fine-tuned model."""
 

@@ -132,3 +132,21 @@ def test_a_run_writes_the_verdict_and_renders_markdown_from_report_json(probe_ru
         assert verdict["sentence"] in (results / "leaderboard.md").read_text(encoding="utf-8")
     assert "vs best" in report.section("tasks")[1].blocks[0].headers
     assert report.data["references"]["rows"] == []  # a 6-image test split is not Kermany's
+
+
+def test_when_the_ensemble_is_best_the_single_heads_get_their_own_tie():
+    from benchmark.evaluation.comparisons import compare_task
+    from benchmark.reporting.verdict_report import sentence, single_head_tie
+
+    rng = np.random.default_rng(5)
+    truth = rng.random(400) < 0.5
+    good = truth + rng.normal(0, 0.6, 400)
+    also = truth + rng.normal(0, 0.6, 400)
+    chance = rng.normal(0, 1, 400)
+    scores = {"good": good, "also": also, "chance": chance, ENSEMBLE: (good + also) / 2}
+    decisions = {name: score > 0.5 for name, score in scores.items()}
+    verdict = compare_task("t", truth, scores, decisions)
+    assert verdict.best == ENSEMBLE
+    best, tied = single_head_tie(verdict)
+    assert best in ("good", "also") and set(tied) == {"good", "also"}
+    assert "Among single heads, 2 of 3 are indistinguishable from the best one" in sentence(verdict)

@@ -573,11 +573,14 @@ def plot_auc_differences(
         for j in range(n):
             if i != j:
                 star = "*" if p_holm[i, j] < alpha else ""
-                ax.text(j, i, f"{delta[i, j]:+.3f}{star}", ha="center", va="center", fontsize=7)
+                dark = p_holm[i, j] < alpha and abs(delta[i, j]) > 0.6 * limit
+                ax.text(j, i, f"{delta[i, j]:+.3f}{star}", ha="center", va="center", fontsize=7,
+                        color="white" if dark else "black")
     ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), names, fontsize=8)
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, shrink=0.8, label=f"Δ test AUC (row − column), coloured where p_Holm < {alpha:g}")
+    ax.set_title(f"{title}\ncoloured (and *) where DeLong p, Holm-corrected, < {alpha:g}; grey: not told apart",
+                 fontsize=8)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="Δ AUC (row − column)")
     return _save(fig, path)
 
 

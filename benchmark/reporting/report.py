@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.config import RunConfig
+from benchmark.evaluation.crossval_stats import summarize
 from benchmark.evaluation.metrics import (
     binary_metrics,
     binary_tasks,
@@ -25,6 +26,7 @@ from benchmark.evaluation.metrics import (
 from benchmark.records import HeadResult, SweepResult
 from benchmark.references import REFERENCES_VERSION, references_for
 from benchmark.reporting import sections
+from benchmark.reporting.crossval_report import crossval_data, crossval_sections
 from benchmark.reporting.document import Report, render_markdown
 from benchmark.reporting.plots import (
     plot_confusion_matrix,
@@ -178,6 +180,9 @@ def build_report(
     the numbers behind them."""
     frame = pd.DataFrame(rows)
     references = references_for(dataset.counts()["test"]) if not dataset.multi_label else ()
+    data = {"leaderboard": rows, "external_leaderboard": external_rows or [], **judgement.data(sweep.winners),
+            "comparisons": comparison_rows(judgement.internal) + comparison_rows(judgement.external, "external"),
+            "references": {"version": REFERENCES_VERSION, "rows": [ref.to_json() for ref in references]}}  # fmt: skip
     out = [*sections.data_section(dataset), *sections.selection_section(sweep, settings, dataset.multi_label),
            *sections.task_tables(frame, dataset, settings.sort_metric, judgement.internal),
            *verdict_sections(judgement.internal, _titled(plots, "Paired ΔAUC", judgement.internal)),
@@ -197,11 +202,12 @@ def build_report(
         out += sections.macro_auc_section(frame, pd.DataFrame(external_rows or []))
     else:
         out += sections.confusion_section(sweep.winners, dataset)
+    if sweep.crossval is not None:
+        summary = summarize(sweep.crossval)
+        out += crossval_sections(summary)
+        data["crossval"] = crossval_data(summary)
     out += sections.grid_section(sweep, dataset, settings.select_by)
     out += sections.provenance_section(run_info)
-    data = {"leaderboard": rows, "external_leaderboard": external_rows or [], **judgement.data(sweep.winners),
-            "comparisons": comparison_rows(judgement.internal) + comparison_rows(judgement.external, "external"),
-            "references": {"version": REFERENCES_VERSION, "rows": [ref.to_json() for ref in references]}}  # fmt: skip
     return Report("cxr-bench leaderboard", sections.banners(run_info, dataset, settings), sections.preamble(run_info),
                   out, data)  # fmt: skip
 

@@ -21,6 +21,7 @@ from benchmark.evaluation.metrics import (
 )
 from benchmark.records import HeadResult, SweepResult
 from benchmark.reporting.document import Block, Section, bullets, figure, fmt, paragraph, table
+from benchmark.reporting.verdict_report import sentence
 from benchmark.settings import GridKey, ReportSettings, model_name
 from benchmark.training.sweep import grid_rows
 from features.data.dataset import Dataset
@@ -123,7 +124,7 @@ def task_tables(frame: pd.DataFrame, dataset: Dataset, sort_metric: str, verdict
         headers = ["#", "backbone", *(["vs best"] if verdict else []), *SETTING_HEADERS, "seeds", *METRIC_COLUMNS]
         blocks = [table(headers, body)]
         if verdict:
-            blocks.append(paragraph(verdict.sentence()))
+            blocks.append(paragraph(sentence(verdict)))
         out.append(Section(f"{task} (positive: {' + '.join(positives)})", blocks, 3, f"tasks/{task}"))
     return out
 

@@ -30,11 +30,37 @@ def comparison_rows(verdicts: dict[str, TaskVerdict], eval_set: str = "internal"
 
 
 def verdict_data(verdicts: dict[str, TaskVerdict]) -> dict:
-    """What ``report.json`` keeps of the verdict per task: the heads, the best, the tied ones, the counts."""
-    return {task: {"heads": list(dict.fromkeys([v.best, *(name for p in v.pairs for name in (p.a, p.b))])),
-                   "best": v.best, "tied": list(v.tied), "n_pairs": v.n_pairs, "n_different": v.n_different,
-                   "alpha": v.alpha, "sentence": v.sentence()}
-            for task, v in verdicts.items()}  # fmt: skip
+    """What ``report.json`` keeps of the verdict per task: the heads, the best, the tied ones, the counts, and the
+    same among single heads when the best is the ensemble."""
+    out = {}
+    for task, v in verdicts.items():
+        single, tied = single_head_tie(v)
+        out[task] = {"heads": list(dict.fromkeys([v.best, *(name for p in v.pairs for name in (p.a, p.b))])),
+                     "best": v.best, "tied": list(v.tied), "n_pairs": v.n_pairs, "n_different": v.n_different,
+                     "alpha": v.alpha, "best_single": single, "tied_single": tied, "sentence": sentence(v)}  # fmt: skip
+    return out
+
+
+def single_head_tie(verdict: TaskVerdict) -> tuple[str, list[str]]:
+    """The best single head (the ensemble left out) and the single heads not told apart from it (it first).
+
+    The same pairs and Holm-corrected p-values as the verdict: what a reader choosing one backbone needs.
+    """
+    best = _best_single(verdict) if verdict.pairs else verdict.best
+    apart = {p.b if p.a == best else p.a for p in verdict.pairs if best in (p.a, p.b) and p.p_holm < verdict.alpha}
+    heads = dict.fromkeys(name for pair in verdict.pairs for name in (pair.a, pair.b))
+    return best, [best, *(name for name in heads if name not in (best, ENSEMBLE) and name not in apart)]
+
+
+def sentence(verdict: TaskVerdict) -> str:
+    """The verdict's sentence, with the single-head one after it when the ensemble is the best."""
+    if verdict.best != ENSEMBLE:
+        return verdict.sentence()
+    single, tied = single_head_tie(verdict)
+    n_single = len({name for pair in verdict.pairs for name in (pair.a, pair.b)} - {ENSEMBLE})
+    verb = "is" if len(tied) == 1 else "are"
+    return (f"{verdict.sentence()} Among single heads, {len(tied)} of {n_single} {verb} indistinguishable from the "
+            f"best one ({single}).")
 
 
 def difference_matrix(verdict: TaskVerdict) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -88,7 +114,7 @@ def verdict_sections(verdicts: dict[str, TaskVerdict], plots: dict[str, str], ev
     headers = ["A", "B", "Δ AUC", "95% interval", "p", "p Holm", "Δ sens", "McNemar p", "Δ spec", "McNemar p"]
     for (task, verdict), (title, path) in zip(verdicts.items(), plots.items(), strict=True):
         with_best = [pair for pair in verdict.pairs if verdict.best in (pair.a, pair.b)]
-        blocks = [paragraph(verdict.sentence()),
+        blocks = [paragraph(sentence(verdict)),
                   bullets([f"Best by test AUC: **{verdict.best}**",
                            "Tied with the best: " + (", ".join(n for n in verdict.tied if n != verdict.best) or "none"),
                            "Told apart from the best: " + (", ".join(
@@ -141,7 +167,8 @@ def references_section(references: tuple[PublishedResult, ...], frame: pd.DataFr
     if not references:
         return []
     rows = frame[frame["task"] == references[0].task].groupby("backbone", sort=False)
-    body = [[f"{name} (this run)", "", str(members["image_size"].iloc[0]), "frozen features + head", "", "validation",
+    body = [[f"{name} (this run)", "", str(members["image_size"].iloc[0] or "mixed"),
+             "mean of tied heads" if name == ENSEMBLE else "frozen features + head", "", "validation",
              fmt(members["accuracy"].mean()), fmt(members["sensitivity"].mean()), fmt(members["specificity"].mean()),
              fmt(members["auc"].mean())] for name, members in rows]  # fmt: skip
     body += [[f"{ref.model} (published)", ref.source, str(ref.resolution), ref.protocol, ref.pretraining, ref.selection,

@@ -439,9 +439,13 @@ def grid_rows(points: list[dict], classes: tuple[str, ...], select_by: str, mult
 
 
 def predict_external(
-    winners: list[HeadResult], features_of: dict[tuple[str, int], np.ndarray], heads_dir: Path
+    winners: list[HeadResult],
+    features_of: dict[tuple[str, int], np.ndarray],
+    heads_dir: Path,
+    split: str = "external",
 ) -> list[HeadResult]:
-    """The selected frozen heads predicted, unchanged, on an external test set's features; added as ``external``.
+    """The selected frozen heads predicted, unchanged, on an external test set's (or another split's) features;
+    added to their probabilities as ``split``.
 
     ``features_of`` maps (backbone, image size) to the external features. A fine-tuned head (``-ft``) changed
     its backbone and is not predicted on frozen features; the heads predicted are returned.
@@ -453,6 +457,6 @@ def predict_external(
         backbone = winner.backbone.removesuffix(f"-{winner.settings.kind}")
         model = load_head(heads_dir / winner.head_id / CHECKPOINT)
         features = features_of[(backbone, winner.image_size)]
-        winner.probabilities["external"] = model.predict(features, batch_size=4096, verbose=0)
+        winner.probabilities[split] = model.predict(features, batch_size=4096, verbose=0)
         predicted.append(winner)
     return predicted

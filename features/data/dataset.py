@@ -327,6 +327,15 @@ def _groups(records: list[ImageRecord], digests: dict[str, str]) -> dict[str, li
     return groups
 
 
+def patient_groups(records: list[ImageRecord], digests: dict[str, str]) -> list[str]:
+    """Each record's group, aligned with ``records``: what a carved split keeps on one side (``_groups``).
+
+    A patient's images share a group, and so do copies of one image; an image with no patient is its own.
+    """
+    group_of = {record.path: key for key, members in _groups(records, digests).items() for record in members}
+    return [group_of[record.path] for record in records]
+
+
 def _stratified_pick(
     records: list[ImageRecord], fraction: float, rng: np.random.Generator, digests: dict[str, str]
 ) -> set[str]:

@@ -1,0 +1,94 @@
+"""The cross-validation's outputs: ``cv_folds.csv``, ``cv_summary.csv``, a critical-difference diagram per task,
+and its report sections (``crossval_sections``), which the leaderboard and the web page render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.evaluation.crossval_stats import ALPHA, CrossValSummary, TaskComparison, summarize
+from benchmark.records import CROSSVAL_COLUMNS, CrossValResult
+from benchmark.reporting.document import Section, figure, fmt, paragraph
+from benchmark.reporting.document import table as table_block
+from benchmark.reporting.plots import plot_critical_difference
+from common.files import atomic_write_text
+
+
+def cd_plot_name(task: str) -> str:
+    """Where a task's critical-difference diagram goes, relative to the results folder."""
+    return f"plots/cd_{task}.png"
+
+
+def write_crossval(results_dir: Path, result: CrossValResult) -> dict[str, Path]:
+    """Write the per-fold rows, the per-model summary and each task's critical-difference diagram; their paths."""
+    results_dir = Path(results_dir)
+    summary = summarize(result)
+    paths = {name: results_dir / name for name in ("cv_folds.csv", "cv_summary.csv")}
+    folds = pd.DataFrame(result.rows, columns=list(CROSSVAL_COLUMNS))
+    atomic_write_text(paths["cv_folds.csv"], folds.to_csv(index=False))
+    atomic_write_text(paths["cv_summary.csv"], summary.table.to_csv(index=False))
+    for task, comparison in summary.comparisons.items():
+        if comparison.nemenyi is not None:
+            name = cd_plot_name(task)
+            paths[name] = plot_critical_difference(
+                comparison.mean_ranks, comparison.nemenyi, results_dir / name, cd=comparison.cd, alpha=ALPHA,
+                title=f"{task}: mean rank of held-out AUC over {comparison.blocks} folds (1 = best)\n"
+                f"bars join the models Nemenyi cannot tell apart at α {ALPHA:g}",
+            )  # fmt: skip
+    return paths
+
+
+def _indistinct(pvalues: pd.DataFrame | None) -> str:
+    """The pairs of models whose p-value is at least ``ALPHA``, in words."""
+    if pvalues is None:
+        return "no pair to compare"
+    names = list(pvalues.index)
+    pairs = [f"{a} and {b}" for i, a in enumerate(names) for b in names[i + 1 :] if pvalues.loc[a, b] >= ALPHA]
+    return "cannot tell apart " + "; ".join(pairs) if pairs else "tell every pair apart"
+
+
+def _task_section(table: pd.DataFrame, comparison: TaskComparison) -> Section:
+    rows = table[table["task"] == comparison.task].sort_values("mean_rank")
+    cells = [[row.backbone, f"{fmt(row.mean)} ± {fmt(row.sd)}", f"{fmt(row.ci_low)} to {fmt(row.ci_high)}",
+              fmt(row.mean_rank, 2), fmt(row.test_auc)] for row in rows.itertuples()]  # fmt: skip
+    headers = ["model", "held-out AUC (mean ± sd)", "95% interval", "mean rank", "test AUC (mean)"]
+    blocks = [table_block(headers, cells)]
+    if comparison.friedman_p is None:
+        blocks.append(paragraph(f"Friedman: not computed ({comparison.note})."))
+    else:
+        blocks.append(paragraph(f"Friedman χ² = {comparison.friedman_statistic:.2f} over {len(comparison.mean_ranks)} "
+                                f"models and {comparison.blocks} folds, p = {comparison.friedman_p:.3g}"
+                                f"{f' ({comparison.note})' if comparison.note else ''}."))  # fmt: skip
+    if comparison.nemenyi is not None:
+        blocks += [paragraph(f"At α {ALPHA:g}, the folds' Nemenyi test (critical difference {comparison.cd:.2f} in "
+                             f"mean rank) {_indistinct(comparison.nemenyi)}; pairwise Wilcoxon signed-rank tests, "
+                             f"Holm-adjusted, {_indistinct(comparison.wilcoxon_holm)}."),
+                   figure(f"Critical difference {comparison.task}", cd_plot_name(comparison.task))]  # fmt: skip
+    return Section(comparison.task, blocks, 3, f"crossval/{comparison.task}")
+
+
+def crossval_sections(summary: CrossValSummary) -> list[Section]:
+    """The report's cross-validation section: a table per task, its Friedman and post-hoc tests, the cost."""
+    folds, repeats = summary.folds, summary.repeats
+    text = (f"The train + validation pool was cut into {folds} class-stratified folds of whole patients, {repeats} "
+            f"time{'s' if repeats > 1 else ''}, each with another seed. In each fold the whole head grid was trained, "
+            "early-stopped and selected on an inner validation carve of the fold's training part; the selected head "
+            "of each model was scored on the held-out fold, and on the test split, which chose nothing. Rank 1 is the "
+            "best held-out AUC of a fold. The 95% interval is the Nadeau-Bengio corrected resampled t interval: folds "
+            "share training images, so a plain t interval over them would be too narrow; the tests below treat folds "
+            "as independent and share that optimism. Every fold's numbers: `cv_folds.csv`; the summary: "
+            "`cv_summary.csv`.")  # fmt: skip
+    head = Section(f"Cross-validation ({folds} folds × {repeats} repeats, patient-grouped)",
+                   [paragraph(text), paragraph(f"Cost: {summary.trained} heads trained by this run, "
+                                               f"{summary.seconds:.0f} s.")], key="crossval")  # fmt: skip
+    return [head, *(_task_section(summary.table, comparison) for comparison in summary.comparisons.values())]
+
+
+def crossval_data(summary: CrossValSummary) -> dict:
+    """What ``report.json`` keeps of the cross-validation: the summary rows and each task's tests."""
+    return {"folds": summary.folds, "repeats": summary.repeats, "seconds": summary.seconds,
+            "trained": summary.trained, "summary": summary.table.to_dict("records"),
+            "tests": {task: {"friedman_statistic": c.friedman_statistic, "friedman_p": c.friedman_p,
+                             "critical_difference": c.cd, "note": c.note, "mean_ranks": dict(c.mean_ranks)}
+                      for task, c in summary.comparisons.items()}}  # fmt: skip
