@@ -14,6 +14,11 @@ So Grad-CAM is computed exactly from the head's weights, with no automatic
 differentiation, on every Keras backend. ``--method occlusion`` instead
 greys out patches and records how much the class probability drops. It needs
 forward passes only, so it works for any model.
+
+The run's ensemble (``--backbone ensemble``, and the default where the run has
+one) answers with the mean of its members' probabilities, each member reading
+the image at its own size as the run did, and draws the mean of the members'
+heatmaps, each upsampled to the largest member size.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from PIL import Image  # noqa: E402
 
 from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, resolve_weights  # noqa: E402
 from benchmark.config import RunConfig  # noqa: E402
+from benchmark.evaluation.verdict import ENSEMBLE  # noqa: E402
 from benchmark.settings import HEAD_GRID_FIELDS, GridKey, HeadSettings, model_name  # noqa: E402
 from benchmark.training.finetune import RESULT_FILE, WEIGHTS_FILE, build_finetuned  # noqa: E402
 from benchmark.training.heads import is_multi_label, load_head  # noqa: E402
@@ -86,11 +92,36 @@ class Predictor:
         """Height and width of the last feature map: Grad-CAM's resolution."""
         return tuple(int(v) for v in self.backbone.outputs[0].shape[1:3])
 
+    @property
+    def multi_label(self) -> bool:
+        """Whether the head gives one sigmoid per finding rather than a softmax over classes."""
+        return is_multi_label(self.head)
+
+    @property
+    def label(self) -> str:
+        """The model in a few words, for a heatmap's title."""
+        return f"{self.spec.name} {self.image_size} px"
+
     def heatmap_method(self, method: str) -> str:
         """``auto``: Grad-CAM unless the feature map is below 3x3 (too coarse to point at anything)."""
         if method != "auto":
             return method
         return "gradcam" if min(self.feature_map_size()) >= 3 else "occlusion"
+
+    def heatmap_text(self, method: str) -> str:
+        """The heatmap ``method`` (resolved) and the resolution it has, in words."""
+        height, width = self.feature_map_size()
+        return f"{method} (last feature map {height}x{width})"
+
+    def answer(self, path: Path, image: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities of ``image`` (the file ``path`` decoded at ``image_size``) and the ``method``
+        heatmap of the likeliest class."""
+        probabilities = self.probabilities(image[None])[0]
+        return probabilities, self.heatmap(image, int(np.argmax(probabilities)), method)
+
+    def heatmap(self, image: np.ndarray, class_index: int, method: str) -> np.ndarray:
+        """``class_index``'s heatmap on ``image`` by ``method`` (``gradcam`` or ``occlusion``), in [0, 1]."""
+        return (self.gradcam if method == "gradcam" else self.occlusion)(image, class_index)
 
     def features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(feature maps (n, h, w, k), pooled (n, k))`` of uint8 RGB ``images``."""
@@ -129,8 +160,93 @@ class Predictor:
         for (top, left), drop in zip([(t, s) for t in starts for s in starts], drops, strict=True):
             heat[top : top + patch, left : left + patch] += drop
             hits[top : top + patch, left : left + patch] += 1
-        heat = np.maximum(heat / np.maximum(hits, 1), 0)
-        return heat / heat.max() if heat.max() > 0 else heat
+        return _unit(np.maximum(heat / np.maximum(hits, 1), 0))
+
+
+@dataclass
+class EnsemblePredictor:
+    """The run's ensemble: its members' predictors, and the mean of their probabilities and heatmaps.
+
+    Each member reads the image at its own size, as the run's features did, so the probabilities are the
+    run's ``ensemble`` rows. The heatmap is drawn on the image at the largest member size.
+    """
+
+    members: list[Predictor]
+    names: list[str]  # the members' model names, as the leaderboard has them
+    head_id: str
+    run: dict
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The run's classes (every member has the same)."""
+        return self.members[0].classes
+
+    @property
+    def image_size(self) -> int:
+        """The size the image is checked, shown and its heatmap drawn at: the largest member's."""
+        return max(member.image_size for member in self.members)
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the members give one sigmoid per finding (the run's labels decide, so all do or none)."""
+        return self.members[0].multi_label
+
+    @property
+    def label(self) -> str:
+        """The model in a few words, for a heatmap's title."""
+        return f"ensemble of {len(self.members)}"
+
+    @property
+    def description(self) -> str:
+        """What the ensemble averages, member by member."""
+        members = "; ".join(f"{name}: {member.description}" for name, member in zip(self.names, self.members,
+                                                                                     strict=True))  # fmt: skip
+        return (f"ensemble, the mean of {len(self.members)} models' probabilities, each at its own image size "
+                f"({members}); heatmap: the mean of the members' heatmaps")  # fmt: skip
+
+    def feature_map_size(self) -> tuple[int, int]:
+        """The coarsest member's last feature map: what decides ``auto``."""
+        return min((member.feature_map_size() for member in self.members), key=lambda size: size[0] * size[1])
+
+    def heatmap_method(self, method: str) -> str:
+        """``auto``: Grad-CAM where every member's feature map allows it, else occlusion for all (it works for any
+        model), so that the members' maps mean the same thing."""
+        if method != "auto":
+            return method
+        methods = {member.heatmap_method(method) for member in self.members}
+        return "gradcam" if methods == {"gradcam"} else "occlusion"
+
+    def heatmap_text(self, method: str) -> str:
+        """The heatmap ``method`` and the members' resolutions, in words."""
+        sizes = ", ".join("{}x{}".format(*member.feature_map_size()) for member in self.members)
+        return f"{method}, the mean of the members' (last feature maps {sizes})"
+
+    def answer(self, path: Path, image: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """The mean of the members' probabilities, each member reading ``path`` at its own size (``image`` is it
+        at ``image_size``), and the mean of their ``method`` heatmaps of the likeliest class, upsampled."""
+        images = [image if member.image_size == self.image_size else load_image(path, member.image_size)
+                  for member in self.members]  # fmt: skip
+        probabilities = np.mean([member.probabilities(one[None])[0]
+                                 for member, one in zip(self.members, images, strict=True)], axis=0)  # fmt: skip
+        top = int(np.argmax(probabilities))
+        heats = [upsample(member.heatmap(one, top, method), self.image_size)
+                 for member, one in zip(self.members, images, strict=True)]  # fmt: skip
+        return probabilities, _unit(np.mean(heats, axis=0))
+
+
+# What load_predictor returns and predict_image takes: one head, or the ensemble.
+AnyPredictor = Predictor | EnsemblePredictor
+
+
+def _unit(heat: np.ndarray) -> np.ndarray:
+    """``heat`` scaled to a maximum of 1 (unchanged where it is all zero)."""
+    return heat / heat.max() if heat.max() > 0 else heat
+
+
+def upsample(heat: np.ndarray, size: int) -> np.ndarray:
+    """A heatmap of any resolution, bilinearly resized to ``(size, size)``."""
+    resized = Image.fromarray(np.asarray(heat, dtype=np.float32)).resize((size, size), Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(resized, dtype=np.float64), 0, 1)
 
 
 def gradcam_from_head(feature_map: np.ndarray, head: keras.Model, class_index: int) -> np.ndarray:
@@ -148,8 +264,7 @@ def gradcam_from_head(feature_map: np.ndarray, head: keras.Model, class_index: i
             std = np.asarray(layer.std_values, dtype=np.float64)
     height, width = feature_map.shape[:2]
     weights = kernel / (std * height * width)
-    cam = np.maximum(np.tensordot(feature_map.astype(np.float64), weights, axes=([2], [0])), 0)
-    return cam / cam.max() if cam.max() > 0 else cam
+    return _unit(np.maximum(np.tensordot(feature_map.astype(np.float64), weights, axes=([2], [0])), 0))
 
 
 def _classes(results_dir: Path, run: dict) -> tuple[str, ...]:
@@ -160,16 +275,25 @@ def _classes(results_dir: Path, run: dict) -> tuple[str, ...]:
 
 
 def choose_head(results_dir: Path, backbone: str | None = None) -> pd.Series:
-    """The leaderboard row of the best selected head: by the run's validation selection score, first seed.
+    """The leaderboard row of the model ``backbone`` names, or by default the run's ensemble where it has one of
+    frozen heads only, else its best selected head: by the run's validation selection score, first seed.
 
-    Never by a test score: the choice is the same whatever the test split says.
+    Never by a test score: the choice is the same whatever the test split says (the ensemble's members are
+    chosen on validation too). ``backbone`` "ensemble" without one raises ``ValueError`` saying why.
     """
-    board = pd.read_csv(results_dir / "leaderboard.csv")
+    board = pd.read_csv(results_dir / "leaderboard.csv").drop_duplicates("head_id")
+    ensemble = board[board["backbone"] == ENSEMBLE]
+    if backbone is not None and backbone.lower() == ENSEMBLE:
+        if ensemble.empty:
+            raise ValueError(f"{results_dir} has no ensemble: {_no_ensemble_reason(results_dir)}")
+        return ensemble.iloc[0]
+    if backbone is None and not ensemble.empty and not _has_finetuned_member(board, ensemble.iloc[0]["head_id"]):
+        return ensemble.iloc[0]
     grid = pd.read_csv(results_dir / "grid.csv")
     # The grid names the backbone; the leaderboard names the model (backbone-logreg for a probe).
     grid["backbone"] = [model_name(b, k) for b, k in zip(grid["backbone"], grid["kind"], strict=True)]
     keys = list(GridKey._fields)
-    heads = board.drop_duplicates("head_id").merge(grid[[*keys, "selection_score"]], on=keys, how="left")
+    heads = board[board["backbone"] != ENSEMBLE].merge(grid[[*keys, "selection_score"]], on=keys, how="left")
     if backbone is None:
         heads = heads[~heads["backbone"].str.endswith(FINETUNED)]  # fine-tuned models only when asked for
     else:
@@ -183,11 +307,68 @@ def choose_head(results_dir: Path, backbone: str | None = None) -> pd.Series:
     return best
 
 
-def load_predictor(results_dir: str | Path, backbone: str | None = None, weights: str | None = None) -> Predictor:
-    """Rebuild the best backbone of a run (same weights and seed as its features) with its saved head."""
+def ensemble_head_ids(head_id: str) -> list[str]:
+    """The members' head ids in an ensemble's head id (``ensemble:ID1+ID2+...``, as ``make_ensemble`` writes it)."""
+    return head_id.removeprefix(f"{ENSEMBLE}:").split("+")
+
+
+def ensemble_members(board: pd.DataFrame, head_id: str) -> pd.DataFrame:
+    """The leaderboard rows (one each) of the members of the ensemble ``head_id``, in its order.
+
+    Raises ``ValueError`` naming a member the leaderboard lacks."""
+    rows = board.drop_duplicates("head_id").set_index("head_id", drop=False)
+    members = ensemble_head_ids(head_id)
+    if missing := [member for member in members if member not in rows.index]:
+        raise ValueError(f"the ensemble's member {missing[0]} is not in leaderboard.csv")
+    return rows.loc[members]
+
+
+def _has_finetuned_member(board: pd.DataFrame, head_id: str) -> bool:
+    """Whether the ensemble ``head_id`` averages a fine-tuned model: then not the default, as fine-tuned models
+    are used only when asked for."""
+    return any(name.endswith(FINETUNED) for name in ensemble_members(board, head_id)["backbone"])
+
+
+def _no_ensemble_reason(results_dir: Path) -> str:
+    """Why a run has no ensemble row, from its ``report.json``."""
+    path = results_dir / "report.json"
+    if not path.is_file():
+        return "it has no report.json (a run made before ensembles)"
+    chosen = json.loads(path.read_text(encoding="utf-8")).get("data", {}).get("ensemble")
+    if chosen is None:
+        return "its report.json does not choose one (a run made before ensembles)"
+    return (f"on validation, no other head is tied with the best one ({chosen['validation_best']}), so there is "
+            "nothing to average")  # fmt: skip
+
+
+def load_predictor(results_dir: str | Path, backbone: str | None = None, weights: str | None = None,
+                   cache: dict[str, Predictor] | None = None) -> AnyPredictor:  # fmt: skip
+    """Rebuild the model ``choose_head`` picks: its backbone (same weights and seed as its features) with its saved
+    head, or each member of the ensemble so.
+
+    ``cache`` (head id -> ``Predictor``) keeps the heads built, for a caller that predicts again (a server): an
+    ensemble then shares its members with the single models."""
     results_dir = Path(results_dir)
     run = json.loads((results_dir / "run.json").read_text(encoding="utf-8"))
     row = choose_head(results_dir, backbone)
+    cache = {} if cache is None else cache
+    if row["backbone"] != ENSEMBLE:
+        return _cached_head(results_dir, run, row, weights, cache)
+    members = ensemble_members(pd.read_csv(results_dir / "leaderboard.csv"), row["head_id"])
+    heads = [_cached_head(results_dir, run, member, weights, cache) for _, member in members.iterrows()]
+    return EnsemblePredictor(heads, list(members["backbone"]), row["head_id"], run)
+
+
+def _cached_head(results_dir: Path, run: dict, row: pd.Series, weights: str | None,
+                 cache: dict[str, Predictor]) -> Predictor:  # fmt: skip
+    """``load_head_predictor`` of ``row``, or the one ``cache`` already holds for its head id."""
+    if row["head_id"] not in cache:
+        cache[row["head_id"]] = load_head_predictor(results_dir, run, row, weights)
+    return cache[row["head_id"]]
+
+
+def load_head_predictor(results_dir: Path, run: dict, row: pd.Series, weights: str | None = None) -> Predictor:
+    """Rebuild the backbone of one leaderboard ``row`` (same weights and seed as its features) with its saved head."""
     spec = get_backbone(_split_model_name(row["backbone"])[0])
     size = int(row["image_size"])
     config = RunConfig.from_json(run["config"])
@@ -258,10 +439,7 @@ def operating_threshold(results_dir: Path, head_id: str) -> tuple[str, str, floa
 
 def overlay_png(image: np.ndarray, heat: np.ndarray, path: Path, title: str) -> Path:
     """The image with ``heat`` (any resolution, [0, 1]) upsampled over it in the jet colour map."""
-    size = image.shape[0]
-    upsampled = np.asarray(
-        Image.fromarray((heat * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR), np.float64
-    ) / 255.0  # fmt: skip
+    upsampled = upsample(heat, image.shape[0])
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.6), layout="constrained")
     try:
         axes[0].imshow(image)
@@ -318,7 +496,7 @@ def _decision(
 
 
 def predict_image(
-    predictor: Predictor,
+    predictor: AnyPredictor,
     path: str | Path,
     min_side: int,
     operating: tuple[str, str, float] | None,
@@ -342,12 +520,11 @@ def predict_image(
     if image is None:
         return None
     classes = predictor.classes
-    probabilities = predictor.probabilities(image[None])[0]
+    probabilities, heat = predictor.answer(path, image, method)
     top = int(np.argmax(probabilities))  # multi-label: the likeliest finding, whose heatmap is drawn
-    heat = (predictor.gradcam if method == "gradcam" else predictor.occlusion)(image, top)
     listing = ", ".join(f"{name} {p:.3f}" for name, p in zip(classes, probabilities, strict=True))
     predicted = classes[top]
-    if is_multi_label(predictor.head):
+    if predictor.multi_label:
         predicted = findings_label([name for name, p in zip(classes, probabilities, strict=True) if p >= 0.5])
     row = {"path": str(path), "predicted": predicted,
            **{f"p_{name}": float(p) for name, p in zip(classes, probabilities, strict=True)}}  # fmt: skip
@@ -356,7 +533,7 @@ def predict_image(
     out_png = Path(out_dir) / f"{path.stem}_{method}.png"
     title = (
         f"{path.name}: {classes[top]} ({probabilities[top]:.2f}); {method} of "
-        f"{classes[top]}; {predictor.spec.name} {predictor.image_size} px"
+        f"{classes[top]}; {predictor.label}"
     )
     overlay_png(image, heat, out_png, title)
     row["heatmap"] = str(out_png)
@@ -385,7 +562,10 @@ def _parser() -> argparse.ArgumentParser:
         "--backbone",
         metavar="NAME",
         help=f"use this backbone's head: {', '.join(BACKBONES)}; NAME-logreg for its logistic-regression probe, "
-        "NAME-ft for its fine-tuned model (--finetune runs)",
+        "NAME-ft for its fine-tuned model (--finetune runs), 'ensemble' for the run's ensemble (the mean of the "
+        "heads validation cannot tell from the best one; its heatmap is the mean of theirs). Default: the "
+        "ensemble where the run has one and no member is fine-tuned, else the head with the best validation "
+        "selection score (fine-tuned models only when named)",
     )
     parser.add_argument("--out", type=Path, default=Path("results/predict"), help="default: results/predict")
     parser.add_argument(
@@ -411,9 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         print("NOTE: this run used random-init weights (--weights none) or phantom data: NOT a medical answer.")
     operating = operating_threshold(args.results_dir, predictor.head_id)
     method = predictor.heatmap_method(args.method)
-    height, width = predictor.feature_map_size()
-    print(f"model: {predictor.description} (head {predictor.head_id}); heatmap: {method} "
-          f"(last feature map {height}x{width})")  # fmt: skip
+    print(f"model: {predictor.description} (head {predictor.head_id}); heatmap: {predictor.heatmap_text(method)}")
     min_side = RunConfig.from_json(predictor.run["config"]).min_side()
     rows = [predict_image(predictor, path, min_side, operating, method, args.out) for path in paths]
     rows = [row for row in rows if row is not None]

@@ -165,6 +165,17 @@ def test_holm_by_hand():
     assert holm([0.6, 0.3]).tolist() == [0.6, 0.6]
 
 
+def test_holm_equals_statsmodels_with_ties_and_nan():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(9)
+    for n in (1, 2, 7, 36):
+        p = np.round(rng.random(n) ** 3, 2)  # rounded: ties among the p-values
+        np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1], rtol=0, atol=1e-15)
+        with_nan = np.append(p, math.nan)
+        np.testing.assert_allclose(holm(with_nan)[:-1], multipletests(p, method="holm")[1], atol=1e-15)
+
+
 def _heads(n: int = 200, seed: int = 0):
     rng = np.random.default_rng(seed)
     truth = np.arange(n) % 2 == 0

@@ -13,6 +13,7 @@ from PIL import Image
 
 from benchmark import predict
 from benchmark.training.heads import build_head
+from features.data.images import load_image
 
 
 def test_predict_gives_the_runs_probabilities_and_a_heatmap_per_image(small_run, tmp_path: Path, capsys):
@@ -144,3 +145,101 @@ def test_a_missing_target_fails_clearly(small_run, tmp_path: Path, capsys):
     results = small_run.results
     assert predict.main([str(results), str(tmp_path / "nothing.jpeg")]) == 2
     assert "neither an image file nor a folder" in capsys.readouterr().err
+
+
+# The ensemble ---------------------------------------------------------------------------------------------------
+
+
+def _ensemble_row(results: Path) -> pd.Series:
+    board = pd.read_csv(results / "leaderboard.csv")
+    rows = board[board["backbone"] == "ensemble"]
+    # probe_run's validation split (2 images per class) cannot tell its head from its probe: they are averaged.
+    assert not rows.empty, f"{results} has no ensemble row: the ensemble tests need one"
+    return rows.iloc[0]
+
+
+@pytest.mark.slow  # builds the two members' backbones: about 15 s
+def test_the_ensemble_answers_with_the_runs_ensemble_probabilities(probe_run, tmp_path: Path, capsys):
+    root, results = probe_run.root, probe_run.results
+    ensemble = _ensemble_row(results)
+    (tmp_path / "in").mkdir()
+    for path in [sorted((root / "test" / folder).iterdir())[0] for folder in ("NORMAL", "PNEUMONIA")]:
+        (tmp_path / "in" / path.name).write_bytes(path.read_bytes())
+    capsys.readouterr()
+    # Grad-CAM: on the 1x1 maps of a 32 px run a flat map, but the same probabilities from fewer forward passes.
+    assert predict.main([str(results), str(tmp_path / "in"), "--backbone", "Ensemble", "--method", "gradcam",
+                         "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "model: ensemble, the mean of 2 models' probabilities" in out and f"(head {ensemble['head_id']})" in out
+    assert "heatmap: gradcam, the mean of the members' (last feature maps 1x1, 1x1)" in out
+    mine = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    theirs = pd.read_csv(results / "predictions.csv")
+    theirs = theirs[(theirs["head_id"] == ensemble["head_id"]) & (theirs["split"] == "test")]
+    theirs = theirs.set_index(theirs["path"].str.rsplit("/", n=1).str[-1])
+    assert len(mine) == 2
+    for row in mine.itertuples():
+        for label in ("normal", "bacterial", "viral"):
+            assert getattr(row, f"p_{label}") == pytest.approx(theirs.loc[Path(row.path).name, f"p_{label}"], abs=1e-5)
+    assert (mine["threshold"] == ensemble["op_threshold"]).all()  # the ensemble row's own operating point
+
+
+def test_the_default_model_is_the_ensemble_unless_a_member_is_fine_tuned(probe_run, tmp_path: Path):
+    results = probe_run.results
+    ensemble = _ensemble_row(results)
+    assert predict.choose_head(results)["head_id"] == ensemble["head_id"]
+    assert predict.operating_threshold(results, ensemble["head_id"]) == (
+        ensemble["task"], ensemble["positive"], pytest.approx(ensemble["op_threshold"]))  # fmt: skip
+    # A fine-tuned member: fine-tuned models only when asked for, so the best single frozen head.
+    board = pd.read_csv(results / "leaderboard.csv")
+    board.loc[board["backbone"] == "MobileNetV2", "backbone"] = "MobileNetV2-ft"
+    (tmp_path / "r").mkdir()
+    board.to_csv(tmp_path / "r" / "leaderboard.csv", index=False)
+    (tmp_path / "r" / "grid.csv").write_bytes((results / "grid.csv").read_bytes())
+    assert predict.choose_head(tmp_path / "r")["backbone"] == "MobileNetV2-logreg"
+    assert predict.choose_head(tmp_path / "r", "ensemble")["head_id"] == ensemble["head_id"]
+
+
+def test_no_ensemble_is_one_line_saying_why(small_run, tmp_path: Path, capsys):
+    results = small_run.results
+    image = sorted((small_run.root / "test" / "NORMAL").iterdir())[0]
+    assert predict.main([str(results), str(image), "--backbone", "ensemble", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"predict: error: {results} has no ensemble: on validation, no other head is tied with the best "
+                   "one (MobileNetV2), so there is nothing to average\n")  # fmt: skip
+    older = tmp_path / "older"  # a run from before report.json: its single head by default, no ensemble
+    older.mkdir()
+    for name in ("run.json", "leaderboard.csv", "grid.csv"):
+        (older / name).write_bytes((results / name).read_bytes())
+    assert predict.choose_head(older)["backbone"] == "MobileNetV2"
+    assert predict.main([str(older), str(image), "--backbone", "ensemble", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"predict: error: {older} has no ensemble: it has no report.json (a run made "
+                                       "before ensembles)\n")  # fmt: skip
+
+
+class _SizeModel(predict.Predictor):
+    """A member at ``image_size`` whose probabilities record the size it was given, and a flat heatmap."""
+
+    def __init__(self, image_size: int, weight: float):
+        self.image_size, self.weight = image_size, weight
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        p = self.weight * images.shape[1] / 100
+        return np.array([[p, 1 - p]])
+
+    def heatmap(self, image: np.ndarray, class_index: int, method: str) -> np.ndarray:
+        assert image.shape == (self.image_size, self.image_size, 3)
+        heat = np.zeros((4, 4))
+        heat[:2, :2] = self.weight
+        return heat
+
+
+def test_each_ensemble_member_reads_the_image_at_its_own_size(tmp_path: Path):
+    path = tmp_path / "x.png"
+    Image.new("L", (80, 60), 100).save(path)
+    members = [_SizeModel(48, 1.0), _SizeModel(32, 0.5)]
+    ensemble = predict.EnsemblePredictor(members, ["A", "B-logreg"], "ensemble:a+b", {})
+    assert ensemble.image_size == 48
+    probabilities, heat = ensemble.answer(path, load_image(path, 48), "gradcam")
+    np.testing.assert_allclose(probabilities, np.mean([[0.48, 0.52], [0.16, 0.84]], axis=0))
+    assert heat.shape == (48, 48) and heat.max() == pytest.approx(1.0)  # each member upsampled, then their mean
+    assert heat[:12, :12].min() > 0.9 and heat[36:, 36:].max() == 0

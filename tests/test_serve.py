@@ -324,6 +324,33 @@ def test_the_models_a_prediction_loads_are_checked_fine_tuned_ones_too():
                                        "finetune/f1/model.weights.h5", "heads/p1/best.keras"]  # fmt: skip
 
 
+def test_the_ensemble_is_offered_answers_as_the_run_did_and_needs_its_members_files(client, probe_run):
+    board = pd.read_csv(probe_run.results / "leaderboard.csv")
+    ensemble = board[board["backbone"] == "ensemble"]
+    assert not ensemble.empty, "probe_run's validation split cannot tell its head from its probe: they are averaged"
+    ensemble = ensemble.iloc[0]
+    assert '<option value="ensemble" selected>ensemble (selected on validation)</option>' in client.get(
+        "/predict").get_data(as_text=True)  # fmt: skip
+    assert '<span class="settings">mean of MobileNetV2-logreg, MobileNetV2</span>' in client.get("/").text
+    image = _test_image(probe_run)
+    answer = _post(client, (image.read_bytes(), image.name), backbone="ensemble", method="gradcam").json
+    assert answer["model"]["head_id"] == ensemble["head_id"]
+    assert answer["model"]["operating"]["threshold"] == ensemble["op_threshold"]
+    theirs = pd.read_csv(probe_run.results / "predictions.csv")
+    theirs = theirs[(theirs["head_id"] == ensemble["head_id"]) & theirs["path"].str.endswith(image.name)].iloc[0]
+    for label, p in answer["images"][0]["probabilities"].items():
+        assert p == pytest.approx(theirs[f"p_{label}"], abs=1e-5)
+    files = checkpoint_files(board)
+    assert len(files) == 2 and all(file.startswith("heads/") and "ensemble" not in file for file in files)
+
+
+def test_the_ensembles_files_are_its_members_files():
+    board = pd.DataFrame({"backbone": ["A", "A-ft", "ensemble"], "head_id": ["h1", "f1", "ensemble:h1+f1+x9"]})
+    # x9, not on the leaderboard, is taken for a plain head: its missing file is then named at start.
+    assert checkpoint_files(board) == ["heads/h1/best.keras", "finetune/f1/result.json",
+                                       "finetune/f1/model.weights.h5", "heads/x9/best.keras"]  # fmt: skip
+
+
 def test_a_port_in_use_is_a_clear_error(probe_run, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -438,8 +465,12 @@ def test_a_browser_sees_the_leaderboard_sorts_it_and_loads_the_plots(page, live)
     shown = [float(v) for v in table.locator("td[data-column='auc']").evaluate_all("t => t.map(c => c.dataset.value)")]
     assert shown == sorted(shown)
     page.goto(url)  # the Markdown's order again, for the screenshot
+    # The plots load lazily, once near the view: below the report's sections, they are far down the page.
+    page.locator("#plots").scroll_into_view_if_needed()
+    page.wait_for_function("() => Array.from(document.querySelectorAll('#plots img')).every(i => i.complete)")
     widths = page.eval_on_selector_all("#plots img", "imgs => imgs.map(i => i.complete && i.naturalWidth)")
     assert widths and all(widths), "every plot loads"
+    page.evaluate("window.scrollTo(0, 0)")
     _screenshot(page, "serve_run.png", full_page=False)
 
 

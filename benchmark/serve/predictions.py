@@ -2,10 +2,10 @@
 
 ``PredictionService.predict`` saves each upload under the server's temporary
 folder, runs ``benchmark.predict.predict_image`` on it with the run's own
-image check, operating threshold and model (``load_predictor``, built once
-per backbone and kept), deletes the upload, and keeps the heatmap PNG for the
-page to show. A second request while one is running is refused (``Busy``)
-rather than queued: a page that hangs for minutes behind someone else's
+image check, operating threshold and model (``load_predictor``: each head
+built once and kept, shared by the ensemble), deletes the upload, and keeps
+the heatmap PNG for the page to show. A second request while one is running
+is refused (``Busy``) rather than queued: a page that hangs for minutes behind someone else's
 occlusion maps is worse than one that says "try again".
 """
 
@@ -43,7 +43,7 @@ class PredictionError(ValueError):
 
 
 class PredictionService:
-    """One predictor per backbone, built on first use; one prediction at a time; files only under ``temp``."""
+    """One predictor per head, built on first use; one prediction at a time; files only under ``temp``."""
 
     def __init__(self, view: RunView, temp: Path, weights: str | None = None):
         self.view = view
@@ -51,26 +51,25 @@ class PredictionService:
         self.weights = weights
         self.lock = threading.Lock()
         self.min_side = view.config.min_side()
-        # The head predict uses without --backbone: the best validation selection score.
+        # The model predict uses without --backbone: the run's ensemble, or the best validation selection score.
         self.default_backbone = str(predict.choose_head(view.results_dir)["backbone"])
-        self._predictors: dict[str, predict.Predictor] = {}
+        self._heads: dict[str, predict.Predictor] = {}  # by head id: the ensemble shares its members' heads
         self._heatmaps: OrderedDict[str, Path] = OrderedDict()
 
     def heatmap(self, token: str) -> Path | None:
         """The heatmap PNG this server made under ``token``, or None: no other file is served from ``temp``."""
         return self._heatmaps.get(token)
 
-    def predictor(self, backbone: str) -> predict.Predictor:
-        """``load_predictor`` for ``backbone``, built once (it builds a whole backbone: seconds) and kept."""
-        if backbone not in self._predictors:
-            try:
-                self._predictors[backbone] = predict.load_predictor(self.view.results_dir, backbone, self.weights)
-            except (ValueError, OSError, KeyError) as error:
-                raise PredictionError(
-                    f"cannot load the model {backbone}: {error} (if the run's weights folder has moved, start the "
-                    "server with --weights DIR)", 500
-                ) from error
-        return self._predictors[backbone]
+    def predictor(self, backbone: str) -> predict.AnyPredictor:
+        """``load_predictor`` for ``backbone`` (or the ensemble); each head built once (it builds a whole backbone:
+        seconds) and kept."""
+        try:
+            return predict.load_predictor(self.view.results_dir, backbone, self.weights, cache=self._heads)
+        except (ValueError, OSError, KeyError) as error:
+            raise PredictionError(
+                f"cannot load the model {backbone}: {error} (if the run's weights folder has moved, start the "
+                "server with --weights DIR)", 500
+            ) from error
 
     def predict(self, backbone: str | None, method: str, uploads: list[tuple[str, BinaryIO]]) -> dict:
         """Each upload's answer (or why it cannot be read) with ``backbone`` (default: the selected head).
@@ -100,7 +99,7 @@ class PredictionService:
         if len(uploads) > MAX_FILES:
             raise PredictionError(f"{len(uploads)} images in one request; the limit is {MAX_FILES}")
 
-    def _one(self, predictor: predict.Predictor, operating, method: str, name: str, fh: BinaryIO) -> dict:
+    def _one(self, predictor: predict.AnyPredictor, operating, method: str, name: str, fh: BinaryIO) -> dict:
         """One upload through ``predict_image``: saved under ``temp``, predicted, deleted; the heatmap kept."""
         token = uuid.uuid4().hex
         folder = self.temp / "uploads" / token
@@ -133,7 +132,7 @@ class PredictionService:
             _, old = self._heatmaps.popitem(last=False)
             shutil.rmtree(old.parent, ignore_errors=True)
 
-    def _model(self, backbone: str, predictor: predict.Predictor, operating, method: str) -> dict:
+    def _model(self, backbone: str, predictor: predict.AnyPredictor, operating, method: str) -> dict:
         """What the page says about the model: which head, which heatmap, which threshold."""
         height, width = predictor.feature_map_size()
         config = self.view.run["config"]

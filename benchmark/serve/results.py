@@ -20,6 +20,8 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from benchmark.config import RunConfig
+from benchmark.evaluation.verdict import ENSEMBLE
+from benchmark.predict import ensemble_head_ids
 from benchmark.reporting.document import Block, Report
 from benchmark.reporting.report import METRIC_COLUMNS, plot_files
 from benchmark.settings import HeadSettings
@@ -99,14 +101,25 @@ class RunView:
 
 
 def checkpoint_files(board: pd.DataFrame) -> list[str]:
-    """The saved models a prediction loads, one set per selected head, relative to the results folder."""
+    """The saved models a prediction loads, one set per selected head, relative to the results folder; the
+    ensemble's are its members'."""
+    names = dict(zip(board["head_id"], board["backbone"], strict=True))
     files = []
     for backbone, head_id in dict.fromkeys(zip(board["backbone"], board["head_id"], strict=True)):
-        if backbone.endswith(FINETUNED):
-            files += [f"finetune/{head_id}/{RESULT_FILE}", f"finetune/{head_id}/{WEIGHTS_FILE}"]
+        if backbone == ENSEMBLE:
+            # A member missing from the board is taken for a plain head: its file is then listed, checked, named.
+            files += [file for member in ensemble_head_ids(head_id) for file in _model_files(names.get(member, ""),
+                                                                                             member)]  # fmt: skip
         else:
-            files.append(f"heads/{head_id}/best.keras")
-    return files
+            files += _model_files(backbone, head_id)
+    return list(dict.fromkeys(files))
+
+
+def _model_files(backbone: str, head_id: str) -> list[str]:
+    """The files one selected head's model is loaded from: its head, or a fine-tuned model's record and weights."""
+    if backbone.endswith(FINETUNED):
+        return [f"finetune/{head_id}/{RESULT_FILE}", f"finetune/{head_id}/{WEIGHTS_FILE}"]
+    return [f"heads/{head_id}/best.keras"]
 
 
 def missing_files(results_dir: Path) -> list[str]:
@@ -202,7 +215,9 @@ def sort_value(value) -> str:
 
 
 def settings_text(row: pd.Series) -> str:
-    """A head's size and settings in words, as ``predict`` describes them."""
+    """A head's size and settings in words, as ``predict`` describes them; the ensemble's members."""
+    if row["kind"] == ENSEMBLE:
+        return str(row["weights"])  # "mean of A, B, C"
     settings = HeadSettings(kind=row["kind"], lr=row["lr"], dropout=row["dropout"], l2=row["l2"],
                             lr_schedule=row["lr_schedule"])  # fmt: skip
     return f"{row['image_size']} px, {settings.describe()}, seed {row['seed']}"
