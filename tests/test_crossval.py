@@ -172,7 +172,7 @@ def test_the_markdown_section_names_the_design_the_tests_and_the_diagram():
     text = render_markdown(Report("t", [], [], sections))
     assert text.splitlines()[2] == "## Cross-validation (5 folds × 2 repeats, patient-grouped)"
     assert "| D-logreg " in text and "Friedman χ²" in text and "Nadeau-Bengio" in text
-    assert "cannot tell apart" in text and "Cost: 80 heads trained by this run, 12 s." in text
+    assert "pairs told apart" in text and "Cost: 80 heads trained by this run, 12 s." in text
     assert "](plots/cd_t.png)" in text
     assert text.index("| D-logreg") < text.index("| A ")  # sorted by mean rank, best first
 

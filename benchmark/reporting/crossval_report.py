@@ -9,7 +9,7 @@ import pandas as pd
 
 from benchmark.evaluation.crossval_stats import ALPHA, CrossValSummary, TaskComparison, summarize
 from benchmark.records import CROSSVAL_COLUMNS, CrossValResult
-from benchmark.reporting.document import Section, figure, fmt, paragraph
+from benchmark.reporting.document import Section, bullets, figure, fmt, paragraph
 from benchmark.reporting.document import table as table_block
 from benchmark.reporting.plots import plot_critical_difference
 from common.files import atomic_write_text
@@ -39,13 +39,22 @@ def write_crossval(results_dir: Path, result: CrossValResult) -> dict[str, Path]
     return paths
 
 
-def _indistinct(pvalues: pd.DataFrame | None) -> str:
-    """The pairs of models whose p-value is at least ``ALPHA``, in words."""
+def _pairs_apart(pvalues: pd.DataFrame | None) -> str:
+    """Which pairs of models a p-value matrix tells apart at ``ALPHA``, in words (the shorter list named)."""
     if pvalues is None:
         return "no pair to compare"
     names = list(pvalues.index)
-    pairs = [f"{a} and {b}" for i, a in enumerate(names) for b in names[i + 1 :] if pvalues.loc[a, b] >= ALPHA]
-    return "cannot tell apart " + "; ".join(pairs) if pairs else "tell every pair apart"
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    apart = [f"{a} and {b}" for a, b in pairs if pvalues.loc[a, b] < ALPHA]
+    tied = [f"{a} and {b}" for a, b in pairs if pvalues.loc[a, b] >= ALPHA]
+    if not apart:
+        return f"no pair told apart (of {len(pairs)})"
+    if not tied:
+        return f"every pair told apart (of {len(pairs)})"
+    # Name the shorter list: with 8 models, 28 pairs in words would hide the few that matter.
+    if len(apart) <= len(tied):
+        return f"{len(apart)} of {len(pairs)} pairs told apart: " + "; ".join(apart)
+    return f"{len(apart)} of {len(pairs)} pairs told apart; not: " + "; ".join(tied)
 
 
 def _task_section(table: pd.DataFrame, comparison: TaskComparison) -> Section:
@@ -61,9 +70,10 @@ def _task_section(table: pd.DataFrame, comparison: TaskComparison) -> Section:
                                 f"models and {comparison.blocks} folds, p = {comparison.friedman_p:.3g}"
                                 f"{f' ({comparison.note})' if comparison.note else ''}."))  # fmt: skip
     if comparison.nemenyi is not None:
-        blocks += [paragraph(f"At α {ALPHA:g}, the folds' Nemenyi test (critical difference {comparison.cd:.2f} in "
-                             f"mean rank) {_indistinct(comparison.nemenyi)}; pairwise Wilcoxon signed-rank tests, "
-                             f"Holm-adjusted, {_indistinct(comparison.wilcoxon_holm)}."),
+        blocks += [bullets([f"Nemenyi (critical difference {comparison.cd:.2f} in mean rank), α {ALPHA:g}: "
+                            f"{_pairs_apart(comparison.nemenyi)}.",
+                            f"Pairwise Wilcoxon signed-rank, Holm-adjusted, α {ALPHA:g}: "
+                            f"{_pairs_apart(comparison.wilcoxon_holm)}."]),
                    figure(f"Critical difference {comparison.task}", cd_plot_name(comparison.task))]  # fmt: skip
     return Section(comparison.task, blocks, 3, f"crossval/{comparison.task}")
 
