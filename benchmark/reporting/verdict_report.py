@@ -167,8 +167,10 @@ def references_section(references: tuple[PublishedResult, ...], frame: pd.DataFr
     if not references:
         return []
     rows = frame[frame["task"] == references[0].task].groupby("backbone", sort=False)
+    weights = str(frame["config_weights"].iloc[0]) if "config_weights" in frame else ""
+    pretraining = {"none": "none (random init)", "imagenet": "ImageNet"}.get(weights, f"weights folder `{weights}`")
     body = [[f"{name} (this run)", "", str(members["image_size"].iloc[0] or "mixed"),
-             "mean of tied heads" if name == ENSEMBLE else "frozen features + head", "", "validation",
+             "mean of tied heads" if name == ENSEMBLE else "frozen features + head", pretraining, "validation",
              fmt(members["accuracy"].mean()), fmt(members["sensitivity"].mean()), fmt(members["specificity"].mean()),
              fmt(members["auc"].mean())] for name, members in rows]  # fmt: skip
     body += [[f"{ref.model} (published)", ref.source, str(ref.resolution), ref.protocol, ref.pretraining, ref.selection,
