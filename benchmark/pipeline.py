@@ -253,9 +253,13 @@ def _finish(
     sweep: SweepResult, phantom: bool, argv: list[str] | None, prog: str, external: Dataset | None,
     executor: Executor | None, computed_in: dict,
 ) -> int:
-    """Fine-tune the winners if asked, then write the reports (or say why there is nothing to report)."""
-    if stages.finetune is not None:
-        sweep.winners += finetune_winners(sweep.winners, dataset, stages.finetune, executor)
+    """Fine-tune the winners if asked, then write the reports (or say why there is nothing to report).
+
+    A run in which every head of a kind failed, or nothing was fine-tuned though it was asked for, writes the
+    reports of what worked and ends with one line saying what failed (exit code 1).
+    """
+    tuned = [] if stages.finetune is None else finetune_winners(sweep.winners, dataset, stages.finetune, executor)
+    sweep.winners += tuned
     report_extraction(extracted)
     for point in sweep.failed:
         print(f"grid point {point['point_id']} FAILED: {point['error']}")
@@ -270,7 +274,26 @@ def _finish(
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if phantom:
         print("Reminder: SYNTHETIC PHANTOM data, weights none: the numbers above are not medical.")
-    return 0
+    failed = wholesale_failures(sweep, stages.finetune is not None and not tuned)
+    return error_line(prog, f"{failed}; the reports hold what worked", 1) if failed else 0
+
+
+KIND_NAMES = {"keras": "Keras head", "logreg": "logistic-regression probe"}
+
+
+def wholesale_failures(sweep: SweepResult, nothing_tuned: bool) -> str | None:
+    """What failed as a whole, in one line: every grid point of a kind of head, or all fine-tuning (``nothing_tuned``:
+    asked for, none came back); None where every kind has a working point."""
+    problems = []
+    for kind in dict.fromkeys(point.get("kind", "keras") for point in sweep.points):
+        points = [point for point in sweep.points if point.get("kind", "keras") == kind]
+        if all(point["status"] != "done" for point in points):
+            errors = sorted({(point["error"] or "?").splitlines()[0] for point in points})  # one line
+            count = f"{len(points)} grid point{'s' if len(points) > 1 else ''}"
+            problems.append(f"every {KIND_NAMES.get(kind, kind)} failed ({count}: {'; '.join(errors[:2])})")
+    if nothing_tuned:
+        problems.append("--finetune fine-tuned nothing: no backbone has a Keras head to start from")
+    return "; ".join(problems) or None
 
 
 def _invocation(prog: str) -> list[str]:

@@ -407,8 +407,9 @@ def run_runtime_forward(run: dict, config: RunConfig, spec: BackboneSpec, source
     """The pooled features of uint8 images as the run computed them, where its runtime was not Keras; else None.
 
     OpenVINO compiles the IR the run kept under its cache folder (converted again where that is not here) at the
-    run's batch shape, padded as extraction pads. Without OpenVINO here, Keras computes them, and says so: the
-    probabilities may then differ from the run's in the last digits (further in bfloat16).
+    run's batch shape, padded as extraction pads. Where OpenVINO cannot run here (not installed, or a Keras backend
+    it cannot convert), Keras computes them, and says so: the probabilities may then differ from the run's in the
+    last digits (further in bfloat16).
     """
     runtime = run.get("runtime", "keras")  # a plain name in runs before --runtime auto
     if isinstance(runtime, dict):
@@ -420,8 +421,8 @@ def run_runtime_forward(run: dict, config: RunConfig, spec: BackboneSpec, source
     try:
         forward = build_forward("openvino", make_model, precision=precision, batch_shape=(batch, size, size, 3),
                                 ir_file=openvino_ir_file(Path(config.cache_dir), spec, source, size))  # fmt: skip
-    except RuntimeUnavailableError:
-        print(f"note: the run computed its features with OpenVINO, which is not installed here; Keras computes "
+    except RuntimeUnavailableError as error:
+        print(f"note: the run computed its features with OpenVINO, which cannot run here ({error}); Keras computes "
               f"them, so the probabilities can differ from the run's in the last digits ({precision})")  # fmt: skip
         return None
     return partial(padded_forward, forward, spec.preprocess, batch_size=batch)

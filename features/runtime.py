@@ -43,12 +43,15 @@ RUNTIME_CHOICES = (AUTO, *RUNTIMES)
 # OpenVINO's CPU plugin computes float32 and bfloat16; float16 only on CPUs with AVX512_FP16, which are rare.
 OPENVINO_HINTS = {"float32": "f32", "bfloat16": "bf16"}
 INSTALL_HINT = "pip install 'cxr-bench[openvino]' (or pip install openvino)"
+# Keras backends whose models OpenVINO converts here: JAX's export reaches it as an XlaCallModule op, which it
+# cannot convert; PyTorch's export is untested.
+OPENVINO_BACKENDS = ("tensorflow",)
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
 
 class RuntimeUnavailableError(ValueError):
-    """The asked-for runtime's package is not installed."""
+    """The asked-for runtime's package is not installed, or cannot take this Keras backend's models."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,14 @@ def openvino_installed() -> bool:
         return False
 
 
+def backend_problem(backend: str | None = None) -> str | None:
+    """Why OpenVINO cannot take the models of Keras backend ``backend`` (default: this process's), or None."""
+    backend = backend or keras.backend.backend()
+    if backend in OPENVINO_BACKENDS:
+        return None
+    return f"OpenVINO converts only TensorFlow-backend models; KERAS_BACKEND={backend}"
+
+
 def resolve_runtime(
     requested: str,
     precision: str = AUTO,
@@ -75,16 +86,21 @@ def resolve_runtime(
     *,
     installed: Callable[[], bool] = openvino_installed,
     gpu: Callable[[], object] = gpu_capability,
+    backend: Callable[[], str] = keras.backend.backend,
 ) -> RuntimeChoice:
     """The run's runtime for ``requested`` (``auto``, ``keras`` or ``openvino``), and the reason.
 
     ``auto`` is OpenVINO where the backbones run on the CPU and the package is installed, and each backbone
     then keeps it only where it is measurably faster there than Keras (``resolve_backbone_runtime``). Keras
-    where a GPU is there (OpenVINO's plugin here is the CPU's), where ``precision`` or ``jit_compile`` asks for
-    what only Keras does (float16, XLA), or where OpenVINO is not installed.
+    under a Keras backend other than TensorFlow (``backend_problem``), where a GPU is there (OpenVINO's plugin
+    here is the CPU's), where ``precision`` or ``jit_compile`` asks for what only Keras does (float16, XLA), or
+    where OpenVINO is not installed.
     """
     if requested != AUTO:
         return RuntimeChoice(requested, requested, f"--runtime {requested} was asked for")
+    problem = backend_problem(backend())
+    if problem is not None:
+        return RuntimeChoice(AUTO, "keras", problem)
     capability = gpu()
     if capability is not None:
         text = ".".join(map(str, capability))
@@ -113,10 +129,15 @@ def _openvino():
 
 
 def check_runtime(runtime: str, precision: str) -> None:
-    """Raise ``ValueError`` (one line) for an unknown runtime, a missing package, or a precision it cannot run."""
+    """Raise ``ValueError`` (one line) for an unknown runtime, a missing package, a Keras backend it cannot take,
+    or a precision it cannot run."""
     if runtime not in RUNTIME_CHOICES:
         raise ValueError(f"--runtime must be one of {', '.join(RUNTIME_CHOICES)}, not {runtime!r}")
     if runtime == "openvino":
+        problem = backend_problem()
+        if problem is not None:
+            raise RuntimeUnavailableError(f"--runtime openvino cannot run here: {problem}. Use --runtime keras "
+                                          "(or auto), or KERAS_BACKEND=tensorflow")  # fmt: skip
         _openvino()
         if precision not in (AUTO, *OPENVINO_HINTS):
             raise ValueError(f"--runtime openvino computes {' or '.join(OPENVINO_HINTS)} on the CPU, not {precision}")
@@ -143,7 +164,13 @@ def keras_forward(model: keras.Model, jit_compile: bool = False) -> Forward:
 
 
 def export_openvino(model: keras.Model, ir_file: Path) -> Path:
-    """Write ``model`` as OpenVINO IR at ``ir_file`` (``.xml`` + ``.bin``), atomically: a whole folder or none."""
+    """Write ``model`` as OpenVINO IR at ``ir_file`` (``.xml`` + ``.bin``), atomically: a whole folder or none.
+
+    Raises ``RuntimeUnavailableError`` under a Keras backend whose models OpenVINO cannot convert.
+    """
+    problem = backend_problem()
+    if problem is not None:
+        raise RuntimeUnavailableError(problem)
     folder = ir_file.parent
     folder.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))

@@ -14,7 +14,11 @@ with the same weights and the head is put on top. Then:
   size in turn, small first (every backbone here is fully convolutional);
 * optional light augmentation (flip, rotation, zoom, brightness, contrast);
 * early stopping on validation loss, best weights kept; the test split is
-  predicted once at the end.
+  predicted once at the end;
+* the same numbers under every Keras backend (to float rounding): the batch
+  order and the dropout draws come from NumPy (``ImageBatches``, ``FedDropout``)
+  and the cross-entropy from the logits. Augmentation is the exception: Keras'
+  random layers draw from each backend's own generator.
 
 Each result is stored in ``RESULTS/finetune/<id>/`` (weights, history, and
 ``result.json`` written last), keyed by everything that makes it, so a rerun
@@ -36,7 +40,15 @@ import numpy as np
 from backbones import BackboneSpec, build_backbone, get_backbone, resolve_weights
 from benchmark.records import HeadResult
 from benchmark.settings import FinetuneRun, FinetuneSettings
-from benchmark.training.heads import load_head, multi_label_loss
+from benchmark.training.heads import (
+    epoch_order,
+    fed_dropout,
+    is_multi_label,
+    load_head,
+    multi_label_loss,
+    output_layer,
+    uniform_draws,
+)
 from common.executors import Executor, LocalExecutor
 from common.files import atomic_path, atomic_write_json, sha256_file
 from features.cache import cache_key
@@ -112,7 +124,14 @@ def augmenter(seed: int) -> keras.Sequential:
 
 
 class ImageBatches(keras.utils.PyDataset):
-    """Batches of preprocessed images (rows of a pixel cache) and labels, reshuffled each epoch if asked."""
+    """Batches of preprocessed images (rows of a pixel cache) and labels.
+
+    With ``shuffle_seed`` (training) the batches run on, epoch after epoch, without end: fit with
+    ``steps_per_epoch=per_epoch``. Each epoch has its own order, and with ``draws`` each image comes with that
+    many uniform draws for ``FedDropout`` (zeros without ``shuffle_seed``), both from NumPy seeded by the seed,
+    epoch and batch. So batch ``i`` depends on ``i`` only: Keras shuffles batches with Python's ``random`` and
+    prefetches differently on each backend; these batches are the same on every backend.
+    """
 
     def __init__(
         self,
@@ -124,27 +143,55 @@ class ImageBatches(keras.utils.PyDataset):
         *,
         shuffle_seed: int | None = None,
         augment: keras.Sequential | None = None,
+        draws: int = 0,
     ):
         super().__init__()
         self.reader, self.rows, self.labels = reader, np.asarray(rows), np.asarray(labels)
         self.preprocess, self.batch_size, self.augment = preprocess, batch_size, augment
-        self.rng = None if shuffle_seed is None else np.random.default_rng(shuffle_seed)
-        self.order = np.arange(len(self.rows))
-        self.on_epoch_end()
+        self.shuffle_seed, self.draws = shuffle_seed, draws
+        self.per_epoch = math.ceil(len(self.rows) / batch_size)
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.rows) / self.batch_size)
-
-    def on_epoch_end(self) -> None:
-        if self.rng is not None:
-            self.order = self.rng.permutation(len(self.rows))
+    @property
+    def num_batches(self) -> int | None:
+        return self.per_epoch if self.shuffle_seed is None else None
 
     def __getitem__(self, index: int):
-        picked = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        epoch, batch = divmod(index, self.per_epoch)
+        order = np.arange(len(self.rows)) if self.shuffle_seed is None else epoch_order(self.shuffle_seed, epoch,
+                                                                                         len(self.rows))  # fmt: skip
+        picked = order[batch * self.batch_size : (batch + 1) * self.batch_size]
         images = np.stack([self.reader.read(int(r), int(r) + 1)[0] for r in self.rows[picked]]).astype(np.float32)
         if self.augment is not None:
             images = keras.ops.convert_to_numpy(self.augment(images, training=True))
-        return self.preprocess(np.clip(images, 0, 255)), self.labels[picked]
+        inputs = self.preprocess(np.clip(images, 0, 255))
+        if self.draws:
+            shape = (len(picked), self.draws)
+            noise = np.zeros(shape, np.float32) if self.shuffle_seed is None else uniform_draws(
+                (self.shuffle_seed, epoch, batch), shape)  # fmt: skip
+            inputs = (inputs, noise)
+        return inputs, self.labels[picked]
+
+
+class _Logits(keras.layers.Layer):
+    """A softmax Dense layer's logits, computed from its own (shared) weights."""
+
+    def __init__(self, dense: keras.layers.Dense, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = dense
+
+    def call(self, inputs):
+        return keras.ops.matmul(inputs, self.dense.kernel) + self.dense.bias
+
+
+class FedDropout(keras.layers.Layer):
+    """A head's Dropout while it fine-tunes, its uniform draws a second input (``fed_dropout``)."""
+
+    def __init__(self, rate: float, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+
+    def call(self, inputs, draws, training=False):
+        return fed_dropout(inputs, draws, self.rate) if training else inputs
 
 
 def build_finetuned(
@@ -185,20 +232,45 @@ def _compiled_stage(
     head: keras.Model,
     weights_state: list[np.ndarray] | None,
     y_train: np.ndarray | None = None,
-) -> keras.Model:
-    """The backbone + head at ``size``, carrying on from ``weights_state``, its top unfrozen and compiled."""
+) -> tuple[keras.Model, keras.Model]:
+    """The backbone + head at ``size``, carrying on from ``weights_state``, its top unfrozen: ``(the model that
+    trains, compiled (``_training_model``), the model that predicts and is saved)``, sharing every weight."""
     model, backbone = build_finetuned(spec, size, weights, settings.seed, head)
     if weights_state is not None:
         model.set_weights(weights_state)  # progressive resizing: the same weights, a larger input
     unfrozen = unfreeze_top(backbone, settings.layers)
     multi_label = y_train is not None and np.ndim(y_train) == 2
-    model.compile(
+    # Multi-label: the frozen heads' masked binary cross-entropy (its accuracy would count unknown findings).
+    loss = (
+        multi_label_loss(y_train, settings.class_weight)
+        if multi_label
+        else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    trainer = _training_model(model, backbone, head, size)
+    trainer.compile(
         optimizer=DiscriminativeAdam(layer_multipliers(unfrozen, settings.lr_factor), learning_rate=settings.lr),
-        # Multi-label: the frozen heads' masked binary cross-entropy (its accuracy would count unknown findings).
-        loss=multi_label_loss(y_train, settings.class_weight) if multi_label else "sparse_categorical_crossentropy",
+        loss=loss,
         metrics=[] if multi_label else ["accuracy"],
     )
-    return model
+    return trainer, model
+
+
+def _training_model(model: keras.Model, backbone: keras.Model, head: keras.Model, size: int) -> keras.Model:
+    """``model`` (``build_finetuned``'s) as it trains, on the same layers and weights, but with the head's Dropout
+    (the head is ``build_head``'s chain) a ``FedDropout`` whose draws come in beside the images, and a softmax
+    head giving its logits: from them the cross-entropy is the same on every backend (see ``_HeadBank``)."""
+    images = keras.Input((size, size, 3))
+    hidden = backbone(images, training=False)  # as in build_finetuned
+    draws = keras.Input(hidden.shape[1:], name="dropout_draws")
+    dropping = any(isinstance(layer, keras.layers.Dropout) and layer.rate > 0 for layer in head.layers)
+    for layer in head.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            hidden = FedDropout(layer.rate, name=layer.name)(hidden, draws) if dropping else hidden
+        elif layer is output_layer(head) and not is_multi_label(head):
+            hidden = _Logits(layer, name=f"{layer.name}_logits")(hidden)
+        elif not isinstance(layer, keras.layers.InputLayer):
+            hidden = layer(hidden)
+    return keras.Model([images, draws] if dropping else images, hidden, name=f"{model.name}_training")
 
 
 def _fit_stage(
@@ -212,14 +284,16 @@ def _fit_stage(
     class_weight: dict[int, float] | None,
     progress: bool,
 ) -> dict[str, list]:
-    """Fit ``model`` on the training split with early stopping on validation; the Keras history."""
+    """Fit ``model`` (``_training_model``) on the training split with early stopping on validation; the history."""
     augment = augmenter(settings.seed + stage) if settings.augment else None
+    draws = model.inputs[1].shape[-1] if len(model.inputs) > 1 else 0
     train = ImageBatches(reader, rows["train"], labels["train"], preprocess, settings.batch_size,
-                         shuffle_seed=settings.seed + stage, augment=augment)  # fmt: skip
-    val = ImageBatches(reader, rows["val"], labels["val"], preprocess, settings.batch_size)
+                         shuffle_seed=settings.seed + stage, augment=augment, draws=draws)  # fmt: skip
+    val = ImageBatches(reader, rows["val"], labels["val"], preprocess, settings.batch_size, draws=draws)
     stop = keras.callbacks.EarlyStopping(patience=settings.patience, restore_best_weights=True)
-    fitted = model.fit(train, validation_data=val, epochs=settings.epochs, class_weight=class_weight,
-                       callbacks=[stop], verbose=2 if progress else 0)  # fmt: skip
+    fitted = model.fit(train, validation_data=val, epochs=settings.epochs, steps_per_epoch=train.per_epoch,
+                       shuffle=False, class_weight=class_weight, callbacks=[stop],
+                       verbose=2 if progress else 0)  # fmt: skip
     return fitted.history
 
 
@@ -253,10 +327,11 @@ def finetune_one(
     stages = _StageRecord()
     weights_state = None
     for stage, size in enumerate(sizes):
-        model = _compiled_stage(spec, size, weights, settings, head, weights_state, labels["train"])
+        trainer, model = _compiled_stage(spec, size, weights, settings, head, weights_state, labels["train"])
         reader, _ = pixel_cache.build(size, dataset.root, paths, progress=progress)
         with reader:
-            fitted = _fit_stage(model, reader, rows, labels, spec.preprocess, settings, stage, class_weight, progress)
+            fitted = _fit_stage(trainer, reader, rows, labels, spec.preprocess, settings, stage, class_weight,
+                                progress)  # fmt: skip
             stages.add(fitted)
             weights_state = model.get_weights()
             probabilities = {

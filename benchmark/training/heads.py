@@ -18,6 +18,7 @@ chance.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import time
 import zipfile
@@ -108,26 +109,52 @@ def is_multi_label(head: keras.Model) -> bool:
     return output_layer(head).activation is keras.activations.sigmoid
 
 
+@functools.lru_cache(maxsize=4)
+def epoch_order(seed: int, epoch: int, rows: int) -> np.ndarray:
+    """Epoch ``epoch``'s shuffled order of ``rows`` rows, from NumPy seeded by ``(seed, epoch)`` (cached: read only)."""
+    order = np.random.default_rng((seed, epoch)).permutation(rows)
+    order.flags.writeable = False
+    return order
+
+
+def uniform_draws(key: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """Float32 uniform draws in [0, 1) from NumPy seeded by ``key``: the same numbers under every Keras backend."""
+    return np.random.default_rng(key).random(shape, dtype=np.float32)
+
+
+def fed_dropout(inputs, draws, rate: float):
+    """Dropout at ``rate`` with its uniform ``draws`` (the inputs' shape) made outside the model (``uniform_draws``).
+
+    Keras' Dropout draws from each backend's own generator, so the same seed gives other masks under JAX than
+    under TensorFlow, and other heads; fed the same draws, every backend drops the same units.
+    """
+    if rate <= 0:
+        return inputs
+    keep = 1.0 - rate
+    return keras.ops.where(draws < keep, inputs / keep, 0.0)
+
+
 class _HeadBank(keras.layers.Layer):
     """K independent Dropout -> Dense softmax heads as one wide Dense layer.
 
     Output shape ``(batch, K, n_classes)``; head k owns columns
     ``k * n_classes ... (k + 1) * n_classes`` of the kernel. One uniform draw
-    per step is shared: head k keeps the inputs where it is below ``1 - rate_k``,
-    exactly the mask a lone head with the same seed would draw. So nothing a
-    head computes depends on the other heads, and the random draws cost the
-    same for 1 head or 40.
+    per step is shared (``noise``, from ``_BankBatches``): head k keeps the inputs
+    where it is below ``1 - rate_k``, exactly the mask a lone head with the same
+    seed would draw. So nothing a head computes depends on the other heads, and
+    the random draws cost the same for 1 head or 40.
+
+    Softmax heads give their logits, not probabilities: Keras' TensorFlow backend takes the cross-entropy
+    from a softmax's logits, the others from probabilities clipped at 1e-7, which differ (and the clipped
+    one has no gradient) once a head is confidently wrong; from logits every backend computes the same.
     """
 
-    def __init__(
-        self, rates: list[float], n_classes: int, initial: list[np.ndarray], seed: int, multi_label: bool, **kwargs
-    ):
+    def __init__(self, rates: list[float], n_classes: int, initial: list[np.ndarray], multi_label: bool, **kwargs):
         super().__init__(**kwargs)
         self.rates = list(rates)
         self.n_classes = n_classes
         self.multi_label = multi_label
         self.initial = initial
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
         heads = len(self.rates)
@@ -141,20 +168,17 @@ class _HeadBank(keras.layers.Layer):
             shape=(heads * self.n_classes,), initializer=keras.initializers.Constant(np.tile(bias, heads)), name="bias"
         )
 
-    def call(self, inputs, training=False):
-        if training:
-            noise = keras.random.uniform(keras.ops.shape(inputs), seed=self.seed_generator, dtype=inputs.dtype)
+    def call(self, inputs, noise=None, training=False):
+        if training and noise is not None:
             blocks = []
             # Heads come sorted by rate, so each rate's heads are one block of columns.
             for rate, start, stop in self._blocks():
-                keep = 1.0 - rate
-                dropped = keras.ops.where(noise < keep, inputs / keep, 0.0) if rate > 0 else inputs
-                blocks.append(keras.ops.matmul(dropped, self.kernel[:, start:stop]))
+                blocks.append(keras.ops.matmul(fed_dropout(inputs, noise, rate), self.kernel[:, start:stop]))
             logits = blocks[0] if len(blocks) == 1 else keras.ops.concatenate(blocks, axis=-1)
         else:
             logits = keras.ops.matmul(inputs, self.kernel)
         logits = keras.ops.reshape(logits + self.bias, (-1, len(self.rates), self.n_classes))
-        return keras.ops.sigmoid(logits) if self.multi_label else keras.ops.softmax(logits, axis=-1)
+        return keras.ops.sigmoid(logits) if self.multi_label else logits
 
     def _blocks(self) -> list[tuple[float, int, int]]:
         if list(self.rates) != sorted(self.rates):
@@ -177,9 +201,40 @@ class _HeadBank(keras.layers.Layer):
         return [kernel[:, columns].copy(), bias[columns].copy()]
 
 
+class _BankBatches(keras.utils.PyDataset):
+    """The training split's batches, epoch after epoch without end, each epoch in a new seeded order, with the
+    dropout draws of each batch (``noise``).
+
+    Both come from NumPy, seeded by ``(seed, epoch[, batch])``: Keras would shuffle arrays with TensorFlow's
+    generator on one backend and NumPy's global one on another, and draw masks from each backend's own, so a head
+    trained under JAX would not be the head trained under TensorFlow. Batch ``i`` is a pure function of ``i``
+    (epoch ``i // per_epoch``), whatever order Keras prefetches in; fit with ``steps_per_epoch=per_epoch``.
+    """
+
+    def __init__(self, features, targets, weights, batch_size: int, seed: int, noise: bool):
+        super().__init__()
+        self.features, self.targets, self.weights = features, targets, weights
+        self.batch_size, self.seed, self.noise = batch_size, seed, noise
+        self.per_epoch = math.ceil(len(features) / batch_size)
+
+    @property
+    def num_batches(self) -> None:
+        return None  # endless: the epochs are counted by steps_per_epoch
+
+    def __getitem__(self, index: int):
+        epoch, batch = divmod(index, self.per_epoch)
+        first = batch * self.batch_size
+        rows = epoch_order(self.seed, epoch, len(self.features))[first : first + self.batch_size]
+        inputs = self.features[rows]
+        if self.noise:
+            inputs = (inputs, uniform_draws((self.seed, epoch, batch), inputs.shape))
+        batch_data = (inputs, self.targets[rows])
+        return batch_data if self.weights is None else (*batch_data, self.weights[rows])
+
+
 def _summed_crossentropy(y_true, y_pred):
-    """Sum over heads of each head's cross-entropy: every head gets exactly its own gradient."""
-    return keras.ops.sum(keras.losses.categorical_crossentropy(y_true, y_pred), axis=-1)
+    """Sum over heads of each head's cross-entropy (``y_pred``: logits): every head gets exactly its own gradient."""
+    return keras.ops.sum(keras.losses.categorical_crossentropy(y_true, y_pred, from_logits=True), axis=-1)
 
 
 def masked_binary_crossentropy(positive_weight: np.ndarray, negative_weight: np.ndarray):
@@ -233,17 +288,25 @@ class _PerHeadAdam(keras.optimizers.Adam):
         self._l2 = per_column([2.0 * s.l2 for s in settings], np.float32)
         self._steps = per_column([s.lr_schedule == "step" for s in settings], bool)
         self._factor = per_column([s.step_decay_factor for s in settings], np.float32)
-        self._every = per_column([s.step_decay_epochs for s in settings], np.float32)
+        self._every = per_column([s.step_decay_epochs for s in settings], np.int32)
         self._steps_per_epoch = steps_per_epoch
 
+    def _rates(self):
+        """Each column's learning rate at the current step."""
+        # Integer epochs: in TensorFlow's compiled step, float ``epoch / every`` gave 2 / 2 = 0.99999994 for banks
+        # of 3 or more heads, so the decay came an epoch late there (and not under JAX).
+        epoch = keras.ops.floor_divide(keras.ops.cast(self.iterations, "int32"), self._steps_per_epoch)
+        stage = keras.ops.floor_divide(epoch, keras.ops.convert_to_tensor(self._every))
+        decay = keras.ops.power(keras.ops.convert_to_tensor(self._factor), keras.ops.cast(stage, "float32"))
+        return keras.ops.convert_to_tensor(self._base) * keras.ops.where(self._steps, decay, 1.0)
+
     def update_step(self, gradient, variable, learning_rate):
-        epoch = keras.ops.floor(keras.ops.cast(self.iterations, "float32") / self._steps_per_epoch)
-        decay = keras.ops.power(self._factor, keras.ops.floor(epoch / self._every))
-        rates = self._base * keras.ops.where(self._steps, decay, keras.ops.ones_like(decay))
         # The bank's kernel is (features, heads x classes) and its bias (heads x classes,).
-        rates = keras.ops.reshape(rates, (1,) * (len(variable.shape) - 1) + (len(self._base),))
+        rates = keras.ops.reshape(self._rates(), (1,) * (len(variable.shape) - 1) + (len(self._base),))
         if len(variable.shape) == 2:  # the kernel: the L2 penalty's gradient, each head's own
-            gradient = gradient + self._l2 * variable
+            # A tensor times the variable: ``ndarray * Variable`` has NumPy read the variable, which a traced JAX
+            # step cannot give (TracerArrayConversionError).
+            gradient = gradient + keras.ops.convert_to_tensor(self._l2) * keras.ops.convert_to_tensor(variable)
         return super().update_step(gradient, variable, rates)
 
 
@@ -358,8 +421,12 @@ def _compile_bank(
     keras.utils.set_random_seed(shared.seed)
     inputs = keras.Input(shape=(feature_size,), name="pooled_features")
     hidden = inputs if statistics is None else Standardize(*statistics, name="standardize")(inputs)
-    bank = _HeadBank([s.dropout for s in settings], n_classes, initial, shared.seed, multi_label, name="heads")
-    joint = keras.Model(inputs, bank(hidden))
+    bank = _HeadBank([s.dropout for s in settings], n_classes, initial, multi_label, name="heads")
+    if any(s.dropout > 0 for s in settings):  # the dropout draws come in beside the features (_BankBatches)
+        noise = keras.Input(shape=(feature_size,), name="dropout_draws")
+        joint = keras.Model([inputs, noise], bank(hidden, noise))
+    else:
+        joint = keras.Model(inputs, bank(hidden))
     steps_per_epoch = math.ceil(n_train / shared.batch_size)
     loss = _summed_crossentropy
     if multi_label:
@@ -399,16 +466,9 @@ def _fit_bank(
         shared.patience,
         bar,
     )
-    keras.utils.set_random_seed(shared.seed)  # the batch order of every epoch
+    batches = _BankBatches(x_train, targets, weights, shared.batch_size, shared.seed, noise=len(joint.inputs) > 1)
     joint.fit(
-        x_train,
-        targets,
-        sample_weight=weights,
-        batch_size=shared.batch_size,
-        epochs=shared.epochs,
-        shuffle=True,
-        verbose=0,
-        callbacks=[stopper],
+        batches, epochs=shared.epochs, steps_per_epoch=batches.per_epoch, shuffle=False, verbose=0, callbacks=[stopper]
     )
     bar.close()
     return stopper, time.perf_counter() - started
