@@ -150,3 +150,13 @@ def test_when_the_ensemble_is_best_the_single_heads_get_their_own_tie():
     best, tied = single_head_tie(verdict)
     assert best in ("good", "also") and set(tied) == {"good", "also"}
     assert "Among single heads, 2 of 3 are indistinguishable from the best one" in sentence(verdict)
+
+
+def test_a_damaged_report_json_is_named_in_one_error(tmp_path):
+    from benchmark.serve.results import read_report
+
+    path = tmp_path / "report.json"
+    for damaged in ('{"version": 1, "title": ', '{"version": 7}', "[]"):
+        path.write_text(damaged, encoding="utf-8")
+        with pytest.raises(ValueError, match="report.json is damaged or not a cxr-bench report"):
+            read_report(path)

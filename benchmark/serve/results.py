@@ -143,6 +143,15 @@ def expected_plots(results_dir: Path, board: pd.DataFrame, report: Report | None
     return [Plot(title, Path(relative).name, (results_dir / relative).is_file()) for title, relative in files.items()]
 
 
+def read_report(path: Path) -> Report:
+    """The run's ``report.json``; ``ValueError`` naming the file when it is damaged or of another format."""
+    try:
+        return Report.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path} is damaged or not a cxr-bench report ({error}); run the run's command again "
+                         "(recorded in run.json) to write it anew: finished work is reused") from error
+
+
 def load_run(results_dir: str | Path) -> RunView:
     """Check and read a finished run's folder; ``MissingFilesError`` (naming the files) if it is incomplete."""
     results_dir = Path(results_dir).resolve()
@@ -153,7 +162,7 @@ def load_run(results_dir: str | Path) -> RunView:
     board = pd.read_csv(results_dir / "leaderboard.csv")
     if "eval_set" in board:  # the page shows the internal test; an external test set's rows are in leaderboard.md
         board = board[board["eval_set"] == "internal"].reset_index(drop=True)
-    report = Report.from_json(json.loads((results_dir / "report.json").read_text(encoding="utf-8")))
+    report = read_report(results_dir / "report.json")
     return RunView(
         results_dir=results_dir,
         run=json.loads((results_dir / "run.json").read_text(encoding="utf-8")),
