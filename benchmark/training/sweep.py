@@ -228,7 +228,6 @@ def train_groups(
         for job in jobs:
             yield job, _train_group(job, dataset, heads_dir, settings.progress)
         return
-    print(f"training {len(jobs)} groups of heads in {workers} single-threaded worker processes")
     # The children inherit the environment when they are spawned, on submit; and an ignored SIGINT, which a
     # new Python keeps ignored: a Ctrl-C while a child still imports TensorFlow would print its traceback.
     # The parent's KeyboardInterrupt stops them instead (below).
@@ -237,6 +236,8 @@ def train_groups(
             workers, mp_context=get_context("spawn"), initializer=_worker_setup, initargs=(os.getpid(),)
         )
         futures = {pool.submit(_train_group, job, dataset, heads_dir, False): job for job in jobs}
+    # Said once the jobs are in and Ctrl-C is heard again (a Ctrl-C before this line is ignored, see above).
+    print(f"training {len(jobs)} groups of heads in {workers} single-threaded worker processes")
     try:
         yield from _as_they_end(futures, as_completed, dataset, heads_dir)
     except BaseException:  # Ctrl-C, or an error here: stop the workers now rather than after their current group
