@@ -16,7 +16,9 @@ line overrides it.
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -33,7 +35,7 @@ from benchmark.settings import (
     SweepSettings,
     probe_settings,
 )
-from common.executors import EXECUTORS, ExecutorSettings
+from common.executors import EXECUTORS, ExecutorSettings, check_cluster, is_address
 from features.data.audit import LEAKAGE_POLICIES
 from features.data.dataset import SPLIT_ALIASES
 from features.runtime import check_runtime
@@ -53,6 +55,51 @@ VAL_SOURCES = ("carve", "official")
 GRID_FIELDS = ("image_size", "lr", "dropout", "l2", "lr_schedule")
 TUPLE_FIELDS = ("backbones", *GRID_FIELDS, "probe_l2", "finetune_sizes", "classes", "split_lists", "external_map",
                 "finding_columns", "external_finding_columns")  # fmt: skip
+
+
+# The options that act only when fine-tuning, and the external CSV's columns.
+FINETUNE_FIELDS = ("finetune_layers", "finetune_lr", "finetune_lr_factor", "finetune_epochs", "finetune_batch_size",
+                   "finetune_patience", "finetune_sizes", "augment")  # fmt: skip
+EXTERNAL_COLUMNS = ("external_path_column", "external_label_column", "external_findings_column",
+                    "external_finding_columns")  # fmt: skip
+_POSITIVE = (lambda v: v > 0, "positive (a finite number above 0)")
+_AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+_NOT_NEGATIVE = (lambda v: v >= 0, "0 or more")
+# Every number option but the sizes (checked per backbone), the seed and the fine-tuning's
+# (FinetuneSettings.validate): (is the value in range, the range in words). inf and nan never are.
+NUMBER_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "lr": _POSITIVE,
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "l2": (lambda v: v >= 0, "0 or more (a finite number)"),
+    "probe_l2": _POSITIVE,
+    "seeds": _AT_LEAST_1,
+    "cv": (lambda v: v == 0 or v >= 2, "0 (off) or at least 2 folds"),
+    "cv_repeats": _AT_LEAST_1,
+    "epochs": _AT_LEAST_1,
+    "batch_size": _AT_LEAST_1,
+    "patience": _NOT_NEGATIVE,
+    "step_decay_epochs": _AT_LEAST_1,
+    "step_decay_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "test_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "limit_per_class": _AT_LEAST_1,
+    "min_image_side": _NOT_NEGATIVE,
+    "target_sensitivity": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "bootstrap": (lambda v: v == 0 or v >= 100, "0 (off) or at least 100 resamples"),
+    "extract_batch_size": _AT_LEAST_1,
+    "extract_shard_size": _AT_LEAST_1,
+    "head_workers": (lambda v: v >= 0, "0 (auto) or more"),
+}
+
+
+def _flag(name: str) -> str:
+    """The command-line spelling of the RunConfig field ``name``, without its dashes."""
+    return name.replace("_", "-")
+
+
+def _absolute(path: str) -> str:
+    """``path`` absolute and resolved (symbolic links followed) from the working folder."""
+    return str(Path(path).resolve())
 
 
 @dataclass
@@ -109,6 +156,7 @@ class RunConfig:
     limit_per_class: int | None = _DATA.limit_per_class
     min_image_side: int | None = None
     leakage: str = _DATA.leakage
+    rehash: bool = _DATA.rehash
     sort_metric: str = _REPORT.sort_metric
     target_sensitivity: float = _REPORT.target_sensitivity
     bootstrap: int = _REPORT.bootstrap
@@ -140,8 +188,12 @@ class RunConfig:
             value = getattr(self, name)
             setattr(self, name, tuple(value) if isinstance(value, list | tuple) else (value,))
 
-    def validate(self) -> None:
-        """Fail before any work on a bad value, naming the valid ones."""
+    def validate(self, given: Collection[str] | None = None) -> None:
+        """Fail before any work on a bad value, naming the valid ones; then make every path absolute.
+
+        ``given`` names the fields the user set (command line or ``--config``); an option given where it does
+        nothing is refused. Without ``given``, the fields that differ from their defaults count as given.
+        """
         self.backbones = tuple(get_backbone(name).name for name in self.backbones)
         if not self.backbones:
             raise ValueError(f"no backbone chosen; valid backbones: {', '.join(BACKBONES)}")
@@ -153,71 +205,119 @@ class RunConfig:
             raise ValueError(f"--data {self.data} is not a folder")
         if self.labels is not None and (self.data is None or not Path(self.labels).is_file()):
             raise ValueError(f"--labels {self.labels} is not a file" if self.data is not None else
-                             "--labels needs --data DIR, the folder its image paths are relative to")
+                             "--labels needs --data DIR, the folder its image paths are relative to")  # fmt: skip
         self._validate_split_lists()
         self._validate_findings()
         self._validate_external()
         check_runtime(self.runtime, self.precision)
-        for size in self.image_size:
-            for name in self.backbones:
-                get_backbone(name).check_size(size)
+        self._validate_numbers()
+        for flag, sizes in (("--image-size", self.image_size), ("--finetune-sizes", self.finetune_sizes)):
+            self._check_sizes(flag, sizes)
         for ok, message in self._value_checks():
             if not ok:
                 raise ValueError(message)
         self.finetune_settings().validate()
-        for size in self.finetune_sizes:
-            for name in self.backbones:
-                get_backbone(name).check_size(size)
+        if self.executor == "dask" and self.cluster is not None:
+            check_cluster(self.cluster)
         task, _, metric = self.select_by.partition(".")
         if self.select_by not in ("val_loss", "macro_auc") and (not task or metric not in METRICS):
             raise ValueError(
                 f"--select-by must be val_loss, macro_auc (multi-label) or TASK.METRIC with METRIC one of "
                 f"{', '.join(METRICS)} (for example normal_vs_pneumonia.auc), not {self.select_by!r}"
             )
+        self._refuse_idle_options(self._changed() if given is None else given)
+        self.resolve_paths()
+
+    def _check_sizes(self, flag: str, sizes: tuple[int, ...]) -> None:
+        """Every size at or above every chosen backbone's minimum; the message names ``flag``."""
+        for size in sizes:
+            for name in self.backbones:
+                try:
+                    get_backbone(name).check_size(size)
+                except ValueError as error:
+                    raise ValueError(f"{flag}: {error}") from None
+
+    def _validate_numbers(self) -> None:
+        """Every number option finite and in its range (``NUMBER_RANGES``); the message names the option."""
+        for name, (in_range, words) in NUMBER_RANGES.items():
+            value = getattr(self, name)
+            values = value if isinstance(value, tuple) else (value,)
+            if name in TUPLE_FIELDS and not values:
+                raise ValueError(f"--{_flag(name)} needs at least one value ({words})")
+            for one in values:
+                finite = not isinstance(one, float) or math.isfinite(one)  # an int is finite, however large
+                if one is not None and not (finite and in_range(one)):
+                    raise ValueError(f"--{_flag(name)} must be {words}, not {one}")
+        highest = 2**32 - self.seeds - self.cv_repeats + 1  # seeds count up from --seed; NumPy takes < 2**32
+        if not 0 <= self.seed <= highest:
+            raise ValueError(f"--seed must be from 0 to {highest} (the seeds of --seeds and --cv-repeats count up "
+                             f"from it), not {self.seed}")  # fmt: skip
+
+    def _changed(self) -> set[str]:
+        """The fields whose value differs from the default: what a config built in code sets."""
+        default = RunConfig()
+        return {f.name for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)}
+
+    def _refuse_idle_options(self, given: Collection[str]) -> None:
+        """Fail on an option the user gave that does nothing beside the others (``--probe-l2`` with
+        ``--no-probe``): it was meant to change the run, and silently would not."""
+        for names, idle, why in self._idle_options():
+            for name in names:
+                if idle and name in given:
+                    raise ValueError(f"--{_flag(name)} does nothing {why}")
+
+    def _idle_options(self) -> list[tuple[tuple[str, ...], bool, str]]:
+        """(options, whether they do nothing in this run, why) for the options that act only beside another."""
+        external_csv = self.external_test is not None and self.external_labels is not None
+        return [
+            (("probe_l2",), not self.probe, "without the probe (--no-probe given)"),
+            (FINETUNE_FIELDS, not self.finetune, "without --finetune"),
+            (("external_map", *EXTERNAL_COLUMNS), self.external_test is None, "without --external-test"),
+            (EXTERNAL_COLUMNS, self.external_labels is None,
+             "without --external-labels (an external set of class folders has no CSV columns)"),
+            (("uncertain", "blank"), not (self.finding_columns or (external_csv and self.external_finding_columns)),
+             "without --finding-columns (it applies to CheXpert's 1/0/-1/blank finding columns only)"),
+            (("finding_separator", "no_finding"),
+             self.findings_column is None and not (external_csv and self.external_findings_column),
+             "without --findings-column (it applies to NIH's column of separated findings only)"),
+            (("step_decay_epochs", "step_decay_factor"), "step" not in self.lr_schedule,
+             "without --lr-schedule step"),
+            (("patient_column", "split_column", "classes"), self.labels is None,
+             "without --labels (class folders name the classes; patients come from the file names)"),
+            (("path_column", "label_column"), self.labels is None and not external_csv,
+             "without --labels or --external-labels (class folders have no CSV columns)"),
+        ]  # fmt: skip
+
+    def resolve_paths(self) -> None:
+        """Every path option made absolute and resolved, so ``run.json`` names the same files from any working
+        folder (``predict``, ``serve``), and two spellings of one folder are one setting."""
+        for name in ("data", "labels", "external_test", "external_labels", "results_dir", "cache_dir"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _absolute(getattr(self, name)))
+        if self.weights is not None and self.weights not in WEIGHTS_CHOICES:
+            self.weights = _absolute(self.weights)
+        if self.cluster is not None and not is_address(self.cluster):
+            self.cluster = _absolute(self.cluster)
+        pairs = (pair.partition("=") for pair in self.split_lists)
+        self.split_lists = tuple(f"{split}={_absolute(path.strip())}" if sign else split for split, sign, path in pairs)
 
     def _value_checks(self) -> list[tuple[bool, str]]:
-        """(is the value valid, the message naming the valid ones) for every plain setting."""
+        """(is the value valid, the message naming the valid ones) for every plain setting but the numbers."""
         return [
-            (self.lr and all(lr > 0 for lr in self.lr), f"--lr must be positive, not {self.lr}"),
-            (self.dropout and all(0 <= d < 1 for d in self.dropout),
-             f"--dropout must be in [0, 1), not {self.dropout}"),
-            (self.l2 and all(v >= 0 for v in self.l2), f"--l2 must be 0 or more, not {self.l2}"),
-            (self.probe_l2 and all(v > 0 for v in self.probe_l2), f"--probe-l2 must be positive, not {self.probe_l2}"),
             (self.lr_schedule and set(self.lr_schedule) <= set(LR_SCHEDULES),
              f"--lr-schedule must be among {', '.join(LR_SCHEDULES)}, not {self.lr_schedule}"),
-            (self.seeds >= 1, f"--seeds must be at least 1, not {self.seeds}"),
-            (self.cv == 0 or self.cv >= 2, f"--cv must be 0 (off) or at least 2 folds, not {self.cv}"),
-            (self.cv_repeats >= 1, f"--cv-repeats must be at least 1, not {self.cv_repeats}"),
             (self.cv_repeats == 1 or self.cv,
              f"--cv-repeats {self.cv_repeats} needs --cv K (the folds it repeats; without --cv none are drawn)"),
-            (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
-            (self.extract_batch_size >= 1, f"--extract-batch-size must be at least 1, not {self.extract_batch_size}"),
-            (self.extract_shard_size >= 1, f"--extract-shard-size must be at least 1, not {self.extract_shard_size}"),
-            (self.min_image_side is None or self.min_image_side >= 0,
-             f"--min-image-side must be 0 or more, not {self.min_image_side}"),
             (self.leakage in LEAKAGE_POLICIES, f"--leakage must be one of {', '.join(LEAKAGE_POLICIES)}"),
             (self.precision in PRECISION_CHOICES, f"--precision must be one of {', '.join(PRECISION_CHOICES)}"),
             (not (self.jit_compile and self.runtime == "openvino"),
              "--jit-compile asks Keras for XLA; it does not go with --runtime openvino, which compiles its own graph"),
-            (self.head_workers >= 0, f"--head-workers must be 0 (auto) or more, not {self.head_workers}"),
             (self.executor in EXECUTORS, f"--executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}"),
             (self.cluster is None or self.executor != "local",
              f"--cluster {self.cluster} needs --executor dask (the local executor runs everything here)"),
-            (self.patience >= 0, f"--patience must be 0 or more, not {self.patience}"),
-            (self.step_decay_epochs >= 1, f"--step-decay-epochs must be at least 1, not {self.step_decay_epochs}"),
-            (0 < self.step_decay_factor <= 1, f"--step-decay-factor must be in (0, 1], not {self.step_decay_factor}"),
-            (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), not {self.val_fraction}"),
-            (0 < self.test_fraction < 1, f"--test-fraction must be in (0, 1), not {self.test_fraction}"),
-            (self.limit_per_class is None or self.limit_per_class >= 1,
-             f"--limit-per-class must be at least 1, not {self.limit_per_class}"),
             (self.class_weight in CLASS_WEIGHTS, f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}"),
             (self.val_source in VAL_SOURCES, f"--val-source must be one of {', '.join(VAL_SOURCES)}"),
             (self.sort_metric in METRICS, f"--sort-metric must be one of {', '.join(METRICS)}"),
-            (0 < self.target_sensitivity <= 1,
-             f"--target-sensitivity must be in (0, 1], not {self.target_sensitivity}"),
-            (self.bootstrap == 0 or self.bootstrap >= 100,
-             f"--bootstrap must be 0 (off) or at least 100 resamples, not {self.bootstrap}"),
         ]  # fmt: skip
 
     def _validate_split_lists(self) -> None:
@@ -330,7 +430,7 @@ class RunConfig:
     def stages(
         self, precision: str | None = None, backbone_precisions: tuple[tuple[str, int, str], ...] = (),
         runtime: str | None = None, backbone_runtimes: tuple[tuple[str, int, str], ...] = (),
-    ) -> StageSettings:
+    ) -> StageSettings:  # fmt: skip
         """The settings object of every stage of the run; ``precision`` and ``runtime`` are the resolved ``auto``s,
         ``backbone_precisions`` and ``backbone_runtimes`` the backbones whose own check chose another
         (``benchmark.pipeline``).
@@ -349,7 +449,7 @@ class RunConfig:
             data=DataSettings(
                 min_side=self.min_side(), val_fraction=self.val_fraction, test_fraction=self.test_fraction,
                 val_source=self.val_source, limit_per_class=self.limit_per_class, leakage=self.leakage,
-                seed=self.seed, cache_dir=cache_dir, progress=self.progress,
+                seed=self.seed, cache_dir=cache_dir, progress=self.progress, rehash=self.rehash,
             ),
             extract=ExtractSettings(
                 weights=weights, batch_size=self.extract_batch_size,

@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
@@ -29,13 +29,26 @@ from benchmark.training.finetune import finetune_winners  # noqa: E402
 from benchmark.training.sweep import predict_external, run_sweep  # noqa: E402
 from common.executors import Executor, ExecutorError, open_executor  # noqa: E402
 from features.cache import FolderInUseError, folder_lock  # noqa: E402
-from features.data.audit import DatasetError, audit_images, check_classes, external_overlap, flag_leakage  # noqa: E402
+from features.data.audit import (  # noqa: E402
+    DatasetError,
+    LeakageError,
+    audit_images,
+    check_classes,
+    external_overlap,
+    flag_leakage,
+)
 from features.data.dataset import Dataset, describe_counts, make_splits  # noqa: E402
 from features.data.external import load_external  # noqa: E402
 from features.data.images import UnreadableImageError  # noqa: E402
 from features.data.labels import load_dataset  # noqa: E402
 from features.data.phantom import make_phantom_dataset  # noqa: E402
-from features.extract import BackboneFeatures, extract_all, resource_problems  # noqa: E402
+from features.extract import (  # noqa: E402
+    BackboneFeatures,
+    extract_all,
+    extraction_lines,
+    forward_passes,
+    resource_problems,
+)
 from features.runtime import resolve_backbones, resolve_runtime  # noqa: E402
 from features.settings import DataSettings  # noqa: E402
 
@@ -53,7 +66,7 @@ def resolve_data(config: RunConfig) -> tuple[Path, bool]:
     if config.data is not None:
         return Path(config.data), False
     if DEFAULT_DATA.is_dir():
-        return DEFAULT_DATA, False
+        return DEFAULT_DATA.resolve(), False
     print("=" * 78)
     print("No --data given and no data/chest_xray/ folder: running on the SYNTHETIC PHANTOM set.")
     print("These numbers are NOT MEDICAL. Pass --data DIR to benchmark real radiographs.")
@@ -65,11 +78,15 @@ def resolve_data(config: RunConfig) -> tuple[Path, bool]:
 def prepare_data(settings: DataSettings, dataset: Dataset, results_dir: Path) -> Dataset:
     """Check every image of the scanned ``dataset``, split, and look for leakage; write what was left out."""
     dataset = audit_images(dataset, min_side=settings.min_side, cache_dir=settings.cache_dir,
-                           progress=settings.progress)  # fmt: skip
+                           progress=settings.progress, rehash=settings.rehash)  # fmt: skip
     dataset = make_splits(dataset, val_fraction=settings.val_fraction, test_fraction=settings.test_fraction,
                           val_source=settings.val_source, limit_per_class=settings.limit_per_class,
                           seed=settings.seed)  # fmt: skip
-    dataset = flag_leakage(dataset, settings.leakage)
+    try:
+        dataset = flag_leakage(dataset, settings.leakage)
+    except LeakageError as error:  # written down before the run stops, so the message's file is there to read
+        written = write_data_report(results_dir, replace(dataset, leakage=error.rows))
+        raise DatasetError(f"{error} The copies are listed in {written['leakage.csv']}.") from None
     written = write_data_report(results_dir, dataset)
     if dataset.skipped:
         print(f"{len(dataset.skipped)} files left out, each with its reason, in {written['skipped.csv']}")
@@ -85,7 +102,7 @@ def prepare_external(settings: DataSettings, external: Dataset, results_dir: Pat
     """Check every image of the external test set as the training images are, and against the training images
     (``--leakage``); write ``external_skipped.csv`` and ``external_leakage.csv``."""
     external = audit_images(external, min_side=settings.min_side, cache_dir=settings.cache_dir,
-                            progress=settings.progress)  # fmt: skip
+                            progress=settings.progress, rehash=settings.rehash)  # fmt: skip
     external = external_overlap(dataset, external, settings.leakage)
     written = write_external_skipped(results_dir, external)
     if external.leakage:
@@ -98,15 +115,10 @@ def prepare_external(settings: DataSettings, external: Dataset, results_dir: Pat
     return external
 
 
-def report_extraction(extracted: list[BackboneFeatures]) -> None:
-    """One line per backbone and size: from cache, or how fast it went."""
-    for one in extracted:
-        stats = one.stats
-        decoding = f" and {stats.decode_seconds:.1f} s decoding into the pixel cache" if stats.decode_seconds else ""
-        done = "cache, 0 forward passes" if stats.from_cache else (
-            f"{stats.forward_batches} forward passes, {stats.images_per_second:.1f} img/s "
-            f"after a {stats.build_seconds:.1f} s model build{decoding}")  # fmt: skip
-        print(f"{one.name}: features from {done}")
+def report_extraction(extracted: list[BackboneFeatures], external: list[BackboneFeatures] | None = None) -> None:
+    """One line per backbone and size, for the run's images and the external test set's: from cache, or how fast."""
+    for line in extraction_lines(extracted, external):
+        print(line)
 
 
 def run(config: RunConfig, argv: list[str] | None = None, prog: str = "run_benchmark.py") -> int:
@@ -130,7 +142,11 @@ def run(config: RunConfig, argv: list[str] | None = None, prog: str = "run_bench
 
 
 def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
+    # Absolute before anything reads them: run.json must name the same files from any working folder.
+    config.resolve_paths()
     data_root, phantom = resolve_data(config)
+    if not phantom:
+        config.data = str(data_root)  # data/chest_xray/ found here, recorded as the folder read
     if config.weights is None:
         config.weights = "none" if phantom else "imagenet"
     try:
@@ -165,7 +181,7 @@ def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
 def _run_locked(
     config: RunConfig, dataset: Dataset, external: Dataset | None, data_root: Path, phantom: bool,
     argv: list[str] | None, prog: str, executor: Executor,
-) -> int:
+) -> int:  # fmt: skip
     # Resolved here, once: every stage, the cache keys and run.json see the same runtimes and precisions.
     computed_in, precisions, runtimes = resolve_compute(config)
     stages = config.stages(precision=computed_in["precision"]["precision"], backbone_precisions=precisions,
@@ -229,7 +245,7 @@ def resolve_compute(config: RunConfig) -> tuple[dict, Own, Own]:
 def _compute(
     config: RunConfig, stages: StageSettings, dataset: Dataset, external: Dataset | None, plan: list,
     phantom: bool, argv: list[str] | None, prog: str, executor: Executor, computed_in: dict,
-) -> int:
+) -> int:  # fmt: skip
     """Extraction, the sweep and fine-tuning through ``executor``; then the reports, here."""
     extracted = extract_all(stages.extract, dataset, plan, executor)
     if config.extract_only:
@@ -241,18 +257,20 @@ def _compute(
         written = write_crossval(Path(config.results_dir), sweep.crossval)
         print(f"cross-validation: {sweep.crossval.trained} heads trained; wrote "
               f"{', '.join(map(str, written.values()))}")  # fmt: skip
+    external_features = []
     if external is not None:
         external_features = extract_all(stages.extract, external, plan, executor)
         features_of = {(one.backbone, one.image_size): one.features for one in external_features}
         predict_external(sweep.winners, features_of, Path(stages.sweep.results_dir) / "heads")
-    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog, external, executor, computed_in)
+    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog, external, executor, computed_in,
+                   external_features)  # fmt: skip
 
 
 def _finish(
     config: RunConfig, stages: StageSettings, dataset: Dataset, extracted: list[BackboneFeatures],
     sweep: SweepResult, phantom: bool, argv: list[str] | None, prog: str, external: Dataset | None,
-    executor: Executor | None, computed_in: dict,
-) -> int:
+    executor: Executor | None, computed_in: dict, external_features: list[BackboneFeatures] | None = None,
+) -> int:  # fmt: skip
     """Fine-tune the winners if asked, then write the reports (or say why there is nothing to report).
 
     A run in which every head of a kind failed, or nothing was fine-tuned though it was asked for, writes the
@@ -260,7 +278,7 @@ def _finish(
     """
     tuned = [] if stages.finetune is None else finetune_winners(sweep.winners, dataset, stages.finetune, executor)
     sweep.winners += tuned
-    report_extraction(extracted)
+    report_extraction(extracted, external_features)
     for point in sweep.failed:
         print(f"grid point {point['point_id']} FAILED: {point['error']}")
     if not sweep.winners:
@@ -269,7 +287,7 @@ def _finish(
                           f"{'; '.join(errors[:3])}. Features and each point's record are kept under "
                           f"{config.cache_dir} and {Path(config.results_dir) / 'heads'}; a rerun trains the failed "
                           "points again.", 1)  # fmt: skip
-    run_info = _run_info(config, dataset, extracted, sweep, phantom, argv, prog, computed_in)
+    run_info = _run_info(config, dataset, extracted, sweep, phantom, argv, prog, computed_in, external_features)
     paths = write_reports(Path(config.results_dir), sweep, dataset, run_info, stages.report, external)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if phantom:
@@ -303,8 +321,8 @@ def _invocation(prog: str) -> list[str]:
 
 def _run_info(
     config: RunConfig, dataset: Dataset, extracted: list[BackboneFeatures], sweep: SweepResult, phantom: bool,
-    argv: list[str] | None, prog: str, computed_in: dict,
-) -> dict:
+    argv: list[str] | None, prog: str, computed_in: dict, external_features: list[BackboneFeatures] | None = None,
+) -> dict:  # fmt: skip
     """``run.json``: the config that made the run (readable back with ``RunConfig.from_json``) and its provenance."""
     return {
         "config": config.to_json(),
@@ -315,10 +333,11 @@ def _run_info(
         "machine": provenance.machine(),
         "timestamp": provenance.timestamp(),
         "command": shlex.join([*_invocation(prog), *(sys.argv[1:] if argv is None else argv)]),
-        "forward_passes": sum(one.stats.forward_batches for one in extracted),
+        "forward_passes": forward_passes(extracted, external_features),
         "heads_trained_this_run": sweep.trained,
         "grid_points_failed": len(sweep.failed),
         "extraction": {one.name: asdict(one.stats) for one in extracted},
+        "external_extraction": {one.name: asdict(one.stats) for one in external_features or ()},
         # The config says what was asked (auto); these say what the backbones computed in, where, and why.
         "precision": computed_in["precision"],
         "runtime": computed_in["runtime"],

@@ -1,11 +1,20 @@
 """Classifies chest X-ray images with a run's best saved backbone and head, and shows why with a heatmap.
 
-    python -m benchmark.predict RESULTS_DIR IMAGE_OR_FOLDER [--backbone NAME] [--out DIR]
+    python -m benchmark.predict RESULTS_DIR IMAGE_OR_FOLDER [--backbone NAME] [--out DIR] [--weights DIR]
 
 Prints each image's class probabilities (and, for the first task, whether the
 disease probability passes the run's validation-chosen operating threshold)
 and writes one heatmap overlay PNG per image plus ``predictions.csv`` into
-``--out``.
+``--out``: ``NAME_METHOD.png`` for ``IMAGE_OR_FOLDER/SUB/NAME.EXT`` lands in
+``--out/SUB/``, one file per image (two images of a folder with the same name
+but another suffix keep theirs: ``NAME_EXT_METHOD.png``). ``--out`` may never
+be a run's folder nor one of the folders a run writes: predict never writes
+over a run's files.
+
+The answer comes from exactly the run's files: the backbone's weights file
+must have the SHA-256 the run recorded (``leaderboard.csv``), and each head
+checkpoint must be whole, or predict stops in one line saying which file and
+what to do.
 
 The heatmap is Grad-CAM. For a GlobalAveragePooling -> [Standardize] ->
 Dropout -> Dense head the gradient of a class logit with respect to the last
@@ -29,9 +38,12 @@ import json
 import math
 import os
 import sys
+import zipfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from itertools import count
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -46,12 +58,13 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, resolve_weights  # noqa: E402
+from backbones.weights import WeightsSource, WeightsUnavailableError  # noqa: E402
 from benchmark.config import RunConfig  # noqa: E402
 from benchmark.evaluation.verdict import ENSEMBLE  # noqa: E402
 from benchmark.settings import HEAD_GRID_FIELDS, GridKey, HeadSettings, model_name  # noqa: E402
 from benchmark.training.finetune import RESULT_FILE, WEIGHTS_FILE, build_finetuned  # noqa: E402
-from benchmark.training.heads import is_multi_label, load_head  # noqa: E402
-from common.files import atomic_output  # noqa: E402
+from benchmark.training.heads import CHECKPOINT, checkpoint_is_whole, is_multi_label, load_head  # noqa: E402
+from common.files import DamagedFileError, atomic_output, check_checksums, sha256_file  # noqa: E402
 from features.data.audit import image_problem  # noqa: E402
 from features.data.dataset import IMAGE_SUFFIXES, findings_label, name_problem, printable  # noqa: E402
 from features.data.images import UnreadableImageError, load_image  # noqa: E402
@@ -62,6 +75,16 @@ METHODS = ("auto", "gradcam", "occlusion")
 FINETUNED = "-ft"
 # Suffixes a leaderboard's backbone column may carry after the registry name.
 MODEL_SUFFIXES = (FINETUNED, "-logreg")
+# A folder holding one of these is a run's results folder; a run also writes into these sub-folders of it.
+RUN_MARKERS = ("run.json", "leaderboard.csv", "report.json", "grid.csv")
+RUN_FOLDERS = ("heads", "finetune", "plots", "cv")
+RERUN = "run the same run command again (finished work is reused)"
+
+
+class RunFilesError(ValueError):
+    """A file the answer needs is not the run's, or is damaged or missing: other weights, a damaged checkpoint, a
+    damaged ``run.json``, or an output that would land on a run's files. Its message is one line: which file, and
+    what to do."""
 
 
 def _split_model_name(name: str) -> tuple[str, str]:
@@ -349,7 +372,7 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
     ``cache`` (head id -> ``Predictor``) keeps the heads built, for a caller that predicts again (a server): an
     ensemble then shares its members with the single models."""
     results_dir = Path(results_dir)
-    run = json.loads((results_dir / "run.json").read_text(encoding="utf-8"))
+    run = read_run(results_dir)
     row = choose_head(results_dir, backbone)
     cache = {} if cache is None else cache
     if row["backbone"] != ENSEMBLE:
@@ -368,26 +391,28 @@ def _cached_head(results_dir: Path, run: dict, row: pd.Series, weights: str | No
 
 
 def load_head_predictor(results_dir: Path, run: dict, row: pd.Series, weights: str | None = None) -> Predictor:
-    """Rebuild the backbone of one leaderboard ``row`` (same weights and seed as its features) with its saved head."""
+    """Rebuild the backbone of one leaderboard ``row`` (same weights and seed as its features) with its saved head.
+
+    Raises ``RunFilesError`` where the weights are not the run's (``run_weights``) or a checkpoint is damaged."""
     spec = get_backbone(_split_model_name(row["backbone"])[0])
     size = int(row["image_size"])
     config = RunConfig.from_json(run["config"])
-    weights = weights or config.weights
-    source = resolve_weights(spec, weights, size, seed=config.seed)
+    weights, source = run_weights(spec, size, config, row, weights)
     if row["backbone"].endswith(FINETUNED):
         folder = results_dir / "finetune" / row["head_id"]
-        record = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
-        head = load_head(results_dir / "heads" / record["from_head"] / "best.keras")
+        record = finetuned_record(folder)
+        head = _loaded_head(results_dir / "heads" / record["from_head"] / CHECKPOINT)
         model, pooled_model = build_finetuned(spec, size, weights, config.seed, head)
-        model.load_weights(folder / WEIGHTS_FILE)  # backbone and head, as fine-tuned
+        # The record's SHA-256 matched these bytes, so a failure here is a file of another format or version.
+        _loading(folder / WEIGHTS_FILE, model.load_weights)  # backbone and head, as fine-tuned
         pooled_forward = None  # fine-tuning trains and evaluates in Keras
     else:
         # The precision the features were computed in (run.json); --precision auto resolved it at run time.
         recorded = run.get("precision", {})
         own = recorded.get("backbones", {}).get(f"{spec.name}-{size}px", {})
         precision = own.get("precision", recorded.get("precision", config.precision))
+        head = _loaded_head(results_dir / "heads" / row["head_id"] / CHECKPOINT)  # checked before seconds of build
         pooled_model = build_backbone(spec, size, source, seed=config.seed, precision=precision)
-        head = load_head(results_dir / "heads" / row["head_id"] / "best.keras")
         pooled_forward = run_runtime_forward(run, config, spec, source, size, precision)
     pooling = pooled_model.layers[-1]
     if not isinstance(pooling, keras.layers.GlobalAveragePooling2D):
@@ -400,6 +425,156 @@ def load_head_predictor(results_dir: Path, run: dict, row: pd.Series, weights: s
     )
     return Predictor(spec, size, _classes(results_dir, run), backbone_model, head, row["head_id"], description, run,
                      pooled_forward)  # fmt: skip
+
+
+def read_run(results_dir: str | Path) -> dict:
+    """The run's ``run.json``; ``RunFilesError`` naming the file when it is damaged or not a run's record."""
+    path = Path(results_dir) / "run.json"
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+        RunConfig.from_json(run["config"])  # the settings predict rebuilds the model with must be readable
+    except FileNotFoundError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise RunFilesError(f"{path} is damaged or not a cxr-bench run record ({type(error).__name__}: {error}); "
+                            f"{RERUN}: it writes run.json anew") from None  # fmt: skip
+    check_run_files(Path(results_dir), [name for name in RUN_FILES if (Path(results_dir) / name).is_file()])
+    return run
+
+
+# The run's top-level files that predict and the web page read: checked against SHA256SUMS before use.
+RUN_FILES = ("run.json", "leaderboard.csv", "grid.csv", "predictions.csv", "report.json", "skipped.csv",
+             "leakage.csv")  # fmt: skip
+
+
+def _as_summed(results_dir: Path, path: Path) -> bool:
+    """Whether ``path`` has the bytes the run's ``SHA256SUMS`` lists for it (True for runs before it)."""
+    try:
+        check_checksums(results_dir, [path.relative_to(results_dir).as_posix()])
+    except DamagedFileError:
+        return False
+    return True
+
+
+def check_run_files(results_dir: Path, names: list[str]) -> None:
+    """``RunFilesError`` where one of ``names`` differs from the run's ``SHA256SUMS`` (runs before it: no check)."""
+    try:
+        check_checksums(results_dir, names)
+    except DamagedFileError as damage:
+        raise RunFilesError(f"{damage}; {RERUN}: it writes the reports anew") from None
+
+
+def _recorded_weights(row: pd.Series) -> str | None:
+    """The identity of the weights the run's features (or fine-tuning) started from, as the leaderboard records
+    it (``file:SHA256``, ``imagenet:FILE``, ``random-init:seed=N``); None on a row that records none."""
+    value = row.get("weights")
+    return value.split(";")[0].strip() if isinstance(value, str) and value else None
+
+
+def _named(identity: str) -> str:
+    return f"SHA-256 {identity.removeprefix('file:')}" if identity.startswith("file:") else identity
+
+
+def run_weights(spec: BackboneSpec, size: int, config: RunConfig, row: pd.Series,
+                override: str | None = None) -> tuple[str, WeightsSource]:  # fmt: skip
+    """``(--weights value, resolved source)`` of the weights the leaderboard ``row`` was made with: ``override``
+    (``--weights``), else the run's own (a relative path is read from here); ``RunFilesError`` where they
+    cannot be found or are not the run's.
+
+    A weights file must have the SHA-256 the run recorded. Where the run used ImageNet, a folder holding Keras'
+    file is accepted unchecked (the run recorded Keras' file name, not its hash)."""
+    given = override or config.weights
+    recorded = _recorded_weights(row)
+    try:
+        source = resolve_weights(spec, given, size, seed=config.seed)
+    except WeightsUnavailableError as error:
+        raise RunFilesError(_missing_weights(spec, given, override, recorded, error)) from None
+    if recorded is None or source.identity == recorded:
+        return given, source
+    if recorded.startswith("imagenet:") and source.kind == "file":
+        return given, source
+    found = f"{source.path.resolve()} ({_named(source.identity)})" if source.path else source.identity
+    origin = f"--weights {override}" if override else f"the weights folder run.json records ({given})"
+    way = ("pass --weights DIR, the folder holding the run's weights file" if recorded.startswith("file:")
+           else "leave out --weights: the run's weights are had without a folder")  # fmt: skip
+    raise RunFilesError(f"{spec.name}: the weights from {origin} are not the run's: {found} here, the run's "
+                        f"{_named(recorded)} (leaderboard.csv); {way}")  # fmt: skip
+
+
+def _missing_weights(spec: BackboneSpec, given: str, override: str | None, recorded: str | None,
+                     error: WeightsUnavailableError) -> str:  # fmt: skip
+    """Why the weights cannot be had, in one line, and the way out: ``--weights DIR``."""
+    wanted = f"the run's {spec.name} weights ({_named(recorded)})" if recorded else f"the run's {spec.name} weights"
+    if override:
+        return f"--weights {override}: {error}; pass the folder holding {wanted}"
+    if not Path(given).is_dir():
+        relative = "" if Path(given).is_absolute() else ", a path relative to the folder the run was started in"
+        return (f"the run's weights folder {given} (run.json{relative}) is not here; pass --weights DIR, the folder "
+                f"holding {wanted}")  # fmt: skip
+    return f"{error}; pass --weights DIR, the folder holding {wanted}"
+
+
+def _damaged(path: Path, why: str) -> RunFilesError:
+    return RunFilesError(f"{path} is {why}; {RERUN}: the run finds it and trains that model again (its command "
+                         "is recorded in run.json)")  # fmt: skip
+
+
+def _loading(path: Path, load: Callable):
+    """``load(path)``, with a failure named in one line (the file, and what to do) rather than a traceback."""
+    try:
+        return load(path)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise _damaged(path, f"damaged or of another format ({type(error).__name__}: {error})") from None
+
+
+def check_head_checkpoint(path: Path) -> None:
+    """``RunFilesError`` where the head checkpoint ``path`` is missing or fails the training side's own check
+    (``checkpoint_is_whole``: a readable archive whose every member matches its CRC)."""
+    if not path.is_file():
+        raise _damaged(path, "missing")
+    if not checkpoint_is_whole(path):
+        raise _damaged(path, "damaged (truncated or changed: it is not a whole .keras archive)")
+    if not _as_summed(path.parents[2], path):
+        raise _damaged(path, "damaged (changed since the run wrote it: its SHA-256 is not the one in SHA256SUMS)")
+
+
+def _loaded_head(path: Path) -> keras.Model:
+    """The head checkpoint ``path``, checked first (``check_head_checkpoint``)."""
+    check_head_checkpoint(path)
+    return _loading(path, load_head)
+
+
+def finetuned_record(folder: Path) -> dict:
+    """A fine-tuned model's ``result.json``, after checking that its weights file has the SHA-256 it records (the
+    check the run makes before it reuses one); ``RunFilesError`` otherwise."""
+    path = folder / RESULT_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        digest, head = record["weights_sha256"], record["from_head"]
+    except FileNotFoundError:
+        raise _damaged(path, "missing") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise _damaged(path, f"damaged ({type(error).__name__}: {error})") from None
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise _damaged(weights, "missing")
+    if sha256_file(weights) != digest:
+        raise _damaged(weights, f"damaged (its SHA-256 is not the one {RESULT_FILE} records)")
+    if not _as_summed(folder.parents[1], folder / RESULT_FILE):
+        raise _damaged(folder / RESULT_FILE, "damaged (its SHA-256 is not the one in SHA256SUMS)")
+    check_head_checkpoint(folder.parent.parent / "heads" / head / CHECKPOINT)
+    return record
+
+
+def check_model_files(results_dir: Path, run: dict, row: pd.Series, weights: str | None = None) -> None:
+    """Everything ``load_head_predictor`` checks for one leaderboard ``row``, without building anything: the
+    weights are the run's and the checkpoints whole. ``RunFilesError`` otherwise (a server checks at start)."""
+    run_weights(get_backbone(_split_model_name(row["backbone"])[0]), int(row["image_size"]),
+                RunConfig.from_json(run["config"]), row, weights)  # fmt: skip
+    if row["backbone"].endswith(FINETUNED):
+        finetuned_record(results_dir / "finetune" / row["head_id"])
+    else:
+        check_head_checkpoint(results_dir / "heads" / row["head_id"] / CHECKPOINT)
 
 
 def run_runtime_forward(run: dict, config: RunConfig, spec: BackboneSpec, source, size: int,
@@ -460,12 +635,76 @@ def overlay_png(image: np.ndarray, heat: np.ndarray, path: Path, title: str) -> 
 
 
 def image_paths(target: Path) -> list[Path]:
-    """``target`` itself, or every image file under the folder ``target``, sorted."""
+    """``target`` itself, or every image file under the folder ``target``, sorted; ``ValueError`` for a folder
+    with none."""
     if target.is_file():
         return [target]
     if not target.is_dir():
         raise FileNotFoundError(f"{target} is neither an image file nor a folder")
-    return sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"{target} holds no image file (looked for {', '.join(sorted(IMAGE_SUFFIXES))} in it and "
+                         "its sub-folders)")  # fmt: skip
+    return paths
+
+
+def heatmap_names(paths: list[Path], target: Path, method: str) -> dict[Path, Path]:
+    """Each image's heatmap file, relative to ``--out``, one per image and the same each time.
+
+    ``target/SUB/NAME.EXT`` gets ``SUB/NAME_METHOD.png``; where two images of a folder share ``NAME`` (``a.png``,
+    ``a.jpeg``; without case, for file systems that ignore it) both keep their suffix, ``NAME_EXT_METHOD.png``,
+    and a number is added should that still meet another image's name."""
+    relative = {path: Path(path.name) if path == target else path.relative_to(target) for path in paths}
+    stems = Counter(str(one.with_suffix("")).lower() for one in relative.values())
+    names: dict[Path, Path] = {}
+    taken: set[str] = set()
+    for path in sorted(paths):
+        one = relative[path]
+        shared = stems[str(one.with_suffix("")).lower()] > 1
+        name = next(name for name in _heatmap_candidates(one, method, shared) if str(name).lower() not in taken)
+        taken.add(str(name).lower())
+        names[path] = name
+    return names
+
+
+def _heatmap_candidates(relative: Path, method: str, keep_suffix: bool):
+    """``NAME_METHOD.png``, then ``NAME_EXT_METHOD.png``, then ``NAME_EXT_2_METHOD.png``, ... beside ``relative``."""
+    stem, suffix = relative.stem, relative.suffix.lstrip(".")
+    if not keep_suffix:
+        yield relative.parent / f"{stem}_{method}.png"
+    yield relative.parent / f"{stem}_{suffix}_{method}.png"
+    for number in count(2):
+        yield relative.parent / f"{stem}_{suffix}_{number}_{method}.png"
+
+
+def run_folder_problem(path: Path) -> str | None:
+    """Why writing the file ``path`` could overwrite a run's files, or None.
+
+    It could where it lies in a run's results folder (one holding ``run.json``, ``leaderboard.csv``, ...), at
+    its top level or in a folder the run writes (``heads/``, ``plots/``, ...); symbolic links are followed. A
+    folder of its own inside a run's (``results/predict``, the default) is fine: no run writes there."""
+    path = Path(path).resolve()
+    for folder in path.parents:
+        marker = next((name for name in RUN_MARKERS if (folder / name).is_file()), None)
+        if marker is None:
+            continue
+        inside = path.relative_to(folder).parts
+        if len(inside) == 1:
+            return f"{folder} is a run's results folder (it holds {marker}): {path.name} there could replace its own"
+        if inside[0] in RUN_FOLDERS:
+            return (f"{path.parent} lies in {inside[0]}/ of the run folder {folder}, which the run writes: "
+                    f"{path.name} there could replace the run's own files")  # fmt: skip
+    return None
+
+
+def check_outputs(out_dir: Path, names: list[Path]) -> None:
+    """``RunFilesError`` (one line) where ``predictions.csv`` or a heatmap (``names``, relative to ``out_dir``)
+    would land on a run's files (``run_folder_problem``)."""
+    # One file per folder tells: whether a folder is a run's, or one a run writes, does not depend on the name.
+    for name in {Path(name).parent: Path(name) for name in [Path("predictions.csv"), *names]}.values():
+        if problem := run_folder_problem(Path(out_dir) / name):
+            raise RunFilesError(f"--out {out_dir}: {problem}; choose another --out (a new folder, or e.g. "
+                                "RESULTS_DIR/predict)")  # fmt: skip
 
 
 def _checked_image(path: Path, image_size: int, min_side: int, log: Callable[[str], None]) -> np.ndarray | None:
@@ -505,6 +744,7 @@ def predict_image(
     out_dir: Path,
     *,
     log: Callable[[str], None] = print,
+    heatmap_name: str | Path | None = None,
 ) -> dict | None:
     """One image's ``predictions.csv`` row, with its heatmap overlay written to ``out_dir``; None if it is skipped.
 
@@ -513,7 +753,8 @@ def predict_image(
     smallest accepted image side (``RunConfig.min_side()``), ``operating``
     what ``operating_threshold`` returns (or None), and ``method`` one of
     ``METHODS``. ``log`` gets the line the command line prints: the
-    prediction, or why the image was skipped.
+    prediction, or why the image was skipped. ``heatmap_name`` is the heatmap's
+    file relative to ``out_dir`` (``heatmap_names``); by default ``NAME_METHOD.png``.
     """
     path = Path(path)
     method = predictor.heatmap_method(method)
@@ -531,11 +772,8 @@ def predict_image(
            **{f"p_{name}": float(p) for name, p in zip(classes, probabilities, strict=True)}}  # fmt: skip
     verdict, decision = _decision(probabilities, classes, operating)
     row |= decision
-    out_png = Path(out_dir) / f"{path.stem}_{method}.png"
-    title = (
-        f"{path.name}: {classes[top]} ({probabilities[top]:.2f}); {method} of "
-        f"{classes[top]}; {predictor.label}"
-    )
+    out_png = Path(out_dir) / (heatmap_name or f"{path.stem}_{method}.png")
+    title = f"{path.name}: {classes[top]} ({probabilities[top]:.2f}); {method} of {classes[top]}; {predictor.label}"
     overlay_png(image, heat, out_png, title)
     row["heatmap"] = str(out_png)
     log(f"{path}: {predicted} ({listing}){verdict}; heatmap {out_png}")
@@ -575,31 +813,41 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="heatmap method; auto: Grad-CAM, or occlusion where the last feature map is below 3x3 (default: auto)",
     )
-    parser.add_argument("--weights", metavar="imagenet|none|DIR", help="override the run's weights source")
+    parser.add_argument("--weights", metavar="imagenet|none|DIR",
+                        help="the folder holding the run's weights file, where the one run.json records has moved "
+                        "(or was relative to another folder); it must have the SHA-256 the run recorded")  # fmt: skip
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: probabilities and a heatmap overlay per image."""
+    """CLI: probabilities and a heatmap overlay per image. Exit 2 for a user mistake or a damaged run file, 1 when
+    no image could be read."""
     args = _parser().parse_args(argv)
     try:
-        predictor = load_predictor(args.results_dir, args.backbone, args.weights)
+        check_outputs(args.out, [])  # before the model is built: seconds
         paths = image_paths(args.target)
-    except (ValueError, OSError, KeyError) as error:
+        predictor = load_predictor(args.results_dir, args.backbone, args.weights)
+        method = predictor.heatmap_method(args.method)
+        names = heatmap_names(paths, args.target, method)
+        check_outputs(args.out, list(names.values()))
+    except (ValueError, OSError, KeyError, WeightsUnavailableError) as error:
         print(f"predict: error: {error}", file=sys.stderr)
         return 2
     if predictor.run["config"]["weights"] == "none" or predictor.run.get("phantom"):
         print("NOTE: this run used random-init weights (--weights none) or phantom data: NOT a medical answer.")
     operating = operating_threshold(args.results_dir, predictor.head_id)
-    method = predictor.heatmap_method(args.method)
     print(f"model: {predictor.description} (head {predictor.head_id}); heatmap: {predictor.heatmap_text(method)}")
     min_side = RunConfig.from_json(predictor.run["config"]).min_side()
-    rows = [predict_image(predictor, path, min_side, operating, method, args.out) for path in paths]
+    rows = [predict_image(predictor, path, min_side, operating, method, args.out, heatmap_name=names[path])
+            for path in paths]  # fmt: skip
     rows = [row for row in rows if row is not None]
-    if rows:
-        written = write_predictions(args.out, rows)
-        print(f"wrote {written} and {len(rows)} heatmap(s)")
-    return 0 if rows else 1
+    if not rows:
+        print(f"predict: error: none of the {len(paths)} image(s) could be read (the reasons are above)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    written = write_predictions(args.out, rows)
+    print(f"wrote {written} and {len(rows)} heatmap(s)")
+    return 0
 
 
 if __name__ == "__main__":

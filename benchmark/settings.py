@@ -9,6 +9,7 @@ report import them without importing Keras or another stage.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
@@ -168,7 +169,7 @@ class FinetuneSettings:
         if self.layers != "all" and not (self.layers.isdigit() and int(self.layers) >= 1):
             raise ValueError(f"--finetune-layers must be a positive number of layers or 'all', not {self.layers!r}")
         checks = [
-            (self.lr > 0, f"--finetune-lr must be positive, not {self.lr}"),
+            (0 < self.lr < math.inf, f"--finetune-lr must be positive (a finite number above 0), not {self.lr}"),
             (0 < self.lr_factor <= 1, f"--finetune-lr-factor must be in (0, 1], not {self.lr_factor}"),
             (self.epochs >= 1, f"--finetune-epochs must be at least 1, not {self.epochs}"),
             (self.batch_size >= 1, f"--finetune-batch-size must be at least 1, not {self.batch_size}"),

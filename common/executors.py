@@ -17,7 +17,9 @@ It imports only ``common.isolated``, which imports nothing of ours.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -52,6 +54,29 @@ class ExecutorSettings:
     def distributed(self) -> bool:
         """Whether tasks run in other processes, possibly on other machines, that read shared folders."""
         return self.kind != "local"
+
+
+def is_address(cluster: str) -> bool:
+    """Whether ``--cluster`` names a scheduler by address (``tcp://host:8786``, ``host:8786``) rather than a file."""
+    return "://" in cluster or re.fullmatch(r"[^/\\\s]+:\d+", cluster) is not None
+
+
+def check_cluster(cluster: str) -> None:
+    """Raise ``ValueError`` (one line) if ``--cluster`` is neither an address nor a Dask scheduler file, so a
+    missing file is said as such before any work rather than read as an address without its port."""
+    if is_address(cluster):
+        return
+    path = Path(cluster)
+    if not path.is_file():
+        raise ValueError(f"--cluster {cluster}: no such scheduler file, and not a scheduler address (tcp://host:8786 "
+                         "or host:8786)")  # fmt: skip
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        info = None
+    if not (isinstance(info, dict) and isinstance(info.get("address"), str)):
+        raise ValueError(f"--cluster {cluster} is not a Dask scheduler file (the JSON holding the scheduler's "
+                         "address that dask scheduler --scheduler-file FILE writes)")  # fmt: skip
 
 
 class ExecutorError(RuntimeError):

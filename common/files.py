@@ -94,6 +94,102 @@ def atomic_write_json(path: str | Path, payload: object, **dump_options) -> None
     atomic_write_text(path, json.dumps(payload, indent=2, **dump_options) + "\n")
 
 
+SEAL = "sealed_sha256"
+
+
+class DamagedFileError(ValueError):
+    """A sealed record, or a file it names, is not what was written: its one-line message says which and why."""
+
+
+def _seal_of(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def atomic_write_sealed_json(path: str | Path, payload: dict, files: tuple[str, ...] = (), **dump_options) -> None:
+    """``atomic_write_json`` of ``payload`` plus its own SHA-256 and that of each of ``files`` (names beside
+    ``path``), so that ``read_sealed_json`` notices any changed byte in the record or in what it describes."""
+    folder = Path(path).parent
+    values = {**payload, "file_sha256": {name: sha256_file(folder / name) for name in files}}
+    values = json.loads(json.dumps(values, **dump_options))  # the values as they will read back (floats, lists)
+    atomic_write_json(path, {**values, SEAL: _seal_of(values)})
+
+
+def read_sealed_json(path: str | Path) -> dict:
+    """The record ``atomic_write_sealed_json`` wrote (without its seals), after checking it and its files.
+
+    Raises ``FileNotFoundError`` when there is none, ``DamagedFileError`` (one line) when it or one of its files
+    changed since it was written, or when it has no seal (written by a version before seals).
+    """
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as error:
+        raise DamagedFileError(f"{path} is damaged ({type(error).__name__}: {error})") from None
+    if not isinstance(values, dict) or SEAL not in values:
+        raise DamagedFileError(f"{path} has no checksum (damaged, or written by an older version)")
+    if values.pop(SEAL) != _seal_of(values):
+        raise DamagedFileError(f"{path} is damaged (its contents do not match their checksum)")
+    for name, digest in values.pop("file_sha256", {}).items():
+        try:
+            found = sha256_file(path.parent / name)
+        except OSError as error:
+            raise DamagedFileError(f"{path.parent / name} is unreadable ({error.strerror or error})") from None
+        if found != digest:
+            raise DamagedFileError(f"{path.parent / name} is damaged (its SHA-256 differs from the one recorded)")
+    return values
+
+
+CHECKSUMS = "SHA256SUMS"
+
+
+def _checksummed_files(folder: Path, subfolders: tuple[str, ...]) -> list[Path]:
+    files = [path for path in folder.iterdir() if path.is_file()]
+    files += [path for name in subfolders for path in (folder / name).rglob("*") if path.is_file()]
+    return sorted(path for path in files if path.name != CHECKSUMS
+                  and not any(part.startswith(".") for part in path.relative_to(folder).parts))  # fmt: skip
+
+
+def write_checksums(folder: str | Path, subfolders: tuple[str, ...] = ()) -> Path:
+    """``folder/SHA256SUMS``: the SHA-256 of every file in ``folder`` and under its ``subfolders`` (hidden ones
+    aside), in ``sha256sum``'s format: ``sha256sum -c SHA256SUMS`` checks a copy by hand, ``check_checksums``
+    before use. Other subfolders (a ``predict`` output the user put there) are not the writer's, so not listed."""
+    folder = Path(folder)
+    lines = [f"{sha256_file(path)}  {path.relative_to(folder).as_posix()}"
+             for path in _checksummed_files(folder, subfolders)]  # fmt: skip
+    atomic_write_text(folder / CHECKSUMS, "".join(line + "\n" for line in lines))
+    return folder / CHECKSUMS
+
+
+def check_checksums(folder: str | Path, names: list[str] | None = None) -> bool:
+    """Check ``names`` (relative paths; every listed file when None) against ``folder/SHA256SUMS``.
+
+    Returns False when the folder has no ``SHA256SUMS`` (written by an older version, or a run that has not
+    finished). Raises ``DamagedFileError`` naming the first file that is missing or differs.
+    """
+    folder = Path(folder)
+    try:
+        text = (folder / CHECKSUMS).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as error:
+        raise DamagedFileError(f"{folder / CHECKSUMS} is unreadable ({error})") from None
+    pairs = (line.split("  ", 1) for line in text.splitlines() if "  " in line)
+    recorded = {name: digest for digest, name in pairs}
+    for name in recorded if names is None else names:
+        if name not in recorded:
+            raise DamagedFileError(f"{folder / name} is not listed in {folder / CHECKSUMS} (one of them is damaged)")
+        try:
+            found = sha256_file(folder / name)
+        except OSError as error:
+            raise DamagedFileError(f"{folder / name} is unreadable ({error.strerror or error})") from None
+        if found != recorded[name]:
+            raise DamagedFileError(f"{folder / name} does not match its SHA-256 in {folder / CHECKSUMS}: one of "
+                                   "the two was changed or damaged since the run wrote them")  # fmt: skip
+    return True
+
+
 @contextmanager
 def atomic_folder(target: str | Path) -> Iterator[Path]:
     """Yield an empty temp folder beside ``target``; on success it replaces ``target`` in one rename.

@@ -6,8 +6,9 @@ several sharing the cache folder) from building one entry at once.
 
 An entry is a folder ``CACHE/<backbone>/<key>/`` holding ``features.npy``
 (float32, memory-mappable) and ``manifest.json``. The manifest is written last
-and carries the array's shape and SHA-256: an entry without a manifest, or
-whose array does not match it, is never trusted.
+and carries the array's shape and SHA-256, and is sealed with its own: an entry
+without a manifest is unfinished (built again), one whose manifest or array does
+not match is damaged (reported in one line, then built again), never trusted.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,10 +27,59 @@ from pathlib import Path
 
 import numpy as np
 
-from common.files import atomic_output, atomic_write_text, sha256_file
+from common.files import SEAL, DamagedFileError, atomic_output, atomic_write_sealed_json, read_sealed_json, sha256_file
 
 MANIFEST = "manifest.json"
 FEATURES = "features.npy"
+
+
+def warn_damaged(damage: str, action: str) -> None:
+    """Say in one line that a cached file is damaged (``damage`` names it and why) and what is done instead
+    (``action``: it is rebuilt, never used)."""
+    print(f"warning: {damage}; {action}", flush=True)
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Write a cache entry's ``manifest`` (last, atomically), sealed with its own SHA-256."""
+    atomic_write_sealed_json(path, manifest)
+
+
+def read_manifest(path: Path) -> dict:
+    """A cache entry's manifest, checked against its seal.
+
+    Raises ``FileNotFoundError`` when there is none (the entry is unfinished) and ``DamagedFileError`` (one
+    line) when it is not what was written. A manifest from before manifests were sealed (no seal, no file list)
+    is returned as it is: the array it describes is still checked against its SHA-256.
+    """
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as error:
+        raise DamagedFileError(f"{path} is damaged ({type(error).__name__}: {error})") from None
+    if isinstance(values, dict) and SEAL not in values and "file_sha256" not in values:
+        return values
+    return read_sealed_json(path)
+
+
+def array_damage(path: Path, manifest: dict, shape: tuple[int, ...] | None = None) -> str | None:
+    """What is wrong with the ``.npy`` at ``path`` against its ``manifest`` (and the ``shape`` its key implies),
+    in words, or None when it matches."""
+    try:
+        named, recorded = list(manifest["shape"]), manifest["sha256"]
+    except (KeyError, TypeError) as error:
+        return f"{path.parent / MANIFEST} is damaged ({type(error).__name__}: {error})"
+    if shape is not None and named != list(shape):
+        return f"{path.parent / MANIFEST} is damaged (it names shape {named}, not {list(shape)})"
+    try:
+        if sha256_file(path) != recorded:
+            return f"{path} is damaged (its SHA-256 differs from the one in its manifest)"
+        found = list(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+    except FileNotFoundError:
+        return f"{path} is missing though its manifest is there"
+    except (OSError, ValueError) as error:
+        return f"{path} is damaged ({type(error).__name__}: {error})"
+    return None if found == named else f"{path} is damaged (shape {found}, its manifest says {named})"
 
 
 def cache_key(parts: dict) -> str:
@@ -47,6 +98,39 @@ def file_list_fingerprint(root: Path, relative_paths: Iterable[str]) -> str:
         stat = (root / relative).stat()
         digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def content_fingerprint(relative_paths: Iterable[str], digests: dict[str, str]) -> str:
+    """Hash of the ordered file list with the SHA-256 of each file's bytes (``digests``, by path, as the image check
+    recorded them): an image whose bytes changed changes it, whatever its size and modification time."""
+    digest = hashlib.sha256()
+    for relative in relative_paths:
+        digest.update(f"{relative}\0{digests.get(relative, '')}\n".encode())
+    return digest.hexdigest()
+
+
+def drop_entries_holding(cache_dir: Path, root: Path, changed: Iterable[str]) -> list[Path]:
+    """Remove every feature and pixel cache entry under ``cache_dir`` made from the images ``changed`` (paths under
+    ``root``) as they are now stamped (size and modification time); return the entry folders removed.
+
+    For an image whose bytes changed under an unchanged size and modification time: the keys of such entries
+    still match, so they would be read again. The manifest goes first, so a removal cut short leaves an unfinished
+    entry (built again), never a damaged one.
+    """
+    changed = set(changed)
+    dropped = []
+    for manifest_path in sorted(Path(cache_dir).rglob(MANIFEST)):
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            paths = manifest["paths"]
+            if changed.isdisjoint(paths) or manifest["files"] != file_list_fingerprint(root, paths):
+                continue
+        except (OSError, ValueError, KeyError, TypeError):  # not an entry of these images (or damaged: checked on use)
+            continue
+        manifest_path.unlink()
+        shutil.rmtree(manifest_path.parent, ignore_errors=True)
+        dropped.append(manifest_path.parent)
+    return dropped
 
 
 def npy_data_offset(path: Path) -> int:
@@ -109,23 +193,24 @@ class FeatureCache:
         """The folder of one cache entry."""
         return self.root / backbone / key
 
-    def load(self, backbone: str, key: str) -> np.ndarray | None:
-        """The cached array, memory-mapped, or None if absent or not to be trusted."""
+    def load(self, backbone: str, key: str, report: bool = False) -> np.ndarray | None:
+        """The cached array, memory-mapped, or None if absent, unfinished or not to be trusted.
+
+        With ``report``, a damaged entry (its manifest, or an array that does not match it) is said in one line:
+        the caller builds it again.
+        """
         folder = self.entry(backbone, key)
-        manifest_path = folder / MANIFEST
-        features_path = folder / FEATURES
-        if not manifest_path.is_file() or not features_path.is_file():
-            return None
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            if sha256_file(features_path) != manifest["sha256"]:
-                return None
-            array = np.load(features_path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, KeyError):
+            damage = array_damage(folder / FEATURES, read_manifest(folder / MANIFEST))
+        except FileNotFoundError:
+            return None  # not there, or a build not finished: its manifest is written last
+        except DamagedFileError as error:
+            damage = str(error)
+        if damage is not None:
+            if report:
+                warn_damaged(damage, "its features are extracted again (rebuilt)")
             return None
-        if list(array.shape) != manifest["shape"]:
-            return None
-        return array
+        return np.load(folder / FEATURES, mmap_mode="r", allow_pickle=False)
 
     def save(self, backbone: str, key: str, array: np.ndarray, info: dict) -> np.ndarray:
         """Store ``array`` with ``info`` in its manifest; return it memory-mapped."""
@@ -139,7 +224,7 @@ class FeatureCache:
         features_path = folder / FEATURES
         atomic_save_rows(features_path, tuple(shape), "float32", chunks)
         manifest = dict(info, key=key, shape=list(shape), dtype="float32", sha256=sha256_file(features_path))
-        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        write_manifest(folder / MANIFEST, manifest)
         return np.load(features_path, mmap_mode="r", allow_pickle=False)
 
 

@@ -1,9 +1,10 @@
 """Runs a backbone over a list of images in batches and caches the pooled features.
 
 Extraction goes shard by shard (``shard_size`` images); each finished shard is
-saved atomically, so a run killed half-way resumes from the last whole shard.
-When every shard is there they are assembled into one memory-mappable array
-and the shards are removed.
+saved atomically, with its SHA-256 beside it, so a run killed half-way resumes
+from the last whole shard (a damaged one is said in one line and extracted
+again). When every shard is there they are assembled into one memory-mappable
+array and the shards are removed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ from tqdm.auto import tqdm
 
 from backbones import BackboneSpec, WeightsSource, build_backbone, check_precision, get_backbone, resolve_weights
 from common.executors import Executor, ExecutorError
-from features.cache import FeatureCache, atomic_save_npy, cache_key, entry_lock, file_list_fingerprint
+from common.files import atomic_write_text, sha256_file
+from features.cache import (
+    FeatureCache,
+    atomic_save_npy,
+    cache_key,
+    content_fingerprint,
+    entry_lock,
+    file_list_fingerprint,
+    warn_damaged,
+)
 from features.data.dataset import Dataset
 from features.data.images import DECODE_VERSION, load_image
 from features.pixels import PixelCache, PixelReader
@@ -59,13 +69,17 @@ def feature_key_parts(
     precision: str = "float32",
     jit_compile: bool = False,
     runtime: str = "keras",
+    digests: dict[str, str] | None = None,
 ) -> dict:
     """Everything that changes the feature array, as a dict to hash.
 
     ``precision`` is the one computed in, resolved: ``auto`` is refused, since one key would then name features
-    of bfloat16 on one machine and float32 on another.
+    of bfloat16 on one machine and float32 on another. Each image is named by its size and modification time
+    and, with ``digests`` (the image check's SHA-256 of each file's bytes, by path), by its contents too: an image
+    found changed by ``--rehash`` under an unchanged size and time then gets new features, and new heads.
     """
     check_precision(precision)
+    contents = {"contents": content_fingerprint(paths, digests)} if digests else {}
     return {
         "backbone": spec.name,
         "weights": source.identity,
@@ -80,6 +94,7 @@ def feature_key_parts(
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
         "files": file_list_fingerprint(root, paths),
+        **contents,
         "n_images": len(paths),
     }
 
@@ -88,12 +103,34 @@ def _shard_path(folder: Path, start: int, stop: int) -> Path:
     return folder / f"shard-{start:08d}-{stop:08d}.npy"
 
 
+def _shard_seal(path: Path) -> Path:
+    return path.with_suffix(".sha256")
+
+
 def _shard_is_whole(path: Path, rows: int, width: int) -> bool:
-    # Memory-mapping reads only the header; shards are written atomically, so a whole header means a whole shard.
+    """Whether the shard at ``path`` is finished and matches the SHA-256 written after it; a damaged one is said
+    in one line (and extracted again by the caller)."""
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False).shape == (rows, width)
-    except (OSError, ValueError):
-        return False
+        recorded = _shard_seal(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return False  # not finished: the run was killed before its checksum was written
+    try:
+        if sha256_file(path) != recorded:
+            damage = f"{path} is damaged (its SHA-256 differs from the one written beside it)"
+        elif np.load(path, mmap_mode="r", allow_pickle=False).shape != (rows, width):
+            damage = f"{path} is damaged (not {rows} rows of {width} features)"
+        else:
+            return True
+    except (OSError, ValueError) as error:
+        damage = f"{path} is damaged ({type(error).__name__}: {error})"
+    warn_damaged(damage, "its images are extracted again (rebuilt)")
+    return False
+
+
+def _save_shard(path: Path, shard: np.ndarray) -> None:
+    """Write a finished shard, then its SHA-256 beside it (last: a shard without one is unfinished)."""
+    atomic_save_npy(path, shard)
+    atomic_write_text(_shard_seal(path), sha256_file(path) + "\n")
 
 
 def _pixel_batches(
@@ -140,6 +177,7 @@ def extract_features(
     pixel_cache: PixelCache | None = None,
     progress: bool = True,
     build: Callable[[], keras.Model] | None = None,
+    digests: dict[str, str] | None = None,
 ) -> tuple[np.ndarray, ExtractionStats]:
     """Pooled backbone features for ``paths`` (relative to ``root``), from cache when possible.
 
@@ -153,11 +191,12 @@ def extract_features(
     they finish and assembled into the cache entry one at a time. ``runtime`` "openvino" converts the backbone
     once per backbone, size and weights into ``cache``'s ``openvino`` folder and runs it there. Two callers
     of one key at once (two cluster workers) take turns on the entry's lock: the second reads what the first wrote.
+    ``digests`` (the image check's SHA-256 of each file, by path) puts the images' contents in the key.
     """
     root = Path(root)
-    parts = feature_key_parts(spec, source, image_size, root, paths, precision, jit_compile, runtime)
+    parts = feature_key_parts(spec, source, image_size, root, paths, precision, jit_compile, runtime, digests)
     key = cache_key(parts)
-    cached = cache.load(spec.name, key)
+    cached = cache.load(spec.name, key, report=True)
     if cached is None:
         # Another writer of this key (a second worker) may be building it: wait for it, then look again.
         with entry_lock(cache.entry(spec.name, key)):
@@ -245,7 +284,7 @@ def _extract_missing(
                 stats.forward_batches += 1
                 bar.update(hi - lo)
             stats.seconds += time.perf_counter() - started
-            atomic_save_npy(_shard_path(shard_dir, start, stop), shard)
+            _save_shard(_shard_path(shard_dir, start, stop), shard)
     bar.close()
     if pixels is not None:
         pixels.close()
@@ -301,6 +340,36 @@ class BackboneFeatures:
         return f"{self.backbone}-{self.image_size}px"
 
 
+def extraction_line(one: BackboneFeatures, of: str = "") -> str:
+    """What one extraction did, in one line: read from the cache, or how many forward passes it took and how fast.
+
+    ``of`` names the image set where it is not the run's own (``external test``): each set has its own cache entry,
+    so a run whose training images come from the cache may still pass the external ones through the backbone.
+    """
+    stats = one.stats
+    name = f"{one.name} ({of})" if of else one.name
+    if stats.from_cache:
+        return f"{name}: features from cache, 0 forward passes ({stats.images} images)"
+    decoding = f" and {stats.decode_seconds:.1f} s decoding into the pixel cache" if stats.decode_seconds else ""
+    passes = f"{stats.forward_batches} forward pass{'' if stats.forward_batches == 1 else 'es'}"
+    return (f"{name}: features from {passes} ({stats.images} images), {stats.images_per_second:.1f} img/s after a "
+            f"{stats.build_seconds:.1f} s model build{decoding}")  # fmt: skip
+
+
+def extraction_lines(extracted: list[BackboneFeatures], external: list[BackboneFeatures] | None = None) -> list[str]:
+    """``extraction_line`` of each (backbone, size) of the run's images, then of the ``external`` test set's."""
+    if not external:
+        return [extraction_line(one) for one in extracted]
+    return [extraction_line(one, "internal") for one in extracted] + [
+        extraction_line(one, "external test") for one in external
+    ]
+
+
+def forward_passes(*extracted: list[BackboneFeatures]) -> int:
+    """The backbone forward passes the extractions of ``extracted`` (lists, one per image set) took this run."""
+    return sum(one.stats.forward_batches for group in extracted for one in group or ())
+
+
 def extract_dataset(settings: ExtractSettings, dataset: Dataset, spec: BackboneSpec, size: int) -> BackboneFeatures:
     """Features of every image of ``dataset`` through ``spec`` at ``size``, from the cache when possible."""
     cache = FeatureCache(settings.cache_dir)
@@ -311,6 +380,7 @@ def extract_dataset(settings: ExtractSettings, dataset: Dataset, spec: BackboneS
         precision=settings.precision_for(spec.name, size), jit_compile=settings.jit_compile,
         runtime=settings.runtime_for(spec.name, size),
         pixel_cache=PixelCache(cache.root) if settings.pixel_cache else None, progress=settings.progress,
+        digests=dataset.digests or None,
     )  # fmt: skip
     return BackboneFeatures(spec.name, size, source.identity, features, stats)
 
@@ -347,6 +417,15 @@ def _read_back(settings: ExtractSettings, one: BackboneFeatures) -> BackboneFeat
     return replace(one, features=features)
 
 
+def byte_size(count: float) -> str:
+    """``count`` bytes in the largest unit that keeps it at 1 or more (GiB, MiB, KiB), so a nearly full disk reads
+    "needs 3.2 MiB, has 512.0 KiB free", not "needs 0.0 GiB, has 0.0 GiB free"."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count:.0f} bytes"
+
+
 def resource_problems(
     spec: BackboneSpec, image_size: int, n_images: int, batch_size: int, cache_dir: Path, pixel_cache: bool
 ) -> list[str]:
@@ -364,17 +443,17 @@ def resource_problems(
         cache_dir.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(cache_dir).free
         if needed > free:
-            problems.append(f"the {image_size} px pixel cache needs {needed / 2**30:.1f} GiB, {cache_dir} has "
-                            f"{free / 2**30:.1f} GiB free (--no-pixel-cache decodes per backbone instead)")  # fmt: skip
+            problems.append(f"the {image_size} px pixel cache needs {byte_size(needed)}, {cache_dir} has "
+                            f"{byte_size(free)} free (--no-pixel-cache decodes per backbone instead)")  # fmt: skip
     if image_size > spec.default_size:
         model = spec.constructor(weights=None, include_top=False, input_shape=(image_size, image_size, 3))
         largest = max(math.prod(layer.output.shape[1:]) for layer in model.layers if len(layer.output.shape) == 4)
         needed = batch_size * largest * 4 * 3
         available = _available_memory()
         if needed > 0.8 * available:
-            problems.append(f"{spec.name} at {image_size} px needs about {needed / 2**30:.0f} GiB of memory for a "
+            problems.append(f"{spec.name} at {image_size} px needs about {byte_size(needed)} of memory for a "
                             f"batch of {batch_size} (its largest activation is {largest * 4 / 2**20:.0f} MiB per "
-                            f"image); {available / 2**30:.0f} GiB are available. Use a smaller --image-size or "
+                            f"image); {byte_size(available)} are available. Use a smaller --image-size or "
                             "--extract-batch-size")  # fmt: skip
         keras.backend.clear_session()
     return problems

@@ -3,15 +3,14 @@
 Six backbones at two sizes would otherwise decode and resize every image
 twelve times. A pixel cache entry is ``CACHE/pixels/<size>px/<key>/pixels.npy``,
 a ``(n, size, size, 3)`` uint8 array, with a manifest written last holding its
-shape and SHA-256 (as in the feature cache): a damaged entry is rebuilt, never
-read. It is read and written with positioned file I/O, batch by batch, never
-memory-mapped as a whole, so resident memory stays one batch whatever the size
-of the data set.
+shape and SHA-256, sealed with its own (as in the feature cache): a damaged
+entry is reported in one line and rebuilt, never read. It is read and written
+with positioned file I/O, batch by batch, never memory-mapped as a whole, so
+resident memory stays one batch whatever the size of the data set.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +20,19 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.files import atomic_write_text, remove_stale_temps, sha256_file
-from features.cache import MANIFEST, atomic_save_rows, cache_key, entry_lock, file_list_fingerprint, npy_data_offset
+from common.files import DamagedFileError, remove_stale_temps, sha256_file
+from features.cache import (
+    MANIFEST,
+    array_damage,
+    atomic_save_rows,
+    cache_key,
+    entry_lock,
+    file_list_fingerprint,
+    npy_data_offset,
+    read_manifest,
+    warn_damaged,
+    write_manifest,
+)
 from features.data.images import DECODE_VERSION, load_image
 
 PIXELS = "pixels.npy"
@@ -91,18 +101,21 @@ class PixelCache:
         """A reader over the finished entry for these images, or None."""
         return self._open(image_size, pixel_key_parts(image_size, root, paths))
 
-    def _open(self, image_size: int, parts: dict) -> PixelReader | None:
+    def _open(self, image_size: int, parts: dict, report: bool = False) -> PixelReader | None:
+        """A reader over the entry of ``parts``, or None where it is absent, unfinished or damaged (said in one
+        line with ``report``: the caller decodes it again)."""
         folder = self.entry(image_size, cache_key(parts))
         shape = (parts["n_images"], image_size, image_size, 3)
         try:
-            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-            expected = npy_data_offset(folder / PIXELS) + int(np.prod(shape))
-            if manifest["shape"] != list(shape) or (folder / PIXELS).stat().st_size != expected:
-                return None
             # A bit flip keeps the size: only the checksum tells, and wrong pixels would make wrong features.
-            if sha256_file(folder / PIXELS) != manifest["sha256"]:
-                return None
-        except (OSError, ValueError, KeyError):
+            damage = array_damage(folder / PIXELS, read_manifest(folder / MANIFEST), shape)
+        except FileNotFoundError:
+            return None  # not there, or a build not finished: its manifest is written last
+        except DamagedFileError as error:
+            damage = str(error)
+        if damage is not None:
+            if report:
+                warn_damaged(damage, "its images are decoded into it again (rebuilt)")
             return None
         return PixelReader(folder / PIXELS, shape)
 
@@ -120,7 +133,7 @@ class PixelCache:
         """Decode every image once into the cache (unless there already) and return a reader and the seconds spent."""
         started = time.perf_counter()
         parts = pixel_key_parts(image_size, root, paths, fingerprint)
-        reader = self._open(image_size, parts)
+        reader = self._open(image_size, parts, report=True)
         if reader is not None:
             return reader, 0.0
         folder = self.entry(image_size, cache_key(parts))
@@ -135,7 +148,15 @@ class PixelCache:
         return PixelReader(folder / PIXELS, (len(paths), image_size, image_size, 3)), time.perf_counter() - started
 
     def _write(
-        self, folder: Path, image_size: int, root: Path, paths: list[str], parts: dict, *, workers: int, chunk: int,
+        self,
+        folder: Path,
+        image_size: int,
+        root: Path,
+        paths: list[str],
+        parts: dict,
+        *,
+        workers: int,
+        chunk: int,
         progress: bool,
     ) -> None:
         """Decode every image into ``folder``'s array, then write its manifest (last)."""
@@ -154,4 +175,4 @@ class PixelCache:
         finally:
             bar.close()
         manifest = dict(parts, shape=list(shape), sha256=sha256_file(folder / PIXELS), paths=paths)
-        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
+        write_manifest(folder / MANIFEST, manifest)

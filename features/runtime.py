@@ -1,7 +1,9 @@
 """Where a backbone's forward pass runs: Keras itself (the default), or OpenVINO, a CPU inference runtime (optional).
 
 OpenVINO gets the Keras backbone through Keras' own exporter (``model.export(path, format="openvino")``), once
-per backbone, size and weights: the IR is kept beside the feature cache. It is compiled for the CPU with
+per backbone, size and weights: the IR is kept beside the feature cache, with a manifest written last holding the
+SHA-256 of ``model.xml`` and ``model.bin``, checked before every compile (a damaged IR is said in one line and
+converted again: a flipped bit in ``model.bin`` would change every feature, silently). It is compiled for the CPU with
 ``INFERENCE_PRECISION_HINT`` f32 or bf16; its graph compiler fuses batch normalisation and activations into the
 convolutions, which TensorFlow's graph of the Keras model does not. Only this module imports ``openvino``, and
 only when it is asked for, so the package stays an optional extra (``pip install 'cxr-bench[openvino]'``).
@@ -10,10 +12,9 @@ only when it is asked for, so the package stays an optional extra (``pip install
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import json
-import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -35,8 +36,14 @@ from backbones.precision import (
     probe_shape,
     read_cpuinfo,
 )
-from common.files import atomic_write_json
-from features.cache import cache_key
+from common.files import (
+    DamagedFileError,
+    atomic_folder,
+    atomic_write_json,
+    atomic_write_sealed_json,
+    read_sealed_json,
+)
+from features.cache import cache_key, entry_lock, warn_damaged
 
 RUNTIMES = ("keras", "openvino")
 RUNTIME_CHOICES = (AUTO, *RUNTIMES)
@@ -46,6 +53,8 @@ INSTALL_HINT = "pip install 'cxr-bench[openvino]' (or pip install openvino)"
 # Keras backends whose models OpenVINO converts here: JAX's export reaches it as an XlaCallModule op, which it
 # cannot convert; PyTorch's export is untested.
 OPENVINO_BACKENDS = ("tensorflow",)
+# Beside an IR's model.xml and model.bin, written last: their SHA-256, sealed.
+IR_MANIFEST = "manifest.json"
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
@@ -164,25 +173,56 @@ def keras_forward(model: keras.Model, jit_compile: bool = False) -> Forward:
 
 
 def export_openvino(model: keras.Model, ir_file: Path) -> Path:
-    """Write ``model`` as OpenVINO IR at ``ir_file`` (``.xml`` + ``.bin``), atomically: a whole folder or none.
+    """Write ``model`` as OpenVINO IR at ``ir_file`` (``.xml`` + ``.bin``) with its manifest (``ir_damage``),
+    atomically: a whole folder or none, replacing what stood there.
 
     Raises ``RuntimeUnavailableError`` under a Keras backend whose models OpenVINO cannot convert.
     """
     problem = backend_problem()
     if problem is not None:
         raise RuntimeUnavailableError(problem)
-    folder = ir_file.parent
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(ir_file.parent) as temp:
         model.export(str(temp / ir_file.name), format="openvino", verbose=False)
-        os.replace(temp, folder)
-    except OSError:
-        if not ir_file.is_file():  # another run renamed its copy into place first: use that one
-            raise
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        files = (ir_file.name, ir_file.with_suffix(".bin").name)
+        atomic_write_sealed_json(temp / IR_MANIFEST, {"format": "openvino-ir"}, files=files)
     return ir_file
+
+
+def ir_damage(ir_file: Path) -> str | None:
+    """What is wrong with the IR kept at ``ir_file``, in words, or None when it matches its manifest.
+
+    Raises ``FileNotFoundError`` where none is kept. An IR without a manifest (converted by a version before
+    manifests, or a file lost) cannot be checked, so it counts as damaged.
+    """
+    if not ir_file.parent.is_dir():
+        raise FileNotFoundError(ir_file)
+    try:
+        read_sealed_json(ir_file.parent / IR_MANIFEST)
+    except FileNotFoundError:
+        return f"{ir_file.parent / IR_MANIFEST} is missing (an older cxr-bench's conversion, or damaged)"
+    except DamagedFileError as damage:
+        return str(damage)
+    return None
+
+
+def kept_openvino_ir(make_model: Callable[[], keras.Model], ir_file: Path) -> Path:
+    """``ir_file``, checked against its manifest; converted from ``make_model()`` where absent, and again where
+    damaged, after one line saying so: a damaged IR is never compiled."""
+    try:
+        damage = ir_damage(ir_file)
+        if damage is None:
+            return ir_file
+        warn_damaged(damage, "the OpenVINO model is converted again (rebuilt)")
+    except FileNotFoundError:
+        pass
+    # Two workers of one backbone take turns: the second finds the first's conversion whole.
+    with entry_lock(ir_file.parent.parent):
+        try:
+            if ir_damage(ir_file) is None:
+                return ir_file
+        except FileNotFoundError:
+            pass
+        return export_openvino(make_model(), ir_file)
 
 
 def openvino_forward(model_file: Path, batch_shape: tuple[int, ...], precision: str) -> Forward:
@@ -217,9 +257,7 @@ def build_forward(
     """
     if runtime == "keras":
         return keras_forward(make_model(), jit_compile)
-    if not ir_file.is_file():
-        export_openvino(make_model(), ir_file)
-    return openvino_forward(ir_file, batch_shape, precision)
+    return openvino_forward(kept_openvino_ir(make_model, ir_file), batch_shape, precision)
 
 
 @functools.cache
@@ -347,21 +385,58 @@ def _runtime_seconds(name: str, size: int, keras_precision: str, openvino_precis
 
 def _remembered(cache_dir: Path, what: dict, measure: Callable, kind: type = PrecisionChoice):
     """``measure()``'s choice (a ``kind``), remembered in ``cache_dir/precision.json`` per processor, versions and
-    ``what``."""
+    ``what``, each entry sealed with the SHA-256 of its key and choice (``_read_choices``)."""
     memo = cache_dir / "precision.json"
     key = cache_key({"cpuinfo": _processor(), "keras": keras.__version__, "backend": keras.backend.backend(),
                      **what})  # fmt: skip
-    try:
-        known = json.loads(memo.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        known = {}
-    remembered = known.get(key) if isinstance(known, dict) else None
+    known = _read_choices(memo)
+    remembered = known.get(key, {}).get("choice")
     if isinstance(remembered, dict) and set(remembered) == {field.name for field in fields(kind)}:
         return kind(**{**remembered, "reason": remembered["reason"] + f" (remembered in {memo})"})
     choice = measure()
     memo.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(memo, {**(known if isinstance(known, dict) else {}), key: asdict(choice)})
+    atomic_write_json(memo, {**known, key: _sealed_choice(key, asdict(choice))})
     return choice
+
+
+def _sealed_choice(key: str, choice: dict) -> dict:
+    """A remembered choice as ``precision.json`` holds it: with the SHA-256 of its key and values."""
+    return {"choice": choice, "sha256": hashlib.sha256(json.dumps([key, choice], sort_keys=True).encode()).hexdigest()}
+
+
+def _read_choices(memo: Path) -> dict[str, dict]:
+    """The entries of ``memo`` (``precision.json``) that match their seals.
+
+    A damaged file or entry is said in one line and the file rebuilt without it: its choice is measured again
+    where needed, never used. Entries of a version before seals are left out quietly (measured again).
+    """
+    try:
+        stored = json.loads(memo.read_text(encoding="utf-8"))
+        damage = None if isinstance(stored, dict) else f"{memo} is damaged (not a table of choices)"
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        stored, damage = {}, f"{memo} is damaged ({type(error).__name__}: {error})"
+    stored = stored if isinstance(stored, dict) else {}
+    good = {key: entry for key, entry in stored.items() if _sealed_choice(key, _choice_of(entry)) == entry}
+    older = [entry for key, entry in stored.items() if key not in good and _is_older_choice(entry)]
+    damaged = len(stored) - len(good) - len(older)
+    if damaged and damage is None:
+        damage = f"{memo} is damaged ({damaged} remembered choice(s) do not match their checksum)"
+    if damage is not None:
+        warn_damaged(damage, "what it remembered is measured again where needed, and the file rebuilt")
+        atomic_write_json(memo, good)
+    return good
+
+
+def _choice_of(entry: object) -> dict:
+    return entry.get("choice") if isinstance(entry, dict) and isinstance(entry.get("choice"), dict) else {}
+
+
+def _is_older_choice(entry: object) -> bool:
+    """Whether ``entry`` is a choice as versions before seals remembered it (its fields, bare)."""
+    return isinstance(entry, dict) and any(set(entry) == {f.name for f in fields(kind)}
+                                           for kind in (PrecisionChoice, RuntimeChoice))  # fmt: skip
 
 
 def _processor() -> str:

@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DataSettings:
-    """How the image check, the splits and the leakage check run."""
+    """How the image check, the splits and the leakage check run.
+
+    ``rehash`` reads every image's bytes again on each run (``features.data.audit.rehash_images``) instead of
+    trusting the check remembered for its size and modification time.
+    """
 
     min_side: int = 32
     val_fraction: float = 0.2
@@ -22,6 +26,7 @@ class DataSettings:
     seed: int = 0
     cache_dir: str = ".cache/features"
     progress: bool = True
+    rehash: bool = False
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,11 @@ from PIL import Image
 from benchmark import predict
 from benchmark.__main__ import cxr_bench
 from benchmark.config import RunConfig
+from benchmark.reporting.report import RUN_SUBFOLDERS
 from benchmark.serve import create_app, main, state
 from benchmark.serve.cli import _parser
 from benchmark.serve.results import MissingFilesError, checkpoint_files, number
+from common.files import write_checksums
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_DATA = REPO.parent / "shared" / "data" / "chest_xray_224"
@@ -145,8 +147,10 @@ def test_skipped_files_and_leakage_are_listed_escaped(tmp_path: Path, probe_run)
     pd.DataFrame([{"path": "data/train/NORMAL/<script>x</script>.jpeg", "reason": "not an image"}]).to_csv(
         results / "skipped.csv", index=False)  # fmt: skip
     leak = pd.read_csv(results / "leakage.csv")
-    leak.loc[0] = ["g1", "ab" * 32, "test", "normal", "data/test/NORMAL/a.jpeg", "same bytes in train and test"]
+    leak.loc[0] = ["g1", "ab" * 32, "test", "normal", "data/test/NORMAL/a.jpeg", "same bytes in train and test",
+                   "kept"]  # fmt: skip
     leak.to_csv(results / "leakage.csv", index=False)
+    write_checksums(results, RUN_SUBFOLDERS)  # as a run that found these files would have listed them
     made = create_app(results)
     try:
         html = made.test_client().get("/").get_data(as_text=True)

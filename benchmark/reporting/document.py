@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from tabulate import tabulate
 
@@ -121,7 +122,9 @@ def _block_markdown(block: Block) -> list[str]:
     if block.kind == "bullets":
         return [f"- {item}" for item in block.items] + [""]
     if block.kind == "figure":
-        return [f"![{block.text}]({block.path})", ""]
+        # Percent-encoded: a class folder named "viral pneumonia" puts a space in the plot's name, and Markdown
+        # ends a link's target at the first space.
+        return [f"![{block.text}]({quote(block.path)})", ""]
     return [tabulate(block.rows, headers=block.headers, tablefmt="pipe", disable_numparse=True), ""]
 
 

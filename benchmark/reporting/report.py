@@ -47,9 +47,11 @@ from benchmark.reporting.verdict_report import (
 )
 from benchmark.settings import ReportSettings
 from benchmark.training.sweep import grid_rows
-from common.files import atomic_write_json, atomic_write_text
+from common.files import CHECKSUMS, atomic_write_json, atomic_write_text, write_checksums
 from features.data.dataset import Dataset, findings_label
 
+# The folders of a results folder that the run writes (beside its top-level files): SHA256SUMS covers them.
+RUN_SUBFOLDERS = ("heads", "finetune", "cv", "plots")
 
 def _head_columns(result: HeadResult) -> dict:
     """The columns that say which head a row is about."""
@@ -285,7 +287,7 @@ def write_data_report(results_dir: Path, dataset: Dataset) -> dict[str, Path]:
     atomic_write_text(
         paths["skipped.csv"], pd.DataFrame(dataset.skipped, columns=["path", "reason"]).to_csv(index=False)
     )
-    columns = ["group", "sha256", "split", "label", "path", "problem"]
+    columns = ["group", "sha256", "split", "label", "path", "problem", "action"]
     atomic_write_text(paths["leakage.csv"], pd.DataFrame(dataset.leakage, columns=columns).to_csv(index=False))
     return paths
 
@@ -341,4 +343,7 @@ def write_reports(
     atomic_write_json(paths["report.json"], report.to_json(), default=float)
     atomic_write_text(paths["leaderboard.md"], render_markdown(report))
     atomic_write_json(paths["run.json"], run_info, default=str)
-    return paths | write_data_report(results_dir, dataset)
+    paths |= write_data_report(results_dir, dataset)
+    # Last: predict, serve and verify check what they read against it, so a changed byte is named, never used.
+    paths[CHECKSUMS] = write_checksums(results_dir, RUN_SUBFOLDERS)
+    return paths

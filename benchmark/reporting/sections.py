@@ -43,9 +43,10 @@ def setting_cells(row) -> list[str]:
 def banners(run_info: dict, dataset: Dataset, settings: ReportSettings) -> list[str]:
     """The warnings a reader must see before any number: leakage into test, phantom data, random weights."""
     lines = []
-    leaked_to_test = {r["sha256"] for r in dataset.leakage if r["split"] == "test"} & {
-        r["sha256"] for r in dataset.leakage if r["split"] != "test"
-    }
+    # Only copies the run kept: after --leakage drop the train/val copies are gone and test is clean.
+    kept = [r for r in dataset.leakage if r.get("action", "kept") == "kept"]
+    leaked_to_test = {r["sha256"] for r in kept if r["split"] == "test"} & {r["sha256"] for r in kept
+                                                                           if r["split"] != "test"}  # fmt: skip
     if leaked_to_test:
         lines.append(
             f"**Leakage: {len(leaked_to_test)} test image(s) also appear in train or validation** (same "
@@ -266,10 +267,12 @@ def data_section(dataset: Dataset) -> list[Section]:
     """Where the data came from, what was left out, and the images per split and class."""
     counts = dataset.counts()
     leaked = len({r["group"] for r in dataset.leakage})
+    dropped = sum(r.get("action") == "dropped" for r in dataset.leakage)
     items = [f"Data: `{dataset.root}` ({dataset.layout} layout), classes: {', '.join(dataset.classes)}",
              *dataset.notes,
              f"Files left out: {len(dataset.skipped)}" + (" (see `skipped.csv`)" if dataset.skipped else ""),
              f"Leakage (same bytes in two splits or under two labels): {leaked} image(s)"
+             + (f", {dropped} copies dropped (`--leakage drop`)" if dropped else "")
              + (" (see `leakage.csv`)" if dataset.leakage else "")]  # fmt: skip
     body = [[split, *counts[split].values(), len(dataset.split(split))] for split in counts]
     return [Section("Data and splits", [bullets(items), table(["split", *dataset.classes, "images"], body)],
@@ -364,23 +367,30 @@ def grid_section(sweep: SweepResult, dataset: Dataset, select_by: str) -> list[S
 
 
 def extraction_blocks(run_info: dict) -> list[Block]:
-    """What the backbones computed in and where they ran, and why that precision (runs before issue 16: nothing)."""
+    """What the backbones computed in and where they ran, and why (runs before issue 16: nothing).
+
+    The first sentence names what the backbones used: a backbone's own measured choice overrides the run-wide one,
+    and when every backbone made the same choice, that choice is the run's whatever the run-wide value was.
+    """
     choice = run_info.get("precision")
     if not choice:
         return []
     runtime = run_info.get("runtime", "keras")  # a plain name in runs before --runtime auto
     if not isinstance(runtime, dict):
         runtime = {"requested": runtime, "runtime": runtime, "reason": "", "backbones": {}}
-    how = f" (`--runtime {runtime['requested']}`: {runtime['reason']})" if runtime["reason"] else ""
-    blocks = [paragraph(f"Features computed in **{choice['precision']}** (`--precision {choice['requested']}`: "
-                        f"{choice['reason']}), runtime **{runtime['runtime']}**{how}.")]  # fmt: skip
-    own = []
-    for name, mine in choice.get("backbones", {}).items():
-        where = runtime["backbones"].get(name, runtime)
-        if (where["runtime"], mine["precision"]) != (runtime["runtime"], choice["precision"]):
-            own.append(f"{name}: **{where['runtime']}** ({where['reason']}), "
-                       f"**{mine['precision']}** ({mine['reason']})")
-    return blocks + ([bullets(own)] if own else [])
+    used = {name: (runtime["backbones"].get(name, runtime), mine) for name, mine in choice.get("backbones", {}).items()}
+    alike = len({(where["runtime"], mine["precision"]) for where, mine in used.values()}) == 1
+    where, mine = next(iter(used.values())) if alike else (runtime, choice)
+    how = f" (`--runtime {runtime['requested']}`: {where['reason']})" if where["reason"] else ""
+    sentence = (f"Features computed in **{mine['precision']}** (`--precision {choice['requested']}`: "
+                f"{mine['reason']}), runtime **{where['runtime']}**{how}.")  # fmt: skip
+    if alike or not used:
+        return [paragraph(sentence)]
+    own = [f"{name}: **{where['runtime']}** ({where['reason']}), **{mine['precision']}** ({mine['reason']})"
+           for name, (where, mine) in used.items()
+           if (where["runtime"], mine["precision"]) != (runtime["runtime"], choice["precision"])]  # fmt: skip
+    return [paragraph(sentence.replace("Features computed in", "Run-wide choice:", 1)
+                      + " Backbones that measured another choice for themselves:"), bullets(own)]  # fmt: skip
 
 
 def provenance_section(run_info: dict) -> list[Section]:

@@ -15,6 +15,7 @@ from benchmark.serve.results import MissingFilesError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+MAX_PORT = 65535
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,10 +27,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("results_dir", type=Path, metavar="RESULTS_DIR", help="a finished run's --results-dir")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")  # fmt: skip
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0: any free port")
+    parser.add_argument("--port", type=port, default=DEFAULT_PORT,
+                        help=f"0 to {MAX_PORT} (default {DEFAULT_PORT}; 0: any free port)")  # fmt: skip
     parser.add_argument("--weights", metavar="imagenet|none|DIR",
-                        help="override the run's weights source (when its weights folder has moved)")  # fmt: skip
+                        help="the folder holding the run's weights file, where the one run.json records has moved "
+                        "(or was relative to another folder); it must have the SHA-256 the run recorded")  # fmt: skip
     return parser
+
+
+def port(text: str) -> int:
+    """``--port``: a whole number from 0 to 65535 (the operating system would wrap a larger one, or fail on a
+    negative one with a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to {MAX_PORT})") from None
+    if not 0 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0 to {MAX_PORT} (0: any free port)")
+    return value
 
 
 def _is_loopback(host: str) -> bool:

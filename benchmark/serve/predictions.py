@@ -21,10 +21,15 @@ from typing import BinaryIO
 
 from werkzeug.utils import secure_filename
 
+from backbones.weights import WeightsUnavailableError
 from benchmark import predict
+from benchmark.evaluation.verdict import ENSEMBLE
 from benchmark.serve.results import RunView
 
 MAX_FILES = 16
+# The answer to a request the run's files here cannot answer (other weights, a damaged checkpoint): the request is
+# fine and the server is up, but the model's files conflict with the run; the message says which and what to do.
+RUN_FILES_STATUS = 409
 # Heatmaps kept for the page (a PNG of about 50 KB each); older ones are deleted.
 KEEP_HEATMAPS = 200
 SKIPPED = ": skipped, "
@@ -46,15 +51,25 @@ class PredictionService:
     """One predictor per head, built on first use; one prediction at a time; files only under ``temp``."""
 
     def __init__(self, view: RunView, temp: Path, weights: str | None = None):
+        """Raises ``predict.RunFilesError`` (one line) where a model's weights are not the run's or a checkpoint
+        is damaged: the server refuses to start rather than answer with other weights."""
         self.view = view
         self.temp = temp
         self.weights = weights
+        self.check_models()
         self.lock = threading.Lock()
         self.min_side = view.config.min_side()
         # The model predict uses without --backbone: the run's ensemble, or the best validation selection score.
         self.default_backbone = str(predict.choose_head(view.results_dir)["backbone"])
         self._heads: dict[str, predict.Predictor] = {}  # by head id: the ensemble shares its members' heads
         self._heatmaps: OrderedDict[str, Path] = OrderedDict()
+
+    def check_models(self) -> None:
+        """Every model the page offers: its weights are the run's, its checkpoints whole (``check_model_files``:
+        hashes, no model built). The ensemble's members are models of the board too."""
+        models = self.view.board[self.view.board["backbone"] != ENSEMBLE].drop_duplicates("head_id")
+        for _, row in models.iterrows():
+            predict.check_model_files(self.view.results_dir, self.view.run, row, self.weights)
 
     def heatmap(self, token: str) -> Path | None:
         """The heatmap PNG this server made under ``token``, or None: no other file is served from ``temp``."""
@@ -65,10 +80,13 @@ class PredictionService:
         seconds) and kept."""
         try:
             return predict.load_predictor(self.view.results_dir, backbone, self.weights, cache=self._heads)
+        except (predict.RunFilesError, WeightsUnavailableError) as error:
+            raise PredictionError(f"cannot load the model {backbone}: {error}", RUN_FILES_STATUS) from error
         except (ValueError, OSError, KeyError) as error:
             raise PredictionError(
                 f"cannot load the model {backbone}: {error} (if the run's weights folder has moved, start the "
-                "server with --weights DIR)", 500
+                "server with --weights DIR)",
+                500,
             ) from error
 
     def predict(self, backbone: str | None, method: str, uploads: list[tuple[str, BinaryIO]]) -> dict:
@@ -144,8 +162,9 @@ class PredictionService:
             "classes": list(predictor.classes),
             "method": method,
             "feature_map": f"{height}x{width}",
-            "operating": None if operating is None else dict(zip(("task", "positive", "threshold"), operating,
-                                                                 strict=True)),
+            "operating": None
+            if operating is None
+            else dict(zip(("task", "positive", "threshold"), operating, strict=True)),
             "not_medical": config.get("weights") == "none" or bool(self.view.run.get("phantom")),
         }
 

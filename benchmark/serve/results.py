@@ -21,7 +21,7 @@ from markupsafe import Markup, escape
 
 from benchmark.config import RunConfig
 from benchmark.evaluation.verdict import ENSEMBLE
-from benchmark.predict import ensemble_head_ids
+from benchmark.predict import ensemble_head_ids, read_run
 from benchmark.reporting.document import Block, Report
 from benchmark.reporting.report import METRIC_COLUMNS, plot_files
 from benchmark.settings import HeadSettings
@@ -138,8 +138,11 @@ def expected_plots(results_dir: Path, board: pd.DataFrame, report: Report | None
     files = plot_files(list(dict.fromkeys(board["task"])), list(dict.fromkeys(board["backbone"])),
                        confusion="macro_auc" not in board)  # fmt: skip
     for one in report.sections if report else ():
-        files |= {block.text: block.path for block in one.blocks
-                  if block.kind == "figure" and block.path.startswith("plots/") and block.path not in files.values()}
+        files |= {
+            block.text: block.path
+            for block in one.blocks
+            if block.kind == "figure" and block.path.startswith("plots/") and block.path not in files.values()
+        }
     return [Plot(title, Path(relative).name, (results_dir / relative).is_file()) for title, relative in files.items()]
 
 
@@ -148,8 +151,10 @@ def read_report(path: Path) -> Report:
     try:
         return Report.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"{path} is damaged or not a cxr-bench report ({error}); run the run's command again "
-                         "(recorded in run.json) to write it anew: finished work is reused") from error
+        raise ValueError(
+            f"{path} is damaged or not a cxr-bench report ({error}); run the run's command again "
+            "(recorded in run.json) to write it anew: finished work is reused"
+        ) from error
 
 
 def load_run(results_dir: str | Path) -> RunView:
@@ -165,7 +170,7 @@ def load_run(results_dir: str | Path) -> RunView:
     report = read_report(results_dir / "report.json")
     return RunView(
         results_dir=results_dir,
-        run=json.loads((results_dir / "run.json").read_text(encoding="utf-8")),
+        run=read_run(results_dir),
         report=report,
         board=board,
         banners=[inline_markdown(banner) for banner in report.banners],
@@ -249,8 +254,12 @@ def interval(row: pd.Series, metric: str) -> str:
 
 
 # The verdict's sections, shown under the leaderboard with these titles.
-EXTRA_SECTIONS = {"verdict": "Which heads the test set tells apart", "ensemble": "The ensemble of tied heads",
-                  "crossval": "Cross-validation", "references": "Published results on the same test set"}
+EXTRA_SECTIONS = {
+    "verdict": "Which heads the test set tells apart",
+    "ensemble": "The ensemble of tied heads",
+    "crossval": "Cross-validation",
+    "references": "Published results on the same test set",
+}
 
 
 def verdict_mark(view: RunView, task: str, backbone: str) -> str:

@@ -28,7 +28,6 @@ beside the frozen-feature head they started from.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -50,7 +49,7 @@ from benchmark.training.heads import (
     uniform_draws,
 )
 from common.executors import Executor, LocalExecutor
-from common.files import atomic_path, atomic_write_json, sha256_file
+from common.files import DamagedFileError, atomic_path, atomic_write_sealed_json, read_sealed_json, sha256_file
 from features.cache import cache_key
 from features.data.dataset import Dataset, class_balance
 from features.pixels import PixelCache, PixelReader
@@ -387,7 +386,8 @@ def finetune_winners(
     results: list[HeadResult | None] = []
     pending: list[tuple[int, HeadResult, Path]] = []
     for frozen in firsts.values():
-        key = cache_key({"from": frozen.head_id, "settings": asdict(run.model), "weights": run.weights,
+        # The weights' identity (their SHA-256 for a file), not their path: two spellings of one file are one run.
+        key = cache_key({"from": frozen.head_id, "settings": asdict(run.model), "weights": frozen.weights,
                          "splits": split_key})  # fmt: skip
         folder = results_dir / "finetune" / f"{frozen.backbone}-ft-{key[:10]}"
         results.append(_stored_result(folder))
@@ -410,17 +410,21 @@ def _finetune_and_record(frozen: HeadResult, dataset: Dataset, run: FinetuneRun,
     result = finetune_one(frozen, dataset, run.model, weights=run.weights, heads_dir=Path(run.results_dir) / "heads",
                           pixel_cache=PixelCache(run.cache_dir), out_dir=folder, progress=run.progress)  # fmt: skip
     record = dict(result.to_json(), from_head=frozen.head_id, weights_sha256=sha256_file(folder / WEIGHTS_FILE))
-    atomic_write_json(folder / RESULT_FILE, record)
+    atomic_write_sealed_json(folder / RESULT_FILE, record, (WEIGHTS_FILE,))
     return result
 
 
 def _stored_result(folder: Path) -> HeadResult | None:
-    """A finished fine-tuning result whose weights file is the one it was written for, else None (redo it)."""
+    """A finished fine-tuning result, sealed with its weights' SHA-256 (predict loads them), else None (redo it).
+
+    A record or weights file changed since it was written is reported in one line, never used.
+    """
     try:
-        record = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
-        # The weights must be the ones the record was written for (predict loads them).
-        if sha256_file(folder / WEIGHTS_FILE) == record["weights_sha256"]:
-            return HeadResult.from_json(record)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # absent, or a damaged record or weights file
+        return HeadResult.from_json(read_sealed_json(folder / RESULT_FILE))
+    except FileNotFoundError:
+        return None
+    except DamagedFileError as damage:
+        print(f"warning: {damage}; fine-tuning {folder.name} again")
+    except (KeyError, TypeError, ValueError) as error:
+        print(f"warning: {folder / RESULT_FILE} is not a fine-tuning record ({error}); fine-tuning {folder.name} again")
     return None

@@ -15,7 +15,6 @@ once, for the report.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -40,14 +39,13 @@ from benchmark.training.heads import (
     CHECKPOINT,
     HISTORY,
     TrainedHead,
-    checkpoint_is_whole,
     load_head,
     read_history,
     train_heads,
 )
 from benchmark.training.probe import fit_probes
 from common.executors import Executor, ExecutorError
-from common.files import atomic_write_json
+from common.files import DamagedFileError, atomic_write_sealed_json, read_sealed_json
 from common.isolated import SINGLE_THREADED, exit_when_orphaned
 from features.cache import FeatureCache, cache_key
 from features.data.dataset import Dataset
@@ -119,15 +117,19 @@ class _Progress:
 def _read_point(path: Path) -> dict | None:
     """A finished grid point's record, or None if absent or damaged (the point is then trained again).
 
-    A record whose checkpoint is missing or damaged counts as damaged too.
+    The record is sealed with its own SHA-256 and its checkpoint's and history's: a changed byte in any of them
+    (which could change the selection or the test scores) is reported in one line, and the point retrained.
     """
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = read_sealed_json(path)
+    except FileNotFoundError:
         return None
-    if not (isinstance(record, dict) and "status" in record and "point_id" in record):
+    except DamagedFileError as damage:
+        print(f"warning: {damage}; training grid point {path.parent.name} again (its numbers can differ from the "
+              "damaged copy's at round-off level: it now trains in another group of heads)")  # fmt: skip
         return None
-    if record["status"] == "done" and not checkpoint_is_whole(path.parent / CHECKPOINT):
+    if not ("status" in record and "point_id" in record):
+        print(f"warning: {path} is not a grid point's record; training grid point {path.parent.name} again")
         return None
     return record
 
@@ -360,7 +362,8 @@ def _record(
         )
         if dataset.multi_label:
             record["val_macro_auc"] = macro_auc(labels, probabilities)
-    atomic_write_json(heads_dir / pid / POINT, record, default=float)
+    files = (CHECKPOINT, HISTORY) if record["status"] == "done" else ()
+    atomic_write_sealed_json(heads_dir / pid / POINT, record, files, default=float)
     return record
 
 

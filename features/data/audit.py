@@ -3,8 +3,14 @@
 ``audit_images`` decodes each file once (at a small scale, but reading every
 byte), records its size and the SHA-256 of its bytes, and moves every file
 that cannot be used into ``Dataset.skipped`` with its reason. The results are
-remembered per file (size and modification time) under the cache folder, so a
-rerun audits only new or changed files.
+remembered per file (size and modification time) under the cache folder, each
+sealed with its own SHA-256 (a damaged one is said in one line and the file
+checked again), so a rerun audits only new or changed files. ``rehash`` (the
+command's ``--rehash``) reads every file again and compares its bytes with what
+was remembered: an image replaced under an unchanged size and modification time
+is reported, checked again, and the cached features and pixels made from it are
+dropped (the feature cache keys hold each image's remembered SHA-256, so its
+features are then extracted again, and its heads trained again).
 
 ``find_leakage`` then uses the content hashes: the same bytes in two splits
 (a test image that is also a training image) or under two labels.
@@ -14,7 +20,7 @@ usable image left in some split.
 As a command, it checks a dataset folder without extracting anything::
 
     python -m features.data.audit DIR [--labels FILE.csv [--path-column NAME] [--label-column NAME]
-        [--patient-column NAME] [--split-column NAME]] [--min-side PX] [--cache-dir DIR]
+        [--patient-column NAME] [--split-column NAME]] [--min-side PX] [--cache-dir DIR [--rehash]]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -31,14 +38,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from common.files import atomic_write_text
-from features.cache import cache_key
+from common.files import atomic_write_text, sha256_file
+from features.cache import FolderInUseError, cache_key, drop_entries_holding, folder_lock, warn_damaged
 from features.data.dataset import SPLITS, Dataset, describe_counts, make_splits
 from features.data.images import UnreadableImageError, inspect_image
 from features.data.labels import add_label_options, label_settings, load_dataset
 
 # Bump when what the audit records, or how it decides, changes.
-AUDIT_VERSION = "audit-v1"
+AUDIT_VERSION = "audit-v2"
+# Memos of these versions are left quietly (their entries carry no seal): everything is checked again.
+OLDER_VERSIONS = ("audit-v1",)
 LEAKAGE_POLICIES = ("warn", "drop", "fail")
 
 
@@ -84,13 +93,100 @@ def _memo_path(cache_dir: Path, root: Path) -> Path:
     return cache_dir / "audit" / f"{cache_key({'root': str(root.resolve())})}.json"
 
 
-def _load_memo(path: Path) -> dict:
-    # A damaged or foreign memo is ignored (and rewritten): it only saves time.
+def _seal(path: str, entry: dict) -> str:
+    """The SHA-256 of one remembered check: its file's path and values (``seal`` aside)."""
+    values = {name: value for name, value in entry.items() if name != "seal"}
+    return hashlib.sha256(json.dumps([path, values], sort_keys=True).encode()).hexdigest()
+
+
+def _load_memo(path: Path) -> tuple[dict, bool]:
+    """The remembered checks of ``path`` that match their seals, and whether anything in it was damaged.
+
+    A damaged memo, or entry, is said in one line and not trusted: those files are checked again and the memo
+    rewritten. A memo of an older version is left quietly (everything is checked again).
+    """
     try:
         memo = json.loads(path.read_text(encoding="utf-8"))
-        return memo["files"] if memo.get("version") == AUDIT_VERSION and isinstance(memo["files"], dict) else {}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
+    except FileNotFoundError:
+        return {}, False
+    except (OSError, ValueError) as error:
+        return _damaged_memo(f"{path} is damaged ({type(error).__name__}: {error})"), True
+    if isinstance(memo, dict) and memo.get("version") in OLDER_VERSIONS:
+        return {}, False
+    if not isinstance(memo, dict) or memo.get("version") != AUDIT_VERSION or not isinstance(memo.get("files"), dict):
+        return _damaged_memo(f"{path} is damaged (not an image check memo of {AUDIT_VERSION})"), True
+    files = memo["files"]
+    good = {
+        name: entry
+        for name, entry in files.items()
+        if isinstance(entry, dict) and entry.get("seal") == _seal(name, entry)
+    }
+    if len(good) < len(files):
+        _damaged_memo(f"{path} is damaged ({len(files) - len(good)} remembered image check(s) do not match their "
+                      "checksum)")  # fmt: skip
+    return good, len(good) < len(files)
+
+
+def _damaged_memo(damage: str) -> dict:
+    warn_damaged(damage, "those images are checked again and the memo rebuilt")
+    return {}
+
+
+def _write_memo(path: Path, files: dict) -> None:
+    atomic_write_text(path, json.dumps({"version": AUDIT_VERSION, "files": files}))
+
+
+def rehash_images(
+    dataset: Dataset, cache_dir: str | Path, *, workers: int = 2, progress: bool = True
+) -> tuple[list[str], list[Path]]:
+    """The images of ``dataset`` whose bytes differ from the SHA-256 the image check remembered for them though
+    their size and modification time did not change, and the cache entries dropped for them.
+
+    Every remembered file is read again. Each changed image's remembered check is dropped (the next check reads it
+    anew) and so is every feature and pixel cache entry made from it (``drop_entries_holding``): their keys trust
+    size and modification time, and would match.
+    """
+    root = Path(dataset.root)
+    memo_file = _memo_path(Path(cache_dir), root)
+    memo, damaged = _load_memo(memo_file)
+    known = [
+        r.path for r in dataset.records if r.path in memo and _stamp_or_none(root / r.path) == memo[r.path]["stamp"]
+    ]
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=len(known), unit="img", desc="rehash images", disable=not progress) as bar,
+    ):
+        changed = []
+        for path, digest in zip(known, pool.map(lambda p: _digest_or_none(root / p), known), strict=True):
+            if digest is not None and digest != memo[path]["sha256"]:  # an unreadable file is the check's to report
+                changed.append(path)
+            bar.update()
+    if changed or damaged:
+        _write_memo(memo_file, {name: entry for name, entry in memo.items() if name not in changed})
+    return changed, drop_entries_holding(Path(cache_dir), root, changed) if changed else []
+
+
+def _rehash_and_say(dataset: Dataset, cache_dir: Path, workers: int, progress: bool) -> None:
+    """``rehash_images`` for a run: one line where an image changed under an unchanged size and time."""
+    changed, dropped = rehash_images(dataset, cache_dir, workers=workers, progress=progress)
+    if changed:
+        print(f"warning: {len(changed)} image(s) under {dataset.root} changed though their size and modification "
+              f"time did not (--rehash), e.g. {changed[0]}; checked again, and the {len(dropped)} cached feature and "
+              "pixel entries made from them dropped: their features are extracted again (rebuilt)")  # fmt: skip
+
+
+def _stamp_or_none(path: Path) -> list[int] | None:
+    try:
+        return _stamp(path)
+    except OSError:
+        return None
+
+
+def _digest_or_none(path: Path) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
 
 
 def audit_images(
@@ -100,16 +196,22 @@ def audit_images(
     cache_dir: str | Path | None = None,
     workers: int = 2,
     progress: bool = True,
+    rehash: bool = False,
 ) -> Dataset:
     """Return ``dataset`` with only usable images, their content hashes in ``digests``.
 
     A file is left out, and listed in ``skipped`` with its reason, when it is
     empty, not an image, truncated or broken, or when its shorter side is below
     ``min_side`` pixels (the smallest input the chosen backbones accept).
+    With ``rehash`` every file is read again first (``rehash_images``): one
+    changed under an unchanged size and modification time is said in one line
+    and checked again, and the cache entries made from it dropped.
     """
     root = Path(dataset.root)
     memo_file = _memo_path(Path(cache_dir), root) if cache_dir is not None else None
-    memo = _load_memo(memo_file) if memo_file is not None else {}
+    if rehash and memo_file is not None:
+        _rehash_and_say(dataset, Path(cache_dir), workers, progress)
+    memo, damaged = _load_memo(memo_file) if memo_file is not None else ({}, False)
     results: dict[str, dict] = {}
     todo: dict[str, list[int]] = {}  # path -> its stamp, taken once
     for record in dataset.records:
@@ -125,11 +227,11 @@ def audit_images(
             tqdm(total=len(todo), unit="img", desc="check images", disable=not progress) as bar,
         ):
             for path, checked in zip(todo, pool.map(lambda p: _check_file(root / p), todo), strict=True):
-                results[path] = dict(checked, stamp=todo[path])
+                entry = dict(checked, stamp=todo[path])
+                results[path] = dict(entry, seal=_seal(path, entry))
                 bar.update()
-        if memo_file is not None:
-            memo.update(results)
-            atomic_write_text(memo_file, json.dumps({"version": AUDIT_VERSION, "files": memo}))
+    if memo_file is not None and (todo or damaged):
+        _write_memo(memo_file, {**memo, **results})
     kept, skipped = [], list(dataset.skipped)
     for record in dataset.records:
         result = results[record.path]
@@ -174,32 +276,51 @@ def find_leakage(dataset: Dataset) -> list[dict]:
     return rows
 
 
-def flag_leakage(dataset: Dataset, policy: str = "warn") -> Dataset:
-    """Find leakage (``find_leakage``) and apply ``policy``; the rows land in ``dataset.leakage``.
+class LeakageError(DatasetError):
+    """``--leakage fail`` found copies; ``rows`` are ``find_leakage``'s, for the caller to write down."""
 
-    ``warn`` keeps every image; ``drop`` removes the train and val copies of
-    every image that is also in test, so the test split stays as published;
-    ``fail`` raises ``DatasetError``.
+    def __init__(self, message: str, rows: list[dict]):
+        super().__init__(message)
+        self.rows = rows
+
+
+def flag_leakage(dataset: Dataset, policy: str = "warn") -> Dataset:
+    """Find leakage (``find_leakage``) and apply ``policy``; the rows land in ``dataset.leakage``, each with its
+    ``action`` (``kept`` or ``dropped``).
+
+    ``warn`` keeps every image. ``drop`` removes the train and val copies of every image that is also in test, so
+    the test split stays as published, and the train and val copies of every image found under two labels (which
+    label is right cannot be told; keeping both teaches the head a contradiction). ``fail`` raises
+    ``LeakageError``, which carries the rows.
     """
     if policy not in LEAKAGE_POLICIES:
         raise ValueError(f"leakage policy must be one of {', '.join(LEAKAGE_POLICIES)}, not {policy!r}")
     rows = find_leakage(dataset)
     if rows and policy == "fail":
         groups = len({row["group"] for row in rows})
-        raise DatasetError(
+        raise LeakageError(
             f"{groups} image(s) appear in more than one split or under more than one label "
-            f"(same bytes), for example {rows[0]['path']} and {rows[1]['path']}; see leakage.csv. "
-            "Remove the copies, or pass --leakage drop (drops the train/val copies) or --leakage warn."
+            f"(same bytes), for example {rows[0]['path']} and {rows[1]['path']}. "
+            "Remove the copies, or pass --leakage drop (drops the train/val copies) or --leakage warn.",
+            [dict(row, action="kept") for row in rows],
         )
-    if rows and policy == "drop":
+    drop: dict[str, str] = {}
+    if policy == "drop":
         in_test = {row["sha256"] for row in rows if row["split"] == "test"}
-        drop = {row["path"] for row in rows if row["split"] != "test" and row["sha256"] in in_test}
-        dataset = replace(
-            dataset,
-            records=[record for record in dataset.records if record.path not in drop],
-            skipped=dataset.skipped + [(path, "same image as a test image (--leakage drop)") for path in sorted(drop)],
-        )
-    return replace(dataset, leakage=rows)
+        labels: dict[str, set] = defaultdict(set)
+        for row in rows:
+            labels[row["sha256"]].add(row["label"])
+        for row in rows:
+            if row["split"] == "test":
+                continue
+            if row["sha256"] in in_test:
+                drop[row["path"]] = "same image as a test image (--leakage drop)"
+            elif len(labels[row["sha256"]]) > 1:
+                drop[row["path"]] = (f"same image under two labels ({' and '.join(sorted(labels[row['sha256']]))}; "
+                                     "--leakage drop)")  # fmt: skip
+    rows = [dict(row, action="dropped" if row["path"] in drop else "kept") for row in rows]
+    return replace(dataset, records=[record for record in dataset.records if record.path not in drop],
+                   skipped=dataset.skipped + sorted(drop.items()), leakage=rows)  # fmt: skip
 
 
 def external_overlap(dataset: Dataset, external: Dataset, policy: str = "warn") -> Dataset:
@@ -235,6 +356,12 @@ def external_overlap(dataset: Dataset, external: Dataset, policy: str = "warn") 
     return replace(external, leakage=rows)
 
 
+def reason_kind(reason: str) -> str:
+    """``reason`` without the CSV line numbers it names, so that a summary counts each kind of reason once
+    ("unknown label 'x' (line N)", not one entry per line)."""
+    return re.sub(r"\b(lines?) \d+(?:, \d+)*", r"\1 N", reason)
+
+
 def check_classes(dataset: Dataset) -> None:
     """Raise ``DatasetError`` for fewer than two classes, or a class with no usable image in train, val or test.
 
@@ -251,7 +378,7 @@ def check_classes(dataset: Dataset) -> None:
     empty = [(split, label) for split in SPLITS for label in dataset.classes if counts[split][label] == 0]
     if not empty:
         return
-    skipped_reasons = Counter(reason for _, reason in dataset.skipped)
+    skipped_reasons = Counter(reason_kind(reason) for _, reason in dataset.skipped)
     lines = [f"class {label!r} has no usable image in {split}" for split, label in empty]
     table = "; ".join(
         f"{label}: " + ", ".join(f"{split} {counts[split][label]}" for split in SPLITS) for label in dataset.classes
@@ -261,9 +388,11 @@ def check_classes(dataset: Dataset) -> None:
         "; ".join(lines)
         + f". Usable images per class: {table}. "
         + (f"{len(dataset.skipped)} files were left out (most common: {reasons}). " if dataset.skipped else "")
-        + (f"Check the class folders under {dataset.root} (an empty folder, or only unreadable images), "
-           if dataset.layout != "csv" else "Check that class's rows in the labels CSV (skipped.csv says why rows "
-           "were left out), ")
+        + (
+            f"Check the class folders under {dataset.root} (an empty folder, or only unreadable images), "
+            if dataset.layout != "csv"
+            else "Check that class's rows in the labels CSV (skipped.csv says why rows were left out), "
+        )
         + "or remove the class."
     )
 
@@ -280,21 +409,33 @@ def main(argv: list[str] | None = None) -> int:
         help="shorter side below which an image is left out (default: 75, InceptionV3's minimum)",
     )
     parser.add_argument("--cache-dir", metavar="DIR", help="remember results here, as run_benchmark.py does")
+    parser.add_argument(
+        "--rehash",
+        action="store_true",
+        help="read every image again and compare its bytes with what --cache-dir remembered: list the images "
+        "changed under an unchanged size and modification time, and drop their cached checks, features and pixels",
+    )
     add_label_options(parser)
     args = parser.parse_args(argv)
+    if args.rehash and args.cache_dir is None:
+        parser.error("--rehash compares with what a run remembered: give its --cache-dir (a run's default is "
+                     ".cache/features)")  # fmt: skip
     labels = label_settings(args)
     started = time.perf_counter()
     try:
-        dataset = audit_images(load_dataset(args.data, labels), min_side=args.min_side, cache_dir=args.cache_dir)
+        dataset = load_dataset(args.data, labels)
+        if args.rehash:
+            _report_rehash(dataset, Path(args.cache_dir))
+        dataset = audit_images(dataset, min_side=args.min_side, cache_dir=args.cache_dir)
         dataset = make_splits(dataset)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, FolderInUseError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - started
     rows = find_leakage(dataset)
     print(f"{dataset.root} ({dataset.layout}): {len(dataset.records)} usable images, checked in {seconds:.1f} s")
     print(describe_counts(dataset))
-    for reason, n in Counter(reason for _, reason in dataset.skipped).most_common():
+    for reason, n in Counter(reason_kind(reason) for _, reason in dataset.skipped).most_common():
         print(f"left out: {n} x {reason}")
     print(f"leakage: {len({row['group'] for row in rows})} image(s) in two splits or under two labels")
     for row in rows:
@@ -305,6 +446,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"a run would stop: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _report_rehash(dataset: Dataset, cache_dir: Path) -> None:
+    """``rehash_images`` under the cache folder's lock (no run may read an entry while it goes), said in lines."""
+    with folder_lock(cache_dir, "--cache-dir"):
+        changed, dropped = rehash_images(dataset, cache_dir)
+    if not changed:
+        print(f"--rehash: every image's bytes match what {cache_dir} remembered for its size and modification time")
+        return
+    print(f"--rehash: {len(changed)} image(s) changed though their size and modification time did not:")
+    for path in changed:
+        print(f"  {path}")
+    print(f"--rehash: dropped their remembered checks and the {len(dropped)} cached feature and pixel entries made "
+          "from them; the next run checks them again and extracts their features again")  # fmt: skip
 
 
 if __name__ == "__main__":
