@@ -114,11 +114,12 @@ def atomic_write_sealed_json(path: str | Path, payload: dict, files: tuple[str, 
     atomic_write_json(path, {**values, SEAL: _seal_of(values)})
 
 
-def read_sealed_json(path: str | Path) -> dict:
+def read_sealed_json(path: str | Path, allow_unsealed: bool = False) -> dict:
     """The record ``atomic_write_sealed_json`` wrote (without its seals), after checking it and its files.
 
     Raises ``FileNotFoundError`` when there is none, ``DamagedFileError`` (one line) when it or one of its files
-    changed since it was written, or when it has no seal (written by a version before seals).
+    changed since it was written, or when it has no seal (written by a version before seals) unless
+    ``allow_unsealed`` (where what it describes is checked otherwise): such a record is returned as it is.
     """
     path = Path(path)
     try:
@@ -127,6 +128,8 @@ def read_sealed_json(path: str | Path) -> dict:
         raise
     except (OSError, ValueError) as error:
         raise DamagedFileError(f"{path} is damaged ({type(error).__name__}: {error})") from None
+    if allow_unsealed and isinstance(values, dict) and SEAL not in values and "file_sha256" not in values:
+        return values
     if not isinstance(values, dict) or SEAL not in values:
         raise DamagedFileError(f"{path} has no checksum (damaged, or written by an older version)")
     if values.pop(SEAL) != _seal_of(values):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.files import SEAL, DamagedFileError, atomic_output, atomic_write_sealed_json, read_sealed_json, sha256_file
+from common.files import DamagedFileError, atomic_output, atomic_write_sealed_json, read_sealed_json, sha256_file
 
 MANIFEST = "manifest.json"
 FEATURES = "features.npy"
@@ -51,15 +51,18 @@ def read_manifest(path: Path) -> dict:
     line) when it is not what was written. A manifest from before manifests were sealed (no seal, no file list)
     is returned as it is: the array it describes is still checked against its SHA-256.
     """
+    return read_sealed_json(path, allow_unsealed=True)
+
+
+def entry_damage(folder: Path, array: str, shape: tuple[int, ...] | None = None) -> str | None:
+    """What is wrong with the cache entry ``folder`` (its manifest, or its ``array`` against it), in words, or None.
+
+    Raises ``FileNotFoundError`` when the entry is absent or unfinished (its manifest is written last).
+    """
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as error:
-        raise DamagedFileError(f"{path} is damaged ({type(error).__name__}: {error})") from None
-    if isinstance(values, dict) and SEAL not in values and "file_sha256" not in values:
-        return values
-    return read_sealed_json(path)
+        return array_damage(folder / array, read_manifest(folder / MANIFEST), shape)
+    except DamagedFileError as error:
+        return str(error)
 
 
 def array_damage(path: Path, manifest: dict, shape: tuple[int, ...] | None = None) -> str | None:
@@ -201,11 +204,9 @@ class FeatureCache:
         """
         folder = self.entry(backbone, key)
         try:
-            damage = array_damage(folder / FEATURES, read_manifest(folder / MANIFEST))
+            damage = entry_damage(folder, FEATURES)
         except FileNotFoundError:
-            return None  # not there, or a build not finished: its manifest is written last
-        except DamagedFileError as error:
-            damage = str(error)
+            return None  # not there, or a build not finished
         if damage is not None:
             if report:
                 warn_damaged(damage, "its features are extracted again (rebuilt)")

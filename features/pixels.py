@@ -20,16 +20,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.files import DamagedFileError, remove_stale_temps, sha256_file
+from common.files import remove_stale_temps, sha256_file
 from features.cache import (
     MANIFEST,
-    array_damage,
     atomic_save_rows,
     cache_key,
+    entry_damage,
     entry_lock,
     file_list_fingerprint,
     npy_data_offset,
-    read_manifest,
     warn_damaged,
     write_manifest,
 )
@@ -108,11 +107,9 @@ class PixelCache:
         shape = (parts["n_images"], image_size, image_size, 3)
         try:
             # A bit flip keeps the size: only the checksum tells, and wrong pixels would make wrong features.
-            damage = array_damage(folder / PIXELS, read_manifest(folder / MANIFEST), shape)
+            damage = entry_damage(folder, PIXELS, shape)
         except FileNotFoundError:
-            return None  # not there, or a build not finished: its manifest is written last
-        except DamagedFileError as error:
-            damage = str(error)
+            return None  # not there, or a build not finished
         if damage is not None:
             if report:
                 warn_damaged(damage, "its images are decoded into it again (rebuilt)")

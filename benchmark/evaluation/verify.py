@@ -20,13 +20,24 @@ Not checkable from test predictions, so not checked: the validation columns (val
 op_threshold, best_val_loss, best_epoch), which heads the ensemble averages (chosen on validation), the
 bootstrap interval bounds (resampled), Newcombe's intervals of paired differences, and the cross-validation's
 Friedman and post-hoc tests.
+
+grid.csv (when there is one) records the selection: each model's highest selection score (the validation number
+run.json's select_by names) must be the point whose every trained seed has its leaderboard rows, one per task, and
+its predictions, with the validation loss of those heads. predictions.csv must hold probabilities (a row's summing
+to 1 but in a multi-label run), known splits, labels among the classes and the decision its probabilities give;
+leaderboard.csv, predictions.csv and report.json must agree on every cell they share. With SHA256SUMS (written
+last by the run), every file it lists must still hold the bytes the run wrote. Not checked beyond SHA256SUMS: the
+prose of report.json's sections and leaderboard.md (renderings of the numbers checked here), the plots, the
+heads' files, grid.csv's other validation columns, the published references, and predictions.csv's image paths
+(only that every head scored the same images). Runs from before SHA256SUMS, report.json or grid.csv are checked
+as far as what they wrote allows.
+
 Exits 1 and lists the differences if any number disagrees; 2 with one line when the folder cannot be read.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -39,7 +50,21 @@ from scipy.stats import t as student_t
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
-from benchmark.reporting.document import REPORT_VERSION
+from benchmark.evaluation.verify_files import (
+    GRID_KEY,
+    VerifyError,
+    as_numbers,
+    leaderboard_numbers,
+    load_grid,
+    load_leaderboard_text,
+    load_predictions,
+    load_report,
+    load_run,
+    number,
+    read_table,
+    reading,
+)
+from common.files import CHECKSUMS, DamagedFileError, check_checksums
 from features.data.dataset import FINDING_SEPARATOR, UNKNOWN_MARK
 
 TOLERANCE = 1e-9
@@ -105,25 +130,144 @@ def _check_consistency(row, head: pd.DataFrame, y_true: np.ndarray, score: np.nd
     return problems
 
 
+# The files verify reads, those it needs and those it checks where the run wrote them.
+RESULT_FILES = ("leaderboard.csv", "predictions.csv", "report.json", "run.json", "grid.csv", "comparisons.csv",
+                "cv_folds.csv", "cv_summary.csv")  # fmt: skip
+
+
+def check_files(results_dir: Path) -> list[str]:
+    """The files the run listed in its SHA256SUMS still hold the bytes it wrote: each file verify reads named, then
+    the first of the rest (plots, heads) that differs. Nothing to check in a run from before SHA256SUMS."""
+    problems = []
+    for name in RESULT_FILES:
+        try:
+            if (results_dir / name).is_file() and not check_checksums(results_dir, [name]):
+                return []  # no SHA256SUMS
+        except DamagedFileError as error:
+            problems.append(str(error))
+    try:
+        check_checksums(results_dir)
+    except DamagedFileError as error:
+        problems.append(str(error))
+    return problems
+
+
 def verify(results_dir: Path) -> list[str]:
-    """Differences between the run's outputs and their recomputation from predictions.csv (empty if none).
+    """Differences between the run's outputs and their recomputation from predictions.csv (empty if none), and
+    files changed since the run wrote them (SHA256SUMS).
 
     leaderboard.csv always; report.json, comparisons.csv and the ensemble when the run wrote report.json (an
-    older run did not); cv_summary.csv when there is a cv_folds.csv. ``VerifyError`` when a file cannot be read.
+    older run did not); the selected heads when there is a grid.csv; cv_summary.csv when there is a cv_folds.csv.
+    ``VerifyError`` (one line naming the file) when a file is missing, cannot be read or holds a damaged value.
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise VerifyError(f"no results folder {results_dir}")
-    board = load_leaderboard(results_dir / "leaderboard.csv")
-    predictions = load_predictions(results_dir / "predictions.csv")
-    internal = board[board["eval_set"] == "internal"] if "eval_set" in board else board
-    # An external test set's leaderboard rows are checked by the tests; its comparisons are checked below.
-    problems = check_leaderboard(internal, predictions[predictions["split"] == "test"])
-    report = load_report(results_dir / "report.json")
-    if report is not None:
-        problems += check_report(report, board, predictions, results_dir)
+    changed = check_files(results_dir)
+    try:
+        problems = _recompute(results_dir)
+    except OSError as error:  # a file verify may not read (permissions), or an I/O error
+        raise VerifyError(f"cannot read {error.filename or results_dir}: {error.strerror or error}") from error
+    except VerifyError as error:
+        # The file is most likely damaged, not written so by the run: say so where SHA256SUMS knows.
+        raise VerifyError(f"{error} ({changed[0]})" if changed else str(error)) from error.__cause__
     # One missing head is named once, not once per task and per check.
-    return list(dict.fromkeys(problems + check_crossval(results_dir, board)))
+    return list(dict.fromkeys(changed + problems))
+
+
+def _recompute(results_dir: Path) -> list[str]:
+    """verify's checks of the files' contents (``verify``)."""
+    paths = {name: results_dir / name for name in RESULT_FILES}
+    text = load_leaderboard_text(paths["leaderboard.csv"])
+    board = leaderboard_numbers(text, paths["leaderboard.csv"])
+    predictions = load_predictions(paths["predictions.csv"], multi_label="macro_auc" in board)
+    check_positives(board, predictions, paths["leaderboard.csv"])
+    run = load_run(paths["run.json"])
+    with reading(paths["leaderboard.csv"], paths["predictions.csv"]):
+        problems = check_heads(board, predictions) + check_classes(run, predictions)
+        internal = board[board["eval_set"] == "internal"] if "eval_set" in board else board
+        # An external test set's leaderboard rows are checked by the tests; its comparisons are checked below.
+        problems += check_leaderboard(internal, predictions[predictions["split"] == "test"])
+    report = load_report(paths["report.json"])
+    if report is not None:
+        with reading(paths["report.json"], paths["comparisons.csv"], paths["leaderboard.csv"]):
+            problems += check_report(report, board, predictions, results_dir, text)
+    grid = load_grid(paths["grid.csv"])
+    if grid is not None:
+        with reading(paths["grid.csv"], paths["run.json"], paths["leaderboard.csv"]):
+            problems += check_selection(grid, board, predictions, run, paths["grid.csv"])
+    with reading(paths["cv_folds.csv"], paths["cv_summary.csv"]):
+        problems += check_crossval(results_dir, board)
+    return problems
+
+
+def check_positives(board: pd.DataFrame, predictions: pd.DataFrame, path: Path) -> None:
+    """``VerifyError`` naming the first leaderboard line whose positive side names no class of predictions.csv."""
+    classes = {column[2:] for column in predictions if column.startswith("p_")}
+    multi_label = "macro_auc" in board
+    for line, positive in enumerate(board["positive"], start=2):
+        if not ({positive} if multi_label else set(positive.split("+"))) <= classes:
+            raise VerifyError(f"{path} line {line}: positive {positive!r} names no class of predictions.csv "
+                              f"({', '.join(sorted(classes))})")  # fmt: skip
+
+
+def check_classes(run: dict | None, predictions: pd.DataFrame) -> list[str]:
+    """predictions.csv's probability columns are run.json's classes, in order (nothing to check without run.json)."""
+    classes = (run or {}).get("classes") or []
+    columns = [column[2:] for column in predictions if column.startswith("p_")]
+    if classes and columns != classes:
+        return [f"predictions.csv's probability columns ({', '.join(columns)}) are not run.json's classes "
+                f"({', '.join(classes)})"]  # fmt: skip
+    return []
+
+
+# The columns that say which head a row is about: the same on each of its rows, in both files.
+HEAD_COLUMNS = (*GRID_KEY, "seed")
+
+
+def _same_cell(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+def _head_problems(board: pd.DataFrame, predictions: pd.DataFrame) -> list[str]:
+    """Each head's rows agree on which head it is, in each file and between them."""
+    problems = []
+    columns = [column for column in HEAD_COLUMNS if column in board and column in predictions]
+    for name, frame in (("leaderboard.csv", board), ("predictions.csv", predictions)):
+        distinct = frame.drop_duplicates(["head_id", *columns])
+        problems += [f"{name}: the rows of {head} disagree on which head it is ({', '.join(columns)})"
+                     for head in dict.fromkeys(distinct.loc[distinct["head_id"].duplicated(), "head_id"])]  # fmt: skip
+    on_board = board.drop_duplicates("head_id").set_index("head_id")
+    for head, row in predictions.drop_duplicates("head_id").set_index("head_id").iterrows():
+        if head not in on_board.index:
+            problems.append(f"predictions.csv has rows of {head}, which leaderboard.csv does not list")
+            continue
+        differ = [column for column in columns if not _same_cell(row[column], on_board.at[head, column])]
+        if differ:
+            problems.append(f"predictions.csv and leaderboard.csv disagree on the {', '.join(differ)} of {head}")
+    return problems
+
+
+def check_heads(board: pd.DataFrame, predictions: pd.DataFrame) -> list[str]:
+    """Each head is the same head on all its rows (leaderboard.csv and predictions.csv alike), every head with
+    predictions is on the leaderboard, and each head of a test set has its predictions and a row for every task
+    of that set, once."""
+    problems = _head_problems(board, predictions)
+    eval_sets = board["eval_set"] if "eval_set" in board else pd.Series("internal", index=board.index)
+    for eval_set, rows in board.groupby(eval_sets, sort=False):
+        twice = rows.loc[rows.duplicated(["head_id", "task"]), ["head_id", "task"]]
+        problems += [f"leaderboard.csv has the {eval_set} row of {head} on {task} more than once"
+                     for head, task in twice.itertuples(index=False)]  # fmt: skip
+        split = "test" if eval_set == "internal" else eval_set
+        scored = set(predictions.loc[predictions["split"] == split, "head_id"])
+        tasks = list(dict.fromkeys(rows["task"]))
+        for head, head_rows in rows.groupby("head_id", sort=False):
+            if head not in scored:
+                problems.append(f"predictions.csv has no {split} rows of {head}")
+            problems += [_lacks(eval_set, head, task) for task in tasks if task not in set(head_rows["task"])]
+    return problems
 
 
 def check_leaderboard(board: pd.DataFrame, predictions: pd.DataFrame) -> list[str]:
@@ -200,98 +344,9 @@ def _check_multi_label(row, head: pd.DataFrame, classes: list[str]) -> list[str]
     return problems
 
 
-class VerifyError(Exception):
-    """A results folder verify cannot read: one line for the user instead of a traceback."""
-
-
-PREDICTION_COLUMNS = ("backbone", "seed", "head_id", "split", "path", "label")
-LEADERBOARD_COLUMNS = ("backbone", "seed", "head_id", "task", "positive", "n_test")
-# The leaderboard columns verify reads as numbers: any may be NaN (an undefined ratio), none may be text.
-LEADERBOARD_NUMBERS = ("seed", "n_test", "accuracy", "sensitivity", "specificity", "precision", "f1", "auc", "tp",
-                       "fn", "fp", "tn", "ece", "multiclass_accuracy", "macro_auc", "op_threshold")  # fmt: skip
-REPORT_KEYS = ("leaderboard", "verdict", "ensemble", "comparisons")
 # The verdict's name for the mean of its members (benchmark.evaluation.verdict.ENSEMBLE), written out rather than
 # imported: verify loads none of the code whose numbers it checks.
 ENSEMBLE = "ensemble"
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as handle:
-        handle.seek(-1, 2)
-        return handle.read(1) == b"\n"
-
-
-def _read_table(path: Path, required: tuple[str, ...], **options) -> pd.DataFrame:
-    """``path`` read by pandas; ``VerifyError`` if it is missing, cut short, unreadable or lacks a required column."""
-    if not path.is_file():
-        raise VerifyError(f"{path.parent} has no {path.name}: not the results folder of a finished run")
-    # pandas fills a cut-off last line with NaN rather than failing; every file the run writes ends its last line.
-    if path.stat().st_size and not _ends_with_newline(path):
-        raise VerifyError(f"{path} ends in the middle of a line: truncated (copy it again, or rerun)")
-    try:
-        frame = pd.read_csv(path, **options)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        reason = (str(error).strip() or "empty").splitlines()[0]
-        raise VerifyError(f"{path} cannot be read as a table: {reason}") from None
-    missing = [name for name in required if name not in frame]
-    if missing:
-        raise VerifyError(f"{path} lacks the column(s) {', '.join(missing)}")
-    return frame
-
-
-def _as_numbers(frame: pd.DataFrame, path: Path, columns, missing_ok: bool) -> pd.DataFrame:
-    """``frame`` with ``columns`` (those it has) as floats; ``VerifyError`` naming the first line holding text, or
-    an empty cell unless ``missing_ok``."""
-    for column in (c for c in columns if c in frame):
-        values = pd.to_numeric(frame[column], errors="coerce")
-        bad = (values.isna() & frame[column].notna()) if missing_ok else values.isna()
-        if bad.any():
-            position = int(np.flatnonzero(bad.to_numpy())[0])
-            raise VerifyError(f"{path} line {position + 2}: {column} is {frame[column].iloc[position]!r}, not a number")
-        frame[column] = values.astype(np.float64)
-    return frame
-
-
-def load_leaderboard(path: Path) -> pd.DataFrame:
-    """leaderboard.csv with its numbers checked to be numbers; ``VerifyError`` otherwise."""
-    # Read as text: a class named "1" is a name, not a number.
-    text = {"head_id": str, "task": str, "backbone": str, "positive": str}
-    frame = _read_table(path, LEADERBOARD_COLUMNS, dtype=text)
-    return _as_numbers(frame, path, LEADERBOARD_NUMBERS, missing_ok=True)
-
-
-def load_predictions(path: Path) -> pd.DataFrame:
-    """predictions.csv with every probability a number; ``VerifyError`` otherwise."""
-    text = {"head_id": str, "backbone": str, "split": str, "path": str, "label": str}
-    frame = _read_table(path, PREDICTION_COLUMNS, dtype=text)
-    probabilities = [column for column in frame if column.startswith("p_")]
-    if not probabilities:
-        raise VerifyError(f"{path} has no probability column (p_<class>)")
-    return _as_numbers(frame, path, [*probabilities, "seed"], missing_ok=False)
-
-
-def load_report(path: Path) -> dict | None:
-    """report.json's ``data``; None when the run wrote none (older than the verdict); ``VerifyError`` if unreadable."""
-    if not path.is_file():
-        return None
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise VerifyError(f"{path} is not readable JSON (truncated?): {error}") from None
-    if not isinstance(values, dict) or values.get("version") != REPORT_VERSION:
-        raise VerifyError(f"{path} is not a report of format {REPORT_VERSION}: written by another cxr-bench version?")
-    data = values.get("data")
-    missing = [key for key in REPORT_KEYS if not isinstance(data, dict) or key not in data]
-    if missing:
-        raise VerifyError(f"{path} lacks data.{missing[0]}: written by another cxr-bench version?")
-    return data
-
-
-def _number(value) -> float:
-    """A cell or JSON value as a float: NaN for an empty one."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return math.nan
-    return float(value)
 
 
 def _close(got: float, want: float, p_value: bool) -> bool:
@@ -468,7 +523,7 @@ def _add_holm(expected: list[dict], rows: list[dict]) -> None:
     """Each family's Holm p-values over the task's pairs, into ``expected``."""
     for raw, adjusted in HOLM_FAMILIES.items():
         # An operating-point p-value too close to call stands as recorded, so the rest of its family is checked.
-        values = [want.get(raw, _number(row.get(raw))) for want, row in zip(expected, rows, strict=True)]
+        values = [want.get(raw, number(row.get(raw))) for want, row in zip(expected, rows, strict=True)]
         for want, value in zip(expected, holm(values), strict=True):
             want[adjusted] = float(value)
 
@@ -477,7 +532,7 @@ def _compare(label: str, row: dict, want: dict) -> list[str]:
     """The recorded values of ``row`` that differ from ``want``."""
     out = []
     for column, value in want.items():
-        got = _number(row.get(column))
+        got = number(row.get(column))
         p_value = column in ("z", "p", "p_holm") or column.endswith(("_mcnemar_p", "_p_holm"))
         if not _close(got, value, p_value):
             out.append(f"{label} {column}: recorded {got}, recomputed {value}")
@@ -501,6 +556,12 @@ def _check_pairs_listed(where: str, verdict: dict, names: list[str], rows: list[
     return problems
 
 
+def _apart(head: str, rows: list[dict], expected: list[dict], alpha: float) -> set[str]:
+    """The heads whose pair with ``head`` has a recomputed Holm p below ``alpha``: told apart from it."""
+    return {row["b"] if row["a"] == head else row["a"] for row, want in zip(rows, expected, strict=True)
+            if head in (row["a"], row["b"]) and want["p_holm"] < alpha}  # fmt: skip
+
+
 def _check_best_and_tied(where: str, verdict: dict, aucs: dict[str, float], rows: list[dict],
                          expected: list[dict]) -> list[str]:  # fmt: skip
     """The best head has the highest AUC; the tied ones are it and those whose pair with it has Holm p >= alpha."""
@@ -509,8 +570,7 @@ def _check_best_and_tied(where: str, verdict: dict, aucs: dict[str, float], rows
     if best not in aucs or aucs[best] < top - 1e-9:
         leaders = ", ".join(name for name, auc in aucs.items() if auc >= top - 1e-9)
         return [f"verdict {where}: best {best!r}, but the highest recomputed AUC ({top:.6f}) is {leaders}'s"]
-    apart = {row["b"] if row["a"] == best else row["a"] for row, want in zip(rows, expected, strict=True)
-             if best in (row["a"], row["b"]) and want["p_holm"] < alpha}  # fmt: skip
+    apart = _apart(best, rows, expected, alpha)
     tied = [name for name in aucs if name not in apart]
     problems = []
     if set(verdict.get("tied", [])) != set(tied):
@@ -520,7 +580,33 @@ def _check_best_and_tied(where: str, verdict: dict, aucs: dict[str, float], rows
     for name, value in (("n_pairs", len(expected)), ("n_different", different)):
         if verdict.get(name) != value:
             problems.append(f"verdict {where}: {name} {verdict.get(name)}, recomputed {value}")
-    return problems
+    return problems + _check_single(where, verdict, aucs, rows, expected)
+
+
+def _check_single(where: str, verdict: dict, aucs: dict[str, float], rows: list[dict],
+                  expected: list[dict]) -> list[str]:  # fmt: skip
+    """The same among single heads (the ensemble left out): ``best_single`` has their highest AUC, ``tied_single``
+    is it and the single heads its pairs do not tell apart from it (a report.json from before them has neither)."""
+    if "best_single" not in verdict:
+        return []
+    best, alpha = verdict["best_single"], float(verdict["alpha"])
+    singles = {name: auc for name, auc in aucs.items() if name != ENSEMBLE}
+    if len(aucs) < 2 or not singles:  # no pair: the verdict's best is the single one
+        if best != verdict.get("best") or verdict.get("tied_single") != [best]:
+            return [f"verdict {where}: best_single {best!r}, tied_single {verdict.get('tied_single')}, but with no "
+                    f"pair both are the best ({verdict.get('best')!r})"]  # fmt: skip
+        return []
+    top = max(singles.values())
+    if best not in singles or singles[best] < top - 1e-9:
+        leaders = ", ".join(name for name, auc in singles.items() if auc >= top - 1e-9)
+        return [f"verdict {where}: best_single {best!r}, but the highest recomputed single-head AUC ({top:.6f}) is "
+                f"{leaders}'s"]  # fmt: skip
+    apart = _apart(best, rows, expected, alpha)
+    tied = {name for name in singles if name not in apart}
+    if set(verdict.get("tied_single", [])) != tied:
+        return [f"verdict {where}: tied_single {sorted(verdict.get('tied_single', []))}, but the recomputed Holm "
+                f"p-values tie {sorted(tied)} with {best} at alpha {alpha:g}"]  # fmt: skip
+    return []
 
 
 def check_task(where: str, verdict: dict, cases: TaskCases, rows: list[dict]) -> list[str]:
@@ -596,30 +682,52 @@ def check_verdict(eval_set: str, verdict: dict, comparisons: list[dict], board: 
 # ---- report.json against the files, and the ensemble
 
 
-def _same_rows(eval_set: str, listed: list[dict], board: pd.DataFrame) -> list[str]:
-    """report.json's leaderboard rows of ``eval_set`` are leaderboard.csv's, with the same numbers."""
-    on_file = {(row["head_id"], row["task"]): row for row in board.to_dict("records")}
+def _lacks(eval_set: str, head: str, task: str) -> str:
+    """The one wording of a missing leaderboard row, so that checks finding the same gap name it once."""
+    return f"leaderboard.csv lacks the {eval_set} row of {head} on {task}"
+
+
+def _same_value(text: str, value) -> bool:
+    """A leaderboard cell as written against report.json's value of it: numbers to the last digit, the rest as
+    text (JSON null is an empty cell; a name pandas wrote back as a number still equals it)."""
+    if value is None:
+        return text.strip() == ""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return text == str(value)
+    try:
+        return (isinstance(value, str) and text == value) or _same_number(number(text), float(value))
+    except ValueError:
+        return False
+
+
+def _same_rows(eval_set: str, listed: list[dict], text: pd.DataFrame) -> list[str]:
+    """report.json's leaderboard rows of ``eval_set`` are leaderboard.csv's (``text``: its cells as written), every
+    column the same."""
+    on_file = {(row["head_id"], row["task"]): row for row in text.to_dict("records")}
     in_report = {(row.get("head_id"), row.get("task")): row for row in listed}
-    problems = [f"leaderboard.csv lacks the {eval_set} row of {head} on {task} that report.json lists"
-                for head, task in in_report if (head, task) not in on_file]  # fmt: skip
+    problems = [_lacks(eval_set, head, task) for head, task in in_report if (head, task) not in on_file]
     problems += [f"leaderboard.csv has an {eval_set} row of {head} on {task} that report.json does not list"
                  for head, task in on_file if (head, task) not in in_report]  # fmt: skip
-    numeric = {column for column in board if pd.api.types.is_numeric_dtype(board[column])}
+    listed_columns = dict.fromkeys(column for row in listed for column in row)
+    problems += [f"leaderboard.csv lacks the column {column} that report.json's rows hold"
+                 for column in listed_columns if column not in text]  # fmt: skip
+    problems += [f"leaderboard.csv has a column {column} that report.json's rows lack"
+                 for column in text if listed and column != "eval_set" and column not in listed_columns]  # fmt: skip
     for key in in_report.keys() & on_file.keys():
         for column, value in in_report[key].items():
-            if column in numeric and isinstance(value, int | float) and not isinstance(value, bool):
-                got = _number(on_file[key][column])
-                if not _same_number(got, float(value)):
-                    problems.append(f"leaderboard.csv {key[0]} {key[1]} {column}: {got}, report.json {value}")
+            if column in text and not _same_value(on_file[key][column], value):
+                problems.append(f"leaderboard.csv {key[0]} {key[1]} {column}: {on_file[key][column]!r}, report.json "
+                                f"{value!r}")  # fmt: skip
     return problems
 
 
-def check_rows(data: dict, board: pd.DataFrame, predictions: pd.DataFrame) -> list[str]:
-    """Every head row report.json lists is in leaderboard.csv (and back), and has its predictions."""
+def check_rows(data: dict, text: pd.DataFrame, predictions: pd.DataFrame) -> list[str]:
+    """Every head row report.json lists is in leaderboard.csv (``text``: its cells as written) with the same cells,
+    and back, and has its predictions."""
     problems = []
     for eval_set, key in (("internal", "leaderboard"), ("external", "external_leaderboard")):
         listed = data.get(key) or []
-        problems += _same_rows(eval_set, listed, _eval_rows(board, eval_set))
+        problems += _same_rows(eval_set, listed, _eval_rows(text, eval_set))
         split = "test" if eval_set == "internal" else eval_set
         have = set(predictions.loc[predictions["split"] == split, "head_id"])
         problems += [f"predictions.csv has no {split} rows of {head}"
@@ -632,17 +740,17 @@ def check_comparisons_file(rows: list[dict], path: Path) -> list[str]:
     if not path.is_file():
         return [f"{path.name} is missing; report.json holds {len(rows)} comparisons"]
     text = {"eval_set": str, "task": str, "a": str, "b": str}
-    frame = _read_table(path, tuple(text), dtype=text)
+    frame = read_table(path, tuple(text), dtype=text)
     columns = list(rows[0]) if rows else list(frame.columns)
     if len(frame) != len(rows) or list(frame.columns) != columns:
         return [f"{path.name} has {len(frame)} rows of {len(frame.columns)} columns, report.json's comparisons "
                 f"{len(rows)} of {len(columns)}"]  # fmt: skip
-    frame = _as_numbers(frame, path, [c for c in columns if c not in text], missing_ok=True)
+    frame = as_numbers(frame, path, [c for c in columns if c not in text], missing_ok=True)
     problems = []
     for line, (on_file, row) in enumerate(zip(frame.to_dict("records"), rows, strict=True), start=2):
         for column in columns:
             got, want = on_file[column], row.get(column)
-            same = got == want if column in text else _same_number(got, _number(want))
+            same = got == want if column in text else _same_number(got, number(want))
             if not same:
                 pair = f"{row['eval_set']} {row['task']} {row['a']} vs {row['b']}"
                 problems.append(f"{path.name} line {line} ({pair}) {column}: {got}, report.json {want}")
@@ -653,13 +761,16 @@ def check_ensemble(ensemble: dict, predictions: pd.DataFrame) -> list[str]:
     """The ensemble's probabilities are the mean of its members' (first seeds), on every split it was scored on."""
     members = list(ensemble.get("members") or [])
     rows = predictions[predictions["backbone"] == ENSEMBLE]
+    best = ensemble.get("validation_best")  # chosen on validation, so only its name can be checked
+    problems = [] if best is None or best in first_seed_heads(predictions) else \
+        [f"ensemble: validation_best {best!r} is no model of predictions.csv"]  # fmt: skip
     if len(members) < 2:
-        return [] if rows.empty else ["predictions.csv has ensemble rows, but report.json names no ensemble"]
+        return problems + ([] if rows.empty else ["predictions.csv has ensemble rows, but report.json names no "
+                                                  "ensemble"])  # fmt: skip
     firsts = first_seed_heads(predictions)
     missing = [name for name in members if name not in firsts]
     if missing:
-        return [f"ensemble: predictions.csv has no rows of its member(s) {', '.join(missing)}"]
-    problems = []
+        return problems + [f"ensemble: predictions.csv has no rows of its member(s) {', '.join(missing)}"]
     if list(ensemble.get("head_ids", [])) != [firsts[name] for name in members]:
         problems.append(f"ensemble: head_ids {ensemble.get('head_ids')} are not the first seeds of {members}")
     if not (rows["split"] == "test").any():
@@ -679,15 +790,177 @@ def check_ensemble(ensemble: dict, predictions: pd.DataFrame) -> list[str]:
     return problems
 
 
-def check_report(data: dict, board: pd.DataFrame, predictions: pd.DataFrame, results_dir: Path) -> list[str]:
-    """report.json against leaderboard.csv, comparisons.csv and the recomputed verdict and ensemble."""
-    problems = check_rows(data, board, predictions)
+def check_report(data: dict, board: pd.DataFrame, predictions: pd.DataFrame, results_dir: Path,
+                 text: pd.DataFrame) -> list[str]:  # fmt: skip
+    """report.json against leaderboard.csv (``board``; ``text``: its cells as written), comparisons.csv and the
+    recomputed verdict and ensemble."""
+    problems = check_rows(data, text, predictions)
     problems += check_comparisons_file(data["comparisons"], results_dir / "comparisons.csv")
     problems += check_verdict("internal", data["verdict"], data["comparisons"], board, predictions)
     # A grouped external set gets no verdict, so one is only checked where the run wrote it.
     if data.get("external_verdict"):
         problems += check_verdict("external", data["external_verdict"], data["comparisons"], board, predictions)
     return problems + check_ensemble(data["ensemble"], predictions)
+
+
+# ---- the selection: grid.csv's selected point per model, and its heads on the leaderboard and in predictions.csv
+
+
+def _select_by(run: dict | None, board: pd.DataFrame) -> str | None:
+    """The validation number the run selected by: run.json's, else the leaderboard's; None where neither says."""
+    chosen = ((run or {}).get("config") or {}).get("select_by")
+    if chosen is None and "config_select_by" in board and len(board):
+        chosen = board["config_select_by"].iloc[0]
+    return chosen or None
+
+
+def _expected_scores(grid: pd.DataFrame, select_by: str) -> pd.Series | None:
+    """Each point's selection score from its validation columns (higher is better); None where grid.csv does not
+    keep the number selected by (``TASK.accuracy``, say)."""
+    if select_by == "val_loss":
+        return -grid["val_loss"] if "val_loss" in grid else None
+    column = "val_macro_auc" if select_by == "macro_auc" else "val_{}_{}".format(*select_by.partition(".")[::2])
+    return grid[column] if column in grid else None
+
+
+def _check_scores(grid: pd.DataFrame, select_by: str | None, tasks: set[str]) -> list[str]:
+    """grid.csv's selection_score of each trained point is the validation number the run selected by."""
+    if select_by is None:
+        return []
+    if select_by not in ("val_loss", "macro_auc") and select_by.partition(".")[0] not in tasks:
+        return [f"the run selected by {select_by!r} (run.json), which is not val_loss, macro_auc or TASK.METRIC of a "
+                "task of the leaderboard"]  # fmt: skip
+    expected = _expected_scores(grid, select_by)
+    if expected is None:
+        return []
+    problems = []
+    for line, (got, want, seeds) in enumerate(zip(grid["selection_score"], expected, grid["seeds"], strict=True), 2):
+        if seeds > 0 and got != want and not abs(got - want) <= 1e-12:
+            problems.append(f"grid.csv line {line} selection_score: {got}, but its {select_by} gives {want}")
+    return problems
+
+
+def _model(backbone: str, kind: str) -> str:
+    """The name a grid point's heads carry on the leaderboard: the backbone, with ``-<kind>`` for a probe."""
+    return backbone if kind == "keras" else f"{backbone}-{kind}"
+
+
+def grid_winners(grid: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per model, the grid point grid.csv records as selected: the highest selection score among the points with a
+    trained seed (every point at that score, where several tie)."""
+    done = grid[grid["seeds"] > 0]
+    names = pd.Series([_model(b, k) for b, k in zip(done["backbone"], done["kind"], strict=True)], index=done.index)
+    return {name: rows[rows["selection_score"] == rows["selection_score"].max()]
+            for name, rows in done.groupby(names, sort=False)}  # fmt: skip
+
+
+# A point's settings beside the model's name: how grid.csv and the leaderboard tell its points apart.
+POINT = ("image_size", "kind", "lr", "dropout", "l2", "lr_schedule")
+
+
+def _points(frame: pd.DataFrame) -> set[tuple]:
+    return set(frame[list(POINT)].itertuples(index=False, name=None))
+
+
+def _grid_tasks(grid: pd.DataFrame) -> list[str]:
+    """The tasks grid.csv scored every point on (its ``val_TASK_auc`` and ``val_TASK_sensitivity`` columns)."""
+    scored = [column[4:-4] for column in grid if column.startswith("val_") and column.endswith("_auc")]
+    return [task for task in scored if f"val_{task}_sensitivity" in grid]
+
+
+def _check_losses(name: str, point: pd.Series, rows: pd.DataFrame) -> list[str]:
+    """grid.csv's validation loss of the selected point (and its spread) is that of its heads on the leaderboard:
+    the mean (and population sd) of their best_val_loss, which the selection and early stopping used."""
+    if "best_val_loss" not in rows:
+        return []
+    losses = rows.drop_duplicates("head_id")["best_val_loss"].to_numpy()
+    problems = []
+    for column, value in (("val_loss", float(np.mean(losses))), ("val_loss_std", float(np.std(losses)))):
+        want = point.get(column, math.nan)
+        # The same numbers averaged in another order: equal to the last bits.
+        if not math.isnan(want) and not abs(value - want) <= 1e-12 * max(1.0, abs(want)):
+            problems.append(f"grid.csv {column} of {name}'s selected point: {want}, from its heads' best_val_loss on "
+                            f"the leaderboard {value}")  # fmt: skip
+    return problems
+
+
+def _check_winner(name: str, tied: pd.DataFrame, board: pd.DataFrame, predictions: pd.DataFrame,
+                  tasks: list[str]) -> list[str]:  # fmt: skip
+    """The selected point of model ``name`` has every trained seed on the leaderboard with a row for each of
+    ``tasks``, and its test predictions."""
+    point = ", ".join(f"{column} {tied.iloc[0][column]:g}" if isinstance(tied.iloc[0][column], float)
+                      else f"{column} {tied.iloc[0][column]}" for column in POINT)  # fmt: skip
+    rows = board[board["backbone"] == name]
+    if rows.empty:
+        tested = ((predictions["backbone"] == name) & (predictions["split"] == "test")).any()
+        lacking = [] if tested else [f"predictions.csv has no test rows of {name}, whose point grid.csv selects"]
+        return [f"leaderboard.csv has no row of {name}, whose point grid.csv selects ({point})", *lacking]
+    held = _points(rows)
+    if len(held) != 1 or not held <= _points(tied):
+        return [f"leaderboard.csv's {name} rows are not at the point grid.csv selects ({point})"]
+    chosen = [key in held for key in tied[list(POINT)].itertuples(index=False, name=None)]
+    seeds = int(tied.loc[chosen, "seeds"].iloc[0])
+    heads = rows["head_id"].nunique()
+    if heads != seeds:
+        return [f"leaderboard.csv holds {heads} head(s) of {name}, but grid.csv records {seeds} trained seed(s) of its "
+                f"selected point ({point})"]  # fmt: skip
+    lacking = [_lacks("internal", head, task) for head, head_rows in rows.groupby("head_id", sort=False)
+               for task in tasks if task not in set(head_rows["task"])]  # fmt: skip
+    return lacking + _check_losses(name, tied[chosen].iloc[0], rows)
+
+
+# grid.csv's columns beside the val_TASK_METRIC ones: any other is a damaged header.
+GRID_COLUMNS = (*GRID_KEY, "seeds", "failed", "errors", "val_loss", "val_loss_std", "val_multiclass_accuracy",
+                "val_macro_auc", "selection_score")  # fmt: skip
+GRID_METRICS = ("auc", "sensitivity", "specificity")
+
+
+def _check_grid_columns(grid: pd.DataFrame, tasks: set[str], path: Path) -> None:
+    """``VerifyError`` naming a grid.csv column no run writes: not one of ``GRID_COLUMNS``, nor a ``GRID_METRICS``
+    column of a task of the leaderboard or of one grid.csv holds all three of."""
+    complete = {task for task in _grid_tasks(grid) if f"val_{task}_specificity" in grid}
+    for column in grid:
+        task, _, metric = column.removeprefix("val_").rpartition("_")
+        if column not in GRID_COLUMNS and not (column.startswith("val_") and metric in GRID_METRICS
+                                               and task in tasks | complete):  # fmt: skip
+            raise VerifyError(f"{path} has a column {column!r} no run writes: a damaged header?")
+
+
+def _check_failed(grid: pd.DataFrame, run: dict | None) -> list[str]:
+    """grid.csv's failed seeds add up to run.json's count of failed grid points (where both are written)."""
+    recorded = (run or {}).get("grid_points_failed")
+    if "failed" not in grid or not isinstance(recorded, int) or grid["failed"].isna().any():
+        return []
+    total = int(grid["failed"].sum())
+    return [] if total == recorded else [f"grid.csv counts {total} failed seed(s), run.json {recorded}"]
+
+
+def check_selection(grid: pd.DataFrame, board: pd.DataFrame, predictions: pd.DataFrame, run: dict | None,
+                    path: Path) -> list[str]:  # fmt: skip
+    """The run's selection as grid.csv (``path``) records it: each selection score is the validation number the run
+    selected by, and each model's highest-scored point has all its heads on the leaderboard (its internal rows, one
+    per task) and in predictions.csv, and no other point has. Fine-tuned heads and the ensemble come from no grid
+    point: their rows are checked as rows. ``VerifyError`` for a column no run writes."""
+    missing = [column for column in POINT if column not in board]
+    if missing:
+        raise VerifyError(f"{path.parent / 'leaderboard.csv'} lacks the column(s) {', '.join(missing)}, which say "
+                          "the grid point of each head")  # fmt: skip
+    internal = _eval_rows(board, "internal")
+    tasks = list(dict.fromkeys(internal["task"]))
+    _check_grid_columns(grid, set(tasks), path)
+    if "selection_score" not in grid:
+        return _check_failed(grid, run)  # a grid.csv from before selection scores were written
+    # Every single-label task scores every test image, so each selected head has a row for each task grid.csv
+    # scored; a finding with no known test value has no row (multi-label), so there the leaderboard's tasks count.
+    tasks += [] if "macro_auc" in board else [task for task in _grid_tasks(grid) if task not in tasks]
+    problems = _check_failed(grid, run) + _check_scores(grid, _select_by(run, board), set(tasks))
+    winners = grid_winners(grid)
+    for name, tied in winners.items():
+        problems += _check_winner(name, tied, internal, predictions, tasks)
+    models = {_model(backbone, kind) for backbone, kind in zip(grid["backbone"], grid["kind"], strict=True)}
+    problems += [f"leaderboard.csv has heads of {name}, but grid.csv records no trained point of it"
+                 for name in dict.fromkeys(internal["backbone"]) if name in models and name not in winners]  # fmt: skip
+    return problems
 
 
 # ---- cross-validation: cv_summary.csv from cv_folds.csv
@@ -727,12 +1000,13 @@ def check_crossval(results_dir: Path, board: pd.DataFrame) -> list[str]:
     path = results_dir / "cv_folds.csv"
     if not path.is_file():
         return []
-    folds = _as_numbers(_read_table(path, CV_FOLD_COLUMNS, dtype={"task": str, "backbone": str}), path,
+    folds = as_numbers(read_table(path, CV_FOLD_COLUMNS, dtype={"task": str, "backbone": str}), path,
                         ("auc", "test_auc"), missing_ok=True)  # fmt: skip
     summary_path = results_dir / "cv_summary.csv"
-    summary = _read_table(summary_path, CV_SUMMARY_COLUMNS, dtype={"task": str, "backbone": str})
-    summary = _as_numbers(summary, summary_path, CV_SUMMARY_COLUMNS[2:], missing_ok=True)
-    k = int(board["config_cv"].iloc[0]) if "config_cv" in board and len(board) else 0
+    summary = read_table(summary_path, CV_SUMMARY_COLUMNS, dtype={"task": str, "backbone": str})
+    summary = as_numbers(summary, summary_path, CV_SUMMARY_COLUMNS[2:], missing_ok=True)
+    k = board["config_cv"].iloc[0] if "config_cv" in board and len(board) else 0
+    k = int(k) if math.isfinite(k) else 0
     expected = crossval_summary(folds, k)
     recorded = summary.set_index(["task", "backbone"])
     problems = [f"cv_summary.csv lacks {task} {name}" for task, name in expected.index
@@ -753,22 +1027,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.evaluation.verify", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("results_dir", type=Path, help="folder holding leaderboard.csv and predictions.csv")
+    parser.add_argument("--traceback", action="store_true",
+                        help="where a file cannot be used, show the traceback too (for a bug report)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         problems = verify(args.results_dir)
-        rows = len(load_leaderboard(args.results_dir / "leaderboard.csv"))
+        rows = len(load_leaderboard_text(args.results_dir / "leaderboard.csv"))
     except VerifyError as error:
+        if args.traceback:
+            raise
         print(f"verify: error: {error}", file=sys.stderr)
         return 2
     if problems:
         print("\n".join(problems))
-        print(f"{len(problems)} numbers differ from their recomputation from predictions.csv")
+        print(f"{len(problems)} difference(s) from the recomputation from predictions.csv or from the run's record")
         return 1
     print(f"all {rows} leaderboard rows match scikit-learn recomputed from predictions.csv")
     if (args.results_dir / "report.json").is_file():
         print("report.json's verdict, comparisons (DeLong, McNemar, Holm) and ensemble match their recomputation")
     else:
         print("no report.json (a run from before the verdict was reported): leaderboard.csv checked, nothing else")
+    if (args.results_dir / CHECKSUMS).is_file():  # verify found no file differing from it
+        print("every file the run wrote still has the bytes SHA256SUMS records")
+    if (args.results_dir / "grid.csv").is_file():
+        print("grid.csv's selected heads are all on the leaderboard and in predictions.csv")
     if (args.results_dir / "cv_folds.csv").is_file():
         print("cv_summary.csv matches its recomputation from cv_folds.csv")
     return 0
