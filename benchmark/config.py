@@ -18,8 +18,8 @@ from __future__ import annotations
 import itertools
 import math
 import tomllib
-from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Collection
+from dataclasses import Field, asdict, dataclass, fields, replace
 from pathlib import Path
 
 from backbones import AUTO, BACKBONES, DEFAULT_BACKBONES, PRECISION_CHOICES, BackboneSpec, get_backbone
@@ -38,8 +38,16 @@ from benchmark.settings import (
 from common.executors import EXECUTORS, ExecutorSettings, check_cluster, is_address
 from features.data.audit import LEAKAGE_POLICIES
 from features.data.dataset import SPLIT_ALIASES
-from features.runtime import check_runtime
-from features.settings import UNKNOWN_POLICIES, DataSettings, ExternalSettings, ExtractSettings, LabelSettings
+from features.options import annotation, choices_of, declared, number_ranges, option, reuse
+from features.runtime import RUNTIME_CHOICES, check_runtime
+from features.settings import (
+    LABELS_GROUP,
+    ComputePlan,
+    DataSettings,
+    ExternalSettings,
+    ExtractSettings,
+    LabelSettings,
+)
 
 _HEAD = HeadSettings()
 # HeadSettings fields a run sets once for every head: all but the grid's and the seed.
@@ -47,49 +55,33 @@ _SHARED_HEAD_FIELDS = tuple(f.name for f in fields(HeadSettings) if f.name not i
 _FINETUNE = FinetuneSettings()
 # Each default is written once, in the stage settings that use it.
 _DATA, _EXTRACT, _SWEEP, _REPORT = DataSettings(), ExtractSettings(), SweepSettings(), ReportSettings()
-_LABELS = LabelSettings()
 _EXECUTOR = ExecutorSettings()
 WEIGHTS_CHOICES = ("imagenet", "none")
 CLASS_WEIGHTS = ("none", "balanced")
 VAL_SOURCES = ("carve", "official")
-GRID_FIELDS = ("image_size", "lr", "dropout", "l2", "lr_schedule")
-TUPLE_FIELDS = ("backbones", *GRID_FIELDS, "probe_l2", "finetune_sizes", "classes", "split_lists", "external_map",
-                "finding_columns", "external_finding_columns")  # fmt: skip
+DEFAULT_DATA = Path("data/chest_xray")  # read when no --data is given and it is there
 
 
-# The options that act only when fine-tuning, and the external CSV's columns.
-FINETUNE_FIELDS = ("finetune_layers", "finetune_lr", "finetune_lr_factor", "finetune_epochs", "finetune_batch_size",
-                   "finetune_patience", "finetune_sizes", "augment")  # fmt: skip
+# The external CSV's columns: options that act only with --external-labels.
 EXTERNAL_COLUMNS = ("external_path_column", "external_label_column", "external_findings_column",
                     "external_finding_columns")  # fmt: skip
+# Number ranges an option declares: (is the value in range, the range in words); inf and nan never are.
 _POSITIVE = (lambda v: v > 0, "positive (a finite number above 0)")
 _AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
 _NOT_NEGATIVE = (lambda v: v >= 0, "0 or more")
-# Every number option but the sizes (checked per backbone), the seed and the fine-tuning's
-# (FinetuneSettings.validate): (is the value in range, the range in words). inf and nan never are.
-NUMBER_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "lr": _POSITIVE,
-    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "l2": (lambda v: v >= 0, "0 or more (a finite number)"),
-    "probe_l2": _POSITIVE,
-    "seeds": _AT_LEAST_1,
-    "cv": (lambda v: v == 0 or v >= 2, "0 (off) or at least 2 folds"),
-    "cv_repeats": _AT_LEAST_1,
-    "epochs": _AT_LEAST_1,
-    "batch_size": _AT_LEAST_1,
-    "patience": _NOT_NEGATIVE,
-    "step_decay_epochs": _AT_LEAST_1,
-    "step_decay_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
-    "test_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
-    "limit_per_class": _AT_LEAST_1,
-    "min_image_side": _NOT_NEGATIVE,
-    "target_sensitivity": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "bootstrap": (lambda v: v == 0 or v >= 100, "0 (off) or at least 100 resamples"),
-    "extract_batch_size": _AT_LEAST_1,
-    "extract_shard_size": _AT_LEAST_1,
-    "head_workers": (lambda v: v >= 0, "0 (auto) or more"),
-}
+_FRACTION = (lambda v: 0 < v < 1, "in (0, 1)")
+DATA_GROUP = "data"
+EXTERNAL_GROUP = "external test: another hospital's images, scored by the selected heads unchanged"
+FEATURES_GROUP = "backbones and features"
+GRID_GROUP = "head grid: every combination is a grid point"
+TRAINING_GROUP = "head training"
+CROSSVAL_GROUP = "cross-validation of the heads: how much a ranking of backbones holds across patients"
+FINETUNE_GROUP = "fine-tuning: after the frozen head, train backbone + head end to end on images"
+EXECUTOR_GROUP = "where it runs: this machine, or a cluster (see the README's 'On a cluster')"
+OUTPUT_GROUP = "output"
+# The --help's groups (argparse argument groups), in order.
+OPTION_GROUPS = (DATA_GROUP, LABELS_GROUP, EXTERNAL_GROUP, FEATURES_GROUP, GRID_GROUP, TRAINING_GROUP,
+                 CROSSVAL_GROUP, FINETUNE_GROUP, EXECUTOR_GROUP, OUTPUT_GROUP)  # fmt: skip
 
 
 def _flag(name: str) -> str:
@@ -102,99 +94,214 @@ def _absolute(path: str) -> str:
     return str(Path(path).resolve())
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
-    """One benchmark run. The CLI (and ``--config`` TOML) fill it; every result row carries it."""
+    """One benchmark run. The CLI (and ``--config`` TOML) fill it; every result row carries it.
 
-    data: str | None = None
-    labels: str | None = _LABELS.labels
-    path_column: str = _LABELS.path_column
-    label_column: str = _LABELS.label_column
-    patient_column: str | None = _LABELS.patient_column
-    patient_pattern: str | None = _LABELS.patient_pattern
-    split_column: str | None = _LABELS.split_column
-    classes: tuple[str, ...] = _LABELS.classes
-    split_lists: tuple[str, ...] = ()
-    findings_column: str | None = _LABELS.findings_column
-    finding_separator: str = _LABELS.finding_separator
-    no_finding: str = _LABELS.no_finding
-    finding_columns: tuple[str, ...] = _LABELS.finding_columns
-    uncertain: str = _LABELS.uncertain
-    blank: str = _LABELS.blank
-    external_test: str | None = None
-    external_labels: str | None = None
-    external_map: tuple[str, ...] = ()
+    Every field is an option declared once, here (``features.options``): the command line, the config file,
+    the range and choice checks and the ``--help`` are built from the declarations. Frozen: what the run
+    derives (absolute paths, the default weights) is a new config (``resolved``), never a change to this one.
+    """
+
+    data: str | None = option(
+        None, "dataset folder, Kermany or class-folder layout (default: data/chest_xray/ if present, else the "
+        "synthetic phantom set)", group=DATA_GROUP, metavar="DIR")  # fmt: skip
+    labels: str | None = reuse(LabelSettings, "labels")
+    path_column: str = reuse(LabelSettings, "path_column")
+    label_column: str = reuse(LabelSettings, "label_column")
+    patient_column: str | None = reuse(LabelSettings, "patient_column")
+    patient_pattern: str | None = reuse(LabelSettings, "patient_pattern")
+    split_column: str | None = reuse(LabelSettings, "split_column")
+    classes: tuple[str, ...] = reuse(LabelSettings, "classes")
+    split_lists: tuple[str, ...] = option(
+        (), "official split lists instead of a split column: SPLIT=FILE pairs, each file naming its images one a "
+        "line, by CSV path or file name (NIH: train=train_val_list.txt test=test_list.txt)", group=LABELS_GROUP,
+        metavar="SPLIT=FILE")  # fmt: skip
+    findings_column: str | None = reuse(LabelSettings, "findings_column")
+    finding_separator: str = reuse(LabelSettings, "finding_separator")
+    no_finding: str = reuse(LabelSettings, "no_finding")
+    finding_columns: tuple[str, ...] = reuse(LabelSettings, "finding_columns")
+    uncertain: str = reuse(LabelSettings, "uncertain")
+    blank: str = reuse(LabelSettings, "blank")
+    external_test: str | None = option(
+        None, "a second dataset (class folders, or a CSV with --external-labels) the selected heads are tested on "
+        "unchanged, reported beside the internal test", group=EXTERNAL_GROUP, metavar="DIR")  # fmt: skip
+    external_labels: str | None = option(
+        None, "the external test set's labels CSV (read in the training CSV's form and columns unless the options "
+        "below name its own) (default: none; its class folders are the labels)", group=EXTERNAL_GROUP,
+        metavar="FILE.csv")  # fmt: skip
+    external_map: tuple[str, ...] = option(
+        (), "external class or finding names that differ from the training ones, as OLD=NEW pairs; for multi-label "
+        "training NEW may be 'No Finding' (an external NORMAL class) (default: the same names, ignoring case)",
+        group=EXTERNAL_GROUP, metavar="OLD=NEW")  # fmt: skip
     # The external labels CSV's own columns; None: the training CSV's.
-    external_path_column: str | None = None
-    external_label_column: str | None = None
-    external_findings_column: str | None = None
-    external_finding_columns: tuple[str, ...] = ()
-    backbones: tuple[str, ...] = DEFAULT_BACKBONES
-    weights: str | None = None
-    image_size: tuple[int, ...] = ()
-    lr: tuple[float, ...] = (3e-4, 1e-3)
-    dropout: tuple[float, ...] = (0.5, 0.7)
-    l2: tuple[float, ...] = (0.0, 1e-2, 1e-1, 1.0)
-    lr_schedule: tuple[str, ...] = (_HEAD.lr_schedule,)
-    seeds: int = 1
-    probe: bool = True
-    probe_l2: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
-    select_by: str = _SWEEP.select_by
-    cv: int = 0  # folds of the cross-validation of the heads; 0: none
-    cv_repeats: int = 1
-    epochs: int = _HEAD.epochs
-    batch_size: int = _HEAD.batch_size
-    patience: int = _HEAD.patience
-    class_weight: str = _HEAD.class_weight
-    standardize: bool = _HEAD.standardize
-    step_decay_epochs: int = _HEAD.step_decay_epochs
-    step_decay_factor: float = _HEAD.step_decay_factor
-    seed: int = _HEAD.seed
-    val_fraction: float = _DATA.val_fraction
-    val_source: str = _DATA.val_source
-    test_fraction: float = _DATA.test_fraction
-    limit_per_class: int | None = _DATA.limit_per_class
-    min_image_side: int | None = None
-    leakage: str = _DATA.leakage
-    rehash: bool = _DATA.rehash
-    sort_metric: str = _REPORT.sort_metric
-    target_sensitivity: float = _REPORT.target_sensitivity
-    bootstrap: int = _REPORT.bootstrap
-    results_dir: str = _SWEEP.results_dir
-    cache_dir: str = _EXTRACT.cache_dir
-    extract_batch_size: int = _EXTRACT.batch_size
-    extract_shard_size: int = _EXTRACT.shard_size
-    precision: str = AUTO  # resolved once per run (benchmark.pipeline); ExtractSettings gets the resolved type
-    jit_compile: bool = _EXTRACT.jit_compile
-    runtime: str = AUTO  # resolved once per run (benchmark.pipeline); ExtractSettings gets the resolved runtime
-    pixel_cache: bool = _EXTRACT.pixel_cache
-    extract_only: bool = False
-    head_workers: int = _SWEEP.head_workers
-    executor: str = _EXECUTOR.kind
-    cluster: str | None = _EXECUTOR.cluster
-    finetune: bool = False
-    finetune_layers: str = _FINETUNE.layers
-    finetune_lr: float = _FINETUNE.lr
-    finetune_lr_factor: float = _FINETUNE.lr_factor
-    finetune_epochs: int = _FINETUNE.epochs
-    finetune_batch_size: int = _FINETUNE.batch_size
-    finetune_patience: int = _FINETUNE.patience
-    finetune_sizes: tuple[int, ...] = _FINETUNE.sizes
-    augment: bool = _FINETUNE.augment
-    progress: bool = True
+    external_path_column: str | None = option(
+        None, "the external CSV's column of image paths (default: --path-column)", group=EXTERNAL_GROUP,
+        metavar="NAME")  # fmt: skip
+    external_label_column: str | None = option(
+        None, "the external CSV's column of class names (default: --label-column)", group=EXTERNAL_GROUP,
+        metavar="NAME")  # fmt: skip
+    external_findings_column: str | None = option(
+        None, "the external CSV's column of separated findings (NIH's form) (default: the training CSV's form)",
+        group=EXTERNAL_GROUP, metavar="NAME")  # fmt: skip
+    external_finding_columns: tuple[str, ...] = option(
+        (), "the external CSV's 1/0/-1/blank finding columns (CheXpert's form) (default: the training CSV's form)",
+        group=EXTERNAL_GROUP, metavar="NAME")  # fmt: skip
+    backbones: tuple[str, ...] = option(DEFAULT_BACKBONES, f"backbones to compare: {', '.join(BACKBONES)}",
+                                        group=FEATURES_GROUP, metavar="NAME")  # fmt: skip
+    weights: str | None = option(
+        None, "imagenet (Keras download), none (random init) or a folder of weight files (default: imagenet on real "
+        "data, none on the phantom set)", group=FEATURES_GROUP, metavar="imagenet|none|DIR")  # fmt: skip
+    image_size: tuple[int, ...] = option(
+        (), "input sizes to sweep, for every backbone (default: each backbone's own input size)",
+        group=FEATURES_GROUP, metavar="PX")  # fmt: skip
+    lr: tuple[float, ...] = option((3e-4, 1e-3), "Adam learning rates", group=GRID_GROUP, metavar="LR",
+                                   range=_POSITIVE)  # fmt: skip
+    dropout: tuple[float, ...] = option((0.5, 0.7), "dropout rates before the softmax", group=GRID_GROUP,
+                                        metavar="P", range=(lambda v: 0 <= v < 1, "in [0, 1)"))  # fmt: skip
+    l2: tuple[float, ...] = option(
+        (0.0, 1e-2, 1e-1, 1.0), "L2 penalties on the softmax kernel: loss + L2 x sum(W^2), as an L2-regularised "
+        "logistic regression", group=GRID_GROUP, metavar="L2",
+        range=(lambda v: v >= 0, "0 or more (a finite number)"))  # fmt: skip
+    lr_schedule: tuple[str, ...] = option(
+        (_HEAD.lr_schedule,), "constant and/or step (decay by --step-decay-factor every --step-decay-epochs)",
+        group=GRID_GROUP, choices=LR_SCHEDULES)  # fmt: skip
+    seeds: int = option(1, "train each grid point with N seeds; tables show mean ± std", group=GRID_GROUP,
+                        metavar="N", range=_AT_LEAST_1)  # fmt: skip
+    probe: bool = option(True, "no logistic-regression probe (default: off: the probe is fitted beside each head)",
+                         group=GRID_GROUP)  # fmt: skip
+    probe_l2: tuple[float, ...] = option(
+        (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0), "penalties of the logistic-regression probe (scikit-learn "
+        "L-BFGS, C = 1/(2 x L2 x n_train)), selected on validation and reported as '<backbone>-logreg' beside each "
+        "head", group=GRID_GROUP, metavar="L2", range=_POSITIVE)  # fmt: skip
+    select_by: str = option(
+        _SWEEP.select_by, "validation score that picks each backbone's grid point: val_loss, TASK.METRIC (e.g. "
+        "normal_vs_pneumonia.auc) or, multi-label, macro_auc", group=GRID_GROUP, metavar="SCORE")  # fmt: skip
+    cv: int = option(
+        0, "K: after the sweep, K patient-grouped, class-stratified folds of train + validation; in each the whole "
+        "head grid is trained, selected on an inner validation carve and scored on the held-out fold (cv_folds.csv, "
+        "cv_summary.csv); 0: none", group=CROSSVAL_GROUP, metavar="K",
+        range=(lambda v: v == 0 or v >= 2, "0 (off) or at least 2 folds"))  # fmt: skip
+    cv_repeats: int = option(CrossValSettings.repeats, "draw the K folds R times, each with another seed (needs --cv)",
+                             group=CROSSVAL_GROUP, metavar="R", range=_AT_LEAST_1)  # fmt: skip
+    epochs: int = option(_HEAD.epochs, "maximum epochs", group=TRAINING_GROUP, metavar="N", range=_AT_LEAST_1)
+    batch_size: int = option(_HEAD.batch_size, "head batch size", group=TRAINING_GROUP, metavar="N",
+                             range=_AT_LEAST_1)  # fmt: skip
+    patience: int = option(_HEAD.patience, "early-stopping patience on validation loss", group=TRAINING_GROUP,
+                           metavar="N", range=_NOT_NEGATIVE)  # fmt: skip
+    class_weight: str = option(_HEAD.class_weight, "weigh classes equally in the loss", group=TRAINING_GROUP,
+                               choices=CLASS_WEIGHTS)  # fmt: skip
+    standardize: bool = option(
+        _HEAD.standardize, "feed raw pooled features to the head instead of z-scoring them with train statistics "
+        "(default: off: features are z-scored)", group=TRAINING_GROUP)  # fmt: skip
+    step_decay_epochs: int = option(_HEAD.step_decay_epochs, "epochs between learning-rate drops of the step "
+                                    "schedule", group=TRAINING_GROUP, metavar="N", range=_AT_LEAST_1)  # fmt: skip
+    step_decay_factor: float = option(_HEAD.step_decay_factor, "factor of each drop of the step schedule",
+                                      group=TRAINING_GROUP, metavar="F",
+                                      range=(lambda v: 0 < v <= 1, "in (0, 1]"))  # fmt: skip
+    seed: int = option(_HEAD.seed, "seeds splits, random init and the first head seed", group=TRAINING_GROUP,
+                       metavar="N")  # fmt: skip
+    val_fraction: float = option(_DATA.val_fraction, "share of train carved as validation, stratified, whole "
+                                 "patients", group=DATA_GROUP, metavar="F", range=_FRACTION)  # fmt: skip
+    val_source: str = option(_DATA.val_source, "carve validation from train, or use the dataset's own val folder",
+                             group=DATA_GROUP, choices=VAL_SOURCES)  # fmt: skip
+    test_fraction: float = option(_DATA.test_fraction, "share carved as test when the data has no test split",
+                                  group=DATA_GROUP, metavar="F", range=_FRACTION)  # fmt: skip
+    limit_per_class: int | None = option(
+        _DATA.limit_per_class, "keep at most N images per class and split, for quick runs (default: every image)",
+        group=DATA_GROUP, metavar="N", range=_AT_LEAST_1)  # fmt: skip
+    min_image_side: int | None = option(
+        None, "skip images whose shorter side is below PX; 0 keeps every readable image (default: the largest "
+        "minimum input size of the chosen backbones)", group=DATA_GROUP, metavar="PX", range=_NOT_NEGATIVE)  # fmt: skip
+    leakage: str = option(
+        _DATA.leakage, "images found in two splits or under two labels (same bytes): warn and keep them, drop the "
+        "train/val copies, or fail", group=DATA_GROUP, choices=LEAKAGE_POLICIES)  # fmt: skip
+    rehash: bool = option(
+        _DATA.rehash, "read every image's bytes again on each run instead of trusting the image check remembered for "
+        "its size and modification time: an image replaced under an unchanged size and time is checked again and "
+        "its cached features and pixels dropped (reads every byte on every run; default: off)",
+        group=DATA_GROUP)  # fmt: skip
+    sort_metric: str = option(_REPORT.sort_metric, "test metric the leaderboard tables are sorted by",
+                              group=OUTPUT_GROUP, choices=METRICS)  # fmt: skip
+    target_sensitivity: float = option(
+        _REPORT.target_sensitivity, "operating point: the threshold is chosen on validation to reach this "
+        "sensitivity, then reported on test", group=OUTPUT_GROUP, metavar="S",
+        range=(lambda v: 0 < v <= 1, "in (0, 1]"))  # fmt: skip
+    bootstrap: int = option(
+        _REPORT.bootstrap, "resamples of the test set for 95%% confidence intervals; 0: none", group=OUTPUT_GROUP,
+        metavar="N", range=(lambda v: v == 0 or v >= 100, "0 (off) or at least 100 resamples"))  # fmt: skip
+    results_dir: str = option(_SWEEP.results_dir, "where reports go", group=OUTPUT_GROUP, metavar="DIR")
+    cache_dir: str = option(_EXTRACT.cache_dir, "feature (and decoded pixel) cache folder", group=FEATURES_GROUP,
+                            metavar="DIR")  # fmt: skip
+    extract_batch_size: int = option(_EXTRACT.batch_size, "images per backbone forward pass", group=FEATURES_GROUP,
+                                     metavar="N", range=_AT_LEAST_1)  # fmt: skip
+    extract_shard_size: int = option(
+        _EXTRACT.shard_size, "images per saved extraction shard: a killed extraction resumes from the last whole "
+        "shard", group=FEATURES_GROUP, metavar="N", range=_AT_LEAST_1)  # fmt: skip
+    # precision and runtime are resolved once per run (benchmark.pipeline); ExtractSettings gets the resolved ones.
+    precision: str = option(
+        AUTO, "backbone compute type. auto: bfloat16 where the CPU (avx512_bf16, amx_bf16) or GPU computes it "
+        "natively and a start-up probe finds it faster, else float32; run.json says which and why. bfloat16/float16 "
+        "keep float32 weights (Keras mixed precision)", group=FEATURES_GROUP, choices=PRECISION_CHOICES)  # fmt: skip
+    jit_compile: bool = option(_EXTRACT.jit_compile, "XLA-compile the backbone forward pass", group=FEATURES_GROUP)
+    runtime: str = option(
+        AUTO, "where the backbone runs. auto: openvino, an inference runtime for CPUs, where it is installed (pip "
+        "install 'cxr-bench[openvino]') and no GPU is in use, else keras; run.json says which and why",
+        group=FEATURES_GROUP, choices=RUNTIME_CHOICES)  # fmt: skip
+    pixel_cache: bool = option(
+        _EXTRACT.pixel_cache, "decode images for every backbone instead of once per size into a uint8 cache "
+        "(default: off: images are decoded once per size)", group=FEATURES_GROUP)  # fmt: skip
+    extract_only: bool = option(False, "extract (and cache) features, train nothing", group=FEATURES_GROUP)
+    head_workers: int = option(
+        _SWEEP.head_workers, "processes training head groups in parallel, one thread each; 0: one per CPU core up to "
+        "4, 1: in this process", group=TRAINING_GROUP, metavar="N",
+        range=(lambda v: v >= 0, "0 (auto) or more"))  # fmt: skip
+    executor: str = option(
+        _EXECUTOR.kind, "local: here, as always; dask: feature extraction, head groups and fine-tuning as tasks of a "
+        'Dask cluster (pip install "cxr-bench[dask]"); selection and reports stay here', group=EXECUTOR_GROUP,
+        choices=EXECUTORS)  # fmt: skip
+    cluster: str | None = option(
+        _EXECUTOR.cluster, "the Dask scheduler's address (tcp://host:8786) or scheduler file (default: "
+        "DASK_SCHEDULER_ADDRESS if set, else a local cluster of --head-workers single-threaded processes); "
+        "--cache-dir and --results-dir must be on a filesystem every worker sees", group=EXECUTOR_GROUP,
+        metavar="ADDRESS|FILE")  # fmt: skip
+    finetune: bool = option(False, "fine-tune each backbone's selected head; rows '<backbone>-ft' join the "
+                            "leaderboard", group=FINETUNE_GROUP)  # fmt: skip
+    finetune_layers: str = option(_FINETUNE.layers, "top layers to unfreeze (BatchNormalization stays frozen), or "
+                                  "all", group=FINETUNE_GROUP, metavar="N|all")  # fmt: skip
+    finetune_lr: float = option(_FINETUNE.lr, "learning rate of the head", group=FINETUNE_GROUP, metavar="LR")
+    finetune_lr_factor: float = option(
+        _FINETUNE.lr_factor, "backbone learning rate = LR x F at the top, 10x lower at the lowest unfrozen layer",
+        group=FINETUNE_GROUP, metavar="F")  # fmt: skip
+    finetune_epochs: int = option(_FINETUNE.epochs, "maximum epochs per size (early stopping on validation loss)",
+                                  group=FINETUNE_GROUP, metavar="N")  # fmt: skip
+    finetune_batch_size: int = option(_FINETUNE.batch_size, "images per fine-tuning step", group=FINETUNE_GROUP,
+                                      metavar="N")  # fmt: skip
+    finetune_patience: int = option(_FINETUNE.patience, "epochs without a better validation loss before a size "
+                                    "stops", group=FINETUNE_GROUP, metavar="N")  # fmt: skip
+    finetune_sizes: tuple[int, ...] = option(
+        _FINETUNE.sizes, "progressive resizing: train at each size in turn, small first (default: the head's)",
+        group=FINETUNE_GROUP, metavar="PX")  # fmt: skip
+    augment: bool = option(_FINETUNE.augment, "light augmentation while fine-tuning: flip, rotation, zoom, "
+                           "brightness, contrast", group=FINETUNE_GROUP)  # fmt: skip
+    progress: bool = option(_SWEEP.progress, "no progress bars (default: off: progress bars are shown)",
+                            group=OUTPUT_GROUP)  # fmt: skip
 
     def __post_init__(self):
+        # A config file may give one value where a field takes several: a list of one.
         for name in TUPLE_FIELDS:
             value = getattr(self, name)
-            setattr(self, name, tuple(value) if isinstance(value, list | tuple) else (value,))
+            object.__setattr__(self, name, tuple(value) if isinstance(value, list | tuple) else (value,))
 
-    def validate(self, given: Collection[str] | None = None) -> None:
-        """Fail before any work on a bad value, naming the valid ones; then make every path absolute.
+    def validate(self, given: Collection[str] | None = None) -> RunConfig:
+        """Fail before any work on a bad value, naming the valid ones; return the config the run uses (``resolved``).
 
         ``given`` names the fields the user set (command line or ``--config``); an option given where it does
         nothing is refused. Without ``given``, the fields that differ from their defaults count as given.
+        This config is left as it is.
         """
-        self.backbones = tuple(get_backbone(name).name for name in self.backbones)
+        for name in self.backbones:  # an unknown name fails first, naming the valid ones
+            get_backbone(name)
         if not self.backbones:
             raise ValueError(f"no backbone chosen; valid backbones: {', '.join(BACKBONES)}")
         if self.weights is not None and self.weights not in WEIGHTS_CHOICES and not Path(self.weights).is_dir():
@@ -206,6 +313,7 @@ class RunConfig:
         if self.labels is not None and (self.data is None or not Path(self.labels).is_file()):
             raise ValueError(f"--labels {self.labels} is not a file" if self.data is not None else
                              "--labels needs --data DIR, the folder its image paths are relative to")  # fmt: skip
+        self._validate_choices()
         self._validate_split_lists()
         self._validate_findings()
         self._validate_external()
@@ -226,7 +334,7 @@ class RunConfig:
                 f"{', '.join(METRICS)} (for example normal_vs_pneumonia.auc), not {self.select_by!r}"
             )
         self._refuse_idle_options(self._changed() if given is None else given)
-        self.resolve_paths()
+        return self.resolved()
 
     def _check_sizes(self, flag: str, sizes: tuple[int, ...]) -> None:
         """Every size at or above every chosen backbone's minimum; the message names ``flag``."""
@@ -288,36 +396,36 @@ class RunConfig:
              "without --labels or --external-labels (class folders have no CSV columns)"),
         ]  # fmt: skip
 
-    def resolve_paths(self) -> None:
-        """Every path option made absolute and resolved, so ``run.json`` names the same files from any working
-        folder (``predict``, ``serve``), and two spellings of one folder are one setting."""
-        for name in ("data", "labels", "external_test", "external_labels", "results_dir", "cache_dir"):
-            if getattr(self, name) is not None:
-                setattr(self, name, _absolute(getattr(self, name)))
-        if self.weights is not None and self.weights not in WEIGHTS_CHOICES:
-            self.weights = _absolute(self.weights)
-        if self.cluster is not None and not is_address(self.cluster):
-            self.cluster = _absolute(self.cluster)
+    def resolved(self) -> RunConfig:
+        """A copy as the run uses and records it; this config is left as it is. Calling it again changes nothing.
+
+        Every path option is absolute and resolved, so ``run.json`` names the same files from any working folder
+        (``predict``, ``serve``) and two spellings of one folder are one setting; backbone names are spelled as
+        registered; without ``--data`` the data is ``data/chest_xray/`` where it is there (else the phantom set);
+        without ``--weights`` the weights are imagenet on real data and none on the phantom set.
+        """
+        data = self.data if self.data is not None or not DEFAULT_DATA.is_dir() else str(DEFAULT_DATA)
+        paths = {name: _absolute(getattr(self, name)) for name in ("labels", "external_test", "external_labels",
+                 "results_dir", "cache_dir") if getattr(self, name) is not None}  # fmt: skip
+        weights = self.weights or ("none" if data is None else "imagenet")
         pairs = (pair.partition("=") for pair in self.split_lists)
-        self.split_lists = tuple(f"{split}={_absolute(path.strip())}" if sign else split for split, sign, path in pairs)
+        return replace(
+            self, **paths, data=None if data is None else _absolute(data),
+            backbones=tuple(get_backbone(name).name for name in self.backbones),
+            weights=weights if weights in WEIGHTS_CHOICES else _absolute(weights),
+            cluster=self.cluster if self.cluster is None or is_address(self.cluster) else _absolute(self.cluster),
+            split_lists=tuple(f"{split}={_absolute(path.strip())}" if sign else split for split, sign, path in pairs),
+        )  # fmt: skip
 
     def _value_checks(self) -> list[tuple[bool, str]]:
-        """(is the value valid, the message naming the valid ones) for every plain setting but the numbers."""
+        """(is the value valid, the message) for the settings that must fit one another."""
         return [
-            (self.lr_schedule and set(self.lr_schedule) <= set(LR_SCHEDULES),
-             f"--lr-schedule must be among {', '.join(LR_SCHEDULES)}, not {self.lr_schedule}"),
             (self.cv_repeats == 1 or self.cv,
              f"--cv-repeats {self.cv_repeats} needs --cv K (the folds it repeats; without --cv none are drawn)"),
-            (self.leakage in LEAKAGE_POLICIES, f"--leakage must be one of {', '.join(LEAKAGE_POLICIES)}"),
-            (self.precision in PRECISION_CHOICES, f"--precision must be one of {', '.join(PRECISION_CHOICES)}"),
             (not (self.jit_compile and self.runtime == "openvino"),
              "--jit-compile asks Keras for XLA; it does not go with --runtime openvino, which compiles its own graph"),
-            (self.executor in EXECUTORS, f"--executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}"),
             (self.cluster is None or self.executor != "local",
              f"--cluster {self.cluster} needs --executor dask (the local executor runs everything here)"),
-            (self.class_weight in CLASS_WEIGHTS, f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}"),
-            (self.val_source in VAL_SOURCES, f"--val-source must be one of {', '.join(VAL_SOURCES)}"),
-            (self.sort_metric in METRICS, f"--sort-metric must be one of {', '.join(METRICS)}"),
         ]  # fmt: skip
 
     def _validate_split_lists(self) -> None:
@@ -344,9 +452,16 @@ class RunConfig:
                              "per finding, CheXpert), not both")  # fmt: skip
         if not self.finding_separator:
             raise ValueError("--finding-separator must be a character, for example '|'")
-        for flag, value in (("--uncertain", self.uncertain), ("--blank", self.blank)):
-            if value not in UNKNOWN_POLICIES:
-                raise ValueError(f"{flag} must be one of {', '.join(UNKNOWN_POLICIES)}, not {value!r}")
+
+    def _validate_choices(self) -> None:
+        """Every option declared with choices holds one of them (a config file is not checked by argparse)."""
+        for name, choices in CHOICES.items():
+            value = getattr(self, name)
+            if name in TUPLE_FIELDS and not value:
+                raise ValueError(f"--{_flag(name)} needs at least one value ({', '.join(choices)})")
+            for one in value if name in TUPLE_FIELDS else (value,):
+                if one not in choices:
+                    raise ValueError(f"--{_flag(name)} must be one of {', '.join(choices)}, not {one!r}")
 
     def _validate_external(self) -> None:
         """Fail on an external test folder or labels file that is not there, or a mapping not written OLD=NEW."""
@@ -427,15 +542,11 @@ class RunConfig:
         """Where the tasks run; a local Dask cluster gets as many workers as ``--head-workers`` asks for."""
         return ExecutorSettings(kind=self.executor, cluster=self.cluster, local_workers=self.head_workers)
 
-    def stages(
-        self, precision: str | None = None, backbone_precisions: tuple[tuple[str, int, str], ...] = (),
-        runtime: str | None = None, backbone_runtimes: tuple[tuple[str, int, str], ...] = (),
-    ) -> StageSettings:  # fmt: skip
-        """The settings object of every stage of the run; ``precision`` and ``runtime`` are the resolved ``auto``s,
-        ``backbone_precisions`` and ``backbone_runtimes`` the backbones whose own check chose another
-        (``benchmark.pipeline``).
+    def stages(self) -> StageSettings:
+        """The settings object of every stage of the run, derived here and nowhere else.
 
-        Without ``precision`` the extraction gets the configured one, which extraction refuses while it is ``auto``.
+        The extraction gets the configured ``--precision`` and ``--runtime``, which it refuses while ``auto``:
+        ``StageSettings.computed`` adds what they resolved to (``benchmark.pipeline.resolve_compute``).
         """
         executor = self.executor_settings()
         cache_dir, results_dir = self._path_for_workers(self.cache_dir), self._path_for_workers(self.results_dir)
@@ -453,10 +564,9 @@ class RunConfig:
             ),
             extract=ExtractSettings(
                 weights=weights, batch_size=self.extract_batch_size,
-                shard_size=self.extract_shard_size, seed=self.seed, precision=precision or self.precision,
-                jit_compile=self.jit_compile, runtime=runtime or self.runtime, pixel_cache=self.pixel_cache,
-                cache_dir=cache_dir, progress=self.progress, backbone_precisions=backbone_precisions,
-                backbone_runtimes=backbone_runtimes,
+                shard_size=self.extract_shard_size, seed=self.seed, precision=self.precision,
+                jit_compile=self.jit_compile, runtime=self.runtime, pixel_cache=self.pixel_cache,
+                cache_dir=cache_dir, progress=self.progress,
             ),
             sweep=SweepSettings(
                 heads=tuple(self.head_grid()), probes=tuple(self.probe_grid()), select_by=self.select_by,
@@ -507,6 +617,15 @@ class RunConfig:
                 for name, v in values.items()}  # fmt: skip
 
 
+# Derived from the fields' declarations (features.options): a new option is one field.
+TUPLE_FIELDS = tuple(one.name for one in fields(RunConfig) if annotation(one)[1])
+NUMBER_RANGES = number_ranges(RunConfig)  # every number option but the sizes, the seed and fine-tuning's
+CHOICES = choices_of(RunConfig)
+# The options that act only when fine-tuning: the fine-tuning group's, but --finetune.
+FINETUNE_FIELDS = tuple(one.name for one, declared_as in declared(RunConfig)
+                        if declared_as.group == FINETUNE_GROUP and one.name != "finetune")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class StageSettings:
     """One settings object per stage of a run, all derived from one ``RunConfig`` by ``RunConfig.stages``."""
@@ -521,6 +640,11 @@ class StageSettings:
     report: ReportSettings
     crossval: CrossValSettings | None = None  # None: no cross-validation of the heads
 
+    def computed(self, compute: ComputePlan) -> StageSettings:
+        """These settings with what ``--precision`` and ``--runtime`` resolved to (``benchmark.pipeline``): the
+        stages are derived once, before the run resolves them (which needs the data read and the folders locked)."""
+        return replace(self, extract=replace(self.extract, compute=compute))
+
 
 _TYPE_CHECKS = {
     "str": (lambda v: isinstance(v, str), "a string"),
@@ -530,19 +654,16 @@ _TYPE_CHECKS = {
 }
 
 
-def _check_type(name: str, annotation: str, value) -> str | None:
-    """Why ``value`` does not fit the RunConfig field ``name`` of type ``annotation``, or None."""
-    optional = annotation.endswith(" | None")
-    base = annotation.removesuffix(" | None")
-    if base.startswith("tuple["):
-        item = base[len("tuple[") :].split(",")[0]
-        check, words = _TYPE_CHECKS[item]
-        items = value if isinstance(value, list) else [value]
-        return None if all(check(v) for v in items) else f"{name} must be {words} or a list of them, not {value!r}"
+def _check_type(one: Field, value) -> str | None:
+    """Why ``value`` does not fit the RunConfig field ``one``, or None."""
+    base, many, optional = annotation(one)
     check, words = _TYPE_CHECKS[base]
+    if many:
+        items = value if isinstance(value, list) else [value]
+        return None if all(check(v) for v in items) else f"{one.name} must be {words} or a list of them, not {value!r}"
     if check(value):
         return None
-    return f"{name} must be {words}{' (or left out)' if optional else ''}, not {value!r}"
+    return f"{one.name} must be {words}{' (or left out)' if optional else ''}, not {value!r}"
 
 
 def load_toml(path: str | Path) -> dict:
@@ -556,12 +677,12 @@ def load_toml(path: str | Path) -> dict:
             values = tomllib.load(fh)
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{path} is not valid TOML: {error}") from error
-    annotations = {f.name: f.type for f in fields(RunConfig)}
-    unknown = sorted(set(values) - set(annotations))
+    known = {one.name: one for one in fields(RunConfig)}
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(sorted(annotations))}")
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(sorted(known))}")
     for name, value in values.items():
-        problem = _check_type(name, annotations[name], value)
+        problem = _check_type(known[name], value)
         if problem:
             raise ValueError(f"{path}: {problem}")
     return values

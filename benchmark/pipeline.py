@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 from contextlib import ExitStack
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
@@ -24,6 +24,7 @@ from benchmark.records import SweepResult  # noqa: E402
 from benchmark.reporting import provenance  # noqa: E402
 from benchmark.reporting.crossval_report import write_crossval  # noqa: E402
 from benchmark.reporting.report import write_data_report, write_external_skipped, write_reports  # noqa: E402
+from benchmark.run_folder import EXTERNAL_LEAKAGE_CSV, LEAKAGE_CSV, SKIPPED_CSV, RunFolder, RunInfo  # noqa: E402
 from benchmark.training.crossval import check_folds, run_crossval  # noqa: E402
 from benchmark.training.finetune import finetune_winners  # noqa: E402
 from benchmark.training.sweep import predict_external, run_sweep  # noqa: E402
@@ -50,9 +51,7 @@ from features.extract import (  # noqa: E402
     resource_problems,
 )
 from features.runtime import resolve_backbones, resolve_runtime  # noqa: E402
-from features.settings import DataSettings  # noqa: E402
-
-DEFAULT_DATA = Path("data/chest_xray")
+from features.settings import BackboneCompute, Choice, ComputePlan, DataSettings  # noqa: E402
 
 
 def error_line(prog: str, message: object, code: int = 2) -> int:
@@ -62,11 +61,9 @@ def error_line(prog: str, message: object, code: int = 2) -> int:
 
 
 def resolve_data(config: RunConfig) -> tuple[Path, bool]:
-    """The dataset folder to read and whether it is the synthetic phantom set."""
+    """The dataset folder to read and whether it is the synthetic phantom set (a ``resolved`` config has no data)."""
     if config.data is not None:
         return Path(config.data), False
-    if DEFAULT_DATA.is_dir():
-        return DEFAULT_DATA.resolve(), False
     print("=" * 78)
     print("No --data given and no data/chest_xray/ folder: running on the SYNTHETIC PHANTOM set.")
     print("These numbers are NOT MEDICAL. Pass --data DIR to benchmark real radiographs.")
@@ -75,7 +72,7 @@ def resolve_data(config: RunConfig) -> tuple[Path, bool]:
     return make_phantom_dataset(root, seed=config.seed), True
 
 
-def prepare_data(settings: DataSettings, dataset: Dataset, results_dir: Path) -> Dataset:
+def prepare_data(settings: DataSettings, dataset: Dataset, folder: RunFolder) -> Dataset:
     """Check every image of the scanned ``dataset``, split, and look for leakage; write what was left out."""
     dataset = audit_images(dataset, min_side=settings.min_side, cache_dir=settings.cache_dir,
                            progress=settings.progress, rehash=settings.rehash)  # fmt: skip
@@ -85,29 +82,29 @@ def prepare_data(settings: DataSettings, dataset: Dataset, results_dir: Path) ->
     try:
         dataset = flag_leakage(dataset, settings.leakage)
     except LeakageError as error:  # written down before the run stops, so the message's file is there to read
-        written = write_data_report(results_dir, replace(dataset, leakage=error.rows))
-        raise DatasetError(f"{error} The copies are listed in {written['leakage.csv']}.") from None
-    written = write_data_report(results_dir, dataset)
+        written = write_data_report(folder, replace(dataset, leakage=error.rows))
+        raise DatasetError(f"{error} The copies are listed in {written[LEAKAGE_CSV]}.") from None
+    written = write_data_report(folder, dataset)
     if dataset.skipped:
-        print(f"{len(dataset.skipped)} files left out, each with its reason, in {written['skipped.csv']}")
+        print(f"{len(dataset.skipped)} files left out, each with its reason, in {written[SKIPPED_CSV]}")
     if dataset.leakage:
-        groups = len({row["group"] for row in dataset.leakage})
+        groups = len({row.group for row in dataset.leakage})
         print(f"WARNING: {groups} image(s) found in two splits or under two labels (same bytes), "
-              f"listed in {written['leakage.csv']} (--leakage {settings.leakage})")  # fmt: skip
+              f"listed in {written[LEAKAGE_CSV]} (--leakage {settings.leakage})")  # fmt: skip
     check_classes(dataset)
     return dataset
 
 
-def prepare_external(settings: DataSettings, external: Dataset, results_dir: Path, dataset: Dataset) -> Dataset:
+def prepare_external(settings: DataSettings, external: Dataset, folder: RunFolder, dataset: Dataset) -> Dataset:
     """Check every image of the external test set as the training images are, and against the training images
     (``--leakage``); write ``external_skipped.csv`` and ``external_leakage.csv``."""
     external = audit_images(external, min_side=settings.min_side, cache_dir=settings.cache_dir,
                             progress=settings.progress, rehash=settings.rehash)  # fmt: skip
     external = external_overlap(dataset, external, settings.leakage)
-    written = write_external_skipped(results_dir, external)
+    written = write_external_skipped(folder, external)
     if external.leakage:
         print(f"external test: {len(external.leakage)} image(s) also in the internal data (same bytes), "
-              f"--leakage {settings.leakage}; listed in {results_dir / 'external_leakage.csv'}")  # fmt: skip
+              f"--leakage {settings.leakage}; listed in {folder.file(EXTERNAL_LEAKAGE_CSV)}")  # fmt: skip
     if external.skipped:
         print(f"external test: {len(external.skipped)} files left out, each with its reason, in {written}")
     if not external.records:
@@ -141,14 +138,33 @@ def run(config: RunConfig, argv: list[str] | None = None, prog: str = "run_bench
                           1)  # fmt: skip
 
 
+@dataclass
+class RunContext:
+    """What every step of one run reads, built once before any work: the resolved config and the stage settings
+    derived from it, the data, the results folder, how the run was started, and (once resolved) where it computes.
+    The steps take this one object instead of a handful of loose values."""
+
+    config: RunConfig
+    stages: StageSettings
+    dataset: Dataset
+    external: Dataset | None
+    data_root: Path
+    phantom: bool
+    command: str
+    prog: str
+    executor: Executor | None = None
+    compute: ComputePlan | None = None
+
+    @property
+    def folder(self) -> RunFolder:
+        """The run's results folder."""
+        return RunFolder(self.config.results_dir)
+
+
 def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
-    # Absolute before anything reads them: run.json must name the same files from any working folder.
-    config.resolve_paths()
+    # Before anything reads it (absolute paths, data/chest_xray/ found, the default weights): run.json records it.
+    config = config.resolved()
     data_root, phantom = resolve_data(config)
-    if not phantom:
-        config.data = str(data_root)  # data/chest_xray/ found here, recorded as the folder read
-    if config.weights is None:
-        config.weights = "none" if phantom else "imagenet"
     try:
         stages = config.stages()
         dataset = load_dataset(data_root, stages.labels)
@@ -157,12 +173,11 @@ def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
             external = load_external(stages.external, dataset.classes, dataset.multi_label)
     except (ValueError, OSError) as error:
         return error_line(prog, error)
-    task = config.select_by.partition(".")[0]
-    tasks = binary_tasks(dataset.classes, dataset.multi_label)
-    if config.select_by == "macro_auc" and not dataset.multi_label:
-        return error_line(prog, "--select-by macro_auc is for multi-label runs; here use val_loss or TASK.METRIC")
-    if config.select_by not in ("val_loss", "macro_auc") and task not in tasks:
-        return error_line(prog, f"--select-by task {task!r} is not one of {', '.join(tasks)}")
+    problem = selection_problem(config.select_by, dataset)
+    if problem:
+        return error_line(prog, problem)
+    command = shlex.join([*_invocation(prog), *(sys.argv[1:] if argv is None else argv)])
+    context = RunContext(config, stages, dataset, external, data_root, phantom, command, prog)
     try:
         with ExitStack() as locks:
             # Two runs writing the same folders would overwrite each other's files: one run per folder.
@@ -170,42 +185,50 @@ def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
                                  Path(config.results_dir).resolve(): "--results-dir"}.items():  # fmt: skip
                 locks.enter_context(folder_lock(folder, flag))
             # Connected before any work, so a wrong address or a missing engine costs nothing.
-            executor = locks.enter_context(open_executor(stages.executor))
-            if executor.distributed:
-                print(f"executor: {executor.describe()}")
-            return _run_locked(config, dataset, external, data_root, phantom, argv, prog, executor)
+            context.executor = locks.enter_context(open_executor(stages.executor))
+            if context.executor.distributed:
+                print(f"executor: {context.executor.describe()}")
+            return _run_locked(context)
     except (FolderInUseError, ExecutorError) as error:
         return error_line(prog, error, 1)
 
 
-def _run_locked(
-    config: RunConfig, dataset: Dataset, external: Dataset | None, data_root: Path, phantom: bool,
-    argv: list[str] | None, prog: str, executor: Executor,
-) -> int:  # fmt: skip
+def selection_problem(select_by: str, dataset: Dataset) -> str | None:
+    """Why ``--select-by`` cannot select on this dataset's tasks, or None."""
+    task = select_by.partition(".")[0]
+    tasks = binary_tasks(dataset.classes, dataset.multi_label)
+    if select_by == "macro_auc" and not dataset.multi_label:
+        return "--select-by macro_auc is for multi-label runs; here use val_loss or TASK.METRIC"
+    if select_by not in ("val_loss", "macro_auc") and task not in tasks:
+        return f"--select-by task {task!r} is not one of {', '.join(tasks)}"
+    return None
+
+
+def _run_locked(context: RunContext) -> int:
+    config, prog = context.config, context.prog
     # Resolved here, once: every stage, the cache keys and run.json see the same runtimes and precisions.
-    computed_in, precisions, runtimes = resolve_compute(config)
-    stages = config.stages(precision=computed_in["precision"]["precision"], backbone_precisions=precisions,
-                           runtime=computed_in["runtime"]["runtime"], backbone_runtimes=runtimes)  # fmt: skip
+    context.compute = resolve_compute(config)
+    context.stages = stages = context.stages.computed(context.compute)
     try:
-        dataset = prepare_data(stages.data, dataset, Path(config.results_dir))
+        context.dataset = dataset = prepare_data(stages.data, context.dataset, context.folder)
         if stages.crossval is not None:  # before extraction: too many folds for the patients costs nothing
             check_folds(stages.crossval, dataset)
-        if external is not None:
-            external = prepare_external(stages.data, external, Path(config.results_dir), dataset)
-            print(f"external test: {external.root} ({external.layout}), {len(external.records)} images")
+        if context.external is not None:
+            context.external = prepare_external(stages.data, context.external, context.folder, dataset)
+            print(f"external test: {context.external.root} ({context.external.layout}), "
+                  f"{len(context.external.records)} images")  # fmt: skip
     except (DatasetError, ValueError, OSError) as error:
         return error_line(prog, error)
-    print(f"data: {data_root} ({dataset.layout}), weights: {config.weights}")
+    print(f"data: {context.data_root} ({dataset.layout}), weights: {config.weights}")
     print(describe_counts(dataset))
-    plan = config.extraction_plan()
     extract = stages.extract
-    problems = [problem for spec, size in plan
+    problems = [problem for spec, size in config.extraction_plan()
                 for problem in resource_problems(spec, size, len(dataset.records), extract.batch_size,
                                                  Path(extract.cache_dir), extract.pixel_cache)]  # fmt: skip
     if problems:
         return error_line(prog, "; ".join(dict.fromkeys(problems)), 2)
     try:
-        return _compute(config, stages, dataset, external, plan, phantom, argv, prog, executor, computed_in)
+        return _compute(context)
     except WeightsUnavailableError as error:
         return error_line(prog, error, 1)
     except UnreadableImageError as error:
@@ -213,84 +236,75 @@ def _run_locked(
                           "and it will be checked (and skipped) anew.", 1)  # fmt: skip
 
 
-Own = tuple[tuple[str, int, str], ...]  # (backbone, size, runtime or precision) where a backbone's check differs
-
-
-def resolve_compute(config: RunConfig) -> tuple[dict, Own, Own]:
+def resolve_compute(config: RunConfig) -> ComputePlan:
     """``--runtime auto`` and ``--precision auto`` resolved for the run and checked on each backbone; printed.
 
-    Returns what ``run.json`` records (``precision`` and ``runtime``: the run's choice, and each backbone's with
-    its reason), then the ``(backbone, size, precision)`` and ``(backbone, size, runtime)`` of the backbones whose
-    own check chose otherwise than the run. Timed here, in the driver: on a cluster whose workers have other
-    processors, pass the runtime and precision (``--runtime``, ``--precision``).
+    The plan holds the run's choice and each backbone's, with its reason: what every stage and ``run.json`` see.
+    Timed here, in the driver: on a cluster whose workers have other processors, pass the runtime and precision
+    (``--runtime``, ``--precision``).
     """
     runtime = resolve_runtime(config.runtime, config.precision, config.jit_compile)
     choice, chosen = resolve_backbones(runtime, config.precision, config.extraction_plan(), config.cache_dir)
     print(f"runtime: {runtime.runtime} ({runtime.reason})")
     print(f"precision: {choice.precision} ({choice.reason})")
-    runtimes, precisions, own_runtime, own_precision = {}, {}, [], []
-    for (name, size), (mine, precision) in chosen.items():
-        runtimes[f"{name}-{size}px"], precisions[f"{name}-{size}px"] = asdict(mine), asdict(precision)
-        if mine.runtime != runtime.runtime:
-            own_runtime.append((name, size, mine.runtime))
-        if precision.precision != choice.precision:
-            own_precision.append((name, size, precision.precision))
-        if (mine.runtime, precision.precision) != (runtime.runtime, choice.precision):
-            print(f"{name} at {size} px: {mine.runtime} ({mine.reason}), {precision.precision} ({precision.reason})")
-    computed_in = {"precision": {**asdict(choice), "backbones": precisions},
-                   "runtime": {**asdict(runtime), "backbones": runtimes}}  # fmt: skip
-    return computed_in, tuple(own_precision), tuple(own_runtime)
+    backbones = tuple(BackboneCompute(name, size, Choice(mine.requested, mine.runtime, mine.reason),
+                                      Choice(precision.requested, precision.precision, precision.reason))
+                      for (name, size), (mine, precision) in chosen.items())  # fmt: skip
+    plan = ComputePlan(Choice(runtime.requested, runtime.runtime, runtime.reason),
+                       Choice(choice.requested, choice.precision, choice.reason), backbones)  # fmt: skip
+    for one in plan.own():
+        print(f"{one.backbone} at {one.size} px: {one.runtime.value} ({one.runtime.reason}), {one.precision.value} "
+              f"({one.precision.reason})")  # fmt: skip
+    return plan
 
 
-def _compute(
-    config: RunConfig, stages: StageSettings, dataset: Dataset, external: Dataset | None, plan: list,
-    phantom: bool, argv: list[str] | None, prog: str, executor: Executor, computed_in: dict,
-) -> int:  # fmt: skip
-    """Extraction, the sweep and fine-tuning through ``executor``; then the reports, here."""
-    extracted = extract_all(stages.extract, dataset, plan, executor)
-    if config.extract_only:
+def _compute(context: RunContext) -> int:
+    """Extraction, the sweep and fine-tuning through the run's executor; then the reports, here."""
+    stages, executor, plan = context.stages, context.executor, context.config.extraction_plan()
+    extracted = extract_all(stages.extract, context.dataset, plan, executor)
+    if context.config.extract_only:
         report_extraction(extracted)
         return 0
-    sweep = run_sweep(stages.sweep, dataset, extracted, executor)
+    sweep = run_sweep(stages.sweep, context.dataset, extracted, executor)
     if stages.crossval is not None:
-        sweep.crossval = run_crossval(stages.crossval, stages.sweep, dataset, extracted, executor)
-        written = write_crossval(Path(config.results_dir), sweep.crossval)
+        sweep.crossval = run_crossval(stages.crossval, stages.sweep, context.dataset, extracted, executor)
+        written = write_crossval(context.folder, sweep.crossval)
         print(f"cross-validation: {sweep.crossval.trained} heads trained; wrote "
               f"{', '.join(map(str, written.values()))}")  # fmt: skip
     external_features = []
-    if external is not None:
-        external_features = extract_all(stages.extract, external, plan, executor)
+    if context.external is not None:
+        external_features = extract_all(stages.extract, context.external, plan, executor)
         features_of = {(one.backbone, one.image_size): one.features for one in external_features}
-        predict_external(sweep.winners, features_of, Path(stages.sweep.results_dir) / "heads")
-    return _finish(config, stages, dataset, extracted, sweep, phantom, argv, prog, external, executor, computed_in,
-                   external_features)  # fmt: skip
+        predict_external(sweep.winners, features_of, context.folder.heads)
+    return _finish(context, extracted, sweep, external_features)
 
 
 def _finish(
-    config: RunConfig, stages: StageSettings, dataset: Dataset, extracted: list[BackboneFeatures],
-    sweep: SweepResult, phantom: bool, argv: list[str] | None, prog: str, external: Dataset | None,
-    executor: Executor | None, computed_in: dict, external_features: list[BackboneFeatures] | None = None,
+    context: RunContext, extracted: list[BackboneFeatures], sweep: SweepResult,
+    external_features: list[BackboneFeatures],
 ) -> int:  # fmt: skip
     """Fine-tune the winners if asked, then write the reports (or say why there is nothing to report).
 
     A run in which every head of a kind failed, or nothing was fine-tuned though it was asked for, writes the
     reports of what worked and ends with one line saying what failed (exit code 1).
     """
-    tuned = [] if stages.finetune is None else finetune_winners(sweep.winners, dataset, stages.finetune, executor)
+    stages, prog = context.stages, context.prog
+    tuned = [] if stages.finetune is None else finetune_winners(sweep.winners, context.dataset, stages.finetune,
+                                                                 context.executor)  # fmt: skip
     sweep.winners += tuned
     report_extraction(extracted, external_features)
     for point in sweep.failed:
-        print(f"grid point {point['point_id']} FAILED: {point['error']}")
+        print(f"grid point {point.point_id} FAILED: {point.error}")
     if not sweep.winners:
-        errors = sorted({point["error"] for point in sweep.failed})
+        errors = sorted({point.error for point in sweep.failed})
         return error_line(prog, f"every grid point failed ({len(sweep.failed)}), so there is nothing to report: "
                           f"{'; '.join(errors[:3])}. Features and each point's record are kept under "
-                          f"{config.cache_dir} and {Path(config.results_dir) / 'heads'}; a rerun trains the failed "
+                          f"{context.config.cache_dir} and {context.folder.heads}; a rerun trains the failed "
                           "points again.", 1)  # fmt: skip
-    run_info = _run_info(config, dataset, extracted, sweep, phantom, argv, prog, computed_in, external_features)
-    paths = write_reports(Path(config.results_dir), sweep, dataset, run_info, stages.report, external)
+    run_info = _run_info(context, extracted, sweep, external_features)
+    paths = write_reports(context.folder, sweep, context.dataset, run_info, stages.report, context.external)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
-    if phantom:
+    if context.phantom:
         print("Reminder: SYNTHETIC PHANTOM data, weights none: the numbers above are not medical.")
     failed = wholesale_failures(sweep, stages.finetune is not None and not tuned)
     return error_line(prog, f"{failed}; the reports hold what worked", 1) if failed else 0
@@ -303,10 +317,10 @@ def wholesale_failures(sweep: SweepResult, nothing_tuned: bool) -> str | None:
     """What failed as a whole, in one line: every grid point of a kind of head, or all fine-tuning (``nothing_tuned``:
     asked for, none came back); None where every kind has a working point."""
     problems = []
-    for kind in dict.fromkeys(point.get("kind", "keras") for point in sweep.points):
-        points = [point for point in sweep.points if point.get("kind", "keras") == kind]
-        if all(point["status"] != "done" for point in points):
-            errors = sorted({(point["error"] or "?").splitlines()[0] for point in points})  # one line
+    for kind in dict.fromkeys(point.key.kind for point in sweep.points):
+        points = [point for point in sweep.points if point.key.kind == kind]
+        if not any(point.done for point in points):
+            errors = sorted({(point.error or "?").splitlines()[0] for point in points})  # one line
             count = f"{len(points)} grid point{'s' if len(points) > 1 else ''}"
             problems.append(f"every {KIND_NAMES.get(kind, kind)} failed ({count}: {'; '.join(errors[:2])})")
     if nothing_tuned:
@@ -320,25 +334,24 @@ def _invocation(prog: str) -> list[str]:
 
 
 def _run_info(
-    config: RunConfig, dataset: Dataset, extracted: list[BackboneFeatures], sweep: SweepResult, phantom: bool,
-    argv: list[str] | None, prog: str, computed_in: dict, external_features: list[BackboneFeatures] | None = None,
-) -> dict:  # fmt: skip
+    context: RunContext, extracted: list[BackboneFeatures], sweep: SweepResult,
+    external_features: list[BackboneFeatures],
+) -> RunInfo:  # fmt: skip
     """``run.json``: the config that made the run (readable back with ``RunConfig.from_json``) and its provenance."""
-    return {
-        "config": config.to_json(),
-        "phantom": phantom,
-        "classes": list(dataset.classes),
-        "git": provenance.git_revision(),
-        "versions": provenance.versions(),
-        "machine": provenance.machine(),
-        "timestamp": provenance.timestamp(),
-        "command": shlex.join([*_invocation(prog), *(sys.argv[1:] if argv is None else argv)]),
-        "forward_passes": forward_passes(extracted, external_features),
-        "heads_trained_this_run": sweep.trained,
-        "grid_points_failed": len(sweep.failed),
-        "extraction": {one.name: asdict(one.stats) for one in extracted},
-        "external_extraction": {one.name: asdict(one.stats) for one in external_features or ()},
-        # The config says what was asked (auto); these say what the backbones computed in, where, and why.
-        "precision": computed_in["precision"],
-        "runtime": computed_in["runtime"],
-    }
+    return RunInfo(
+        config=context.config.to_json(),
+        phantom=context.phantom,
+        classes=list(context.dataset.classes),
+        git=provenance.git_revision(),
+        versions=provenance.versions(),
+        machine=provenance.machine(),
+        timestamp=provenance.timestamp(),
+        command=context.command,
+        forward_passes=forward_passes(extracted, external_features),
+        heads_trained_this_run=sweep.trained,
+        grid_points_failed=len(sweep.failed),
+        extraction={one.name: asdict(one.stats) for one in extracted},
+        external_extraction={one.name: asdict(one.stats) for one in external_features},
+        # The config says what was asked (auto); the plan says what the backbones computed in, where, and why.
+        compute=context.compute,
+    )

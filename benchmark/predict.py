@@ -61,23 +61,36 @@ from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, res
 from backbones.weights import WeightsSource, WeightsUnavailableError  # noqa: E402
 from benchmark.config import RunConfig  # noqa: E402
 from benchmark.evaluation.verdict import ENSEMBLE  # noqa: E402
+from benchmark.run_folder import (  # noqa: E402
+    FINETUNED,
+    GRID_CSV,
+    LEADERBOARD_CSV,
+    MARKERS,
+    PREDICTIONS_CSV,
+    READ_FILES,
+    REPORT_JSON,
+    RESULT_FILE,
+    RUN_JSON,
+    SUBFOLDERS,
+    WEIGHTS_FILE,
+    RunFolder,
+    RunInfo,
+    is_finetuned,
+)
 from benchmark.settings import HEAD_GRID_FIELDS, GridKey, HeadSettings, model_name  # noqa: E402
-from benchmark.training.finetune import RESULT_FILE, WEIGHTS_FILE, build_finetuned  # noqa: E402
-from benchmark.training.heads import CHECKPOINT, checkpoint_is_whole, is_multi_label, load_head  # noqa: E402
+from benchmark.training.finetune import build_finetuned  # noqa: E402
+from benchmark.training.heads import checkpoint_is_whole, is_multi_label, load_head  # noqa: E402
 from common.files import DamagedFileError, atomic_output, check_checksums, sha256_file  # noqa: E402
 from features.data.audit import image_problem  # noqa: E402
-from features.data.dataset import IMAGE_SUFFIXES, findings_label, name_problem, printable  # noqa: E402
+from features.data.dataset import IMAGE_SUFFIXES, name_problem, printable  # noqa: E402
 from features.data.images import UnreadableImageError, load_image  # noqa: E402
+from features.data.records import Label  # noqa: E402
 from features.extract import openvino_ir_file, padded_forward  # noqa: E402
 from features.runtime import Forward, RuntimeUnavailableError, build_forward  # noqa: E402
 
 METHODS = ("auto", "gradcam", "occlusion")
-FINETUNED = "-ft"
 # Suffixes a leaderboard's backbone column may carry after the registry name.
 MODEL_SUFFIXES = (FINETUNED, "-logreg")
-# A folder holding one of these is a run's results folder; a run also writes into these sub-folders of it.
-RUN_MARKERS = ("run.json", "leaderboard.csv", "report.json", "grid.csv")
-RUN_FOLDERS = ("heads", "finetune", "plots", "cv")
 RERUN = "run the same run command again (finished work is reused)"
 
 
@@ -85,6 +98,14 @@ class RunFilesError(ValueError):
     """A file the answer needs is not the run's, or is damaged or missing: other weights, a damaged checkpoint, a
     damaged ``run.json``, or an output that would land on a run's files. Its message is one line: which file, and
     what to do."""
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image ``predict_image`` leaves out, as the run would have: its path, and why (the run's own words)."""
+
+    path: Path
+    reason: str
 
 
 def _split_model_name(name: str) -> tuple[str, str]:
@@ -106,7 +127,7 @@ class Predictor:
     head: keras.Model
     head_id: str
     description: str
-    run: dict
+    run: RunInfo
     # The run's own runtime for the pooled features the head reads, where it was not Keras (OpenVINO): the
     # probabilities are then the run's. The feature maps of the heatmaps come from ``backbone`` (Keras).
     pooled_forward: Callable[[np.ndarray], np.ndarray] | None = None
@@ -197,7 +218,7 @@ class EnsemblePredictor:
     members: list[Predictor]
     names: list[str]  # the members' model names, as the leaderboard has them
     head_id: str
-    run: dict
+    run: RunInfo
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -290,10 +311,11 @@ def gradcam_from_head(feature_map: np.ndarray, head: keras.Model, class_index: i
     return _unit(np.maximum(np.tensordot(feature_map.astype(np.float64), weights, axes=([2], [0])), 0))
 
 
-def _classes(results_dir: Path, run: dict) -> tuple[str, ...]:
-    if "classes" in run:
-        return tuple(run["classes"])
-    header = pd.read_csv(results_dir / "predictions.csv", nrows=0).columns
+def _classes(results_dir: Path, run: RunInfo) -> tuple[str, ...]:
+    """The run's classes, from ``predictions.csv``'s columns in runs that did not record them."""
+    if run.classes is not None:
+        return tuple(run.classes)
+    header = pd.read_csv(RunFolder(results_dir).file(PREDICTIONS_CSV), nrows=0).columns
     return tuple(column[2:] for column in header if column.startswith("p_"))
 
 
@@ -304,7 +326,7 @@ def choose_head(results_dir: Path, backbone: str | None = None) -> pd.Series:
     Never by a test score: the choice is the same whatever the test split says (the ensemble's members are
     chosen on validation too). ``backbone`` "ensemble" without one raises ``ValueError`` saying why.
     """
-    board = pd.read_csv(results_dir / "leaderboard.csv").drop_duplicates("head_id")
+    board = pd.read_csv(RunFolder(results_dir).file(LEADERBOARD_CSV)).drop_duplicates("head_id")
     ensemble = board[board["backbone"] == ENSEMBLE]
     if backbone is not None and backbone.lower() == ENSEMBLE:
         if ensemble.empty:
@@ -312,13 +334,13 @@ def choose_head(results_dir: Path, backbone: str | None = None) -> pd.Series:
         return ensemble.iloc[0]
     if backbone is None and not ensemble.empty and not _has_finetuned_member(board, ensemble.iloc[0]["head_id"]):
         return ensemble.iloc[0]
-    grid = pd.read_csv(results_dir / "grid.csv")
+    grid = pd.read_csv(RunFolder(results_dir).file(GRID_CSV))
     # The grid names the backbone; the leaderboard names the model (backbone-logreg for a probe).
     grid["backbone"] = [model_name(b, k) for b, k in zip(grid["backbone"], grid["kind"], strict=True)]
     keys = list(GridKey._fields)
     heads = board[board["backbone"] != ENSEMBLE].merge(grid[[*keys, "selection_score"]], on=keys, how="left")
     if backbone is None:
-        heads = heads[~heads["backbone"].str.endswith(FINETUNED)]  # fine-tuned models only when asked for
+        heads = heads[~heads["backbone"].map(is_finetuned)]  # fine-tuned models only when asked for
     else:
         base, suffix = _split_model_name(backbone)
         name = get_backbone(base).name + suffix
@@ -342,24 +364,24 @@ def ensemble_members(board: pd.DataFrame, head_id: str) -> pd.DataFrame:
     rows = board.drop_duplicates("head_id").set_index("head_id", drop=False)
     members = ensemble_head_ids(head_id)
     if missing := [member for member in members if member not in rows.index]:
-        raise ValueError(f"the ensemble's member {missing[0]} is not in leaderboard.csv")
+        raise ValueError(f"the ensemble's member {missing[0]} is not in {LEADERBOARD_CSV}")
     return rows.loc[members]
 
 
 def _has_finetuned_member(board: pd.DataFrame, head_id: str) -> bool:
     """Whether the ensemble ``head_id`` averages a fine-tuned model: then not the default, as fine-tuned models
     are used only when asked for."""
-    return any(name.endswith(FINETUNED) for name in ensemble_members(board, head_id)["backbone"])
+    return any(is_finetuned(name) for name in ensemble_members(board, head_id)["backbone"])
 
 
 def _no_ensemble_reason(results_dir: Path) -> str:
     """Why a run has no ensemble row, from its ``report.json``."""
-    path = results_dir / "report.json"
+    path = RunFolder(results_dir).file(REPORT_JSON)
     if not path.is_file():
-        return "it has no report.json (a run made before ensembles)"
+        return f"it has no {REPORT_JSON} (a run made before ensembles)"
     chosen = json.loads(path.read_text(encoding="utf-8")).get("data", {}).get("ensemble")
     if chosen is None:
-        return "its report.json does not choose one (a run made before ensembles)"
+        return f"its {REPORT_JSON} does not choose one (a run made before ensembles)"
     return (f"on validation, no other head is tied with the best one ({chosen['validation_best']}), so there is "
             "nothing to average")  # fmt: skip
 
@@ -377,12 +399,12 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
     cache = {} if cache is None else cache
     if row["backbone"] != ENSEMBLE:
         return _cached_head(results_dir, run, row, weights, cache)
-    members = ensemble_members(pd.read_csv(results_dir / "leaderboard.csv"), row["head_id"])
+    members = ensemble_members(pd.read_csv(RunFolder(results_dir).file(LEADERBOARD_CSV)), row["head_id"])
     heads = [_cached_head(results_dir, run, member, weights, cache) for _, member in members.iterrows()]
     return EnsemblePredictor(heads, list(members["backbone"]), row["head_id"], run)
 
 
-def _cached_head(results_dir: Path, run: dict, row: pd.Series, weights: str | None,
+def _cached_head(results_dir: Path, run: RunInfo, row: pd.Series, weights: str | None,
                  cache: dict[str, Predictor]) -> Predictor:  # fmt: skip
     """``load_head_predictor`` of ``row``, or the one ``cache`` already holds for its head id."""
     if row["head_id"] not in cache:
@@ -390,30 +412,28 @@ def _cached_head(results_dir: Path, run: dict, row: pd.Series, weights: str | No
     return cache[row["head_id"]]
 
 
-def load_head_predictor(results_dir: Path, run: dict, row: pd.Series, weights: str | None = None) -> Predictor:
+def load_head_predictor(results_dir: Path, run: RunInfo, row: pd.Series, weights: str | None = None) -> Predictor:
     """Rebuild the backbone of one leaderboard ``row`` (same weights and seed as its features) with its saved head.
 
     Raises ``RunFilesError`` where the weights are not the run's (``run_weights``) or a checkpoint is damaged."""
     spec = get_backbone(_split_model_name(row["backbone"])[0])
     size = int(row["image_size"])
-    config = RunConfig.from_json(run["config"])
+    config = RunConfig.from_json(run.config)
     weights, source = run_weights(spec, size, config, row, weights)
-    if row["backbone"].endswith(FINETUNED):
-        folder = results_dir / "finetune" / row["head_id"]
-        record = finetuned_record(folder)
-        head = _loaded_head(results_dir / "heads" / record["from_head"] / CHECKPOINT)
+    folder = RunFolder(results_dir)
+    if is_finetuned(row["backbone"]):
+        record = finetuned_record(folder.finetuned(row["head_id"]))
+        head = _loaded_head(folder.checkpoint(record["from_head"]))
         model, pooled_model = build_finetuned(spec, size, weights, config.seed, head)
         # The record's SHA-256 matched these bytes, so a failure here is a file of another format or version.
-        _loading(folder / WEIGHTS_FILE, model.load_weights)  # backbone and head, as fine-tuned
+        _loading(folder.finetuned(row["head_id"]) / WEIGHTS_FILE, model.load_weights)  # backbone and head, tuned
         pooled_forward = None  # fine-tuning trains and evaluates in Keras
     else:
-        # The precision the features were computed in (run.json); --precision auto resolved it at run time.
-        recorded = run.get("precision", {})
-        own = recorded.get("backbones", {}).get(f"{spec.name}-{size}px", {})
-        precision = own.get("precision", recorded.get("precision", config.precision))
-        head = _loaded_head(results_dir / "heads" / row["head_id"] / CHECKPOINT)  # checked before seconds of build
-        pooled_model = build_backbone(spec, size, source, seed=config.seed, precision=precision)
-        pooled_forward = run_runtime_forward(run, config, spec, source, size, precision)
+        # Where and in which type the features were computed (run.json): --precision/--runtime auto resolved them.
+        own = run.compute_plan().for_backbone(spec.name, size)
+        head = _loaded_head(folder.checkpoint(row["head_id"]))  # checked before seconds of build
+        pooled_model = build_backbone(spec, size, source, seed=config.seed, precision=own.precision.value)
+        pooled_forward = run_runtime_forward(own.runtime.value, config, spec, source, size, own.precision.value)
     pooling = pooled_model.layers[-1]
     if not isinstance(pooling, keras.layers.GlobalAveragePooling2D):
         raise ValueError(f"{spec.name}: the last layer is {type(pooling).__name__}, not GlobalAveragePooling2D")
@@ -421,30 +441,27 @@ def load_head_predictor(results_dir: Path, run: dict, row: pd.Series, weights: s
     settings = HeadSettings(**{name: row[name] for name in HEAD_GRID_FIELDS})
     description = (
         f"{spec.name} {size} px, {settings.describe()}, seed {row['seed']}, "
-        f"weights {row['weights'] if row['backbone'].endswith(FINETUNED) else source.identity}"
+        f"weights {row['weights'] if is_finetuned(row['backbone']) else source.identity}"
     )
     return Predictor(spec, size, _classes(results_dir, run), backbone_model, head, row["head_id"], description, run,
                      pooled_forward)  # fmt: skip
 
 
-def read_run(results_dir: str | Path) -> dict:
-    """The run's ``run.json``; ``RunFilesError`` naming the file when it is damaged or not a run's record."""
-    path = Path(results_dir) / "run.json"
+def read_run(results_dir: str | Path) -> RunInfo:
+    """The run's ``run.json`` (any version); ``RunFilesError`` naming the file when it is damaged or not a run's
+    record."""
+    path = RunFolder(results_dir).run_json
     try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-        RunConfig.from_json(run["config"])  # the settings predict rebuilds the model with must be readable
+        run = RunInfo.from_json(json.loads(path.read_text(encoding="utf-8")))
+        RunConfig.from_json(run.config)  # the settings predict rebuilds the model with must be readable
     except FileNotFoundError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise RunFilesError(f"{path} is damaged or not a cxr-bench run record ({type(error).__name__}: {error}); "
-                            f"{RERUN}: it writes run.json anew") from None  # fmt: skip
-    check_run_files(Path(results_dir), [name for name in RUN_FILES if (Path(results_dir) / name).is_file()])
+                            f"{RERUN}: it writes {RUN_JSON} anew") from None  # fmt: skip
+    # The top-level files predict and the web page read are checked against SHA256SUMS before use.
+    check_run_files(Path(results_dir), [name for name in READ_FILES if (Path(results_dir) / name).is_file()])
     return run
-
-
-# The run's top-level files that predict and the web page read: checked against SHA256SUMS before use.
-RUN_FILES = ("run.json", "leaderboard.csv", "grid.csv", "predictions.csv", "report.json", "skipped.csv",
-             "leakage.csv")  # fmt: skip
 
 
 def _as_summed(results_dir: Path, path: Path) -> bool:
@@ -498,7 +515,7 @@ def run_weights(spec: BackboneSpec, size: int, config: RunConfig, row: pd.Series
     way = ("pass --weights DIR, the folder holding the run's weights file" if recorded.startswith("file:")
            else "leave out --weights: the run's weights are had without a folder")  # fmt: skip
     raise RunFilesError(f"{spec.name}: the weights from {origin} are not the run's: {found} here, the run's "
-                        f"{_named(recorded)} (leaderboard.csv); {way}")  # fmt: skip
+                        f"{_named(recorded)} ({LEADERBOARD_CSV}); {way}")  # fmt: skip
 
 
 def _missing_weights(spec: BackboneSpec, given: str, override: str | None, recorded: str | None,
@@ -509,14 +526,14 @@ def _missing_weights(spec: BackboneSpec, given: str, override: str | None, recor
         return f"--weights {override}: {error}; pass the folder holding {wanted}"
     if not Path(given).is_dir():
         relative = "" if Path(given).is_absolute() else ", a path relative to the folder the run was started in"
-        return (f"the run's weights folder {given} (run.json{relative}) is not here; pass --weights DIR, the folder "
+        return (f"the run's weights folder {given} ({RUN_JSON}{relative}) is not here; pass --weights DIR, the folder "
                 f"holding {wanted}")  # fmt: skip
     return f"{error}; pass --weights DIR, the folder holding {wanted}"
 
 
 def _damaged(path: Path, why: str) -> RunFilesError:
     return RunFilesError(f"{path} is {why}; {RERUN}: the run finds it and trains that model again (its command "
-                         "is recorded in run.json)")  # fmt: skip
+                         f"is recorded in {RUN_JSON})")  # fmt: skip
 
 
 def _loading(path: Path, load: Callable):
@@ -562,22 +579,22 @@ def finetuned_record(folder: Path) -> dict:
         raise _damaged(weights, f"damaged (its SHA-256 is not the one {RESULT_FILE} records)")
     if not _as_summed(folder.parents[1], folder / RESULT_FILE):
         raise _damaged(folder / RESULT_FILE, "damaged (its SHA-256 is not the one in SHA256SUMS)")
-    check_head_checkpoint(folder.parent.parent / "heads" / head / CHECKPOINT)
+    check_head_checkpoint(RunFolder(folder.parents[1]).checkpoint(head))
     return record
 
 
-def check_model_files(results_dir: Path, run: dict, row: pd.Series, weights: str | None = None) -> None:
+def check_model_files(results_dir: Path, run: RunInfo, row: pd.Series, weights: str | None = None) -> None:
     """Everything ``load_head_predictor`` checks for one leaderboard ``row``, without building anything: the
     weights are the run's and the checkpoints whole. ``RunFilesError`` otherwise (a server checks at start)."""
     run_weights(get_backbone(_split_model_name(row["backbone"])[0]), int(row["image_size"]),
-                RunConfig.from_json(run["config"]), row, weights)  # fmt: skip
-    if row["backbone"].endswith(FINETUNED):
-        finetuned_record(results_dir / "finetune" / row["head_id"])
+                RunConfig.from_json(run.config), row, weights)  # fmt: skip
+    if is_finetuned(row["backbone"]):
+        finetuned_record(RunFolder(results_dir).finetuned(row["head_id"]))
     else:
-        check_head_checkpoint(results_dir / "heads" / row["head_id"] / CHECKPOINT)
+        check_head_checkpoint(RunFolder(results_dir).checkpoint(row["head_id"]))
 
 
-def run_runtime_forward(run: dict, config: RunConfig, spec: BackboneSpec, source, size: int,
+def run_runtime_forward(runtime: str, config: RunConfig, spec: BackboneSpec, source, size: int,
                         precision: str) -> Forward | None:  # fmt: skip
     """The pooled features of uint8 images as the run computed them, where its runtime was not Keras; else None.
 
@@ -586,9 +603,6 @@ def run_runtime_forward(run: dict, config: RunConfig, spec: BackboneSpec, source
     it cannot convert), Keras computes them, and says so: the probabilities may then differ from the run's in the
     last digits (further in bfloat16).
     """
-    runtime = run.get("runtime", "keras")  # a plain name in runs before --runtime auto
-    if isinstance(runtime, dict):
-        runtime = runtime.get("backbones", {}).get(f"{spec.name}-{size}px", runtime)["runtime"]
     if runtime != "openvino":
         return None
     batch = config.extract_batch_size
@@ -605,7 +619,7 @@ def run_runtime_forward(run: dict, config: RunConfig, spec: BackboneSpec, source
 
 def operating_threshold(results_dir: Path, head_id: str) -> tuple[str, str, float] | None:
     """``(task, positive classes, threshold)`` of the first task of ``head_id``, chosen on validation."""
-    board = pd.read_csv(results_dir / "leaderboard.csv")
+    board = pd.read_csv(RunFolder(results_dir).file(LEADERBOARD_CSV))
     rows = board[board["head_id"] == head_id]
     if rows.empty or "op_threshold" not in rows or math.isnan(rows["op_threshold"].iloc[0]):
         return None
@@ -685,13 +699,13 @@ def run_folder_problem(path: Path) -> str | None:
     folder of its own inside a run's (``results/predict``, the default) is fine: no run writes there."""
     path = Path(path).resolve()
     for folder in path.parents:
-        marker = next((name for name in RUN_MARKERS if (folder / name).is_file()), None)
+        marker = next((name for name in MARKERS if (folder / name).is_file()), None)
         if marker is None:
             continue
         inside = path.relative_to(folder).parts
         if len(inside) == 1:
             return f"{folder} is a run's results folder (it holds {marker}): {path.name} there could replace its own"
-        if inside[0] in RUN_FOLDERS:
+        if inside[0] in SUBFOLDERS:
             return (f"{path.parent} lies in {inside[0]}/ of the run folder {folder}, which the run writes: "
                     f"{path.name} there could replace the run's own files")  # fmt: skip
     return None
@@ -701,24 +715,22 @@ def check_outputs(out_dir: Path, names: list[Path]) -> None:
     """``RunFilesError`` (one line) where ``predictions.csv`` or a heatmap (``names``, relative to ``out_dir``)
     would land on a run's files (``run_folder_problem``)."""
     # One file per folder tells: whether a folder is a run's, or one a run writes, does not depend on the name.
-    for name in {Path(name).parent: Path(name) for name in [Path("predictions.csv"), *names]}.values():
+    for name in {Path(name).parent: Path(name) for name in [Path(PREDICTIONS_CSV), *names]}.values():
         if problem := run_folder_problem(Path(out_dir) / name):
             raise RunFilesError(f"--out {out_dir}: {problem}; choose another --out (a new folder, or e.g. "
                                 "RESULTS_DIR/predict)")  # fmt: skip
 
 
-def _checked_image(path: Path, image_size: int, min_side: int, log: Callable[[str], None]) -> np.ndarray | None:
-    """The image decoded at ``image_size``, or None (and the reason logged) where the run would have left it out."""
+def _checked_image(path: Path, image_size: int, min_side: int) -> np.ndarray | SkippedImage:
+    """The image decoded at ``image_size``, or why the run would have left it out."""
     # The run's own checks: what it would have left out, predict refuses.
     problem = name_problem(Path(path)) or image_problem(path, min_side)
     if problem:
-        log(f"{printable(str(path))}: skipped, {problem}")
-        return None
+        return SkippedImage(path, problem)
     try:
         return load_image(path, image_size)
     except UnreadableImageError as error:
-        log(f"{path}: skipped, {error.reason}")
-        return None
+        return SkippedImage(path, error.reason)
 
 
 def _decision(
@@ -728,7 +740,7 @@ def _decision(
     if operating is None:
         return "", {}
     task, positive, threshold = operating
-    score = float(sum(probabilities[classes.index(name)] for name in positive.split("+")))
+    score = float(sum(probabilities[classes.index(name)] for name in Label.parse(positive, multi_label=False).classes))
     flagged = score >= threshold
     verdict = f"; {task}: P({positive}) {score:.3f} {'>=' if flagged else '<'} threshold {threshold:.3f}"
     verdict += " -> FLAGGED" if flagged else " -> not flagged"
@@ -745,8 +757,9 @@ def predict_image(
     *,
     log: Callable[[str], None] = print,
     heatmap_name: str | Path | None = None,
-) -> dict | None:
-    """One image's ``predictions.csv`` row, with its heatmap overlay written to ``out_dir``; None if it is skipped.
+) -> dict | SkippedImage:
+    """One image's ``predictions.csv`` row, with its heatmap overlay written to ``out_dir``; or, where the run would
+    have left the image out, a ``SkippedImage`` saying why.
 
     The command line calls it once per image; it needs no ``argparse``, so
     other front ends (a web page) can call it too. ``min_side`` is the run's
@@ -758,16 +771,17 @@ def predict_image(
     """
     path = Path(path)
     method = predictor.heatmap_method(method)
-    image = _checked_image(path, predictor.image_size, min_side, log)
-    if image is None:
-        return None
+    image = _checked_image(path, predictor.image_size, min_side)
+    if isinstance(image, SkippedImage):
+        log(f"{printable(str(path))}: skipped, {image.reason}")
+        return image
     classes = predictor.classes
     probabilities, heat = predictor.answer(path, image, method)
     top = int(np.argmax(probabilities))  # multi-label: the likeliest finding, whose heatmap is drawn
     listing = ", ".join(f"{name} {p:.3f}" for name, p in zip(classes, probabilities, strict=True))
     predicted = classes[top]
     if predictor.multi_label:
-        predicted = findings_label([name for name, p in zip(classes, probabilities, strict=True) if p >= 0.5])
+        predicted = Label.of_findings([name for name, p in zip(classes, probabilities, strict=True) if p >= 0.5]).text
     row = {"path": str(path), "predicted": predicted,
            **{f"p_{name}": float(p) for name, p in zip(classes, probabilities, strict=True)}}  # fmt: skip
     verdict, decision = _decision(probabilities, classes, operating)
@@ -783,7 +797,7 @@ def predict_image(
 def write_predictions(out_dir: Path, rows: list[dict]) -> Path:
     """``rows`` (from ``predict_image``) as ``out_dir/predictions.csv``, atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "predictions.csv"
+    path = out_dir / PREDICTIONS_CSV
     with atomic_output(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -833,14 +847,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, KeyError, WeightsUnavailableError) as error:
         print(f"predict: error: {error}", file=sys.stderr)
         return 2
-    if predictor.run["config"]["weights"] == "none" or predictor.run.get("phantom"):
+    if predictor.run.not_medical:
         print("NOTE: this run used random-init weights (--weights none) or phantom data: NOT a medical answer.")
     operating = operating_threshold(args.results_dir, predictor.head_id)
     print(f"model: {predictor.description} (head {predictor.head_id}); heatmap: {predictor.heatmap_text(method)}")
-    min_side = RunConfig.from_json(predictor.run["config"]).min_side()
+    min_side = RunConfig.from_json(predictor.run.config).min_side()
     rows = [predict_image(predictor, path, min_side, operating, method, args.out, heatmap_name=names[path])
             for path in paths]  # fmt: skip
-    rows = [row for row in rows if row is not None]
+    rows = [row for row in rows if not isinstance(row, SkippedImage)]
     if not rows:
         print(f"predict: error: none of the {len(paths)} image(s) could be read (the reasons are above)",
               file=sys.stderr)  # fmt: skip

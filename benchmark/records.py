@@ -1,4 +1,4 @@
-"""What the sweep and fine-tuning hand to the reports: selected heads and the sweep's records.
+"""What the sweep and fine-tuning hand to the reports: grid points, selected heads and the sweep's records.
 
 A leaf of the package beside ``benchmark.settings`` (the only module it
 imports), so fine-tuning, reporting and prediction read results without
@@ -7,11 +7,72 @@ importing the sweep that makes them. Each result goes to JSON and back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from benchmark.settings import GridKey, HeadSettings
+
+# A finished grid point's validation record, beside its settings; a failed point has none of these.
+POINT_SCORES = ("best_epoch", "epochs_run", "seconds", "val_loss", "val_multiclass_accuracy", "val", "val_macro_auc")
+
+
+@dataclass
+class PointRecord:
+    """One grid point's stored record (``point.json``): its grid key, seed and settings, and either its validation
+    scores (``status`` "done") or why it failed (``error``; a rerun trains it again).
+
+    ``val`` holds each binary task's validation metrics; ``val_macro_auc`` is None but in a multi-label run.
+    """
+
+    point_id: str
+    key: GridKey
+    seed: int
+    weights: str
+    settings: HeadSettings
+    status: str
+    error: str = ""
+    best_epoch: int = 0
+    epochs_run: int = 0
+    seconds: float = 0.0
+    val_loss: float = math.nan
+    val_multiclass_accuracy: float = math.nan
+    val: dict[str, dict[str, float]] = field(default_factory=dict)
+    val_macro_auc: float | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the point trained and was scored (a failure is a record of what happened, not a result)."""
+        return self.status == "done"
+
+    def selection_score(self, select_by: str) -> float:
+        """The validation number ``select_by`` names, oriented so that higher is better."""
+        if select_by == "val_loss":
+            return -self.val_loss
+        if select_by == "macro_auc":  # a point stored before the score existed: never chosen
+            return -math.inf if self.val_macro_auc is None else self.val_macro_auc
+        task, metric = select_by.split(".")
+        return self.val[task][metric]
+
+    def to_json(self) -> dict:
+        """Plain values, in the layout ``point.json`` has always had (the grid key's columns spelled out)."""
+        values = {"point_id": self.point_id, **self.key._asdict(), "seed": self.seed, "weights": self.weights,
+                  "settings": self.settings.to_json(), "status": self.status, "error": self.error}  # fmt: skip
+        if self.done:
+            values |= {name: getattr(self, name) for name in POINT_SCORES}
+            if self.val_macro_auc is None:
+                del values["val_macro_auc"]
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict) -> PointRecord:
+        """The record ``to_json`` wrote (``KeyError`` or ``TypeError`` where ``values`` is not a grid point's)."""
+        return cls(
+            values["point_id"], GridKey.of(values), values["seed"], values["weights"],
+            HeadSettings.from_json(values["settings"]), values["status"], values["error"],
+            **{name: values[name] for name in POINT_SCORES if name in values},
+        )  # fmt: skip
 
 
 @dataclass
@@ -58,24 +119,26 @@ class SweepResult:
     """Every grid point's stored record, the selected heads, how many heads this run trained, and the run's
     cross-validation of the grid when it made one (``--cv``; not part of ``to_json``: it has its own)."""
 
-    points: list[dict]
+    points: list[PointRecord]
     winners: list[HeadResult]
     trained: int = 0
     crossval: CrossValResult | None = None
 
     @property
-    def failed(self) -> list[dict]:
+    def failed(self) -> list[PointRecord]:
         """The records of the grid points that failed (a rerun trains them again)."""
-        return [point for point in self.points if point["status"] != "done"]
+        return [point for point in self.points if not point.done]
 
     def to_json(self) -> dict:
         """Plain values."""
-        return {"points": self.points, "winners": [w.to_json() for w in self.winners], "trained": self.trained}
+        return {"points": [p.to_json() for p in self.points], "winners": [w.to_json() for w in self.winners],
+                "trained": self.trained}  # fmt: skip
 
     @classmethod
     def from_json(cls, values: dict) -> SweepResult:
         """The result ``to_json`` wrote."""
-        return cls(values["points"], [HeadResult.from_json(w) for w in values["winners"]], values["trained"])
+        return cls([PointRecord.from_json(p) for p in values["points"]],
+                   [HeadResult.from_json(w) for w in values["winners"]], values["trained"])  # fmt: skip
 
 
 # The columns of a cross-validation row, in order: the fold, the model and its selected grid point, the held-out

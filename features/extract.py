@@ -39,7 +39,7 @@ from features.data.dataset import Dataset
 from features.data.images import DECODE_VERSION, load_image
 from features.pixels import PixelCache, PixelReader
 from features.runtime import Forward, build_forward, runtime_identity
-from features.settings import ExtractSettings
+from features.settings import ExtractSettings, compute_key
 
 
 @dataclass
@@ -165,36 +165,31 @@ def extract_features(
     image_size: int,
     root: Path,
     paths: list[str],
-    cache: FeatureCache,
+    settings: ExtractSettings,
     *,
-    batch_size: int = 32,
-    shard_size: int = 512,
-    seed: int = 0,
     decode_workers: int = 2,
-    precision: str = "float32",
-    jit_compile: bool = False,
-    runtime: str = "keras",
-    pixel_cache: PixelCache | None = None,
-    progress: bool = True,
     build: Callable[[], keras.Model] | None = None,
     digests: dict[str, str] | None = None,
 ) -> tuple[np.ndarray, ExtractionStats]:
-    """Pooled backbone features for ``paths`` (relative to ``root``), from cache when possible.
+    """Pooled backbone features for ``paths`` (relative to ``root``), from the cache ``settings.cache_dir`` when
+    possible; ``source`` is the resolved ``settings.weights``.
 
     Returns the ``(len(paths), spec.feature_size)`` float32 array (memory-mapped
     from the cache) and what was done. ``build`` overrides how the backbone is
     made (tests count forward passes with it); the backbone is built only when
-    some shard is missing. With ``pixel_cache`` the images are decoded once per
-    size into it (or read from it when another backbone already did); without,
+    some shard is missing. With ``settings.pixel_cache`` the images are decoded once per
+    size into the pixel cache beside the features (or read from it when another backbone already did); without,
     they are decoded on ``decode_workers`` threads while the backbone runs.
     Resident memory does not grow with ``len(paths)``: shards are written as
-    they finish and assembled into the cache entry one at a time. ``runtime`` "openvino" converts the backbone
-    once per backbone, size and weights into ``cache``'s ``openvino`` folder and runs it there. Two callers
+    they finish and assembled into the cache entry one at a time. Runtime "openvino" converts the backbone
+    once per backbone, size and weights into the cache's ``openvino`` folder and runs it there. Two callers
     of one key at once (two cluster workers) take turns on the entry's lock: the second reads what the first wrote.
     ``digests`` (the image check's SHA-256 of each file, by path) puts the images' contents in the key.
     """
-    root = Path(root)
-    parts = feature_key_parts(spec, source, image_size, root, paths, precision, jit_compile, runtime, digests)
+    root, cache = Path(root), FeatureCache(settings.cache_dir)
+    # The backbone's own compute type and runtime, where the run resolved one for it.
+    precision, runtime = settings.precision_for(spec.name, image_size), settings.runtime_for(spec.name, image_size)
+    parts = feature_key_parts(spec, source, image_size, root, paths, precision, settings.jit_compile, runtime, digests)
     key = cache_key(parts)
     cached = cache.load(spec.name, key, report=True)
     if cached is None:
@@ -204,14 +199,16 @@ def extract_features(
             if cached is None:
                 # OpenVINO converts a float32 model; its compile hint, not the Keras policy, sets the compute type.
                 built_in = precision if runtime == "keras" else "float32"
-                make_model = build or partial(build_backbone, spec, image_size, source, seed=seed, precision=built_in)
+                make_model = build or partial(build_backbone, spec, image_size, source, seed=settings.seed,
+                                              precision=built_in)  # fmt: skip
                 ir_file = openvino_ir_file(cache.root, spec, source, image_size) if runtime == "openvino" else None
+                batch_shape = (settings.batch_size, image_size, image_size, 3)
                 make_forward = partial(build_forward, runtime, make_model, precision=precision,
-                                       jit_compile=jit_compile, batch_shape=(batch_size, image_size, image_size, 3),
-                                       ir_file=ir_file)  # fmt: skip
-                return _build_entry(spec, image_size, root, paths, cache, key, parts, make_forward, shard_size,
-                                    pixel_cache=pixel_cache, batch_size=batch_size, decode_workers=decode_workers,
-                                    progress=progress)  # fmt: skip
+                                       jit_compile=settings.jit_compile, batch_shape=batch_shape, ir_file=ir_file)
+                return _build_entry(spec, image_size, root, paths, cache, key, parts, make_forward,
+                                    settings.shard_size, batch_size=settings.batch_size, decode_workers=decode_workers,
+                                    pixel_cache=PixelCache(cache.root) if settings.pixel_cache else None,
+                                    progress=settings.progress)  # fmt: skip
     return cached, ExtractionStats(len(paths), from_cache=True, key=key)
 
 
@@ -337,7 +334,7 @@ class BackboneFeatures:
     @property
     def name(self) -> str:
         """``<backbone>-<size>px``, as the logs and ``run.json`` name it."""
-        return f"{self.backbone}-{self.image_size}px"
+        return compute_key(self.backbone, self.image_size)
 
 
 def extraction_line(one: BackboneFeatures, of: str = "") -> str:
@@ -372,16 +369,9 @@ def forward_passes(*extracted: list[BackboneFeatures]) -> int:
 
 def extract_dataset(settings: ExtractSettings, dataset: Dataset, spec: BackboneSpec, size: int) -> BackboneFeatures:
     """Features of every image of ``dataset`` through ``spec`` at ``size``, from the cache when possible."""
-    cache = FeatureCache(settings.cache_dir)
     source = resolve_weights(spec, settings.weights, size, seed=settings.seed)
-    features, stats = extract_features(
-        spec, source, size, dataset.root, [record.path for record in dataset.records], cache,
-        batch_size=settings.batch_size, shard_size=settings.shard_size, seed=settings.seed,
-        precision=settings.precision_for(spec.name, size), jit_compile=settings.jit_compile,
-        runtime=settings.runtime_for(spec.name, size),
-        pixel_cache=PixelCache(cache.root) if settings.pixel_cache else None, progress=settings.progress,
-        digests=dataset.digests or None,
-    )  # fmt: skip
+    features, stats = extract_features(spec, source, size, dataset.root, [record.path for record in dataset.records],
+                                       settings, digests=dataset.digests or None)  # fmt: skip
     return BackboneFeatures(spec.name, size, source.identity, features, stats)
 
 

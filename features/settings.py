@@ -1,4 +1,4 @@
-"""The settings of the data and feature-extraction stages, as frozen dataclasses; imports nothing of ours.
+"""The settings of the data and feature-extraction stages, as frozen dataclasses; imports only features.options.
 
 ``benchmark.config.RunConfig`` derives them (``RunConfig.stages()``); they
 live here, below the benchmark package, because the features stages take them.
@@ -7,6 +7,8 @@ live here, below the benchmark package, because the features stages take them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from features.options import option
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,102 @@ class DataSettings:
     rehash: bool = False
 
 
+def compute_key(backbone: str, size: int) -> str:
+    """``"ResNet50-224px"``: how ``run.json`` names a backbone at an image size in its compute plan."""
+    return f"{backbone}-{size}px"
+
+
+def _parse_key(key: str) -> tuple[str, int]:
+    """``("MobileNetV2-0.35", 224)`` from ``"MobileNetV2-0.35-224px"`` (``compute_key`` read back)."""
+    backbone, _, size = key.rpartition("-")
+    return backbone, int(size.removesuffix("px"))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One compute choice: what was asked (``auto`` or a value), what is used, and why."""
+
+    requested: str
+    value: str
+    reason: str = ""
+
+    def to_json(self, kind: str) -> dict:
+        """``{"requested", KIND, "reason"}``: the shape ``run.json`` records (``kind`` is precision or runtime)."""
+        return {"requested": self.requested, kind: self.value, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: dict, kind: str) -> Choice:
+        """The choice ``to_json`` wrote."""
+        return cls(data.get("requested", data[kind]), data[kind], data.get("reason", ""))
+
+
+@dataclass(frozen=True)
+class BackboneCompute:
+    """The runtime and precision one backbone computes in at one image size, each with its reason."""
+
+    backbone: str
+    size: int
+    runtime: Choice
+    precision: Choice
+
+    @property
+    def key(self) -> str:
+        """The backbone and size as ``run.json`` names them."""
+        return compute_key(self.backbone, self.size)
+
+
+@dataclass(frozen=True)
+class ComputePlan:
+    """Where (runtime) and in which type (precision) the backbones compute: the run's choice and each backbone's.
+
+    Resolved once per run (``benchmark.pipeline.resolve_compute``), never ``auto``: every stage, the cache keys,
+    ``run.json`` and ``predict`` read the same values from it.
+    """
+
+    runtime: Choice = Choice("keras", "keras")
+    precision: Choice = Choice("float32", "float32")
+    backbones: tuple[BackboneCompute, ...] = ()
+
+    def for_backbone(self, backbone: str, size: int) -> BackboneCompute:
+        """``backbone`` at ``size``: its own choices where the plan has them, else the run's."""
+        own = next((one for one in self.backbones if (one.backbone, one.size) == (backbone, size)), None)
+        return own or BackboneCompute(backbone, size, self.runtime, self.precision)
+
+    def own(self) -> tuple[BackboneCompute, ...]:
+        """The backbones whose own check chose otherwise than the run, runtime or precision."""
+        run = (self.runtime.value, self.precision.value)
+        return tuple(one for one in self.backbones if (one.runtime.value, one.precision.value) != run)
+
+    def to_json(self) -> dict:
+        """``{"precision": ..., "runtime": ...}``: each the run's choice with its ``backbones`` by key."""
+        return {kind: {**getattr(self, kind).to_json(kind),
+                       "backbones": {one.key: getattr(one, kind).to_json(kind) for one in self.backbones}}
+                for kind in ("precision", "runtime")}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, precision: dict, runtime: dict | str | None) -> ComputePlan:
+        """The plan ``to_json`` wrote, and its older shapes: ``runtime`` a plain name (runs before
+        ``--runtime auto``) or absent (Keras), either without ``backbones``."""
+        if not isinstance(runtime, dict):
+            runtime = {"runtime": runtime or "keras"}
+        run = cls(Choice.from_json(runtime, "runtime"), Choice.from_json(precision, "precision"))
+        own_runtime = runtime.get("backbones", {})
+        backbones = tuple(
+            BackboneCompute(*_parse_key(key),
+                            Choice.from_json(own_runtime[key], "runtime") if key in own_runtime else run.runtime,
+                            Choice.from_json(mine, "precision"))
+            for key, mine in precision.get("backbones", {}).items()
+        )  # fmt: skip
+        return cls(run.runtime, run.precision, backbones)
+
+
 @dataclass(frozen=True)
 class ExtractSettings:
     """How features are extracted and cached (everything but the backbone and the image size).
 
-    ``precision`` is the resolved compute type (float32, bfloat16 or float16), never ``auto``: the run resolves
-    ``--precision auto`` once, before extraction (``benchmark.pipeline``), so every stage sees the same value.
-    ``backbone_precisions`` holds ``(backbone, size, precision)`` where ``auto`` chose otherwise for a backbone;
-    ``runtime`` and ``backbone_runtimes`` are the same for ``--runtime auto``.
+    ``precision`` and ``runtime`` are the configured ones; ``compute`` (where set) is what the run resolved them
+    to, never ``auto``: the run resolves ``--precision auto`` and ``--runtime auto`` once, before extraction
+    (``benchmark.pipeline``), so every stage sees the same values, for each backbone too.
     """
 
     weights: str = "none"
@@ -49,21 +139,20 @@ class ExtractSettings:
     pixel_cache: bool = True
     cache_dir: str = ".cache/features"
     progress: bool = True
-    backbone_precisions: tuple[tuple[str, int, str], ...] = ()
-    backbone_runtimes: tuple[tuple[str, int, str], ...] = ()
+    compute: ComputePlan | None = None
 
     def precision_for(self, backbone: str, size: int) -> str:
-        """The compute type of ``backbone`` at ``size``: its own where ``auto`` chose one, else the run's."""
-        return _own(self.backbone_precisions, backbone, size, self.precision)
+        """The compute type of ``backbone`` at ``size``: the resolved plan's, else the configured one."""
+        return self.precision if self.compute is None else self.compute.for_backbone(backbone, size).precision.value
 
     def runtime_for(self, backbone: str, size: int) -> str:
-        """The runtime of ``backbone`` at ``size``: its own where ``auto`` chose one, else the run's."""
-        return _own(self.backbone_runtimes, backbone, size, self.runtime)
+        """The runtime of ``backbone`` at ``size``: the resolved plan's, else the configured one."""
+        return self.runtime if self.compute is None else self.compute.for_backbone(backbone, size).runtime.value
 
 
-def _own(choices: tuple[tuple[str, int, str], ...], backbone: str, size: int, run: str) -> str:
-    """The value ``choices`` holds for ``(backbone, size)``, else the run's."""
-    return next((value for name, at, value in choices if (name, at) == (backbone, size)), run)
+# What CheXpert's uncertain (-1) and blank (not mentioned) values may stand for.
+UNKNOWN_POLICIES = ("ignore", "zeros", "ones")
+LABELS_GROUP = "labels from a CSV (NIH, CheXpert, RSNA, PadChest) instead of class folders"
 
 
 @dataclass(frozen=True)
@@ -83,20 +172,45 @@ class LabelSettings:
     (unknown: left out of that finding's loss and metrics), ``zeros`` or ``ones``.
     """
 
-    labels: str | None = None
-    path_column: str = "path"
-    label_column: str = "label"
-    patient_column: str | None = None
-    patient_pattern: str | None = None  # a regular expression finding the patient in the path (CheXpert)
-    split_column: str | None = None
-    classes: tuple[str, ...] = ()
+    # Each is also a command-line option of ``run`` and ``audit`` (features.options), declared here only.
+    labels: str | None = option(
+        None, "the labels CSV, one row per image; its image paths are relative to --data (an image not at its path "
+        "is found by its unique file name below --data, as NIH's images_001/ folders need) (default: none; the class "
+        "folders are the labels)", group=LABELS_GROUP, metavar="FILE.csv")  # fmt: skip
+    path_column: str = option("path", "the labels CSV's column of image paths", group=LABELS_GROUP, metavar="NAME")
+    label_column: str = option("label", "one class per image: the labels CSV's column of class names",
+                               group=LABELS_GROUP, metavar="NAME")  # fmt: skip
+    patient_column: str | None = option(
+        None, "the labels CSV's column of patient ids: splits are carved by patient (default: the patient read from "
+        "the file name, as for folders)", group=LABELS_GROUP, metavar="NAME")  # fmt: skip
+    patient_pattern: str | None = option(
+        None, "a regular expression finding the patient id in each image path, where the CSV has no patient column "
+        r"(CheXpert: 'patient(\d+)'; its first group, else the whole match)", group=LABELS_GROUP,
+        metavar="REGEX")  # fmt: skip
+    split_column: str | None = option(
+        None, "the labels CSV's column of official splits (train, val, test); without it test and validation are "
+        "carved", group=LABELS_GROUP, metavar="NAME")  # fmt: skip
+    classes: tuple[str, ...] = option(
+        (), "the labels CSV's classes (or --findings-column findings), in this order; rows with another label are "
+        "left out as unknown (default: every label found, sorted; Kermany's normal bacterial viral in that order)",
+        group=LABELS_GROUP, metavar="NAME")  # fmt: skip
     split_lists: tuple[tuple[str, str], ...] = ()  # (split, file of image names): NIH's train_val_list.txt
-    findings_column: str | None = None
-    finding_separator: str = "|"
-    no_finding: str = "No Finding"
-    finding_columns: tuple[str, ...] = ()
-    uncertain: str = "ignore"
-    blank: str = "zeros"
+    findings_column: str | None = option(
+        None, "multi-label, NIH's form: the column of findings separated by --finding-separator, --no-finding for an "
+        "image with none (NIH: 'Finding Labels')", group=LABELS_GROUP, metavar="NAME")  # fmt: skip
+    finding_separator: str = option("|", "the character between findings in --findings-column", group=LABELS_GROUP,
+                                    metavar="C")  # fmt: skip
+    no_finding: str = option("No Finding", "the --findings-column value of an image with no finding",
+                             group=LABELS_GROUP, metavar="TEXT")  # fmt: skip
+    finding_columns: tuple[str, ...] = option(
+        (), "multi-label, CheXpert's form: one column per finding holding 1, 0, -1 (uncertain) or blank",
+        group=LABELS_GROUP, metavar="NAME")  # fmt: skip
+    uncertain: str = option(
+        "ignore", "what a -1 (uncertain) in --finding-columns stands for: ignore (left out of that finding's loss and "
+        "metrics), zeros or ones (CheXpert's U-Ignore, U-Zeros, U-Ones)", group=LABELS_GROUP,
+        choices=UNKNOWN_POLICIES)  # fmt: skip
+    blank: str = option("zeros", "what a blank cell in --finding-columns stands for (CheXpert: not mentioned)",
+                        group=LABELS_GROUP, choices=UNKNOWN_POLICIES)  # fmt: skip
 
     @property
     def multi_label(self) -> bool:
@@ -115,7 +229,3 @@ class ExternalSettings:
     root: str
     labels: LabelSettings = LabelSettings()
     mapping: tuple[tuple[str, str], ...] = ()
-
-
-# What CheXpert's uncertain (-1) and blank (not mentioned) values may stand for.
-UNKNOWN_POLICIES = ("ignore", "zeros", "ones")

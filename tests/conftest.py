@@ -3,8 +3,10 @@ command line in this process, and small runs made once per session for the tests
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,12 @@ def make_kermany(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
     return root
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: a worker per CPU core, at most 4 (each imports TensorFlow and builds its own models; more
+    workers than that spend memory rather than time on these small tests)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 @pytest.fixture
 def kermany_root(tmp_path: Path) -> Path:
     """12 train, 2 val and 6 test images per class, Kermany layout."""
@@ -75,6 +83,9 @@ SMALL = (*DEFAULT_SMALL, "--runtime", "keras")
 # Only what every run needs (the data, random weights, no progress bars, the two folders): for tests that pass
 # every other option themselves, or that must fail before any work.
 PLAIN = {"preset": (), "grid": ()}
+# 6 epochs, one Adam head and two probe penalties: each backbone reports its head and its probe (Keras pinned,
+# as in SMALL).
+LONGER = {"preset": ("--epochs", "6", "--patience", "3", "--runtime", "keras"), "grid": HEAD_AND_PROBE}
 
 
 def run_small_benchmark(
@@ -144,16 +155,61 @@ def _finished_run(base: Path, *extra: str, grid: tuple[str, ...] = ONE_HEAD) -> 
     return SmallRun(root, base)
 
 
+def _once_per_session(tmp_path_factory, name: str, build: Callable[[Path], SmallRun]) -> SmallRun:
+    """``build(base)`` once per test session: under pytest-xdist the first worker to ask builds it in the folder
+    that all workers of the session share (``basetemp``'s parent), holding a lock, and the others wait for it and
+    read the same run; without xdist, in this session's own temporary folder."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent / name
+    with open(shared.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if (shared / "built").is_file():
+                return SmallRun(shared / "data", shared)
+            if shared.exists():  # a worker that failed part-way: build again from nothing
+                shutil.rmtree(shared)
+            shared.mkdir()
+            run = build(shared)
+            (shared / "built").touch()
+            return run
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# Under pytest-xdist the first two workers each build one of the shared runs as their first test starts (where a
+# selected test uses it), rather than one worker waiting idle while the other builds both.
+BUILT_EARLY = {"gw0": "small_run", "gw1": "probe_run"}
+_SHARED_RUNS_USED = pytest.StashKey[set]()
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
+def pytest_collection_modifyitems(config, items) -> None:
+    config.stash[_SHARED_RUNS_USED] = {name for item in items for name in BUILT_EARLY.values()
+                                       if name in getattr(item, "fixturenames", ())}  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_run_built_early(request) -> None:
+    name = BUILT_EARLY.get(os.environ.get("PYTEST_XDIST_WORKER", ""))
+    if name in request.config.stash.get(_SHARED_RUNS_USED, set()):
+        try:
+            request.getfixturevalue(name)
+        except (Exception, pytest.skip.Exception, pytest.fail.Exception):
+            pass  # a run that cannot be built fails the tests that use it (pytest keeps its error), not every test here
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory) -> SmallRun:
     """``run_small_benchmark`` once per session, with its defaults (one head, no probe): for the tests that only
     read what a small run wrote, or that work on a copy of it."""
-    return _finished_run(tmp_path_factory.mktemp("small_run"))
+    return _once_per_session(tmp_path_factory, "small_run", _finished_run)
 
 
 @pytest.fixture(scope="session")
 def probe_run(tmp_path_factory) -> SmallRun:
     """The small run with the logistic-regression probe beside the head (``HEAD_AND_PROBE``), an operating point
     at sensitivity 0.9 and 200 bootstrap resamples; once per session."""
-    base = tmp_path_factory.mktemp("probe_run")
-    return _finished_run(base, "--target-sensitivity", "0.9", "--bootstrap", "200", grid=HEAD_AND_PROBE)
+    extra = ("--target-sensitivity", "0.9", "--bootstrap", "200")
+    return _once_per_session(tmp_path_factory, "probe_run",
+                             lambda base: _finished_run(base, *extra, grid=HEAD_AND_PROBE))  # fmt: skip

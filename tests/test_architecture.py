@@ -20,9 +20,12 @@ RANK = {"common": 0, "backbones": 1, "features": 2, "benchmark": 3, "run_benchma
 LEAVES = {
     "common.files": set(),
     "backbones.spec": set(),
-    "features.settings": set(),
+    "features.data.records": set(),
+    "features.options": set(),
+    "features.settings": {"features.options"},
     "benchmark.settings": set(),
     "benchmark.records": {"benchmark.settings"},
+    "benchmark.run_folder": {"common.files", "features.settings"},
 }
 
 
@@ -89,6 +92,13 @@ def test_leaf_modules_import_nothing_of_ours(graph, leaf):
     assert graph[leaf] <= LEAVES[leaf], f"{leaf} imports {sorted(graph[leaf] - LEAVES[leaf])}"
 
 
+def test_reporting_does_not_import_the_training_sweep(graph):
+    # Reports read the sweep's records (benchmark.records), not the code that trains them.
+    importing = sorted(name for name, targets in graph.items()
+                       if name.startswith("benchmark.reporting") and "benchmark.training.sweep" in targets)  # fmt: skip
+    assert importing == []
+
+
 def test_settings_and_records_do_not_load_keras():
     for leaf in LEAVES:
         tree = ast.parse((REPO / (leaf.replace(".", "/") + ".py")).read_text(encoding="utf-8"))
@@ -97,3 +107,26 @@ def test_settings_and_records_do_not_load_keras():
         imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                      if isinstance(node, ast.ImportFrom) and node.module}  # fmt: skip
         assert not imported & {"keras", "tensorflow", "jax", "torch"}, leaf
+
+
+def _spelled_file_names(path: Path, names: frozenset[str]) -> list[str]:
+    """The string constants of ``path`` (f-string parts too, docstrings aside) equal to or ending with one of
+    ``names``: a results file spelled by hand rather than taken from ``benchmark.run_folder``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}  # fmt: skip
+    return [f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+            and any(node.value == name or node.value.endswith(("/" + name, " " + name)) for name in names)]  # fmt: skip
+
+
+def test_only_the_run_folder_spells_a_results_file_name():
+    from benchmark.run_folder import FILE_NAMES
+
+    # common.files writes SHA256SUMS for any folder, below the benchmark package: that one name is its own.
+    own = {REPO / "common" / "files.py": {"SHA256SUMS"}}
+    spelled = [hit for path in _our_modules().values() if path != REPO / "benchmark" / "run_folder.py"
+               for hit in _spelled_file_names(path, FILE_NAMES - own.get(path, set()))]  # fmt: skip
+    assert spelled == []

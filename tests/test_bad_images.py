@@ -107,7 +107,7 @@ def audited(messy_folder: Path):
 def test_each_file_loads_correctly_or_is_skipped_with_its_reason(name: str, messy_folder: Path, audited):
     path = f"train/cases/{name}"
     expected = IMAGES[name][1]
-    reasons = dict(audited.skipped)
+    reasons = {skip.path: skip.reason for skip in audited.skipped}
     if isinstance(expected, str):
         assert expected in reasons.get(path, ""), reasons
         assert path not in {record.path for record in audited.records}

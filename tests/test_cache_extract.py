@@ -12,6 +12,7 @@ from features import cache as cache_module
 from features.cache import FeatureCache, atomic_save_npy, cache_key
 from features.data.dataset import scan_dataset
 from features.extract import extract_features, feature_key_parts
+from features.settings import ExtractSettings
 
 SPEC = dataclasses.replace(get_backbone("MobileNetV2"), feature_size=4)
 
@@ -32,9 +33,10 @@ class CountingModel:
         )
 
 
-def _extract(root, paths, cache, model, **kwargs):
+def _extract(root, paths, cache, model, **settings):
     source = resolve_weights(SPEC, "none", 32)
-    return extract_features(SPEC, source, 32, root, paths, cache, build=lambda: model, progress=False, **kwargs)
+    settings = ExtractSettings(cache_dir=str(cache.root), pixel_cache=False, progress=False, **settings)
+    return extract_features(SPEC, source, 32, root, paths, settings, build=lambda: model)
 
 
 def _paths(root: Path) -> list[str]:

@@ -17,11 +17,11 @@ def test_kermany_layout_labels_from_folder_and_file_name(kermany_root: Path):
     assert dataset.classes == ("normal", "bacterial", "viral")
     assert dataset.counts()["train"] == {"normal": 12, "bacterial": 12, "viral": 12}
     assert dataset.counts()["test"] == {"normal": 6, "bacterial": 6, "viral": 6}
-    labels = {Path(r.path).name: r.label for r in dataset.records}
+    labels = {Path(r.path).name: r.label.text for r in dataset.records}
     assert labels["persontr0_bacteria_0.jpeg"] == "bacterial"
     assert labels["persontr0_virus_0.jpeg"] == "viral"
     assert labels["IM-tr0000-0001.jpeg"] == "normal"
-    reasons = dict(dataset.skipped)
+    reasons = {skip.path: skip.reason for skip in dataset.skipped}
     assert "not an image" in reasons["train/PNEUMONIA/notes.txt"]
     assert "neither bacteria nor virus" in reasons["train/PNEUMONIA/person99_unknown_1.jpeg"]
 

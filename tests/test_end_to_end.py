@@ -5,10 +5,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import HEAD_AND_PROBE, run_small_benchmark
+from conftest import LONGER, run_small_benchmark
 
 import run_benchmark
-from backbones import DEFAULT_BACKBONES
 from benchmark.evaluation.verify import verify
 
 REQUIRED_LEADERBOARD = {
@@ -35,10 +34,6 @@ REQUIRED_PREDICTIONS = {
     "p_bacterial",
     "p_viral",
 }
-
-
-# 6 epochs, one Adam head and two probe penalties: each backbone reports its head and its probe.
-LONGER = {"preset": ("--epochs", "6", "--patience", "3"), "grid": HEAD_AND_PROBE}
 
 
 @pytest.mark.slow
@@ -93,17 +88,6 @@ def test_bad_arguments_fail_before_any_work(kermany_root: Path, tmp_path: Path, 
     assert "minimum" in capsys.readouterr().err
     assert run_small_benchmark(kermany_root, tmp_path, "--dropout", "1.0", **LONGER) == 2
     assert not (tmp_path / "cache").exists()
-
-
-@pytest.mark.slow
-def test_all_six_backbones_extract_and_train(kermany_root: Path, tmp_path: Path):
-    # --min-image-side 0: the 40 px fixtures are below Inception's 75 px minimum
-    args = ("--backbones", *DEFAULT_BACKBONES, "--image-size", "75", "--limit-per-class", "3", "--min-image-side", "0")
-    assert run_small_benchmark(kermany_root, tmp_path, *args, **LONGER) == 0
-    board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
-    # An ensemble row joins them when validation cannot tell the heads apart.
-    assert set(board["backbone"]) - {"ensemble"} == set(DEFAULT_BACKBONES) | {f"{n}-logreg" for n in DEFAULT_BACKBONES}
-    assert verify(tmp_path / "results") == []
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ def test_external_classes_map_by_name_ignoring_case_or_by_the_mapping(tmp_path: 
     external = load_external(settings, CLASSES)
     assert external.classes == CLASSES and {r.split for r in external.records} == {"test"}
     assert external.counts()["test"] == {"normal": 4, "bacterial": 4, "viral": 4}
-    reasons = dict(external.skipped)
+    reasons = {skip.path: skip.reason for skip in external.skipped}
     assert "maps onto no training class" in reasons["COVID/covid0.png"]
     assert "NORMAL → normal" in external.notes[0]
 
@@ -118,18 +118,18 @@ def test_external_images_that_are_training_images_are_found_and_follow_the_leaka
 
     dataset = make_splits(audit_images(scan_dataset(kermany_root), min_side=8), seed=0)
     other = make_other_hospital(tmp_path / "other")
-    copied = next(r for r in dataset.records if r.split == "train" and r.label == "normal")
+    copied = next(r for r in dataset.records if r.split == "train" and r.label.text == "normal")
     shutil.copy(kermany_root / copied.path, other / "NORMAL" / "copy.jpeg")
     settings = ExternalSettings(str(other), mapping=(("BACTERIA", "bacterial"), ("VIRUS", "viral")))
     external = audit_images(load_external(settings, CLASSES), min_side=8)
     kept = external_overlap(dataset, external, "warn")
-    assert [(row["path"], row["internal_path"], row["internal_split"]) for row in kept.leakage] == [
+    assert [(row.path, row.internal_path, row.internal_split) for row in kept.leakage] == [
         ("NORMAL/copy.jpeg", copied.path, "train")
     ]
     assert len(kept.records) == len(external.records)
     dropped = external_overlap(dataset, external, "drop")
     assert "NORMAL/copy.jpeg" not in {r.path for r in dropped.records}
-    assert "same image as" in dict(dropped.skipped)["NORMAL/copy.jpeg"]
+    assert "same image as" in {skip.path: skip.reason for skip in dropped.skipped}["NORMAL/copy.jpeg"]
     with pytest.raises(DatasetError, match="also in the internal data"):
         external_overlap(dataset, external, "fail")
 
@@ -146,7 +146,7 @@ def make_two_class_hospital(root: Path, per_class: int = 5, seed: int = 11) -> P
 def test_an_external_class_may_map_onto_a_group_of_training_classes(tmp_path: Path):
     root = make_two_class_hospital(tmp_path / "other")
     external = load_external(ExternalSettings(str(root), mapping=(("PNEUMONIA", "viral+bacterial"),)), CLASSES)
-    assert {r.label for r in external.records} == {"normal", "bacterial+viral"} and external.has_groups()
+    assert {r.label.text for r in external.records} == {"normal", "bacterial+viral"} and external.has_groups()
     assert "scored only on the tasks where its whole group is on one side" in external.notes[0]
     keep, labels = external.task_labels("test", ("bacterial", "viral"))  # normal_vs_pneumonia: every image
     assert keep.all() and set(labels.tolist()) == {0, 1}

@@ -11,11 +11,12 @@ from conftest import slow_except
 
 from backbones import BACKBONES, build_backbone, get_backbone, model_flops, resolve_weights
 from benchmark.speed.bench_extract import cosine_rows
-from features.cache import FeatureCache, atomic_save_rows, cache_key
+from features.cache import atomic_save_rows, cache_key
 from features.data.dataset import scan_dataset
 from features.data.images import load_image
 from features.extract import extract_features
 from features.pixels import PixelCache, pixel_key_parts
+from features.settings import ExtractSettings
 
 SPEC = dataclasses.replace(get_backbone("MobileNetV2"), feature_size=3)
 
@@ -69,19 +70,16 @@ def test_a_killed_builds_temp_file_is_cleared(kermany_root: Path, tmp_path: Path
 def test_features_through_the_pixel_cache_equal_direct_decoding(kermany_root: Path, tmp_path: Path):
     paths = _paths(kermany_root)
     source = resolve_weights(SPEC, "none", 32)
-    common = dict(build=MeanModel, progress=False, batch_size=5, shard_size=10)
-    direct, _ = extract_features(SPEC, source, 32, kermany_root, paths, FeatureCache(tmp_path / "a"), **common)
-    pixels = PixelCache(tmp_path / "pixels")
-    cached, stats = extract_features(
-        SPEC, source, 32, kermany_root, paths, FeatureCache(tmp_path / "b"), pixel_cache=pixels, **common
-    )
+    decoded = ExtractSettings(batch_size=5, shard_size=10, pixel_cache=False, cache_dir=str(tmp_path / "a"),
+                              progress=False)  # fmt: skip
+    direct, _ = extract_features(SPEC, source, 32, kermany_root, paths, decoded, build=MeanModel)
+    pixels = dataclasses.replace(decoded, pixel_cache=True, cache_dir=str(tmp_path / "b"))
+    cached, stats = extract_features(SPEC, source, 32, kermany_root, paths, pixels, build=MeanModel)
     assert stats.decode_seconds > 0
     np.testing.assert_array_equal(direct, cached)
     # A second backbone of the same size reads the pixels instead of decoding them.
     other = dataclasses.replace(SPEC, name="Other")
-    _, stats = extract_features(
-        other, source, 32, kermany_root, paths, FeatureCache(tmp_path / "b"), pixel_cache=pixels, **common
-    )
+    _, stats = extract_features(other, source, 32, kermany_root, paths, pixels, build=MeanModel)
     assert stats.decode_seconds == 0.0 and stats.forward_batches == -(-len(paths) // 5)
 
 

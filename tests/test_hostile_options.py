@@ -16,10 +16,9 @@ from benchmark.config import RunConfig
 
 
 def _validated(argv: list[str]) -> RunConfig:
-    """``argv`` parsed and validated as ``run_benchmark.main`` does it."""
+    """``argv`` parsed and validated as ``run_benchmark.main`` does it: the config the run uses."""
     config, given = parse_command(argv)
-    config.validate(given)
-    return config
+    return config.validate(given)
 
 
 def _refusal(argv: list[str]) -> str:
@@ -80,9 +79,7 @@ def test_two_spellings_of_one_weights_folder_are_one_setting(tmp_path: Path, mon
     (tmp_path / "weights").mkdir()
     relative = RunConfig(weights="weights", finetune=True, backbones=("MobileNetV2",))
     absolute = RunConfig(weights=str(tmp_path / "weights"), finetune=True, backbones=("MobileNetV2",))
-    relative.validate()
-    absolute.validate()
-    assert relative.stages().finetune == absolute.stages().finetune
+    assert relative.validate().stages().finetune == absolute.validate().stages().finetune
 
 
 # 2. Numbers: finite and in range, or refused naming the option and the range.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from benchmark.reporting.document import Report, render_markdown
 from benchmark.reporting.sections import extraction_blocks
+from features.settings import ComputePlan
 
 BF16 = {"requested": "auto", "precision": "bfloat16", "reason": "the CPU has AVX512-BF16"}
 F32 = {"requested": "auto", "precision": "float32", "reason": "float32 measured faster for this backbone"}
@@ -17,7 +18,7 @@ def _markdown(blocks) -> str:
 def test_the_header_names_the_precision_the_only_backbone_ran_in_not_the_run_wide_choice():
     run_info = {"precision": {**BF16, "backbones": {"ResNet50-224px": F32}},
                 "runtime": {**OV, "backbones": {"ResNet50-224px": OV}}}  # fmt: skip
-    text = _markdown(extraction_blocks(run_info))
+    text = _markdown(extraction_blocks(ComputePlan.from_json(run_info["precision"], run_info["runtime"])))
     assert "Features computed in **float32**" in text and "float32 measured faster" in text
     assert "bfloat16" not in text
 
@@ -25,7 +26,7 @@ def test_the_header_names_the_precision_the_only_backbone_ran_in_not_the_run_wid
 def test_mixed_choices_name_the_run_wide_choice_as_such_and_list_each_exception():
     run_info = {"precision": {**BF16, "backbones": {"ResNet50-224px": F32, "VGG16-224px": BF16}},
                 "runtime": {**OV, "backbones": {"ResNet50-224px": OV, "VGG16-224px": OV}}}  # fmt: skip
-    text = _markdown(extraction_blocks(run_info))
+    text = _markdown(extraction_blocks(ComputePlan.from_json(run_info["precision"], run_info["runtime"])))
     assert "Features computed in" not in text and "Run-wide choice: **bfloat16**" in text
     assert "- ResNet50-224px: **openvino** (on the CPU), **float32**" in text and "- VGG16" not in text
 
@@ -134,6 +135,7 @@ def test_leakage_fail_writes_the_leakage_csv_its_message_names(kermany_root, tmp
 
 def test_leakage_drop_drops_label_conflicts_in_train_and_the_report_no_longer_warns(kermany_root):
     from benchmark.reporting.sections import banners, data_section
+    from benchmark.run_folder import RunInfo
     from benchmark.settings import ReportSettings
     from features.data.audit import audit_images, flag_leakage
     from features.data.dataset import make_splits, scan_dataset
@@ -142,28 +144,14 @@ def test_leakage_drop_drops_label_conflicts_in_train_and_the_report_no_longer_wa
     _copy(kermany_root, "train/PNEUMONIA", "train/NORMAL/IM-conflict-0001.jpeg")  # bacterial and normal, in train
     prepared = make_splits(audit_images(scan_dataset(kermany_root), min_side=0, progress=False), seed=0)
     warned, dropped = flag_leakage(prepared, "warn"), flag_leakage(prepared, "drop")
-    assert any("test image(s) also appear" in line for line in banners({}, warned, ReportSettings()))
-    assert not any("test image(s) also appear" in line for line in banners({}, dropped, ReportSettings()))
-    reasons = dict(dropped.skipped)
+    assert any("test image(s) also appear" in line for line in banners(RunInfo({}), warned, ReportSettings()))
+    assert not any("test image(s) also appear" in line for line in banners(RunInfo({}), dropped, ReportSettings()))
+    reasons = {skip.path: skip.reason for skip in dropped.skipped}
     conflict = [path for path, why in reasons.items() if "same image under two labels" in why]
     assert len(conflict) == 2 and "bacterial and normal" in reasons[conflict[0]]  # both train copies go
     assert not {r.path for r in dropped.records} & set(conflict)
-    assert {r["action"] for r in dropped.leakage} == {"kept", "dropped"}
+    assert {r.action for r in dropped.leakage} == {"kept", "dropped"}
     assert "copies dropped (`--leakage drop`)" in str(data_section(dropped)[0].blocks[0].items)
-
-
-def test_the_summary_of_reasons_groups_rows_that_differ_only_by_their_csv_line():
-    from features.data.audit import reason_kind
-
-    assert reason_kind("unknown label 'x' (line 7)") == reason_kind("unknown label 'x' (line 12)")
-    assert (
-        reason_kind("duplicate row (line 9) of the image on line 3") == "duplicate row (line N) of the image on line N"
-    )
-    assert (
-        reason_kind("image listed on lines 3, 5, 9 with different labels")
-        == "image listed on lines N with different labels"
-    )
-    assert reason_kind("too small: 20x20 px") == "too small: 20x20 px"
 
 
 def test_sizes_in_resource_messages_use_a_unit_that_says_something():

@@ -16,7 +16,8 @@ from conftest import HEAD_AND_PROBE, SMALL, make_kermany, run_small_benchmark
 
 from backbones import build_backbone, get_backbone, resolve_weights, save_weights_file
 from benchmark.pipeline import wholesale_failures
-from benchmark.records import SweepResult
+from benchmark.records import PointRecord, SweepResult
+from benchmark.settings import GridKey, HeadSettings
 from features.runtime import resolve_runtime
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,8 +86,9 @@ def test_auto_runtime_is_keras_under_another_keras_backend():
 
 
 def test_a_kind_of_head_failing_everywhere_is_named():
-    def point(kind: str, status: str, error: str = "") -> dict:
-        return {"kind": kind, "status": status, "error": error}
+    def point(kind: str, status: str, error: str = "") -> PointRecord:
+        settings = HeadSettings(kind=kind)
+        return PointRecord("p", GridKey.for_head("B", 32, settings), 0, "none", settings, status, error)
 
     keras_failed = SweepResult([point("keras", "failed", "TracerArrayConversionError: x\nmore"),
                                 point("logreg", "done")], [])  # fmt: skip

@@ -12,6 +12,7 @@ from conftest import run_small_benchmark, write_image
 
 from features.data.dataset import make_splits, scan_dataset
 from features.data.labels import LabelsError, read_labels
+from features.data.records import Skip
 from features.settings import LabelSettings
 
 CLASSES = ("normal", "bacterial", "viral")
@@ -72,7 +73,7 @@ def test_bad_rows_are_left_out_with_their_reasons(tmp_path: Path):
     rows.append(["images/notes.txt", "normal", "q3", "train"])
     path = write_csv(tmp_path / "labels.csv", HEADER, rows)
     dataset = read_labels(tmp_path, settings(path, classes=CLASSES))
-    reasons = pd.DataFrame(dataset.skipped, columns=["path", "reason"])
+    reasons = pd.DataFrame([(skip.path, skip.reason) for skip in dataset.skipped], columns=["path", "reason"])
     text = " | ".join(reasons["reason"])
     for expected in ("not found under --data", "duplicate row", "different labels", "empty label",
                      "unknown label 'covid'", "unknown split 'holdout'", "leaves the --data folder",
@@ -81,7 +82,7 @@ def test_bad_rows_are_left_out_with_their_reasons(tmp_path: Path):
     used = {r.path for r in dataset.records}
     assert "images/viral_000.png" not in used and "images/normal_000.png" in used
     assert {"images/normal_001.png", "images/bacterial_001.png"} <= used  # their bad rows alone are left out
-    assert all(r.label in CLASSES for r in dataset.records)
+    assert all(r.label.text in CLASSES for r in dataset.records)
 
 
 @pytest.mark.parametrize(
@@ -125,10 +126,29 @@ def test_the_run_stops_before_extraction_on_a_bad_csv_and_lists_skipped_rows(tmp
     assert "(csv layout)" in board and "labels: labels.csv" in board
 
 
+def test_a_left_out_row_keeps_its_kind_apart_from_its_csv_lines(tmp_path: Path):
+    # The audit's summary counts each kind once: rows that differ only by their lines share it.
+    rows = make_flat_set(tmp_path)  # lines 2-31: normal_000 on line 2, viral_000 on line 22
+    rows += [
+        ["images/normal_000.png", "normal", "pnormal0", "train"],  # line 32
+        ["images/normal_001.png", "covid", "pnormal0", "train"],  # line 33
+        ["images/normal_002.png", "covid", "pnormal1", "train"],  # line 34
+        ["images/viral_000.png", "bacterial", "pviral0", "train"],  # line 35
+    ]
+    dataset = read_labels(tmp_path, settings(write_csv(tmp_path / "labels.csv", HEADER, rows), classes=CLASSES))
+    by_line = {skip.line: skip for skip in dataset.skipped}
+    assert by_line[32] == Skip("images/normal_000.png", "duplicate row of an image",
+                               "duplicate row (line 32) of the image on line 2", 32)  # fmt: skip
+    assert by_line[33].kind == by_line[34].kind == "unknown label 'covid'; known: normal, bacterial, viral (--classes)"
+    assert by_line[33].reason == by_line[33].kind + " (line 33)"
+    assert by_line[22].kind == by_line[35].kind != by_line[22].reason
+    assert by_line[35].reason == "image listed on lines 22, 35 with different labels, splits or patients; none used"
+
+
 def kermany_csv(root: Path, path: Path) -> Path:
     """A CSV describing a Kermany folder tree: path, label and split of every image scan_dataset reads."""
     records = scan_dataset(root).records
-    return write_csv(path, ["image", "finding", "set"], [[r.path, r.label, r.split] for r in records])
+    return write_csv(path, ["image", "finding", "set"], [[r.path, r.label.text, r.split] for r in records])
 
 
 def test_a_csv_of_a_folder_tree_gives_the_same_dataset_and_splits(kermany_root: Path, tmp_path: Path):
@@ -177,7 +197,7 @@ def test_official_split_lists_name_images_by_path_or_file_name(tmp_path: Path):
     path = write_csv(tmp_path / "labels.csv", HEADER, rows)
     lists = (("train", str(tmp_path / "train_val_list.txt")), ("test", str(tmp_path / "test_list.txt")))
     dataset = read_labels(tmp_path, LabelSettings(labels=str(path), split_lists=lists))
-    reasons = dict(dataset.skipped)
+    reasons = {skip.path: skip.reason for skip in dataset.skipped}
     first_test = next(row[0] for row in rows if row[3] == "test")
     assert reasons[first_test].startswith("in no split list")
     assert reasons[rows[-1][0]].startswith("named in split lists of two different splits")
@@ -229,9 +249,7 @@ def test_the_label_options_come_from_a_toml_config_too(tmp_path: Path):
         f'external_test = "{tmp_path}"\nexternal_map = ["NORMAL=normal"]\n',
         encoding="utf-8",
     )
-    config = RunConfig(**load_toml(tmp_path / "run.toml"))
-    config.validate()
-    stages = config.stages()
+    stages = RunConfig(**load_toml(tmp_path / "run.toml")).validate().stages()
     assert stages.labels.classes == ("normal", "viral") and stages.labels.split_column == "split"
     assert stages.external.mapping == (("NORMAL", "normal"),) and stages.external.labels.labels is None
     (tmp_path / "bad.toml").write_text('external_map = "NORMAL"\n', encoding="utf-8")

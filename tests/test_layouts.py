@@ -56,7 +56,7 @@ def test_unexpected_folders_and_files_at_the_wrong_depth_are_listed(kermany_root
     (kermany_root / "train" / "NORMAL" / "notes.txt").write_text("scanner log")
     (kermany_root / "README.md").write_text("a dataset")
     dataset = scan_dataset(kermany_root)
-    reasons = dict(dataset.skipped)
+    reasons = {skip.path: skip.reason for skip in dataset.skipped}
     assert dataset.layout == "kermany"
     assert "not a split" in reasons["extras/"]
     assert "wrong depth" in reasons["stray_in_root.jpeg"] and "wrong depth" in reasons["train/stray_in_split.jpeg"]
@@ -78,7 +78,7 @@ def test_symbolic_links_are_followed_and_broken_or_looping_ones_listed(kermany_r
     os.symlink(tmp, kermany_root / "test" / "NORMAL")  # a whole class folder linked in
     dataset = audit_images(scan_dataset(kermany_root), min_side=32, progress=False)
     paths = {r.path for r in dataset.records}
-    reasons = dict(dataset.skipped)
+    reasons = {skip.path: skip.reason for skip in dataset.skipped}
     assert "train/NORMAL/IM-7777-0001.jpeg" in paths
     assert reasons["train/NORMAL/IM-8888-0001.jpeg"] == "broken symbolic link"
     assert "folder inside a class folder" in reasons["train/NORMAL/loop"]
@@ -110,9 +110,9 @@ def _copy_train_image_to_test(root: Path) -> tuple[str, str]:
 def test_the_same_image_in_train_and_test_is_reported_as_leakage(kermany_root: Path, tmp_path: Path, capsys):
     original, copy = _copy_train_image_to_test(kermany_root)
     rows = find_leakage(_prepared(kermany_root))
-    leaked = {row["path"] for row in rows}
-    assert {copy} <= leaked and len({row["sha256"] for row in rows}) == 1
-    assert "same image in" in rows[0]["problem"] and "test" in rows[0]["problem"]
+    leaked = {row.path for row in rows}
+    assert {copy} <= leaked and len({row.sha256 for row in rows}) == 1
+    assert "same image in" in rows[0].problem and "test" in rows[0].problem
     assert run_small_benchmark(kermany_root, tmp_path) == 0
     assert "WARNING: 1 image(s) found in two splits" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "results" / "leakage.csv")
@@ -128,7 +128,8 @@ def test_leakage_drop_removes_the_train_copy_and_fail_stops(kermany_root: Path, 
     dropped = _prepared(kermany_root, "drop")
     paths = {r.path for r in dropped.records}
     assert copy in paths and original not in paths
-    assert dict(dropped.skipped)[original] == "same image as a test image (--leakage drop)"
+    reasons = {skip.path: skip.reason for skip in dropped.skipped}
+    assert reasons[original] == "same image as a test image (--leakage drop)"
     with pytest.raises(DatasetError, match="--leakage drop"):
         _prepared(kermany_root, "fail")
     assert run_small_benchmark(kermany_root, tmp_path, "--leakage", "fail") == 2
@@ -140,8 +141,8 @@ def test_the_same_image_under_two_labels_is_reported(kermany_root: Path):
     source = sorted((kermany_root / "train" / "NORMAL").iterdir())[0]
     shutil.copyfile(source, kermany_root / "train" / "PNEUMONIA" / "person99_virus_99.jpeg")
     rows = find_leakage(_prepared(kermany_root))
-    assert {row["label"] for row in rows} == {"normal", "viral"}
-    assert "labelled normal and viral" in rows[0]["problem"]
+    assert {row.label for row in rows} == {"normal", "viral"}
+    assert "labelled normal and viral" in rows[0].problem
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -26,9 +26,10 @@ from benchmark.training.heads import (
     train_heads,
 )
 from benchmark.training.probe import fit_probes
-from features.data.dataset import NO_FINDING, make_splits
+from features.data.dataset import make_splits
 from features.data.external import ExternalError, load_external
 from features.data.labels import LabelsError, read_labels
+from features.data.records import NO_FINDING
 from features.settings import ExternalSettings, LabelSettings
 
 FINDINGS = ("Consolidation", "Interstitial")
@@ -100,7 +101,7 @@ def test_nih_findings_are_read_with_no_finding_as_the_normal_case(tmp_path: Path
     assert dataset.multi_label and dataset.classes == FINDINGS and not dataset.skipped
     # Found by file name under images_00N/images/, as NIH ships them.
     assert all(record.path.startswith("images_00") for record in dataset.records)
-    assert {record.label for record in dataset.records} == {NO_FINDING, "Consolidation", "Interstitial",
+    assert {record.label.text for record in dataset.records} == {NO_FINDING, "Consolidation", "Interstitial",
                                                             "Consolidation|Interstitial"}  # fmt: skip
     labels = dataset.labels("train")
     assert labels.shape == (48, 2) and labels.dtype == np.float32
@@ -119,11 +120,11 @@ def test_nih_rows_that_cannot_be_used_are_left_out_with_their_reason(tmp_path: P
     rows += [["twice.png", "No Finding", "2"], ["00000005_000.png", "Interstitial", "2"]]
     path = write_csv(tmp_path / "bad.csv", ["Image Index", "Finding Labels", "Patient ID"], rows)
     dataset = read_labels(tmp_path, nih_settings(path, classes=FINDINGS))
-    text = " | ".join(reason for _, reason in dataset.skipped)
+    text = " | ".join(skip.reason for skip in dataset.skipped)
     for expected in ("'No Finding' beside findings ['Consolidation']", "empty label", "unknown finding 'Effusion'",
                      "not found under --data", "different labels"):  # fmt: skip  (00000005 is Consolidation)
         assert expected in text, expected
-    assert sum("by a unique file name" in reason for _, reason in dataset.skipped) == 2  # missing + ambiguous
+    assert sum("by a unique file name" in skip.reason for skip in dataset.skipped) == 2  # missing + ambiguous
 
 
 @pytest.mark.parametrize(
@@ -146,7 +147,7 @@ def test_chexpert_bad_values_and_all_unknown_rows_are_left_out(tmp_path: Path):
     rows[2][2:] = ["-1", "-1"]
     path = write_csv(tmp_path / "bad.csv", ["Path", "Frontal/Lateral", *FINDINGS], rows)
     dataset = read_labels(tmp_path, chexpert_settings(path))
-    reasons = dict(dataset.skipped)
+    reasons = {skip.path: skip.reason for skip in dataset.skipped}
     assert "value '2' in column 'Consolidation' is not 1, 0, -1 or blank" in reasons[rows[1][0]]
     assert "every finding uncertain or blank" in reasons[rows[2][0]]
 
@@ -263,7 +264,7 @@ def test_an_external_set_maps_its_classes_or_findings_onto_the_training_findings
     labels = {record.path.split("/")[0]: external.labels("test")[i] for i, record in enumerate(external.records)}
     np.testing.assert_array_equal(labels["NORMAL"], [0.0, 0.0])  # a normal image shows no finding
     assert labels["PNEUMONIA"][0] == 1.0 and math.isnan(labels["PNEUMONIA"][1])  # the other finding: not recorded
-    assert sum("maps onto no training finding" in reason for _, reason in external.skipped) == 3
+    assert sum("maps onto no training finding" in skip.reason for skip in external.skipped) == 3
     with pytest.raises(ExternalError, match="maps onto the training findings"):
         load_external(ExternalSettings(root=str(tmp_path / "other")), FINDINGS, multi_label=True)
     with pytest.raises(ExternalError, match="not a training finding"):
@@ -357,7 +358,7 @@ def test_a_patient_pattern_reads_chexperts_patient_from_the_path(tmp_path: Path)
     path = write_csv(tmp_path / "with_stray.csv", ["Path", "Frontal/Lateral", *FINDINGS], rows)
     dataset = read_labels(tmp_path, chexpert_settings(path, patient_pattern=r"patient(\d+)"))
     assert {r.patient for r in dataset.records if "patient00003/" in r.path} == {"00003"}
-    assert "no patient id in the path" in dict(dataset.skipped)["elsewhere/x.jpg"]
+    assert "no patient id in the path" in {skip.path: skip.reason for skip in dataset.skipped}["elsewhere/x.jpg"]
     split = make_splits(dataset, seed=1)
     sides = {}
     for record in split.records:

@@ -97,7 +97,7 @@ def test_the_harness_loader_reads_three_classes(tmp_path: Path) -> None:
     assert dataset.layout == "kermany"
     assert len(dataset.records) == 3 * sum(SMALL.values())
     assert not dataset.skipped
-    by_class = {label: sum(r.label == label for r in dataset.records) for label in dataset.classes}
+    by_class = {label: sum(r.label.text == label for r in dataset.records) for label in dataset.classes}
     assert sorted(by_class.values()) == [sum(SMALL.values())] * 3
 
 

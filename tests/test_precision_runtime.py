@@ -15,10 +15,11 @@ from backbones import get_backbone, resolve_precision, resolve_weights
 from backbones.precision import native_bf16
 from benchmark.config import RunConfig
 from benchmark.speed.bench_extract import cosine_rows
-from features.cache import FeatureCache, cache_key
+from features.cache import cache_key
 from features.data.dataset import scan_dataset
 from features.extract import extract_features, feature_key_parts
 from features.runtime import INSTALL_HINT, openvino_installed, resolve_runtime
+from features.settings import ExtractSettings
 
 # Abridged /proc/cpuinfo texts of the machines this project met: the flags that matter, and a few that do not.
 CASCADE_LAKE = """processor\t: 0
@@ -180,10 +181,10 @@ def test_openvino_features_match_keras_float32(kermany_root: Path, tmp_path: Pat
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'cxr-bench[openvino]')")
     spec = get_backbone("MobileNetV2")
     source, paths = resolve_weights(spec, "none", 32), [r.path for r in scan_dataset(kermany_root).records]
-    cache = FeatureCache(tmp_path)
-    common = dict(batch_size=16, progress=False)
-    keras32, _ = extract_features(spec, source, 32, kermany_root, paths, cache, **common)
-    vino32, stats = extract_features(spec, source, 32, kermany_root, paths, cache, runtime="openvino", **common)
+    on_keras = ExtractSettings(batch_size=16, pixel_cache=False, cache_dir=str(tmp_path), progress=False)
+    vino = dataclasses.replace(on_keras, runtime="openvino")
+    keras32, _ = extract_features(spec, source, 32, kermany_root, paths, on_keras)
+    vino32, stats = extract_features(spec, source, 32, kermany_root, paths, vino)
     assert not stats.from_cache and cosine_rows(keras32, vino32).min() > 1 - 1e-5
     ir_files = list((tmp_path / "openvino").rglob("model.xml"))
     assert len(ir_files) == 1
@@ -192,8 +193,8 @@ def test_openvino_features_match_keras_float32(kermany_root: Path, tmp_path: Pat
         raise AssertionError("the backbone was converted again")
 
     # bfloat16 compiles the same IR with another hint: no second conversion, another cache entry.
-    vino16, stats = extract_features(spec, source, 32, kermany_root, paths, cache, runtime="openvino",
-                                     precision="bfloat16", build=no_build, **common)  # fmt: skip
+    vino16, stats = extract_features(spec, source, 32, kermany_root, paths,
+                                     dataclasses.replace(vino, precision="bfloat16"), build=no_build)  # fmt: skip
     assert stats.key not in (cache_key(feature_key_parts(spec, source, 32, kermany_root, paths, runtime=r))
                              for r in ("keras", "openvino"))  # fmt: skip
     assert cosine_rows(keras32, vino16).min() > 0.99
@@ -234,7 +235,7 @@ def test_autos_measured_choice_is_remembered_so_reruns_keep_their_cache(tmp_path
 def test_auto_checks_its_bfloat16_on_each_backbone_and_keeps_it_only_where_it_pays(tmp_path, monkeypatch):
     import features.runtime as runtime
     from backbones import PrecisionChoice, get_backbone
-    from features.settings import ExtractSettings
+    from features.settings import BackboneCompute, Choice, ComputePlan, ExtractSettings
 
     # Measured on an AMD EPYC with AVX512_BF16: ResNet50's bfloat16 pays, MobileNetV2's depthwise layers do not.
     timings = {("ResNet50", "float32"): 1.0, ("ResNet50", "bfloat16"): 0.6,
@@ -258,6 +259,7 @@ def test_auto_checks_its_bfloat16_on_each_backbone_and_keeps_it_only_where_it_pa
                           (PrecisionChoice("bfloat16", "bfloat16", "x"), "keras"), (run, "openvino")):  # fmt: skip
         assert runtime.resolve_backbone_precision(get_backbone("MobileNetV2"), 224, choice, where, tmp_path) is choice
     assert len(calls) == 4
-    settings = ExtractSettings(precision="bfloat16", backbone_precisions=(("MobileNetV2", 224, "float32"),))
+    own = BackboneCompute("MobileNetV2", 224, Choice("keras", "keras"), Choice("auto", "float32"))
+    settings = ExtractSettings(compute=ComputePlan(precision=Choice("auto", "bfloat16"), backbones=(own,)))
     assert settings.precision_for("MobileNetV2", 224) == "float32"
     assert settings.precision_for("MobileNetV2", 160) == settings.precision_for("ResNet50", 224) == "bfloat16"

@@ -42,6 +42,24 @@ def test_predict_gives_the_runs_probabilities_and_a_heatmap_per_image(small_run,
     assert (mine["flagged"] == (mine["score"] >= mine["threshold"])).all()
 
 
+def test_a_skipped_image_comes_back_with_its_reason_as_data(tmp_path: Path):
+    class Unused:  # the image is refused before the model is asked anything
+        image_size = 32
+
+        def heatmap_method(self, method: str) -> str:
+            return "occlusion"
+
+    Image.new("L", (1, 1), 128).save(tmp_path / "dot.png")
+    (tmp_path / "broken.jpeg").write_text("not an image")
+    lines: list[str] = []
+    dot, broken = (predict.predict_image(Unused(), tmp_path / name, 32, None, "auto", tmp_path, log=lines.append)
+                   for name in ("dot.png", "broken.jpeg"))  # fmt: skip
+    assert dot.path == tmp_path / "dot.png" and dot.reason.startswith("too small: 1x1 px, below the 32 px minimum")
+    assert broken.path == tmp_path / "broken.jpeg" and broken.reason.startswith("not an image")
+    assert lines == [f"{tmp_path / 'dot.png'}: skipped, {dot.reason}", f"{tmp_path / 'broken.jpeg'}: skipped, "
+                     f"{broken.reason}"]  # fmt: skip
+
+
 def test_predict_gives_an_openvino_runs_own_probabilities(kermany_root: Path, tmp_path: Path, capsys):
     """A run whose features OpenVINO computed (in bfloat16, where Keras would differ): predict computes them there."""
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'cxr-bench[openvino]')")

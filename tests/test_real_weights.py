@@ -19,9 +19,9 @@ from backbones import BACKBONES, build_backbone, resolve_weights
 from benchmark.evaluation.metrics import roc_auc
 from benchmark.settings import HeadSettings
 from benchmark.training.probe import fit_probes
-from features.cache import FeatureCache
 from features.data.dataset import make_splits, scan_dataset
 from features.extract import extract_features
+from features.settings import ExtractSettings
 
 WEIGHTS = REAL_DATA.parent.parent / "weights"
 # Backbone -> the file of ../shared/weights it resolves to (see that folder's README).
@@ -96,8 +96,9 @@ def test_imagenet_features_beat_random_init_on_real_radiographs(weights_dir: Pat
     scores = {}
     for weights in (str(weights_dir), "none"):
         source = resolve_weights(spec, weights, 128)
-        features, _ = extract_features(spec, source, 128, dataset.root, paths, FeatureCache(tmp_path / "cache"),
-                                       progress=False)  # fmt: skip
+        features, _ = extract_features(spec, source, 128, dataset.root, paths,
+                                       ExtractSettings(pixel_cache=False, cache_dir=str(tmp_path / "cache"),
+                                                       progress=False))  # fmt: skip
         by_split = {split: np.asarray(features[dataset.indices(split)]) for split in ("train", "val")}
         by_split["tmp"] = tmp_path / f"probe-{source.kind}"
         scores[source.kind] = _probe_scores(by_split, labels)
@@ -121,14 +122,14 @@ def test_cache_never_mixes_features_of_different_weight_files(weights_dir: Path,
         kernel[...] = kernel[()] * 0.5
     dataset = scan_dataset(kermany_root)
     paths = [record.path for record in dataset.records][:12]
-    cache = FeatureCache(tmp_path / "cache")
-    first, first_stats = extract_features(spec, resolve_weights(spec, str(real), 64), 64, dataset.root, paths, cache,
-                                          progress=False)  # fmt: skip
+    settings = ExtractSettings(pixel_cache=False, cache_dir=str(tmp_path / "cache"), progress=False)
+    first, first_stats = extract_features(spec, resolve_weights(spec, str(real), 64), 64, dataset.root, paths,
+                                          settings)  # fmt: skip
     second, second_stats = extract_features(spec, resolve_weights(spec, str(other), 64), 64, dataset.root, paths,
-                                            cache, progress=False)  # fmt: skip
+                                            settings)  # fmt: skip
     assert first_stats.key != second_stats.key and not second_stats.from_cache
     assert not np.allclose(np.asarray(first), np.asarray(second))
-    again, again_stats = extract_features(spec, resolve_weights(spec, str(real), 64), 64, dataset.root, paths, cache,
-                                          progress=False)  # fmt: skip
+    again, again_stats = extract_features(spec, resolve_weights(spec, str(real), 64), 64, dataset.root, paths,
+                                          settings)  # fmt: skip
     assert again_stats.from_cache
     np.testing.assert_array_equal(np.asarray(again), np.asarray(first))

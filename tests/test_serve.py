@@ -30,7 +30,7 @@ from PIL import Image
 from benchmark import predict
 from benchmark.__main__ import cxr_bench
 from benchmark.config import RunConfig
-from benchmark.reporting.report import RUN_SUBFOLDERS
+from benchmark.run_folder import SUBFOLDERS
 from benchmark.serve import create_app, main, state
 from benchmark.serve.cli import _parser
 from benchmark.serve.results import MissingFilesError, checkpoint_files, number
@@ -150,7 +150,7 @@ def test_skipped_files_and_leakage_are_listed_escaped(tmp_path: Path, probe_run)
     leak.loc[0] = ["g1", "ab" * 32, "test", "normal", "data/test/NORMAL/a.jpeg", "same bytes in train and test",
                    "kept"]  # fmt: skip
     leak.to_csv(results / "leakage.csv", index=False)
-    write_checksums(results, RUN_SUBFOLDERS)  # as a run that found these files would have listed them
+    write_checksums(results, SUBFOLDERS)  # as a run that found these files would have listed them
     made = create_app(results)
     try:
         html = made.test_client().get("/").get_data(as_text=True)
@@ -198,7 +198,7 @@ def test_the_page_answers_with_predict_images_numbers(client, probe_run, tmp_pat
     answer = _post(client, (image.read_bytes(), image.name), backbone=other, method="gradcam").json
     predictor = predict.load_predictor(probe_run.results, other)
     operating = predict.operating_threshold(probe_run.results, predictor.head_id)
-    min_side = RunConfig.from_json(predictor.run["config"]).min_side()
+    min_side = RunConfig.from_json(predictor.run.config).min_side()
     row = predict.predict_image(predictor, image, min_side, operating, "gradcam", tmp_path, log=print)
     got = answer["images"][0]
     assert got["ok"] and got["predicted"] == row["predicted"]
@@ -506,7 +506,7 @@ def test_a_browser_uploads_an_xray_and_a_text_file(page, live, tmp_path: Path, r
     shown = card.locator("td.p").evaluate_all("t => t.map(c => [c.closest('tr').dataset.class, c.dataset.value])")
     predictor = predict.load_predictor(results)
     operating = predict.operating_threshold(results, predictor.head_id)
-    min_side = RunConfig.from_json(predictor.run["config"]).min_side()
+    min_side = RunConfig.from_json(predictor.run.config).min_side()
     row = predict.predict_image(predictor, image, min_side, operating, "auto", tmp_path, log=print)
     assert {name: float(value) for name, value in shown} == {c: row[f"p_{c}"] for c in predictor.classes}
     assert card.locator(".decision").inner_text().startswith(f"{row['task']}: P(")

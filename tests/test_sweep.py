@@ -1,6 +1,7 @@
 """Sweeps: grid config, joint head training, validation-only selection, resumption."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -12,9 +13,9 @@ from conftest import run_small_benchmark
 import run_benchmark
 from benchmark.config import RunConfig, load_toml
 from benchmark.evaluation.verify import verify
-from benchmark.settings import HeadSettings
+from benchmark.records import PointRecord
+from benchmark.settings import GridKey, HeadSettings
 from benchmark.training.heads import train_heads
-from benchmark.training.sweep import selection_score
 
 GRID = ("--backbones", "MobileNetV2", "--image-size", "32", "--lr", "1e-3", "1e-2", "--dropout", "0.0", "0.3",
         "--l2", "0", "--no-probe")  # fmt: skip
@@ -172,10 +173,32 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(kermany_root: Path, t
     assert "failed" in (tmp_path / "r" / "leaderboard.md").read_text()
 
 
+def _point(status: str = "done", **scores) -> PointRecord:
+    settings = HeadSettings(lr=1e-2, dropout=0.3)
+    return PointRecord("p-1", GridKey.for_head("MobileNetV2", 32, settings), 0, "none", settings, status, **scores)
+
+
 def test_selection_score_orientation():
-    point = {"val_loss": 0.4, "val": {"normal_vs_pneumonia": {"auc": 0.9}}}
-    assert selection_score(point, "val_loss") == -0.4
-    assert selection_score(point, "normal_vs_pneumonia.auc") == 0.9
+    point = _point(val_loss=0.4, val={"normal_vs_pneumonia": {"auc": 0.9}})
+    assert point.selection_score("val_loss") == -0.4
+    assert point.selection_score("normal_vs_pneumonia.auc") == 0.9
+    assert point.selection_score("macro_auc") == -math.inf  # not multi-label: never chosen by it
+
+
+def test_a_point_record_keeps_the_layout_of_point_json():
+    done = _point(best_epoch=3, epochs_run=5, seconds=1.5, val_loss=0.4, val_multiclass_accuracy=0.8,
+                  val={"normal_vs_pneumonia": {"auc": 0.9}})  # fmt: skip
+    values = done.to_json()
+    assert list(values) == ["point_id", "backbone", "image_size", "kind", "lr", "dropout", "l2", "lr_schedule",
+                            "seed", "weights", "settings", "status", "error", "best_epoch", "epochs_run", "seconds",
+                            "val_loss", "val_multiclass_accuracy", "val"]  # fmt: skip
+    assert (values["lr"], values["dropout"], values["settings"]["lr"]) == (1e-2, 0.3, 1e-2)
+    assert PointRecord.from_json(json.loads(json.dumps(values))) == done
+    failed = _point("failed", error="MemoryError: x")
+    assert list(failed.to_json())[-2:] == ["status", "error"]  # no scores
+    assert PointRecord.from_json(failed.to_json()) == failed and not failed.done
+    with pytest.raises(KeyError):
+        PointRecord.from_json({"status": "done"})
 
 
 @pytest.mark.slow

@@ -64,8 +64,21 @@ from benchmark.evaluation.verify_files import (
     read_table,
     reading,
 )
+from benchmark.run_folder import (
+    COMPARISONS_CSV,
+    CV_FOLDS_CSV,
+    CV_SUMMARY_CSV,
+    GRID_CSV,
+    LEADERBOARD_CSV,
+    PREDICTIONS_CSV,
+    REPORT_JSON,
+    RUN_JSON,
+    VERIFIED_FILES,
+    RunFolder,
+    RunInfo,
+)
 from common.files import CHECKSUMS, DamagedFileError, check_checksums
-from features.data.dataset import FINDING_SEPARATOR, UNKNOWN_MARK
+from features.data.records import Label
 
 TOLERANCE = 1e-9
 
@@ -130,16 +143,13 @@ def _check_consistency(row, head: pd.DataFrame, y_true: np.ndarray, score: np.nd
     return problems
 
 
-# The files verify reads, those it needs and those it checks where the run wrote them.
-RESULT_FILES = ("leaderboard.csv", "predictions.csv", "report.json", "run.json", "grid.csv", "comparisons.csv",
-                "cv_folds.csv", "cv_summary.csv")  # fmt: skip
 
 
 def check_files(results_dir: Path) -> list[str]:
     """The files the run listed in its SHA256SUMS still hold the bytes it wrote: each file verify reads named, then
     the first of the rest (plots, heads) that differs. Nothing to check in a run from before SHA256SUMS."""
     problems = []
-    for name in RESULT_FILES:
+    for name in VERIFIED_FILES:
         try:
             if (results_dir / name).is_file() and not check_checksums(results_dir, [name]):
                 return []  # no SHA256SUMS
@@ -177,26 +187,26 @@ def verify(results_dir: Path) -> list[str]:
 
 def _recompute(results_dir: Path) -> list[str]:
     """verify's checks of the files' contents (``verify``)."""
-    paths = {name: results_dir / name for name in RESULT_FILES}
-    text = load_leaderboard_text(paths["leaderboard.csv"])
-    board = leaderboard_numbers(text, paths["leaderboard.csv"])
-    predictions = load_predictions(paths["predictions.csv"], multi_label="macro_auc" in board)
-    check_positives(board, predictions, paths["leaderboard.csv"])
-    run = load_run(paths["run.json"])
-    with reading(paths["leaderboard.csv"], paths["predictions.csv"]):
+    paths = {name: RunFolder(results_dir).file(name) for name in VERIFIED_FILES}
+    text = load_leaderboard_text(paths[LEADERBOARD_CSV])
+    board = leaderboard_numbers(text, paths[LEADERBOARD_CSV])
+    predictions = load_predictions(paths[PREDICTIONS_CSV], multi_label="macro_auc" in board)
+    check_positives(board, predictions, paths[LEADERBOARD_CSV])
+    run = load_run(paths[RUN_JSON])
+    with reading(paths[LEADERBOARD_CSV], paths[PREDICTIONS_CSV]):
         problems = check_heads(board, predictions) + check_classes(run, predictions)
         internal = board[board["eval_set"] == "internal"] if "eval_set" in board else board
         # An external test set's leaderboard rows are checked by the tests; its comparisons are checked below.
         problems += check_leaderboard(internal, predictions[predictions["split"] == "test"])
-    report = load_report(paths["report.json"])
+    report = load_report(paths[REPORT_JSON])
     if report is not None:
-        with reading(paths["report.json"], paths["comparisons.csv"], paths["leaderboard.csv"]):
+        with reading(paths[REPORT_JSON], paths[COMPARISONS_CSV], paths[LEADERBOARD_CSV]):
             problems += check_report(report, board, predictions, results_dir, text)
-    grid = load_grid(paths["grid.csv"])
+    grid = load_grid(paths[GRID_CSV])
     if grid is not None:
-        with reading(paths["grid.csv"], paths["run.json"], paths["leaderboard.csv"]):
-            problems += check_selection(grid, board, predictions, run, paths["grid.csv"])
-    with reading(paths["cv_folds.csv"], paths["cv_summary.csv"]):
+        with reading(paths[GRID_CSV], paths[RUN_JSON], paths[LEADERBOARD_CSV]):
+            problems += check_selection(grid, board, predictions, run, paths[GRID_CSV])
+    with reading(paths[CV_FOLDS_CSV], paths[CV_SUMMARY_CSV]):
         problems += check_crossval(results_dir, board)
     return problems
 
@@ -206,17 +216,17 @@ def check_positives(board: pd.DataFrame, predictions: pd.DataFrame, path: Path) 
     classes = {column[2:] for column in predictions if column.startswith("p_")}
     multi_label = "macro_auc" in board
     for line, positive in enumerate(board["positive"], start=2):
-        if not ({positive} if multi_label else set(positive.split("+"))) <= classes:
+        if not ({positive} if multi_label else set(Label.parse(positive, multi_label=False).classes)) <= classes:
             raise VerifyError(f"{path} line {line}: positive {positive!r} names no class of predictions.csv "
                               f"({', '.join(sorted(classes))})")  # fmt: skip
 
 
-def check_classes(run: dict | None, predictions: pd.DataFrame) -> list[str]:
+def check_classes(run: RunInfo | None, predictions: pd.DataFrame) -> list[str]:
     """predictions.csv's probability columns are run.json's classes, in order (nothing to check without run.json)."""
-    classes = (run or {}).get("classes") or []
+    classes = (run.classes if run else None) or []
     columns = [column[2:] for column in predictions if column.startswith("p_")]
     if classes and columns != classes:
-        return [f"predictions.csv's probability columns ({', '.join(columns)}) are not run.json's classes "
+        return [f"{PREDICTIONS_CSV}'s probability columns ({', '.join(columns)}) are not {RUN_JSON}'s classes "
                 f"({', '.join(classes)})"]  # fmt: skip
     return []
 
@@ -235,7 +245,7 @@ def _head_problems(board: pd.DataFrame, predictions: pd.DataFrame) -> list[str]:
     """Each head's rows agree on which head it is, in each file and between them."""
     problems = []
     columns = [column for column in HEAD_COLUMNS if column in board and column in predictions]
-    for name, frame in (("leaderboard.csv", board), ("predictions.csv", predictions)):
+    for name, frame in ((LEADERBOARD_CSV, board), (PREDICTIONS_CSV, predictions)):
         distinct = frame.drop_duplicates(["head_id", *columns])
         problems += [f"{name}: the rows of {head} disagree on which head it is ({', '.join(columns)})"
                      for head in dict.fromkeys(distinct.loc[distinct["head_id"].duplicated(), "head_id"])]  # fmt: skip
@@ -306,7 +316,7 @@ def _class_task(head: pd.DataFrame, positive: str) -> tuple[np.ndarray, np.ndarr
     """One task's truth, argmax decision and positive-group score (``positive``: classes joined by ``+``)."""
     probability_columns = [c for c in head.columns if c.startswith("p_")]
     classes = np.array([c[2:] for c in probability_columns])
-    positives = positive.split("+")
+    positives = list(Label.parse(positive, multi_label=False).classes)
     y_true = head["label"].isin(positives).to_numpy()
     y_pred = np.isin(classes[head[probability_columns].to_numpy().argmax(axis=1)], positives)
     score = head[[f"p_{name}" for name in positives]].sum(axis=1).to_numpy()
@@ -315,9 +325,9 @@ def _class_task(head: pd.DataFrame, positive: str) -> tuple[np.ndarray, np.ndarr
 
 def _finding_values(head: pd.DataFrame, finding: str) -> tuple[np.ndarray, np.ndarray]:
     """Multi-label: whether each image's value of ``finding`` is known (no ``?`` mark), and whether it is shown."""
-    tokens = head["label"].astype(str).str.split(FINDING_SEPARATOR, regex=False)
-    known = ~tokens.apply(lambda names: finding + UNKNOWN_MARK in names).to_numpy()
-    return known, tokens.apply(lambda names: finding in names).to_numpy()
+    labels = (Label.parse(text, multi_label=True) for text in head["label"].astype(str))
+    targets = np.array([label.targets((finding,))[0] for label in labels])
+    return ~np.isnan(targets), targets == 1.0
 
 
 def _finding_task(head: pd.DataFrame, finding: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -670,7 +680,7 @@ def check_verdict(eval_set: str, verdict: dict, comparisons: list[dict], board: 
         checked.add(task)
         where = f"{eval_set} {task}"
         if task not in verdict:
-            problems.append(f"verdict {where}: missing from report.json")
+            problems.append(f"verdict {where}: missing from {REPORT_JSON}")
             continue
         rows = [row for row in comparisons if row.get("eval_set") == eval_set and row.get("task") == task]
         problems += check_task(where, verdict[task], cases, rows)
@@ -763,7 +773,7 @@ def check_ensemble(ensemble: dict, predictions: pd.DataFrame) -> list[str]:
     rows = predictions[predictions["backbone"] == ENSEMBLE]
     best = ensemble.get("validation_best")  # chosen on validation, so only its name can be checked
     problems = [] if best is None or best in first_seed_heads(predictions) else \
-        [f"ensemble: validation_best {best!r} is no model of predictions.csv"]  # fmt: skip
+        [f"ensemble: validation_best {best!r} is no model of {PREDICTIONS_CSV}"]  # fmt: skip
     if len(members) < 2:
         return problems + ([] if rows.empty else ["predictions.csv has ensemble rows, but report.json names no "
                                                   "ensemble"])  # fmt: skip
@@ -795,7 +805,7 @@ def check_report(data: dict, board: pd.DataFrame, predictions: pd.DataFrame, res
     """report.json against leaderboard.csv (``board``; ``text``: its cells as written), comparisons.csv and the
     recomputed verdict and ensemble."""
     problems = check_rows(data, text, predictions)
-    problems += check_comparisons_file(data["comparisons"], results_dir / "comparisons.csv")
+    problems += check_comparisons_file(data["comparisons"], RunFolder(results_dir).file(COMPARISONS_CSV))
     problems += check_verdict("internal", data["verdict"], data["comparisons"], board, predictions)
     # A grouped external set gets no verdict, so one is only checked where the run wrote it.
     if data.get("external_verdict"):
@@ -806,9 +816,9 @@ def check_report(data: dict, board: pd.DataFrame, predictions: pd.DataFrame, res
 # ---- the selection: grid.csv's selected point per model, and its heads on the leaderboard and in predictions.csv
 
 
-def _select_by(run: dict | None, board: pd.DataFrame) -> str | None:
+def _select_by(run: RunInfo | None, board: pd.DataFrame) -> str | None:
     """The validation number the run selected by: run.json's, else the leaderboard's; None where neither says."""
-    chosen = ((run or {}).get("config") or {}).get("select_by")
+    chosen = (run.config if run else {}).get("select_by")
     if chosen is None and "config_select_by" in board and len(board):
         chosen = board["config_select_by"].iloc[0]
     return chosen or None
@@ -926,16 +936,16 @@ def _check_grid_columns(grid: pd.DataFrame, tasks: set[str], path: Path) -> None
             raise VerifyError(f"{path} has a column {column!r} no run writes: a damaged header?")
 
 
-def _check_failed(grid: pd.DataFrame, run: dict | None) -> list[str]:
+def _check_failed(grid: pd.DataFrame, run: RunInfo | None) -> list[str]:
     """grid.csv's failed seeds add up to run.json's count of failed grid points (where both are written)."""
-    recorded = (run or {}).get("grid_points_failed")
+    recorded = run.grid_points_failed if run else None
     if "failed" not in grid or not isinstance(recorded, int) or grid["failed"].isna().any():
         return []
     total = int(grid["failed"].sum())
-    return [] if total == recorded else [f"grid.csv counts {total} failed seed(s), run.json {recorded}"]
+    return [] if total == recorded else [f"{GRID_CSV} counts {total} failed seed(s), {RUN_JSON} {recorded}"]
 
 
-def check_selection(grid: pd.DataFrame, board: pd.DataFrame, predictions: pd.DataFrame, run: dict | None,
+def check_selection(grid: pd.DataFrame, board: pd.DataFrame, predictions: pd.DataFrame, run: RunInfo | None,
                     path: Path) -> list[str]:  # fmt: skip
     """The run's selection as grid.csv (``path``) records it: each selection score is the validation number the run
     selected by, and each model's highest-scored point has all its heads on the leaderboard (its internal rows, one
@@ -943,7 +953,7 @@ def check_selection(grid: pd.DataFrame, board: pd.DataFrame, predictions: pd.Dat
     point: their rows are checked as rows. ``VerifyError`` for a column no run writes."""
     missing = [column for column in POINT if column not in board]
     if missing:
-        raise VerifyError(f"{path.parent / 'leaderboard.csv'} lacks the column(s) {', '.join(missing)}, which say "
+        raise VerifyError(f"{path.parent / LEADERBOARD_CSV} lacks the column(s) {', '.join(missing)}, which say "
                           "the grid point of each head")  # fmt: skip
     internal = _eval_rows(board, "internal")
     tasks = list(dict.fromkeys(internal["task"]))
@@ -997,12 +1007,12 @@ def crossval_summary(folds: pd.DataFrame, k: int) -> pd.DataFrame:
 
 def check_crossval(results_dir: Path, board: pd.DataFrame) -> list[str]:
     """cv_summary.csv's numbers recomputed from cv_folds.csv (nothing to check without cv_folds.csv)."""
-    path = results_dir / "cv_folds.csv"
+    path = RunFolder(results_dir).file(CV_FOLDS_CSV)
     if not path.is_file():
         return []
     folds = as_numbers(read_table(path, CV_FOLD_COLUMNS, dtype={"task": str, "backbone": str}), path,
                         ("auc", "test_auc"), missing_ok=True)  # fmt: skip
-    summary_path = results_dir / "cv_summary.csv"
+    summary_path = RunFolder(results_dir).file(CV_SUMMARY_CSV)
     summary = read_table(summary_path, CV_SUMMARY_COLUMNS, dtype={"task": str, "backbone": str})
     summary = as_numbers(summary, summary_path, CV_SUMMARY_COLUMNS[2:], missing_ok=True)
     k = board["config_cv"].iloc[0] if "config_cv" in board and len(board) else 0
@@ -1026,13 +1036,13 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point: 0 when everything matches, 1 listing the differences, 2 when the folder cannot be read."""
     parser = argparse.ArgumentParser(prog="python -m benchmark.evaluation.verify", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("results_dir", type=Path, help="folder holding leaderboard.csv and predictions.csv")
+    parser.add_argument("results_dir", type=Path, help=f"folder holding {LEADERBOARD_CSV} and {PREDICTIONS_CSV}")
     parser.add_argument("--traceback", action="store_true",
                         help="where a file cannot be used, show the traceback too (for a bug report)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         problems = verify(args.results_dir)
-        rows = len(load_leaderboard_text(args.results_dir / "leaderboard.csv"))
+        rows = len(load_leaderboard_text(RunFolder(args.results_dir).file(LEADERBOARD_CSV)))
     except VerifyError as error:
         if args.traceback:
             raise
@@ -1040,20 +1050,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if problems:
         print("\n".join(problems))
-        print(f"{len(problems)} difference(s) from the recomputation from predictions.csv or from the run's record")
+        print(f"{len(problems)} difference(s) from the recomputation from {PREDICTIONS_CSV} or from the run's record")
         return 1
-    print(f"all {rows} leaderboard rows match scikit-learn recomputed from predictions.csv")
-    if (args.results_dir / "report.json").is_file():
-        print("report.json's verdict, comparisons (DeLong, McNemar, Holm) and ensemble match their recomputation")
-    else:
-        print("no report.json (a run from before the verdict was reported): leaderboard.csv checked, nothing else")
-    if (args.results_dir / CHECKSUMS).is_file():  # verify found no file differing from it
-        print("every file the run wrote still has the bytes SHA256SUMS records")
-    if (args.results_dir / "grid.csv").is_file():
-        print("grid.csv's selected heads are all on the leaderboard and in predictions.csv")
-    if (args.results_dir / "cv_folds.csv").is_file():
-        print("cv_summary.csv matches its recomputation from cv_folds.csv")
+    _say_checked(RunFolder(args.results_dir), rows)
     return 0
+
+
+def _say_checked(results: RunFolder, rows: int) -> None:
+    """What verify found matching, file by file, for a run with no difference."""
+    print(f"all {rows} leaderboard rows match scikit-learn recomputed from {PREDICTIONS_CSV}")
+    if results.file(REPORT_JSON).is_file():
+        print(f"{REPORT_JSON}'s verdict, comparisons (DeLong, McNemar, Holm) and ensemble match their recomputation")
+    else:
+        print(f"no {REPORT_JSON} (a run from before the verdict was reported): {LEADERBOARD_CSV} checked, nothing else")
+    if results.checksums.is_file():  # verify found no file differing from it
+        print(f"every file the run wrote still has the bytes {CHECKSUMS} records")
+    if results.file(GRID_CSV).is_file():
+        print(f"{GRID_CSV}'s selected heads are all on the leaderboard and in {PREDICTIONS_CSV}")
+    if results.file(CV_FOLDS_CSV).is_file():
+        print(f"{CV_SUMMARY_CSV} matches its recomputation from {CV_FOLDS_CSV}")
 
 
 if __name__ == "__main__":

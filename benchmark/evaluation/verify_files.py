@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.reporting.document import REPORT_VERSION
-from features.data.dataset import FINDING_SEPARATOR, NO_FINDING
+from benchmark.run_folder import RunInfo
+from features.data.records import Label
 
 
 class VerifyError(Exception):
@@ -193,8 +194,8 @@ def _decisions(frame: pd.DataFrame, classes: list[str], multi_label: bool) -> np
     values = frame[[f"p_{name}" for name in classes]].to_numpy()
     if not multi_label:
         return np.array(classes)[values.argmax(axis=1)]
-    shown = [sorted(name for name, p in zip(classes, row, strict=True) if p >= 0.5) for row in values]
-    return np.array([FINDING_SEPARATOR.join(names) or NO_FINDING for names in shown])
+    shown = [[name for name, p in zip(classes, row, strict=True) if p >= 0.5] for row in values]
+    return np.array([Label.of_findings(names).text for names in shown])
 
 
 def _check_labels(frame: pd.DataFrame, path: Path, classes: list[str], multi_label: bool) -> None:
@@ -271,8 +272,9 @@ def read_json(path: Path):
         raise VerifyError(f"cannot read {path}: {error.strerror or error}") from None
 
 
-def load_run(path: Path) -> dict | None:
-    """run.json's ``classes`` and ``config``, checked to be a list of names and a mapping; None where there is none."""
+def load_run(path: Path) -> RunInfo | None:
+    """run.json (any version; ``RunInfo.from_json``), its ``classes`` and ``config`` checked to be a list of names and
+    a mapping; None where there is none."""
     if not path.is_file():
         return None
     values = read_json(path)
@@ -283,7 +285,10 @@ def load_run(path: Path) -> dict | None:
         raise VerifyError(f"{path}: classes is {classes!r}, not a list of names")
     if not isinstance(config, dict) or not isinstance(config.get("select_by", ""), str):
         raise VerifyError(f"{path}: config (or its select_by) is not what a run writes: damaged?")
-    return values
+    try:
+        return RunInfo.from_json({"config": config} | values)  # verify checks a record without config too
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise VerifyError(f"{path} is not a run record ({type(error).__name__}: {error}): damaged?") from None
 
 
 # ---- report.json

@@ -12,27 +12,27 @@ from benchmark.records import CROSSVAL_COLUMNS, CrossValResult
 from benchmark.reporting.document import Section, bullets, figure, fmt, paragraph
 from benchmark.reporting.document import table as table_block
 from benchmark.reporting.plots import plot_critical_difference
+from benchmark.run_folder import CV_FOLDS_CSV, CV_SUMMARY_CSV, RunFolder, plot_file
 from common.files import atomic_write_text
 
 
 def cd_plot_name(task: str) -> str:
     """Where a task's critical-difference diagram goes, relative to the results folder."""
-    return f"plots/cd_{task}.png"
+    return plot_file(f"cd_{task}.png")
 
 
-def write_crossval(results_dir: Path, result: CrossValResult) -> dict[str, Path]:
+def write_crossval(results: RunFolder, result: CrossValResult) -> dict[str, Path]:
     """Write the per-fold rows, the per-model summary and each task's critical-difference diagram; their paths."""
-    results_dir = Path(results_dir)
     summary = summarize(result)
-    paths = {name: results_dir / name for name in ("cv_folds.csv", "cv_summary.csv")}
+    paths = {name: results.file(name) for name in (CV_FOLDS_CSV, CV_SUMMARY_CSV)}
     folds = pd.DataFrame(result.rows, columns=list(CROSSVAL_COLUMNS))
-    atomic_write_text(paths["cv_folds.csv"], folds.to_csv(index=False))
-    atomic_write_text(paths["cv_summary.csv"], summary.table.to_csv(index=False))
+    atomic_write_text(paths[CV_FOLDS_CSV], folds.to_csv(index=False))
+    atomic_write_text(paths[CV_SUMMARY_CSV], summary.table.to_csv(index=False))
     for task, comparison in summary.comparisons.items():
         if comparison.nemenyi is not None:
             name = cd_plot_name(task)
             paths[name] = plot_critical_difference(
-                comparison.mean_ranks, comparison.nemenyi, results_dir / name, cd=comparison.cd, alpha=ALPHA,
+                comparison.mean_ranks, comparison.nemenyi, results.file(name), cd=comparison.cd, alpha=ALPHA,
                 title=f"{task}: mean rank of held-out AUC over {comparison.blocks} folds (1 = best)\n"
                 f"bars join the models Nemenyi cannot tell apart at α {ALPHA:g}",
             )  # fmt: skip

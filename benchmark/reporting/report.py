@@ -28,6 +28,7 @@ from benchmark.references import REFERENCES_VERSION, references_for
 from benchmark.reporting import sections
 from benchmark.reporting.crossval_report import crossval_data, crossval_sections
 from benchmark.reporting.document import Report, render_markdown
+from benchmark.reporting.grid import grid_rows
 from benchmark.reporting.plots import (
     plot_confusion_matrix,
     plot_metric_bars,
@@ -45,13 +46,28 @@ from benchmark.reporting.verdict_report import (
     references_section,
     verdict_sections,
 )
+from benchmark.run_folder import (
+    COMPARISONS_CSV,
+    EXTERNAL_LEAKAGE_CSV,
+    EXTERNAL_SKIPPED_CSV,
+    GRID_CSV,
+    LEADERBOARD_CSV,
+    LEADERBOARD_MD,
+    LEAKAGE_CSV,
+    PREDICTIONS_CSV,
+    REPORT_JSON,
+    RUN_JSON,
+    SKIPPED_CSV,
+    SUBFOLDERS,
+    RunFolder,
+    RunInfo,
+    plot_file,
+)
 from benchmark.settings import ReportSettings
-from benchmark.training.sweep import grid_rows
 from common.files import CHECKSUMS, atomic_write_json, atomic_write_text, write_checksums
-from features.data.dataset import Dataset, findings_label
+from features.data.dataset import EXTERNAL_LEAKAGE_COLUMNS, LEAKAGE_COLUMNS, Dataset, LeakageRow
+from features.data.records import Label
 
-# The folders of a results folder that the run writes (beside its top-level files): SHA256SUMS covers them.
-RUN_SUBFOLDERS = ("heads", "finetune", "cv", "plots")
 
 def _head_columns(result: HeadResult) -> dict:
     """The columns that say which head a row is about."""
@@ -93,7 +109,7 @@ def _test_decision(
 
 
 def leaderboard_rows(
-    results: list[HeadResult], dataset: Dataset, run_info: dict, settings: ReportSettings,
+    results: list[HeadResult], dataset: Dataset, run_info: RunInfo, settings: ReportSettings,
     external: Dataset | None = None,
 ) -> list[dict]:
     """One flat row per head and task: test metrics with bootstrap intervals, calibration, the
@@ -121,7 +137,7 @@ def leaderboard_rows(
                 {
                     **_head_columns(result),
                     "task": task,
-                    "positive": "+".join(positives),
+                    "positive": Label.of_group(positives).text,
                     **binary_metrics(truth, decision, score),
                     **test_quality(truth, decision, score, val_truth, val_score, settings),
                     **{f"val_{metric}": validation[metric] for metric in METRIC_COLUMNS},
@@ -133,9 +149,9 @@ def leaderboard_rows(
                     "best_val_loss": result.best_val_loss,
                     "weights": result.weights,
                     "head_id": result.head_id,
-                    **{f"config_{key}": value for key, value in RunConfig.display(run_info["config"]).items()},
-                    "git": run_info["git"],
-                    **{f"version_{key}": value for key, value in run_info["versions"].items()},
+                    **{f"config_{key}": value for key, value in RunConfig.display(run_info.config).items()},
+                    "git": run_info.git,
+                    **{f"version_{key}": value for key, value in run_info.versions.items()},
                 }
             )
     return rows
@@ -154,7 +170,7 @@ def prediction_rows(
     for result in results:
         probabilities = result.probabilities[key or split]
         if dataset.multi_label:
-            predicted = [findings_label([n for n, p in zip(dataset.classes, probs, strict=True) if p >= 0.5])
+            predicted = [Label.of_findings([n for n, p in zip(dataset.classes, probs, strict=True) if p >= 0.5]).text
                          for probs in probabilities]  # fmt: skip
         else:
             predicted = [dataset.classes[guess] for guess in np.argmax(probabilities, axis=1)]
@@ -165,7 +181,7 @@ def prediction_rows(
                     "head_id": result.head_id,
                     "split": key or split,
                     "path": record.path,
-                    "label": record.label,
+                    "label": record.label.text,
                     **{f"p_{name}": float(p) for name, p in zip(dataset.classes, probs, strict=True)},
                     "predicted": guess,
                 }
@@ -174,7 +190,7 @@ def prediction_rows(
 
 
 def build_report(
-    rows: list[dict], sweep: SweepResult, dataset: Dataset, run_info: dict, plots: dict[str, str],
+    rows: list[dict], sweep: SweepResult, dataset: Dataset, run_info: RunInfo, plots: dict[str, str],
     settings: ReportSettings, judgement: Judgement, external: Dataset | None = None,
     external_rows: list[dict] | None = None,
 ) -> Report:
@@ -221,23 +237,22 @@ def plot_files(tasks: list[str], models: list[str], confusion: bool = True) -> d
     The one list of them: the report writes these files and ``cxr-bench serve`` shows them. A multi-label
     run (``confusion`` False) has no confusion matrix.
     """
-    files = {"Training curves": "plots/training_curves.png",
-             "Test metrics per backbone and task": "plots/metric_bars.png"}  # fmt: skip
+    files = {"Training curves": plot_file("training_curves.png"),
+             "Test metrics per backbone and task": plot_file("metric_bars.png")}  # fmt: skip
     for task in tasks:
-        files[f"ROC {task}"] = f"plots/roc_{task}.png"
-        files[f"Reliability {task}"] = f"plots/reliability_{task}.png"
-    return files | {f"Confusion matrix {name}": f"plots/confusion_{name}.png" for name in models if confusion}
+        files[f"ROC {task}"] = plot_file(f"roc_{task}.png")
+        files[f"Reliability {task}"] = plot_file(f"reliability_{task}.png")
+    return files | {f"Confusion matrix {name}": plot_file(f"confusion_{name}.png") for name in models if confusion}
 
 
-def _plots(results_dir: Path, rows: list[dict], sweep: SweepResult, dataset: Dataset) -> dict[str, str]:
-    """Draw the report's PNGs into ``results_dir/plots``; return title -> relative path."""
-    folder = results_dir / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
+def _plots(results: RunFolder, rows: list[dict], sweep: SweepResult, dataset: Dataset) -> dict[str, str]:
+    """Draw the report's PNGs into the run's ``plots/``; return title -> relative path."""
+    results.plots.mkdir(parents=True, exist_ok=True)
     first = {}
     for winner in sweep.winners:
         first.setdefault(winner.backbone, winner)
     made = plot_files(list(binary_tasks(dataset.classes, dataset.multi_label)), list(first), not dataset.multi_label)
-    path = {title: results_dir / relative for title, relative in made.items()}
+    path = {title: results.file(relative) for title, relative in made.items()}
     # A probe is fitted in one go: it has no curve to draw.
     curves = [w for w in first.values() if w.settings.kind == "keras"] or [
         w for w in first.values() if w.settings.kind != "ensemble"]
@@ -278,72 +293,73 @@ def _titled(plots: dict[str, str], prefix: str, verdicts: dict, eval_set: str = 
     return {f"{prefix} {task}{suffix}": plots[f"{prefix} {task}{suffix}"] for task in verdicts}
 
 
-def write_data_report(results_dir: Path, dataset: Dataset) -> dict[str, Path]:
-    """Write ``skipped.csv`` (every file left out, with why) and ``leakage.csv``; return their paths.
+def _leakage_csv(rows: list[LeakageRow], columns: tuple[str, ...]) -> str:
+    """``rows`` as CSV text under ``columns`` (the header alone where there are none)."""
+    return pd.DataFrame([row.cells(columns) for row in rows], columns=list(columns)).to_csv(index=False)
+
+
+def _skipped_csv(dataset: Dataset) -> str:
+    """The files ``dataset`` left out as CSV text: path and reason (the header alone where there are none)."""
+    return pd.DataFrame([(skip.path, skip.reason) for skip in dataset.skipped], columns=["path", "reason"]).to_csv(
+        index=False
+    )
+
+
+def write_data_report(results: RunFolder, dataset: Dataset) -> dict[str, Path]:
+    """Write ``skipped.csv`` (every file left out, with why) and ``leakage.csv``; return their paths by name.
 
     Written before any extraction, so they are there even when the run stops on bad data.
     """
-    paths = {"skipped.csv": results_dir / "skipped.csv", "leakage.csv": results_dir / "leakage.csv"}
-    atomic_write_text(
-        paths["skipped.csv"], pd.DataFrame(dataset.skipped, columns=["path", "reason"]).to_csv(index=False)
-    )
-    columns = ["group", "sha256", "split", "label", "path", "problem", "action"]
-    atomic_write_text(paths["leakage.csv"], pd.DataFrame(dataset.leakage, columns=columns).to_csv(index=False))
+    paths = {name: results.file(name) for name in (SKIPPED_CSV, LEAKAGE_CSV)}
+    atomic_write_text(paths[SKIPPED_CSV], _skipped_csv(dataset))
+    atomic_write_text(paths[LEAKAGE_CSV], _leakage_csv(dataset.leakage, LEAKAGE_COLUMNS))
     return paths
 
 
-def write_external_skipped(results_dir: Path, external: Dataset) -> Path:
+def write_external_skipped(results: RunFolder, external: Dataset) -> Path:
     """Write ``external_skipped.csv`` (every file of the external test set left out, with why) and
     ``external_leakage.csv`` (its images that are also in the internal data); return the first's path."""
-    path = results_dir / "external_skipped.csv"
-    atomic_write_text(path, pd.DataFrame(external.skipped, columns=["path", "reason"]).to_csv(index=False))
-    columns = ["sha256", "path", "internal_split", "internal_path"]
-    atomic_write_text(results_dir / "external_leakage.csv",
-                      pd.DataFrame(external.leakage, columns=columns).to_csv(index=False))  # fmt: skip
+    path = results.file(EXTERNAL_SKIPPED_CSV)
+    atomic_write_text(path, _skipped_csv(external))
+    atomic_write_text(results.file(EXTERNAL_LEAKAGE_CSV),
+                      _leakage_csv(external.leakage, EXTERNAL_LEAKAGE_COLUMNS))  # fmt: skip
     return path
 
 
 def write_reports(
-    results_dir: Path, sweep: SweepResult, dataset: Dataset, run_info: dict, settings: ReportSettings,
+    results: RunFolder, sweep: SweepResult, dataset: Dataset, run_info: RunInfo, settings: ReportSettings,
     external: Dataset | None = None,
 ) -> dict[str, Path]:
-    """Write every report file of a run into ``results_dir``; return their paths by name.
+    """Write every report file of a run into ``results``; return their paths by name.
 
     With an ``external`` test set, ``leaderboard.csv`` gains an ``eval_set`` column (internal, external)
     and its rows, ``predictions.csv`` its images (split ``external``), ``leaderboard.md`` its section.
     """
-    results_dir.mkdir(parents=True, exist_ok=True)
+    results.root.mkdir(parents=True, exist_ok=True)
     judgement = judge(sweep.winners, dataset, settings, external)
     rows = leaderboard_rows(sweep.winners, dataset, run_info, settings)
     scored = [w for w in sweep.winners if "external" in w.probabilities]
     external_rows = leaderboard_rows(scored, dataset, run_info, settings, external) if external else []
-    plots = _plots(results_dir, rows, sweep, dataset) if sweep.winners else {}
-    plots |= plot_matrices(results_dir, judgement.internal) | plot_matrices(results_dir, judgement.external, "external")
-    paths = {
-        "leaderboard.csv": results_dir / "leaderboard.csv",
-        "predictions.csv": results_dir / "predictions.csv",
-        "grid.csv": results_dir / "grid.csv",
-        "leaderboard.md": results_dir / "leaderboard.md",
-        "report.json": results_dir / "report.json",
-        "comparisons.csv": results_dir / "comparisons.csv",
-        "run.json": results_dir / "run.json",
-    }
+    plots = _plots(results, rows, sweep, dataset) if sweep.winners else {}
+    plots |= plot_matrices(results, judgement.internal) | plot_matrices(results, judgement.external, "external")
+    paths = {name: results.file(name) for name in (LEADERBOARD_CSV, PREDICTIONS_CSV, GRID_CSV, LEADERBOARD_MD,
+                                                    REPORT_JSON, COMPARISONS_CSV, RUN_JSON)}  # fmt: skip
     board = [dict(row, eval_set="internal") for row in rows] + [dict(row, eval_set="external") for row in
                                                                    external_rows] if external else rows  # fmt: skip
-    atomic_write_text(paths["leaderboard.csv"], pd.DataFrame(board).to_csv(index=False))
+    atomic_write_text(paths[LEADERBOARD_CSV], pd.DataFrame(board).to_csv(index=False))
     predictions = prediction_rows(sweep.winners, dataset)
     predictions += prediction_rows(scored, external, key="external") if external else []
-    atomic_write_text(paths["predictions.csv"], pd.DataFrame(predictions).to_csv(index=False))
+    atomic_write_text(paths[PREDICTIONS_CSV], pd.DataFrame(predictions).to_csv(index=False))
     grid = grid_rows(sweep.points, dataset.classes, settings.select_by, dataset.multi_label)
-    atomic_write_text(paths["grid.csv"], pd.DataFrame(grid).to_csv(index=False))
+    atomic_write_text(paths[GRID_CSV], pd.DataFrame(grid).to_csv(index=False))
     report = build_report(rows, sweep, dataset, run_info, plots, settings, judgement, external, external_rows)
     columns = list(report.data["comparisons"][0]) if report.data["comparisons"] else ["eval_set", "task", "a", "b"]
-    atomic_write_text(paths["comparisons.csv"], pd.DataFrame(report.data["comparisons"], columns=columns)
+    atomic_write_text(paths[COMPARISONS_CSV], pd.DataFrame(report.data["comparisons"], columns=columns)
                       .to_csv(index=False))  # fmt: skip
-    atomic_write_json(paths["report.json"], report.to_json(), default=float)
-    atomic_write_text(paths["leaderboard.md"], render_markdown(report))
-    atomic_write_json(paths["run.json"], run_info, default=str)
-    paths |= write_data_report(results_dir, dataset)
+    atomic_write_json(paths[REPORT_JSON], report.to_json(), default=float)
+    atomic_write_text(paths[LEADERBOARD_MD], render_markdown(report))
+    atomic_write_json(paths[RUN_JSON], run_info.to_json(), default=str)
+    paths |= write_data_report(results, dataset)
     # Last: predict, serve and verify check what they read against it, so a changed byte is named, never used.
-    paths[CHECKSUMS] = write_checksums(results_dir, RUN_SUBFOLDERS)
+    paths[CHECKSUMS] = write_checksums(results.root, SUBFOLDERS)
     return paths

@@ -21,10 +21,12 @@ from benchmark.evaluation.metrics import (
 )
 from benchmark.records import HeadResult, SweepResult
 from benchmark.reporting.document import Block, Section, bullets, figure, fmt, paragraph, table
+from benchmark.reporting.grid import grid_rows
 from benchmark.reporting.verdict_report import sentence
+from benchmark.run_folder import RunInfo, is_finetuned
 from benchmark.settings import GridKey, ReportSettings, model_name
-from benchmark.training.sweep import grid_rows
 from features.data.dataset import Dataset
+from features.settings import ComputePlan
 
 METRIC_COLUMNS = ("sensitivity", "specificity", "accuracy", "precision", "f1", "auc")
 SETTING_HEADERS = ["size", "head", "lr", "dropout", "l2", "schedule"]
@@ -40,19 +42,18 @@ def setting_cells(row) -> list[str]:
             row["lr_schedule"]]  # fmt: skip
 
 
-def banners(run_info: dict, dataset: Dataset, settings: ReportSettings) -> list[str]:
+def banners(run_info: RunInfo, dataset: Dataset, settings: ReportSettings) -> list[str]:
     """The warnings a reader must see before any number: leakage into test, phantom data, random weights."""
     lines = []
     # Only copies the run kept: after --leakage drop the train/val copies are gone and test is clean.
-    kept = [r for r in dataset.leakage if r.get("action", "kept") == "kept"]
-    leaked_to_test = {r["sha256"] for r in kept if r["split"] == "test"} & {r["sha256"] for r in kept
-                                                                           if r["split"] != "test"}  # fmt: skip
+    kept = [r for r in dataset.leakage if r.action == "kept"]
+    leaked_to_test = {r.sha256 for r in kept if r.split == "test"} & {r.sha256 for r in kept if r.split != "test"}
     if leaked_to_test:
         lines.append(
             f"**Leakage: {len(leaked_to_test)} test image(s) also appear in train or validation** (same "
             "bytes; listed in `leakage.csv`). Test scores may be optimistic. `--leakage drop` removes the copies."
         )
-    if run_info.get("phantom"):
+    if run_info.phantom:
         lines.append(
             "**SYNTHETIC PHANTOM DATA: THESE NUMBERS ARE NOT MEDICAL.** The images are generated "
             "drawings of normal lungs, focal consolidation and a diffuse interstitial pattern, made "
@@ -69,11 +70,10 @@ def banners(run_info: dict, dataset: Dataset, settings: ReportSettings) -> list[
     return lines
 
 
-def preamble(run_info: dict) -> list[Block]:
+def preamble(run_info: RunInfo) -> list[Block]:
     """Who made the run, with what command, and what the backbones computed in."""
-    return [paragraph(f"Generated {run_info['timestamp']} by cxr-bench `{run_info['git']}` on "
-                      f"{run_info['machine']}."),
-            paragraph(f"Command: `{run_info['command']}`"), *extraction_blocks(run_info)]  # fmt: skip
+    return [paragraph(f"Generated {run_info.timestamp} by cxr-bench `{run_info.git}` on {run_info.machine}."),
+            paragraph(f"Command: `{run_info.command}`"), *extraction_blocks(run_info.compute)]  # fmt: skip
 
 
 def mean_std(values: pd.Series) -> str:
@@ -229,7 +229,7 @@ def external_sections(frame: pd.DataFrame, external_frame: pd.DataFrame, externa
     """The selected heads on the external test set beside the internal test: the drop, per task."""
     counts = external.counts()["test"]
     paths = {record.path for record in external.records}
-    kept = [row for row in external.leakage if row["path"] in paths]
+    kept = [row for row in external.leakage if row.path in paths]
     blocks = [paragraph(f"**{len(kept)} external image(s) are also in the internal data** (same bytes; listed in "
                         "`external_leakage.csv`): the external scores may be optimistic. `--leakage drop` leaves them "
                         "out.")] if kept else []  # fmt: skip
@@ -266,8 +266,8 @@ def external_sections(frame: pd.DataFrame, external_frame: pd.DataFrame, externa
 def data_section(dataset: Dataset) -> list[Section]:
     """Where the data came from, what was left out, and the images per split and class."""
     counts = dataset.counts()
-    leaked = len({r["group"] for r in dataset.leakage})
-    dropped = sum(r.get("action") == "dropped" for r in dataset.leakage)
+    leaked = len({r.group for r in dataset.leakage})
+    dropped = sum(r.action == "dropped" for r in dataset.leakage)
     items = [f"Data: `{dataset.root}` ({dataset.layout} layout), classes: {', '.join(dataset.classes)}",
              *dataset.notes,
              f"Files left out: {len(dataset.skipped)}" + (" (see `skipped.csv`)" if dataset.skipped else ""),
@@ -300,7 +300,7 @@ def selection_section(sweep: SweepResult, settings: ReportSettings, multi_label:
         "mean ± standard deviation, with one seed it is the value and its 95% bootstrap confidence interval "
         f"({settings.bootstrap} resamples of the test images; every seed's intervals are in `leaderboard.csv`)."
     )]  # fmt: skip
-    if any(w.backbone.endswith("-ft") for w in sweep.winners):
+    if any(is_finetuned(w.backbone) for w in sweep.winners):
         blocks.append(paragraph(
             "Rows named `<backbone>-ft` are that backbone fine-tuned end to end on images, starting from its "
             "selected frozen head (first seed): top layers unfrozen, BatchNormalization frozen, lower learning "
@@ -366,36 +366,30 @@ def grid_section(sweep: SweepResult, dataset: Dataset, select_by: str) -> list[S
                      table(headers, body)], key="grid")]  # fmt: skip
 
 
-def extraction_blocks(run_info: dict) -> list[Block]:
-    """What the backbones computed in and where they ran, and why (runs before issue 16: nothing).
+def extraction_blocks(plan: ComputePlan | None) -> list[Block]:
+    """What the backbones computed in and where they ran, and why (runs before issue 16 recorded no ``plan``).
 
     The first sentence names what the backbones used: a backbone's own measured choice overrides the run-wide one,
     and when every backbone made the same choice, that choice is the run's whatever the run-wide value was.
     """
-    choice = run_info.get("precision")
-    if not choice:
+    if plan is None:
         return []
-    runtime = run_info.get("runtime", "keras")  # a plain name in runs before --runtime auto
-    if not isinstance(runtime, dict):
-        runtime = {"requested": runtime, "runtime": runtime, "reason": "", "backbones": {}}
-    used = {name: (runtime["backbones"].get(name, runtime), mine) for name, mine in choice.get("backbones", {}).items()}
-    alike = len({(where["runtime"], mine["precision"]) for where, mine in used.values()}) == 1
-    where, mine = next(iter(used.values())) if alike else (runtime, choice)
-    how = f" (`--runtime {runtime['requested']}`: {where['reason']})" if where["reason"] else ""
-    sentence = (f"Features computed in **{mine['precision']}** (`--precision {choice['requested']}`: "
-                f"{mine['reason']}), runtime **{where['runtime']}**{how}.")  # fmt: skip
-    if alike or not used:
+    alike = len({(one.runtime.value, one.precision.value) for one in plan.backbones}) == 1
+    where, mine = (plan.backbones[0].runtime, plan.backbones[0].precision) if alike else (plan.runtime, plan.precision)
+    how = f" (`--runtime {plan.runtime.requested}`: {where.reason})" if where.reason else ""
+    sentence = (f"Features computed in **{mine.value}** (`--precision {plan.precision.requested}`: {mine.reason}), "
+                f"runtime **{where.value}**{how}.")  # fmt: skip
+    if alike or not plan.backbones:
         return [paragraph(sentence)]
-    own = [f"{name}: **{where['runtime']}** ({where['reason']}), **{mine['precision']}** ({mine['reason']})"
-           for name, (where, mine) in used.items()
-           if (where["runtime"], mine["precision"]) != (runtime["runtime"], choice["precision"])]  # fmt: skip
+    own = [f"{one.key}: **{one.runtime.value}** ({one.runtime.reason}), **{one.precision.value}** "
+           f"({one.precision.reason})" for one in plan.own()]  # fmt: skip
     return [paragraph(sentence.replace("Features computed in", "Run-wide choice:", 1)
                       + " Backbones that measured another choice for themselves:"), bullets(own)]  # fmt: skip
 
 
-def provenance_section(run_info: dict) -> list[Section]:
+def provenance_section(run_info: RunInfo) -> list[Section]:
     """Every setting of the run and every package version."""
-    return [Section("Settings", [table(["setting", "value"], sorted(RunConfig.display(run_info["config"]).items()))],
+    return [Section("Settings", [table(["setting", "value"], sorted(RunConfig.display(run_info.config).items()))],
                     key="settings"),
-            Section("Versions", [table(["package", "version"], sorted(run_info["versions"].items()))],
+            Section("Versions", [table(["package", "version"], sorted(run_info.versions.items()))],
                     key="versions")]  # fmt: skip

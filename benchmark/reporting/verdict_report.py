@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ from benchmark.records import HeadResult
 from benchmark.references import REFERENCES_VERSION, PublishedResult
 from benchmark.reporting.document import Section, bullets, figure, fmt, paragraph, table
 from benchmark.reporting.plots import plot_auc_differences
+from benchmark.run_folder import RunFolder, plot_file
 from benchmark.settings import ReportSettings
 from features.data.dataset import Dataset
 
@@ -79,15 +79,16 @@ def difference_matrix(verdict: TaskVerdict) -> tuple[list[str], np.ndarray, np.n
 def matrix_plot_files(tasks: list[str], eval_set: str = "internal") -> dict[str, str]:
     """Title -> path of each task's ΔAUC matrix."""
     suffix = "" if eval_set == "internal" else f"_{eval_set}"
-    return {f"Paired ΔAUC {task}{suffix.replace('_', ' ')}": f"plots/auc_pairs_{task}{suffix}.png" for task in tasks}
+    return {f"Paired ΔAUC {task}{suffix.replace('_', ' ')}": plot_file(f"auc_pairs_{task}{suffix}.png")
+            for task in tasks}  # fmt: skip
 
 
-def plot_matrices(results_dir: Path, verdicts: dict[str, TaskVerdict], eval_set: str = "internal") -> dict[str, str]:
+def plot_matrices(results: RunFolder, verdicts: dict[str, TaskVerdict], eval_set: str = "internal") -> dict[str, str]:
     """Draw each task's ΔAUC matrix; title -> relative path."""
     made = matrix_plot_files(list(verdicts), eval_set)
     for (_title, relative), verdict in zip(made.items(), verdicts.values(), strict=True):
         names, delta, p_holm = difference_matrix(verdict)
-        plot_auc_differences(names, delta, p_holm, results_dir / relative, alpha=verdict.alpha,
+        plot_auc_differences(names, delta, p_holm, results.file(relative), alpha=verdict.alpha,
                              title=f"{verdict.task}: paired test AUC differences ({eval_set} test)")  # fmt: skip
     return made
 

@@ -1,7 +1,7 @@
 """The Flask application: the run page, the one-image page, the run's known files, and the prediction API.
 
 Only three kinds of file are ever sent: the run's top-level reports
-(``RUN_FILES``), its known plots (``RunView.plots``) and the heatmaps this
+(``READ_FILES``), its known plots (``RunView.plots``) and the heatmaps this
 server made (by a random token). A name is looked up in those lists, never
 joined to a path as given, and a file whose real location (symbolic links
 resolved) is outside the results folder is refused too.
@@ -18,9 +18,11 @@ from jinja2 import DictLoader
 from werkzeug.exceptions import HTTPException
 from werkzeug.security import safe_join
 
+from benchmark import run_folder
+from benchmark.run_folder import READ_FILES
 from benchmark.serve import pages
 from benchmark.serve.predictions import KEEP_HEATMAPS, MAX_FILES, Busy, PredictionError, PredictionService, uploads_of
-from benchmark.serve.results import RUN_FILES, RunView, load_run, template_helpers
+from benchmark.serve.results import RunView, load_run, template_helpers
 
 # Per request. A chest X-ray is a few MB (the Kermany JPEGs are under 3 MB); 16 of them fit.
 MAX_UPLOAD_MB = 64
@@ -50,7 +52,7 @@ def create_app(results_dir: str | Path, *, weights: str | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_MB * 2**20
     app.jinja_loader = DictLoader(pages.TEMPLATES)
-    app.jinja_env.globals.update(template_helpers(), css=pages.CSS, view=view, run_files=RUN_FILES)
+    app.jinja_env.globals.update(template_helpers(), css=pages.CSS, view=view, run_files=READ_FILES)
     app.extensions[EXTENSION] = ServeState(view, PredictionService(view, Path(temp.name), weights), temp)
     _pages(app)
     _files(app)
@@ -89,13 +91,13 @@ def _files(app: Flask) -> None:
         plot = view.plot(name)
         if plot is None or not plot.present:
             abort(404, f"the run has no plot called {name!r}")
-        return _send_inside(view.results_dir, f"plots/{plot.name}")
+        return _send_inside(view.results_dir, run_folder.plot_file(plot.name))
 
     @app.get("/files/<name>")
     def run_file(name: str):
         """One of the run's top-level reports, as it is."""
-        if name not in RUN_FILES:
-            abort(404, f"not one of the run's files ({', '.join(RUN_FILES)})")
+        if name not in READ_FILES:  # the page serves the run's top-level files it reads, nothing else, raw
+            abort(404, f"not one of the run's files ({', '.join(READ_FILES)})")
         return _send_inside(view.results_dir, name)
 
     @app.get("/heatmaps/<token>.png")

@@ -32,7 +32,6 @@ MAX_FILES = 16
 RUN_FILES_STATUS = 409
 # Heatmaps kept for the page (a PNG of about 50 KB each); older ones are deleted.
 KEEP_HEATMAPS = 200
-SKIPPED = ": skipped, "
 
 
 class Busy(RuntimeError):
@@ -124,20 +123,17 @@ class PredictionService:
         folder.mkdir(parents=True)
         # The name as sent can hold anything ("../../x"): only a sanitised last part names the temporary file.
         path = folder / (secure_filename(name) or "upload")
-        messages: list[str] = []
         try:
             with path.open("wb") as out:
                 shutil.copyfileobj(fh, out)
             row = predict.predict_image(predictor, path, self.min_side, operating, method,
-                                        self.temp / "heatmaps" / token, log=messages.append)  # fmt: skip
+                                        self.temp / "heatmaps" / token, log=_quiet)  # fmt: skip
         except Exception as error:  # one bad image must fail neither the others nor the server
             return {"name": name, "ok": False, "error": f"cannot be read: {error}"}
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        if row is None:
-            # predict_image logs "PATH: skipped, REASON"; the temporary path means nothing to the user.
-            reason = messages[-1].split(SKIPPED, 1)[-1] if messages else "not read"
-            return {"name": name, "ok": False, "error": reason}
+        if isinstance(row, predict.SkippedImage):  # its reason only: the temporary path means nothing to the user
+            return {"name": name, "ok": False, "error": row.reason}
         self._keep(token, Path(row["heatmap"]))
         return {"name": name, "ok": True, "predicted": row["predicted"],
                 "probabilities": {label: row[f"p_{label}"] for label in predictor.classes},
@@ -153,7 +149,6 @@ class PredictionService:
     def _model(self, backbone: str, predictor: predict.AnyPredictor, operating, method: str) -> dict:
         """What the page says about the model: which head, which heatmap, which threshold."""
         height, width = predictor.feature_map_size()
-        config = self.view.run["config"]
         return {
             "backbone": backbone,
             "description": predictor.description,
@@ -165,8 +160,12 @@ class PredictionService:
             "operating": None
             if operating is None
             else dict(zip(("task", "positive", "threshold"), operating, strict=True)),
-            "not_medical": config.get("weights") == "none" or bool(self.view.run.get("phantom")),
+            "not_medical": self.view.run.not_medical,
         }
+
+
+def _quiet(line: str) -> None:
+    """The log of ``predict_image`` on the page: the answer goes to the page, not to the server's console."""
 
 
 def _decision(row: dict, operating) -> dict | None:

@@ -24,15 +24,21 @@ from benchmark.evaluation.verdict import ENSEMBLE
 from benchmark.predict import ensemble_head_ids, read_run
 from benchmark.reporting.document import Block, Report
 from benchmark.reporting.report import METRIC_COLUMNS, plot_files
+from benchmark.run_folder import (
+    LEADERBOARD_CSV,
+    LEAKAGE_CSV,
+    PLOTS,
+    READ_FILES,
+    REPORT_JSON,
+    RUN_JSON,
+    SKIPPED_CSV,
+    RunFolder,
+    RunInfo,
+)
 from benchmark.settings import HeadSettings
-from benchmark.training.finetune import RESULT_FILE, WEIGHTS_FILE
 
-# Every file a run writes at its top level; the page needs them all, and serves them (and nothing else) raw.
-RUN_FILES = ("run.json", "report.json", "leaderboard.csv", "leaderboard.md", "grid.csv", "predictions.csv",
-             "skipped.csv", "leakage.csv")  # fmt: skip
 # The report's sections the page shows as they are (each with its sub-sections), by key.
 PAGE_SECTIONS = ("verdict", "ensemble", "references", "crossval", "selection", "data")
-FINETUNED = "-ft"
 # Long lists (a messy data folder can skip thousands of files) are cut on the page; the CSV has them all.
 MAX_LISTED = 500
 # The validation columns beside test: those the Markdown's "Validation beside test" shows.
@@ -71,7 +77,7 @@ class RunView:
     """Everything the run page shows, read once when the server starts."""
 
     results_dir: Path
-    run: dict
+    run: RunInfo
     report: Report
     board: pd.DataFrame
     banners: list[Markup]
@@ -83,7 +89,7 @@ class RunView:
     @property
     def config(self) -> RunConfig:
         """The run's settings, as ``run.json`` records them."""
-        return RunConfig.from_json(self.run["config"])
+        return RunConfig.from_json(self.run.config)
 
     @property
     def backbones(self) -> list[str]:
@@ -108,25 +114,18 @@ def checkpoint_files(board: pd.DataFrame) -> list[str]:
     for backbone, head_id in dict.fromkeys(zip(board["backbone"], board["head_id"], strict=True)):
         if backbone == ENSEMBLE:
             # A member missing from the board is taken for a plain head: its file is then listed, checked, named.
-            files += [file for member in ensemble_head_ids(head_id) for file in _model_files(names.get(member, ""),
-                                                                                             member)]  # fmt: skip
+            files += [file for member in ensemble_head_ids(head_id)
+                      for file in RunFolder.model_files(names.get(member, ""), member)]  # fmt: skip
         else:
-            files += _model_files(backbone, head_id)
+            files += RunFolder.model_files(backbone, head_id)
     return list(dict.fromkeys(files))
-
-
-def _model_files(backbone: str, head_id: str) -> list[str]:
-    """The files one selected head's model is loaded from: its head, or a fine-tuned model's record and weights."""
-    if backbone.endswith(FINETUNED):
-        return [f"finetune/{head_id}/{RESULT_FILE}", f"finetune/{head_id}/{WEIGHTS_FILE}"]
-    return [f"heads/{head_id}/best.keras"]
 
 
 def missing_files(results_dir: Path) -> list[str]:
     """The files the page needs that ``results_dir`` lacks (the run's reports, then the selected heads' models)."""
-    missing = [name for name in RUN_FILES if not (results_dir / name).is_file()]
-    if "leaderboard.csv" not in missing:
-        board = pd.read_csv(results_dir / "leaderboard.csv")
+    missing = [name for name in READ_FILES if not (results_dir / name).is_file()]
+    if LEADERBOARD_CSV not in missing:
+        board = pd.read_csv(results_dir / LEADERBOARD_CSV)
         missing += [name for name in checkpoint_files(board) if not (results_dir / name).is_file()]
     return missing
 
@@ -141,7 +140,7 @@ def expected_plots(results_dir: Path, board: pd.DataFrame, report: Report | None
         files |= {
             block.text: block.path
             for block in one.blocks
-            if block.kind == "figure" and block.path.startswith("plots/") and block.path not in files.values()
+            if block.kind == "figure" and block.path.startswith(f"{PLOTS}/") and block.path not in files.values()
         }
     return [Plot(title, Path(relative).name, (results_dir / relative).is_file()) for title, relative in files.items()]
 
@@ -153,7 +152,7 @@ def read_report(path: Path) -> Report:
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(
             f"{path} is damaged or not a cxr-bench report ({error}); run the run's command again "
-            "(recorded in run.json) to write it anew: finished work is reused"
+            f"(recorded in {RUN_JSON}) to write it anew: finished work is reused"
         ) from error
 
 
@@ -164,10 +163,11 @@ def load_run(results_dir: str | Path) -> RunView:
         raise MissingFilesError(results_dir, ["the folder itself"])
     if missing := missing_files(results_dir):
         raise MissingFilesError(results_dir, missing)
-    board = pd.read_csv(results_dir / "leaderboard.csv")
+    folder = RunFolder(results_dir)
+    board = pd.read_csv(folder.file(LEADERBOARD_CSV))
     if "eval_set" in board:  # the page shows the internal test; an external test set's rows are in leaderboard.md
         board = board[board["eval_set"] == "internal"].reset_index(drop=True)
-    report = read_report(results_dir / "report.json")
+    report = read_report(folder.file(REPORT_JSON))
     return RunView(
         results_dir=results_dir,
         run=read_run(results_dir),
@@ -175,8 +175,8 @@ def load_run(results_dir: str | Path) -> RunView:
         board=board,
         banners=[inline_markdown(banner) for banner in report.banners],
         sections={key: section_html(report, key) for key in PAGE_SECTIONS if report.section(key)},
-        skipped=pd.read_csv(results_dir / "skipped.csv", keep_default_na=False),
-        leakage=pd.read_csv(results_dir / "leakage.csv", keep_default_na=False),
+        skipped=pd.read_csv(folder.file(SKIPPED_CSV), keep_default_na=False),
+        leakage=pd.read_csv(folder.file(LEAKAGE_CSV), keep_default_na=False),
         plots=expected_plots(results_dir, board, report),
     )
 

@@ -68,11 +68,11 @@ from backbones import (  # noqa: E402
     resolve_weights,
 )
 from backbones.precision import best_seconds  # noqa: E402
-from features.cache import FeatureCache  # noqa: E402
 from features.data.dataset import scan_dataset  # noqa: E402
 from features.extract import extract_features  # noqa: E402
 from features.pixels import PixelCache  # noqa: E402
 from features.runtime import OPENVINO_HINTS, resolve_backbones, resolve_run_precision, resolve_runtime  # noqa: E402
+from features.settings import ExtractSettings  # noqa: E402
 
 KERAS_VARIANTS = ("textbook", "harness-float32", "harness-auto", "harness-bfloat16")
 DEFAULT = "default"  # the harness as a run configures it by default (--runtime auto --precision auto)
@@ -265,14 +265,14 @@ class Bench:
         return features, seconds
 
     def _harness(self, variant: Variant, paths: list[str]) -> np.ndarray:
-        pixel_cache = None if self.args.pixel_cache == "off" else PixelCache(self.scratch / "pixels")
+        # The pixel cache lives beside the features, as a run's does; clearing the features (run) spares it.
         if self.args.pixel_cache == "cold":
-            shutil.rmtree(self.scratch / "pixels", ignore_errors=True)
-        array, _ = extract_features(
-            self.spec, self.source, self.size, self.data, paths, FeatureCache(self.scratch / "features"),
-            batch_size=self.args.batch_size, decode_workers=self.args.decode_workers, precision=variant.precision,
-            runtime=variant.runtime, pixel_cache=pixel_cache, progress=False, build=lambda: variant.model,
-        )  # fmt: skip
+            shutil.rmtree(self.scratch / "features" / "pixels", ignore_errors=True)
+        settings = ExtractSettings(batch_size=self.args.batch_size, precision=variant.precision,
+                                   runtime=variant.runtime, pixel_cache=self.args.pixel_cache != "off",
+                                   cache_dir=str(self.scratch / "features"), progress=False)  # fmt: skip
+        array, _ = extract_features(self.spec, self.source, self.size, self.data, paths, settings,
+                                    decode_workers=self.args.decode_workers, build=lambda: variant.model)  # fmt: skip
         return np.asarray(array)
 
 
@@ -280,8 +280,8 @@ def measure(bench: Bench, variants: list[Variant], rounds: int) -> None:
     """Warm every variant up, then time each over all the images ``rounds`` times, alternating the order."""
     warm = bench.paths[: 2 * bench.args.batch_size]
     if bench.args.pixel_cache == "warm":
-        PixelCache(bench.scratch / "pixels").build(bench.size, bench.data, bench.paths,
-                                                   workers=bench.args.decode_workers, progress=False)  # fmt: skip
+        PixelCache(bench.scratch / "features").build(bench.size, bench.data, bench.paths,
+                                                     workers=bench.args.decode_workers, progress=False)  # fmt: skip
     for variant in variants:
         if variant.path == "timm":
             bench.start_timm(variant)  # builds and warms up in its worker

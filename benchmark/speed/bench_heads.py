@@ -27,6 +27,7 @@ from backbones import BACKBONES, DEFAULT_BACKBONES  # noqa: E402
 from benchmark.config import RunConfig  # noqa: E402
 from benchmark.training.sweep import HeadGroup, head_workers, train_groups  # noqa: E402
 from features.data.dataset import Dataset, ImageRecord  # noqa: E402
+from features.data.records import Label  # noqa: E402
 
 LRS = (1e-4, 2e-4, 5e-4, 1e-3)
 DROPOUTS = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(0)
     labels = {split: rng.integers(0, len(CLASSES), n) for split, n in (("train", args.train), ("val", args.val))}
     records = [
-        ImageRecord(f"{split}/{i}.jpeg", CLASSES[label], split)
+        ImageRecord(f"{split}/{i}.jpeg", Label.of_class(CLASSES[label]), split)
         for split, values in labels.items()
         for i, label in enumerate(values)
     ]
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     heads = 0
     with tempfile.TemporaryDirectory() as temp:
         for job, points in train_groups(jobs, dataset, Path(temp), settings):
-            heads += sum(point["status"] == "done" for point in points)
+            heads += sum(point.done for point in points)
             done_at = time.perf_counter() - started
             print(f"{job.backbone} group {job.image_size}: {len(points)} heads done at {done_at:.1f} s")
     total = time.perf_counter() - started

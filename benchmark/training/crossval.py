@@ -22,17 +22,17 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from benchmark.evaluation.metrics import binary_metrics, binary_tasks, task_decision
 from benchmark.records import CrossValResult, HeadResult
+from benchmark.run_folder import RunFolder
 from benchmark.settings import CrossValSettings, SweepSettings
 from benchmark.training.sweep import predict_external, run_sweep
 from common.executors import Executor
-from features.data.dataset import Dataset, findings_of, patient_groups
+from features.data.dataset import Dataset, patient_groups
 from features.extract import BackboneFeatures
 
 # In a fold's copy of the dataset the official test images keep their rows (features stay aligned with the
@@ -53,7 +53,7 @@ def check_folds(settings: CrossValSettings, dataset: Dataset) -> None:
     pool = [dataset.records[i] for i in pool_indices(dataset)]
     patients: dict[str, set[str]] = defaultdict(set)
     for record, group in zip(pool, patient_groups(pool, dataset.digests), strict=True):
-        for name in findings_of(record.label) if dataset.multi_label else (record.label,):
+        for name in record.label.counted_as:
             patients[name].add(group)
     fewest, count = min(((name, len(patients[name])) for name in dataset.classes), key=lambda item: item[1])
     if count < settings.folds:
@@ -85,7 +85,7 @@ def fold_datasets(settings: CrossValSettings, dataset: Dataset) -> Iterator[tupl
     """
     pool = pool_indices(dataset)
     records = [dataset.records[i] for i in pool]
-    y = np.array([record.label for record in records])  # multi-label: the label string, findings and all
+    y = np.array([record.label.text for record in records])  # multi-label: the label's text, findings and all
     groups = np.array(patient_groups(records, dataset.digests))
     for repeat in range(1, settings.repeats + 1):
         seed = settings.seed + repeat - 1
@@ -116,9 +116,9 @@ def run_crossval(
     rows, trained = [], 0
     for repeat, fold, fold_data in fold_datasets(settings, dataset):
         fold_started = time.perf_counter()
-        results_dir = Path(sweep_settings.results_dir) / "cv" / f"r{repeat}-f{fold}"
-        sweep = run_sweep(replace(sweep_settings, results_dir=str(results_dir)), fold_data, extracted, executor)
-        predict_external(sweep.winners, test_features, results_dir / "heads", split=OFFICIAL_TEST)
+        folder = RunFolder(sweep_settings.results_dir).cv_fold(repeat, fold)
+        sweep = run_sweep(replace(sweep_settings, results_dir=str(folder.root)), fold_data, extracted, executor)
+        predict_external(sweep.winners, test_features, folder.heads, split=OFFICIAL_TEST)
         seconds = time.perf_counter() - fold_started
         rows += fold_rows(repeat, fold, sweep.winners, fold_data, dataset.labels("test"), seconds)
         trained += sweep.trained

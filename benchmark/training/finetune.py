@@ -38,6 +38,7 @@ import numpy as np
 
 from backbones import BackboneSpec, build_backbone, get_backbone, resolve_weights
 from benchmark.records import HeadResult
+from benchmark.run_folder import CHECKPOINT, RESULT_FILE, WEIGHTS_FILE, RunFolder, finetuned_name
 from benchmark.settings import FinetuneRun, FinetuneSettings
 from benchmark.training.heads import (
     epoch_order,
@@ -53,9 +54,6 @@ from common.files import DamagedFileError, atomic_path, atomic_write_sealed_json
 from features.cache import cache_key
 from features.data.dataset import Dataset, class_balance
 from features.pixels import PixelCache, PixelReader
-
-WEIGHTS_FILE = "model.weights.h5"
-RESULT_FILE = "result.json"
 
 
 class DiscriminativeAdam(keras.optimizers.Adam):
@@ -317,7 +315,7 @@ def finetune_one(
     # Before the head is loaded: its Dropout draws its seed from Python's random as it is built, so without
     # this the fine-tuned model depended on what the process had done before (a rerun, a cluster task).
     keras.utils.set_random_seed(settings.seed)
-    head = load_head(heads_dir / frozen.head_id / "best.keras")
+    head = load_head(heads_dir / frozen.head_id / CHECKPOINT)
     paths = [record.path for record in dataset.records]
     labels = {split: dataset.labels(split) for split in ("train", "val", "test")}
     rows = {split: dataset.indices(split) for split in ("train", "val", "test")}
@@ -355,7 +353,7 @@ def _finetuned_result(
     """The leaderboard entry of a fine-tuned model, named ``<backbone>-ft`` beside the head it started from."""
     description = f"{settings.layers} layers" if settings.layers != "all" else "all layers"
     return HeadResult(
-        backbone=f"{frozen.backbone}-ft",
+        backbone=finetuned_name(frozen.backbone),
         image_size=sizes[-1],
         settings=frozen.settings,
         weights=f"{frozen.weights}; fine-tuned {description}, sizes {'→'.join(map(str, sizes))}"
@@ -382,14 +380,14 @@ def finetune_winners(
         if winner.settings.kind == "keras":  # the probes are the frozen baseline, not a start for fine-tuning
             firsts.setdefault(winner.backbone, winner)
     split_key = {split: [r.path for r in dataset.split(split)] for split in ("train", "val", "test")}
-    results_dir = Path(run.results_dir)
+    results_folder = RunFolder(run.results_dir)
     results: list[HeadResult | None] = []
     pending: list[tuple[int, HeadResult, Path]] = []
     for frozen in firsts.values():
         # The weights' identity (their SHA-256 for a file), not their path: two spellings of one file are one run.
         key = cache_key({"from": frozen.head_id, "settings": asdict(run.model), "weights": frozen.weights,
                          "splits": split_key})  # fmt: skip
-        folder = results_dir / "finetune" / f"{frozen.backbone}-ft-{key[:10]}"
+        folder = results_folder.finetuned(f"{finetuned_name(frozen.backbone)}-{key[:10]}")
         results.append(_stored_result(folder))
         if results[-1] is None:
             pending.append((len(results) - 1, frozen, folder))
@@ -407,7 +405,7 @@ def _finetune_and_record(frozen: HeadResult, dataset: Dataset, run: FinetuneRun,
     """Fine-tune ``frozen`` into ``folder`` and write its ``result.json`` last; its leaderboard entry."""
     if run.progress:
         print(f"fine-tuning {frozen.backbone} from head {frozen.head_id}")
-    result = finetune_one(frozen, dataset, run.model, weights=run.weights, heads_dir=Path(run.results_dir) / "heads",
+    result = finetune_one(frozen, dataset, run.model, weights=run.weights, heads_dir=RunFolder(run.results_dir).heads,
                           pixel_cache=PixelCache(run.cache_dir), out_dir=folder, progress=run.progress)  # fmt: skip
     record = dict(result.to_json(), from_head=frozen.head_id, weights_sha256=sha256_file(folder / WEIGHTS_FILE))
     atomic_write_sealed_json(folder / RESULT_FILE, record, (WEIGHTS_FILE,))

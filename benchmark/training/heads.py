@@ -31,12 +31,10 @@ from scipy.special import expit
 from tqdm.auto import tqdm
 
 from benchmark.evaluation.metrics import multiclass_accuracy
+from benchmark.run_folder import CHECKPOINT, HISTORY
 from benchmark.settings import HeadSettings
 from common.files import atomic_output, atomic_path
 from features.data.dataset import class_balance
-
-CHECKPOINT = "best.keras"
-HISTORY = "history.csv"
 
 
 @dataclass

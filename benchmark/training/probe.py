@@ -29,8 +29,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from benchmark.evaluation.metrics import multiclass_accuracy
+from benchmark.run_folder import HISTORY
 from benchmark.training.heads import (
-    HISTORY,
     HeadSettings,
     TrainedHead,
     build_head,

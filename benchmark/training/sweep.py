@@ -32,12 +32,11 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from benchmark.evaluation.metrics import binary_tasks, evaluate, macro_auc, multiclass_accuracy
-from benchmark.records import HeadResult, SweepResult
+from benchmark.evaluation.metrics import evaluate, macro_auc, multiclass_accuracy
+from benchmark.records import HeadResult, PointRecord, SweepResult
+from benchmark.run_folder import CHECKPOINT, HISTORY, POINT, RunFolder, is_finetuned
 from benchmark.settings import GridKey, HeadSettings, SweepSettings
 from benchmark.training.heads import (
-    CHECKPOINT,
-    HISTORY,
     TrainedHead,
     load_head,
     read_history,
@@ -50,8 +49,6 @@ from common.isolated import SINGLE_THREADED, exit_when_orphaned
 from features.cache import FeatureCache, cache_key
 from features.data.dataset import Dataset
 from features.extract import BackboneFeatures
-
-POINT = "point.json"
 
 
 class HeadGroup(NamedTuple):
@@ -82,16 +79,6 @@ def point_id(backbone: str, image_size: int, settings: HeadSettings, context: di
     return f"{readable}-{cache_key(dict(context, settings=settings.to_json()))[:10]}"
 
 
-def selection_score(point: dict, select_by: str) -> float:
-    """The validation number ``select_by`` names, oriented so that higher is better."""
-    if select_by == "val_loss":
-        return -point["val_loss"]
-    if select_by == "macro_auc":
-        return point.get("val_macro_auc", -math.inf)  # a point stored before the score existed: never chosen
-    task, metric = select_by.split(".")
-    return point["val"][task][metric]
-
-
 def split_features(features: np.ndarray, dataset: Dataset) -> dict[str, np.ndarray]:
     """Rows of ``features`` (aligned with ``dataset.records``) per split, in memory."""
     return {name: np.asarray(features[dataset.indices(name)]) for name in ("train", "val", "test")}
@@ -114,7 +101,7 @@ class _Progress:
         print(f"grid point {self.done} of {self.total} ({label}, {verb}); {elapsed:.0f} s so far, about {left} left")
 
 
-def _read_point(path: Path) -> dict | None:
+def _read_point(path: Path) -> PointRecord | None:
     """A finished grid point's record, or None if absent or damaged (the point is then trained again).
 
     The record is sealed with its own SHA-256 and its checkpoint's and history's: a changed byte in any of them
@@ -128,10 +115,11 @@ def _read_point(path: Path) -> dict | None:
         print(f"warning: {damage}; training grid point {path.parent.name} again (its numbers can differ from the "
               "damaged copy's at round-off level: it now trains in another group of heads)")  # fmt: skip
         return None
-    if not ("status" in record and "point_id" in record):
+    try:
+        return PointRecord.from_json(record)
+    except (KeyError, TypeError, ValueError):
         print(f"warning: {path} is not a grid point's record; training grid point {path.parent.name} again")
         return None
-    return record
 
 
 def run_sweep(
@@ -141,12 +129,12 @@ def run_sweep(
 
     With a distributed ``executor`` the head groups are its tasks; selection and testing stay here.
     """
-    heads_dir = Path(settings.results_dir) / "heads"
+    heads_dir = RunFolder(settings.results_dir).heads
     grid = settings.grid
     progress = _Progress(len(extracted) * len(grid))
     # The labels too: a labels CSV (or its --uncertain policy) can change them for the same images.
-    split_key = cache_key({split: [[r.path, r.label] for r in dataset.split(split)] for split in ("train", "val")})
-    points: list[dict] = []
+    split_key = cache_key({split: [[r.path, r.label.text] for r in dataset.split(split)] for split in ("train", "val")})
+    points: list[PointRecord] = []
     features_of: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     jobs: list[HeadGroup] = []
     for one in extracted:
@@ -158,7 +146,7 @@ def run_sweep(
         for index, pid in enumerate(ids):
             stored = _read_point(heads_dir / pid / POINT)
             # A failure is a record of what happened, not a result: a rerun trains the point again.
-            if stored is not None and stored["status"] == "done":
+            if stored is not None and stored.done:
                 points.append(stored)
             else:
                 pending[grid[index].shared_part()].append(index)
@@ -211,7 +199,7 @@ def _sigint_ignored():
 
 def train_groups(
     jobs: list[HeadGroup], dataset: Dataset, heads_dir: Path, settings: SweepSettings, executor: Executor | None = None
-) -> Iterator[tuple[HeadGroup, list[dict]]]:
+) -> Iterator[tuple[HeadGroup, list[PointRecord]]]:
     """Train every job (a group of heads sharing a model), yielding each job with its point records as it ends.
 
     A head is a few thousand tiny steps: TensorFlow's per-operation overhead,
@@ -253,7 +241,7 @@ def train_groups(
 def _train_on_cluster(
     jobs: list[HeadGroup], dataset: Dataset, heads_dir: Path, settings: SweepSettings, executor: Executor,
     single_threaded: bool,
-) -> Iterator[tuple[HeadGroup, list[dict]]]:
+) -> Iterator[tuple[HeadGroup, list[PointRecord]]]:
     """Each job as one task of ``executor``, its features read by the worker from the shared cache."""
     threads = "single-threaded " if single_threaded else ""
     print(f"training {len(jobs)} groups of heads as {executor.kind} tasks, each in a {threads}process of its own")
@@ -288,7 +276,7 @@ def _worker_setup(parent: int) -> None:
     exit_when_orphaned(parent)
 
 
-def _train_cached_group(job: HeadGroup, cache_dir: str, dataset: Dataset, heads_dir: Path) -> list[dict]:
+def _train_cached_group(job: HeadGroup, cache_dir: str, dataset: Dataset, heads_dir: Path) -> list[PointRecord]:
     """``_train_group`` on features read from the shared cache entry ``job.feature_key``: a cluster task."""
     features = FeatureCache(cache_dir).load(job.backbone, job.feature_key)
     if features is None:
@@ -297,7 +285,7 @@ def _train_cached_group(job: HeadGroup, cache_dir: str, dataset: Dataset, heads_
     return _train_group(job._replace(by_split=split_features(features, dataset)), dataset, heads_dir, False)
 
 
-def _train_group(job: HeadGroup, dataset: Dataset, heads_dir: Path, progress: bool) -> list[dict]:
+def _train_group(job: HeadGroup, dataset: Dataset, heads_dir: Path, progress: bool) -> list[PointRecord]:
     """Train heads that can share a model (or fit the probes); fall back to one at a time if the group fails."""
     backbone, size, settings, ids, by_split = job.backbone, job.image_size, job.heads, job.ids, job.by_split
     train = fit_probes
@@ -336,39 +324,35 @@ def _record(
     val_features: np.ndarray | None,
     dataset: Dataset,
     heads_dir: Path,
-) -> dict:
+) -> PointRecord:
     """The stored result of one grid point: its settings and validation scores, or its error."""
-    record = {
-        "point_id": pid, "backbone": backbone, "image_size": size,
-        **GridKey.for_head(backbone, size, one)._asdict(),
-        "seed": one.seed, "weights": weights, "settings": one.to_json(),
-    }  # fmt: skip
+    made = {"point_id": pid, "key": GridKey.for_head(backbone, size, one), "seed": one.seed, "weights": weights,
+            "settings": one}  # fmt: skip
     if isinstance(outcome, Exception):
-        record.update(status="failed", error=f"{type(outcome).__name__}: {outcome}")
+        record = PointRecord(**made, status="failed", error=f"{type(outcome).__name__}: {outcome}")
     elif not math.isfinite(outcome.best_val_loss):
-        record.update(status="failed", error="validation loss was never finite (training diverged)")
+        record = PointRecord(**made, status="failed", error="validation loss was never finite (training diverged)")
     else:
         probabilities = keras.ops.convert_to_numpy(outcome.model(val_features, training=False))
         labels = dataset.labels("val")
-        record.update(
+        record = PointRecord(
+            **made,
             status="done",
-            error="",
             best_epoch=outcome.best_epoch,
             epochs_run=outcome.epochs_run,
             seconds=outcome.seconds,
             val_loss=outcome.best_val_loss,
             val_multiclass_accuracy=multiclass_accuracy(labels, probabilities),
             val=evaluate(labels, probabilities, dataset.classes),
+            val_macro_auc=macro_auc(labels, probabilities) if dataset.multi_label else None,
         )
-        if dataset.multi_label:
-            record["val_macro_auc"] = macro_auc(labels, probabilities)
-    files = (CHECKPOINT, HISTORY) if record["status"] == "done" else ()
-    atomic_write_sealed_json(heads_dir / pid / POINT, record, files, default=float)
+    files = (CHECKPOINT, HISTORY) if record.done else ()
+    atomic_write_sealed_json(heads_dir / pid / POINT, record.to_json(), files, default=float)
     return record
 
 
 def _select_and_test(
-    points: list[dict],
+    points: list[PointRecord],
     select_by: str,
     features_of: dict[tuple[str, int], dict[str, np.ndarray]],
     dataset: Dataset,
@@ -381,8 +365,8 @@ def _select_and_test(
     """
     scores: dict[tuple, list[float]] = defaultdict(list)
     for point in points:
-        if point["status"] == "done":
-            scores[GridKey.of(point)].append(selection_score(point, select_by))
+        if point.done:
+            scores[point.key].append(point.selection_score(select_by))
     best: dict[str, tuple] = {}
     for key, values in sorted(scores.items(), key=lambda item: str(item[0])):
         mean = float(np.mean(values))
@@ -391,22 +375,22 @@ def _select_and_test(
             best[name] = (mean, key)
     winners = []
     for _, key in best.values():
-        for point in sorted(points, key=lambda p: p["seed"]):
-            if point["status"] != "done" or GridKey.of(point) != key:
+        for point in sorted(points, key=lambda p: p.seed):
+            if not point.done or point.key != key:
                 continue
-            folder = heads_dir / point["point_id"]
+            folder = heads_dir / point.point_id
             model = load_head(folder / CHECKPOINT)
-            features = features_of[(point["backbone"], point["image_size"])]
+            features = features_of[(key.backbone, key.image_size)]
             winners.append(
                 HeadResult(
                     backbone=key.model_name,
-                    image_size=point["image_size"],
-                    settings=HeadSettings.from_json(point["settings"]),
-                    weights=point["weights"],
-                    head_id=point["point_id"],
-                    best_epoch=point["best_epoch"],
-                    epochs_run=point["epochs_run"],
-                    best_val_loss=point["val_loss"],
+                    image_size=key.image_size,
+                    settings=point.settings,
+                    weights=point.weights,
+                    head_id=point.point_id,
+                    best_epoch=point.best_epoch,
+                    epochs_run=point.epochs_run,
+                    best_val_loss=point.val_loss,
                     history=read_history(folder / HISTORY),
                     # Validation probabilities pick the operating threshold; test ones are reported.
                     probabilities={
@@ -415,31 +399,6 @@ def _select_and_test(
                 )
             )
     return winners
-
-
-def grid_rows(points: list[dict], classes: tuple[str, ...], select_by: str, multi_label: bool = False) -> list[dict]:
-    """One row per grid point (seeds averaged): validation scores only, with the selected one marked."""
-    grouped: dict[tuple, list[dict]] = defaultdict(list)
-    for point in points:
-        grouped[GridKey.of(point)].append(point)
-    rows = []
-    for key, members in grouped.items():
-        done = [p for p in members if p["status"] == "done"]
-        row = key._asdict()
-        row.update(seeds=len(done), failed=len(members) - len(done))
-        row["errors"] = "; ".join(sorted({p["error"] for p in members if p["status"] != "done"}))
-        if done:
-            row["val_loss"] = float(np.mean([p["val_loss"] for p in done]))
-            row["val_loss_std"] = float(np.std([p["val_loss"] for p in done]))
-            row["val_multiclass_accuracy"] = float(np.mean([p["val_multiclass_accuracy"] for p in done]))
-            if multi_label:
-                row["val_macro_auc"] = float(np.mean([p["val_macro_auc"] for p in done]))
-            for task in binary_tasks(classes, multi_label):
-                for metric in ("auc", "sensitivity", "specificity"):
-                    row[f"val_{task}_{metric}"] = float(np.mean([p["val"][task][metric] for p in done]))
-            row["selection_score"] = float(np.mean([selection_score(p, select_by) for p in done]))
-        rows.append(row)
-    return rows
 
 
 def predict_external(
@@ -456,7 +415,7 @@ def predict_external(
     """
     predicted = []
     for winner in winners:
-        if winner.backbone.endswith("-ft"):
+        if is_finetuned(winner.backbone):
             continue
         backbone = winner.backbone.removesuffix(f"-{winner.settings.kind}")
         model = load_head(heads_dir / winner.head_id / CHECKPOINT)

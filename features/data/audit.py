@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -40,9 +39,10 @@ from tqdm.auto import tqdm
 
 from common.files import atomic_write_text, sha256_file
 from features.cache import FolderInUseError, cache_key, drop_entries_holding, folder_lock, warn_damaged
-from features.data.dataset import SPLITS, Dataset, describe_counts, make_splits
+from features.data.dataset import SPLITS, Dataset, LeakageRow, describe_counts, make_splits
 from features.data.images import UnreadableImageError, inspect_image
 from features.data.labels import add_label_options, label_settings, load_dataset
+from features.data.records import Skip
 
 # Bump when what the audit records, or how it decides, changes.
 AUDIT_VERSION = "audit-v2"
@@ -237,14 +237,14 @@ def audit_images(
         result = results[record.path]
         reason = _why_left_out(result, min_side)
         if reason:
-            skipped.append((record.path, reason))
+            skipped.append(Skip(record.path, reason))
         else:
             kept.append(record)
     digests = {record.path: results[record.path]["sha256"] for record in kept}
     return replace(dataset, records=kept, skipped=skipped, digests=digests)
 
 
-def find_leakage(dataset: Dataset) -> list[dict]:
+def find_leakage(dataset: Dataset) -> list[LeakageRow]:
     """Rows for every image whose bytes appear more than once across splits or labels.
 
     Each row: ``group`` (one per distinct content), ``sha256``, ``split``,
@@ -256,11 +256,11 @@ def find_leakage(dataset: Dataset) -> list[dict]:
         digest = dataset.digests.get(record.path)
         if digest:
             by_digest[digest].append(record)
-    rows: list[dict] = []
+    rows: list[LeakageRow] = []
     group = 0
     for digest, members in sorted(by_digest.items(), key=lambda item: min(r.path for r in item[1])):
         splits = sorted({r.split for r in members}, key=SPLITS.index)
-        labels = sorted({r.label for r in members})
+        labels = sorted({r.label.text for r in members})
         problems = []
         if len(splits) > 1:
             problems.append(f"same image in {' and '.join(splits)}")
@@ -269,17 +269,15 @@ def find_leakage(dataset: Dataset) -> list[dict]:
         if problems:
             group += 1
             for record in sorted(members, key=lambda r: (SPLITS.index(r.split), r.path)):
-                rows.append(
-                    {"group": group, "sha256": digest, "split": record.split, "label": record.label,
-                     "path": record.path, "problem": "; ".join(problems)}
-                )  # fmt: skip
+                rows.append(LeakageRow(digest, record.path, group, record.split, record.label.text,
+                                       "; ".join(problems)))  # fmt: skip
     return rows
 
 
 class LeakageError(DatasetError):
     """``--leakage fail`` found copies; ``rows`` are ``find_leakage``'s, for the caller to write down."""
 
-    def __init__(self, message: str, rows: list[dict]):
+    def __init__(self, message: str, rows: list[LeakageRow]):
         super().__init__(message)
         self.rows = rows
 
@@ -297,30 +295,31 @@ def flag_leakage(dataset: Dataset, policy: str = "warn") -> Dataset:
         raise ValueError(f"leakage policy must be one of {', '.join(LEAKAGE_POLICIES)}, not {policy!r}")
     rows = find_leakage(dataset)
     if rows and policy == "fail":
-        groups = len({row["group"] for row in rows})
+        groups = len({row.group for row in rows})
         raise LeakageError(
             f"{groups} image(s) appear in more than one split or under more than one label "
-            f"(same bytes), for example {rows[0]['path']} and {rows[1]['path']}. "
+            f"(same bytes), for example {rows[0].path} and {rows[1].path}. "
             "Remove the copies, or pass --leakage drop (drops the train/val copies) or --leakage warn.",
-            [dict(row, action="kept") for row in rows],
+            rows,
         )
     drop: dict[str, str] = {}
     if policy == "drop":
-        in_test = {row["sha256"] for row in rows if row["split"] == "test"}
+        in_test = {row.sha256 for row in rows if row.split == "test"}
         labels: dict[str, set] = defaultdict(set)
         for row in rows:
-            labels[row["sha256"]].add(row["label"])
+            labels[row.sha256].add(row.label)
         for row in rows:
-            if row["split"] == "test":
+            if row.split == "test":
                 continue
-            if row["sha256"] in in_test:
-                drop[row["path"]] = "same image as a test image (--leakage drop)"
-            elif len(labels[row["sha256"]]) > 1:
-                drop[row["path"]] = (f"same image under two labels ({' and '.join(sorted(labels[row['sha256']]))}; "
-                                     "--leakage drop)")  # fmt: skip
-    rows = [dict(row, action="dropped" if row["path"] in drop else "kept") for row in rows]
+            if row.sha256 in in_test:
+                drop[row.path] = "same image as a test image (--leakage drop)"
+            elif len(labels[row.sha256]) > 1:
+                drop[row.path] = (f"same image under two labels ({' and '.join(sorted(labels[row.sha256]))}; "
+                                  "--leakage drop)")  # fmt: skip
+    rows = [replace(row, action="dropped" if row.path in drop else "kept") for row in rows]
     return replace(dataset, records=[record for record in dataset.records if record.path not in drop],
-                   skipped=dataset.skipped + sorted(drop.items()), leakage=rows)  # fmt: skip
+                   skipped=dataset.skipped + [Skip(path, why) for path, why in sorted(drop.items())],
+                   leakage=rows)  # fmt: skip
 
 
 def external_overlap(dataset: Dataset, external: Dataset, policy: str = "warn") -> Dataset:
@@ -335,31 +334,25 @@ def external_overlap(dataset: Dataset, external: Dataset, policy: str = "warn") 
         if record.path in dataset.digests:
             internal.setdefault(dataset.digests[record.path], record)
     rows = [
-        {"sha256": digest, "path": record.path, "internal_split": internal[digest].split,
-         "internal_path": internal[digest].path}
+        LeakageRow(digest, record.path, internal_split=internal[digest].split, internal_path=internal[digest].path)
         for record in external.records
         if (digest := external.digests.get(record.path)) in internal
-    ]  # fmt: skip
+    ]
     if rows and policy == "fail":
         raise DatasetError(
             f"{len(rows)} external test image(s) are also in the internal data (same bytes), for example "
-            f"{rows[0]['path']} = {rows[0]['internal_path']} ({rows[0]['internal_split']}); see external_leakage.csv. "
+            f"{rows[0].path} = {rows[0].internal_path} ({rows[0].internal_split}); see external_leakage.csv. "
             "Remove them, or pass --leakage drop (leaves them out of the external test) or --leakage warn."
         )
     if rows and policy == "drop":
-        copies = {row["path"]: row for row in rows}
+        copies = {row.path: row for row in rows}
         return replace(
             external, leakage=rows, records=[r for r in external.records if r.path not in copies],
-            skipped=external.skipped + [(path, f"same image as {row['internal_path']} of the internal data "
-                                         f"({row['internal_split']}; --leakage drop)") for path, row in copies.items()],
+            skipped=external.skipped + [Skip(path, f"same image as {row.internal_path} of the internal data "
+                                             f"({row.internal_split}; --leakage drop)")
+                                        for path, row in copies.items()],
         )  # fmt: skip
     return replace(external, leakage=rows)
-
-
-def reason_kind(reason: str) -> str:
-    """``reason`` without the CSV line numbers it names, so that a summary counts each kind of reason once
-    ("unknown label 'x' (line N)", not one entry per line)."""
-    return re.sub(r"\b(lines?) \d+(?:, \d+)*", r"\1 N", reason)
 
 
 def check_classes(dataset: Dataset) -> None:
@@ -378,7 +371,7 @@ def check_classes(dataset: Dataset) -> None:
     empty = [(split, label) for split in SPLITS for label in dataset.classes if counts[split][label] == 0]
     if not empty:
         return
-    skipped_reasons = Counter(reason_kind(reason) for _, reason in dataset.skipped)
+    skipped_reasons = Counter(skip.kind for skip in dataset.skipped)
     lines = [f"class {label!r} has no usable image in {split}" for split, label in empty]
     table = "; ".join(
         f"{label}: " + ", ".join(f"{split} {counts[split][label]}" for split in SPLITS) for label in dataset.classes
@@ -435,11 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = find_leakage(dataset)
     print(f"{dataset.root} ({dataset.layout}): {len(dataset.records)} usable images, checked in {seconds:.1f} s")
     print(describe_counts(dataset))
-    for reason, n in Counter(reason_kind(reason) for _, reason in dataset.skipped).most_common():
+    for reason, n in Counter(skip.kind for skip in dataset.skipped).most_common():
         print(f"left out: {n} x {reason}")
-    print(f"leakage: {len({row['group'] for row in rows})} image(s) in two splits or under two labels")
+    print(f"leakage: {len({row.group for row in rows})} image(s) in two splits or under two labels")
     for row in rows:
-        print(f"  {row['group']}: {row['split']} {row['label']} {row['path']} ({row['problem']})")
+        print(f"  {row.group}: {row.split} {row.label} {row.path} ({row.problem})")
     try:
         check_classes(dataset)
     except DatasetError as error:

@@ -14,7 +14,6 @@ because the official Kermany validation split holds only 16 images.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -22,31 +21,56 @@ from pathlib import Path
 
 import numpy as np
 
+from features.data.records import NO_FINDING, Label, Skip
+
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff")
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
 KERMANY_CLASSES = ("normal", "bacterial", "viral")
-# A multi-label record's label: its positive findings joined by FINDING_SEPARATOR, a finding whose value is
-# unknown (CheXpert's uncertain -1 under --uncertain ignore) marked with UNKNOWN_MARK, NO_FINDING for none.
-NO_FINDING = "No Finding"
-FINDING_SEPARATOR = "|"
-UNKNOWN_MARK = "?"
-# An external class mapped onto several training classes (``PNEUMONIA=bacterial+viral``) is labelled with the
-# group, joined by GROUP_JOIN: it is known to be one of them, not which.
-GROUP_JOIN = "+"
 
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image: its path relative to the dataset root, its class, its split and, from a labels CSV, its patient.
+    """One image: its path relative to the dataset root, its label, its split and, from a labels CSV, its patient.
 
     An empty ``patient`` means the patient is read from the file name (``patient_of``).
     """
 
     path: str
-    label: str
+    label: Label
     split: str
     patient: str = ""
+
+
+# The columns of leakage.csv (copies inside the dataset) and external_leakage.csv (external test images also in the
+# internal data), in the order those files have always had.
+LEAKAGE_COLUMNS = ("group", "sha256", "split", "label", "path", "problem", "action")
+EXTERNAL_LEAKAGE_COLUMNS = ("sha256", "path", "internal_split", "internal_path")
+
+
+@dataclass(frozen=True)
+class LeakageRow:
+    """One copy of an image whose bytes appear elsewhere: a row of ``leakage.csv`` or ``external_leakage.csv``.
+
+    Inside one dataset (``LEAKAGE_COLUMNS``): ``group`` numbers each distinct content, ``split`` and ``label`` are
+    this copy's, ``problem`` says which splits or labels the copies span, and ``action`` whether ``--leakage``
+    kept or dropped it. An external test image also in the internal data (``EXTERNAL_LEAKAGE_COLUMNS``):
+    ``internal_split`` and ``internal_path`` name the internal copy.
+    """
+
+    sha256: str
+    path: str
+    group: int = 0
+    split: str = ""
+    label: str = ""
+    problem: str = ""
+    action: str = "kept"
+    internal_split: str = ""
+    internal_path: str = ""
+
+    def cells(self, columns: tuple[str, ...]) -> dict:
+        """This row's values under ``columns`` (``LEAKAGE_COLUMNS`` or ``EXTERNAL_LEAKAGE_COLUMNS``), in order."""
+        return {name: getattr(self, name) for name in columns}
 
 
 @dataclass
@@ -58,12 +82,14 @@ class Dataset:
         layout: "kermany", "class-folders" or "csv" (labels from a CSV, ``features.data.labels``).
         classes: class names in label-index order.
         records: every usable image.
-        skipped: ``(relative path, reason)`` for every file left out.
+        skipped: a ``Skip`` (relative path, and why) for every file left out.
         notes: how the splits were made, for the leaderboard.
         digests: SHA-256 of each record's bytes, once ``features.data.audit`` has read them;
             identical images are then kept on one side of a carved split.
-        leakage: rows of ``features.data.audit.find_leakage`` (images found in two splits or under two labels).
-        multi_label: ``classes`` are findings, any number per image (``findings_label``); labels are then
+        leakage: copies of an image found elsewhere: in two splits or under two labels
+            (``features.data.audit.flag_leakage``), or, for an external test set, also in the internal data
+            (``features.data.audit.external_overlap``).
+        multi_label: ``classes`` are findings, any number per image (``Label.of_findings``); labels are then
             ``(n, findings)`` arrays of 1, 0 and NaN (unknown) instead of class indices.
     """
 
@@ -71,10 +97,10 @@ class Dataset:
     layout: str
     classes: tuple[str, ...]
     records: list[ImageRecord]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     digests: dict[str, str] = field(default_factory=dict)
-    leakage: list[dict] = field(default_factory=list)
+    leakage: list[LeakageRow] = field(default_factory=list)
     multi_label: bool = False
 
     def split(self, name: str) -> list[ImageRecord]:
@@ -91,9 +117,9 @@ class Dataset:
         A multi-label dataset gives a float32 ``(n, findings)`` array: 1 present, 0 absent, NaN unknown.
         """
         if self.multi_label:
-            rows = [finding_targets(record.label, self.classes) for record in self.split(name)]
+            rows = [record.label.targets(self.classes) for record in self.split(name)]
             return np.array(rows, dtype=np.float32).reshape(len(rows), len(self.classes))
-        index = {label: i for i, label in enumerate(self.classes)}
+        index = {Label.of_class(name): i for i, name in enumerate(self.classes)}
         return np.array([index[record.label] for record in self.split(name)], dtype=np.int64)
 
     def task_labels(self, name: str, positives: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +130,7 @@ class Dataset:
         index = {label: i for i, label in enumerate(self.classes)}
         keep, labels = [], []
         for record in self.split(name):
-            group = record.label.split(GROUP_JOIN)
+            group = record.label.classes
             inside = sum(member in positives for member in group)
             keep.append(inside in (0, len(group)))
             labels.append(index[group[0]])
@@ -112,7 +138,7 @@ class Dataset:
 
     def has_groups(self) -> bool:
         """Whether some record is labelled with a class group (an external class mapped onto several)."""
-        return not self.multi_label and any(GROUP_JOIN in record.label for record in self.records)
+        return any(record.label.is_group for record in self.records)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per split and class: ``{split: {class: n}}``; multi-label: images showing each finding.
@@ -121,28 +147,9 @@ class Dataset:
         """
         table = {split: dict.fromkeys(self.classes, 0) for split in SPLITS}
         for record in self.records:
-            for label in findings_of(record.label) if self.multi_label else (record.label,):
-                table[record.split][label] = table[record.split].get(label, 0) + 1
+            for name in record.label.counted_as:
+                table[record.split][name] = table[record.split].get(name, 0) + 1
         return table
-
-
-def findings_label(present: list[str], unknown: list[str] = ()) -> str:
-    """The label of a multi-label record: ``Effusion|Pneumonia``, ``Edema?`` for unknown, ``No Finding``."""
-    tokens = sorted(present) + sorted(name + UNKNOWN_MARK for name in unknown)
-    return FINDING_SEPARATOR.join(tokens) or NO_FINDING
-
-
-def findings_of(label: str) -> list[str]:
-    """The findings a multi-label record shows (not those whose value is unknown)."""
-    if label == NO_FINDING:
-        return []
-    return [token for token in label.split(FINDING_SEPARATOR) if not token.endswith(UNKNOWN_MARK)]
-
-
-def finding_targets(label: str, findings: tuple[str, ...]) -> list[float]:
-    """One target per finding of a multi-label record: 1.0 shown, 0.0 not shown, NaN unknown."""
-    tokens = set() if label == NO_FINDING else set(label.split(FINDING_SEPARATOR))
-    return [1.0 if name in tokens else math.nan if name + UNKNOWN_MARK in tokens else 0.0 for name in findings]
 
 
 # Folders and files that operating systems and archivers leave behind.
@@ -158,10 +165,10 @@ def _visible_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p))
 
 
-def _hidden_dirs(folder: Path, root: Path) -> list[tuple[str, str]]:
+def _hidden_dirs(folder: Path, root: Path) -> list[Skip]:
     """Hidden and system folders (``__MACOSX/``, ``.git/``) in ``folder``, listed as left out, never read."""
     return [
-        (p.relative_to(root).as_posix() + "/", "hidden or system folder; not read")
+        Skip(p.relative_to(root).as_posix() + "/", "hidden or system folder; not read")
         for p in sorted(folder.iterdir())
         if p.is_dir() and _is_hidden(p)
     ]
@@ -198,10 +205,10 @@ def _why_not_an_image(path: Path) -> str | None:
     return None
 
 
-def _stray_images(folder: Path, root: Path) -> list[tuple[str, str]]:
+def _stray_images(folder: Path, root: Path) -> list[Skip]:
     """Image files lying directly in ``folder``, where only folders belong."""
     return [
-        (path.relative_to(root).as_posix(), _WRONG_DEPTH)
+        Skip(path.relative_to(root).as_posix(), _WRONG_DEPTH)
         for path in sorted(folder.iterdir())
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(path)
     ]
@@ -257,10 +264,10 @@ def scan_dataset(root: str | Path) -> Dataset:
         raise FileNotFoundError(f"dataset folder {root} does not exist")
     split_dirs = _split_folders(root)
     records: list[ImageRecord] = []
-    skipped: list[tuple[str, str]] = []
+    skipped: list[Skip] = []
     kermany = bool(split_dirs) and _is_kermany(split_dirs)
     if split_dirs:
-        skipped += [(p.relative_to(root).as_posix() + "/", "folder is not a split (train, val, test); not read")
+        skipped += [Skip(p.relative_to(root).as_posix() + "/", "folder is not a split (train, val, test); not read")
                     for p in _visible_dirs(root) if p.name.lower() not in SPLIT_ALIASES]  # fmt: skip
         skipped += _stray_images(root, root)
     skipped += _hidden_dirs(root, root)
@@ -277,9 +284,9 @@ def scan_dataset(root: str | Path) -> Dataset:
                 if reason is None and label is None:
                     reason = "PNEUMONIA file name names neither bacteria nor virus"
                 if reason is None:
-                    records.append(ImageRecord(relative, label, split))
+                    records.append(ImageRecord(relative, Label.of_class(label), split))
                 else:
-                    skipped.append((relative, reason))
+                    skipped.append(Skip(relative, reason))
     if not records:
         raise ValueError(
             f"no images found in {root}: expected ROOT/{{train,val,test}}/{{NORMAL,PNEUMONIA}}/*.jpeg "
@@ -394,8 +401,8 @@ def make_splits(
         notes.append(note)
     if limit_per_class is not None:
         # Multi-label: per label combination (``Effusion|Pneumonia``), the unit the splits are stratified by.
-        groups = tuple(sorted({r.label for r in records})) if dataset.multi_label else dataset.classes
-        records = _subset_per_class(records, groups, limit_per_class, rng)
+        groups = sorted({r.label for r in records}) if dataset.multi_label else map(Label.of_class, dataset.classes)
+        records = _subset_per_class(records, tuple(groups), limit_per_class, rng)
         notes.append(f"subset: at most {limit_per_class} images per class and split (--limit-per-class), seed {seed}")
     records.sort(key=lambda r: (SPLITS.index(r.split), r.path))
     return replace(dataset, records=records, notes=dataset.notes + notes)
@@ -427,12 +434,12 @@ def _carve_validation(
 
 
 def _subset_per_class(
-    records: list[ImageRecord], classes: tuple[str, ...], limit: int, rng: np.random.Generator
+    records: list[ImageRecord], labels: tuple[Label, ...], limit: int, rng: np.random.Generator
 ) -> list[ImageRecord]:
     """At most ``limit`` seeded-random records per split and class, in path order within each."""
     kept: list[ImageRecord] = []
     for split in SPLITS:
-        for label in classes:
+        for label in labels:
             members = sorted((r for r in records if r.split == split and r.label == label), key=lambda r: r.path)
             order = sorted(rng.permutation(len(members))[:limit])
             kept.extend(members[i] for i in order)
@@ -445,7 +452,7 @@ def describe_counts(dataset: Dataset) -> str:
     for split, per_class in dataset.counts().items():
         detail = ", ".join(f"{label} {n}" for label, n in per_class.items())
         if dataset.multi_label:
-            detail += f", {NO_FINDING} {sum(r.label == NO_FINDING for r in dataset.split(split))}"
+            detail += f", {NO_FINDING} {sum(r.label.is_no_finding for r in dataset.split(split))}"
         lines.append(f"{split}: {len(dataset.split(split))} ({detail})")
     return "\n".join(lines)
 

@@ -21,8 +21,9 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from features.data.dataset import GROUP_JOIN, NO_FINDING, Dataset, ImageRecord, finding_targets, findings_label
+from features.data.dataset import Dataset, ImageRecord
 from features.data.labels import load_dataset
+from features.data.records import GROUP_JOIN, NO_FINDING, Label, Skip
 from features.settings import ExternalSettings
 
 
@@ -30,21 +31,27 @@ class ExternalError(ValueError):
     """An external test set that cannot be mapped onto the training classes."""
 
 
-def _target(label: str, mapping: dict[str, str], classes: tuple[str, ...]) -> str | None:
-    """The training class an external ``label`` stands for (a class group ``bacterial+viral``), or None."""
-    if label in mapping:
-        group = mapping[label].split(GROUP_JOIN)
-        return GROUP_JOIN.join(sorted(group, key=classes.index)) if len(group) > 1 else mapping[label]
-    lowered = {name.lower(): name for name in classes}
-    return lowered.get(label.lower())
+def _target(name: str, mapping: dict[str, Label], classes: tuple[str, ...]) -> Label | None:
+    """The training class an external class ``name`` stands for (a class group in training order), or None."""
+    if name in mapping:
+        group = mapping[name].classes
+        return Label.of_group(tuple(sorted(group, key=classes.index))) if len(group) > 1 else mapping[name]
+    lowered = {known.lower(): known for known in classes}
+    return Label.of_class(lowered[name.lower()]) if name.lower() in lowered else None
 
 
-def _check_mapping(mapping: dict[str, str], targets: tuple[str, ...], what: str) -> None:
+def _finding(name: str, mapping: dict[str, Label], classes: tuple[str, ...]) -> str | None:
+    """The training finding (or ``No Finding``, when among ``classes``) an external class ``name`` stands for."""
+    target = _target(name, mapping, classes)
+    return None if target is None else target.text
+
+
+def _check_mapping(mapping: dict[str, Label], targets: tuple[str, ...], what: str) -> None:
     """``ExternalError`` if a pair maps onto something that is not a training class (or finding)."""
-    if what == "finding" and any(GROUP_JOIN in new for new in mapping.values()):
+    if what == "finding" and any(new.is_group for new in mapping.values()):
         raise ExternalError(f"--external-map onto several findings ({GROUP_JOIN}) is for one-class-per-image "
                             "training; map each external finding onto one training finding")  # fmt: skip
-    wrong = sorted({member for new in mapping.values() for member in new.split(GROUP_JOIN)} - set(targets))
+    wrong = sorted({member for new in mapping.values() for member in new.classes} - set(targets))
     if wrong:
         plural = {"class": "classes", "finding": "findings"}[what]
         raise ExternalError(f"--external-map names {', '.join(map(repr, wrong))}, not a training {what}; "
@@ -58,7 +65,8 @@ def load_external(settings: ExternalSettings, classes: tuple[str, ...], multi_la
         ExternalError: a mapping onto a class that is not a training class, or no external class that maps.
         ValueError, OSError: the folder or its labels cannot be read (as for the training data).
     """
-    mapping = dict(settings.mapping)
+    # NEW of ``--external-map OLD=NEW`` is one class, or several joined by + (a class group).
+    mapping = {old: Label.parse(new, multi_label=False) for old, new in settings.mapping}
     if multi_label:
         _check_mapping(mapping, (*classes, NO_FINDING), "finding")
         return _external_findings(settings, load_dataset(settings.root, settings.labels), classes, mapping)
@@ -66,13 +74,14 @@ def load_external(settings: ExternalSettings, classes: tuple[str, ...], multi_la
     dataset = load_dataset(settings.root, settings.labels)
     records, skipped, used = [], list(dataset.skipped), {}
     for record in dataset.records:
-        target = _target(record.label, mapping, classes)
+        target = _target(record.label.text, mapping, classes)
         if target is None:
-            skipped.append((record.path, f"external class {record.label!r} maps onto no training class "
-                            f"({', '.join(classes)}); --external-map {record.label}=CLASS would map it"))  # fmt: skip
+            skipped.append(Skip(record.path, f"external class {record.label.text!r} maps onto no training class "
+                            f"({', '.join(classes)}); --external-map {record.label.text}=CLASS would "
+                            "map it"))  # fmt: skip
         else:
             records.append(replace(record, label=target, split="test"))
-            used[record.label] = target
+            used[record.label.text] = target.text
     if not records:
         raise ExternalError(
             f"no class of the external test set {settings.root} ({', '.join(dataset.classes)}) maps onto the "
@@ -81,46 +90,47 @@ def load_external(settings: ExternalSettings, classes: tuple[str, ...], multi_la
         )
     pairs = ", ".join(f"{old} → {new}" for old, new in sorted(used.items()))
     note = f"external test: `{Path(settings.root)}` ({dataset.layout} layout), {len(records)} images; classes {pairs}"
-    if any(GROUP_JOIN in new for new in used.values()):
+    if any(record.label.is_group for record in records):
         note += ("; an image of a class group (a+b) is scored only on the tasks where its whole group is on one "
                  "side, and the multi-class accuracy is not scored")  # fmt: skip
     return replace(dataset, classes=classes, records=records, skipped=skipped, notes=[note])
 
 
 def _external_record(
-    record: ImageRecord, external: Dataset, classes: tuple[str, ...], mapping: dict[str, str], used: dict[str, str]
+    record: ImageRecord, external: Dataset, classes: tuple[str, ...], mapping: dict[str, Label], used: dict[str, str]
 ) -> ImageRecord | None:
     """One external image labelled with the training findings (unrecorded ones unknown), or None if nothing maps."""
     if not external.multi_label:
-        target = _target(record.label, mapping, (*classes, NO_FINDING))
-        if target is None and record.label.lower() == "normal":
+        name = record.label.text
+        target = _finding(name, mapping, (*classes, NO_FINDING))
+        if target is None and name.lower() == "normal":
             target = NO_FINDING
         if target is None:
             return None
-        used[record.label] = target
+        used[name] = target
         # A class folder records one finding; the others are unknown, but on a normal image none is shown.
         present, unknown = ([], []) if target == NO_FINDING else ([target], [c for c in classes if c != target])
-        return replace(record, label=findings_label(present, unknown), split="test")
-    recorded = {_target(name, mapping, classes) for name in external.classes} - {None}
+        return replace(record, label=Label.of_findings(present, unknown), split="test")
+    recorded = {_finding(name, mapping, classes) for name in external.classes} - {None}
     present, unknown = set(), {name for name in classes if name not in recorded}
-    for name, value in zip(external.classes, finding_targets(record.label, external.classes), strict=True):
-        target = _target(name, mapping, classes)
+    for name, value in zip(external.classes, record.label.targets(external.classes), strict=True):
+        target = _finding(name, mapping, classes)
         if target is not None:
             used[name] = target
             (present if value == 1 else unknown if math.isnan(value) else set()).add(target)
-    return replace(record, label=findings_label(sorted(present), sorted(unknown - present)), split="test")
+    return replace(record, label=Label.of_findings(present, unknown - present), split="test")
 
 
 def _external_findings(
-    settings: ExternalSettings, external: Dataset, classes: tuple[str, ...], mapping: dict[str, str]
+    settings: ExternalSettings, external: Dataset, classes: tuple[str, ...], mapping: dict[str, Label]
 ) -> Dataset:
     """A multi-label training set's external test: findings (or classes) mapped onto the training findings."""
     records, skipped, used = [], list(external.skipped), {}
     for record in external.records:
         mapped = _external_record(record, external, classes, mapping, used)
         if mapped is None:
-            skipped.append((record.path, f"external class {record.label!r} maps onto no training finding "
-                            f"({', '.join(classes)}) nor {NO_FINDING!r}; --external-map {record.label}=FINDING "
+            skipped.append(Skip(record.path, f"external class {record.label.text!r} maps onto no training finding "
+                            f"({', '.join(classes)}) nor {NO_FINDING!r}; --external-map {record.label.text}=FINDING "
                             "would map it"))  # fmt: skip
         else:
             records.append(mapped)

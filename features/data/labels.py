@@ -25,22 +25,14 @@ import re
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
-from features.data.dataset import (
-    FINDING_SEPARATOR,
-    KERMANY_CLASSES,
-    NO_FINDING,
-    SPLIT_ALIASES,
-    UNKNOWN_MARK,
-    Dataset,
-    ImageRecord,
-    _why_not_an_image,
-    findings_label,
-    findings_of,
-    scan_dataset,
-)
-from features.settings import UNKNOWN_POLICIES, LabelSettings
+from features.data.dataset import KERMANY_CLASSES, SPLIT_ALIASES, Dataset, ImageRecord, _why_not_an_image, scan_dataset
+from features.data.records import FINDING_SEPARATOR, NO_FINDING, UNKNOWN_MARK, Label, Skip, unwritable_finding
+from features.options import add_options, given_values
+from features.settings import LabelSettings
 
 _DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+# Why every row of an image listed on several lines that disagree is left out.
+_DISAGREEING_ROWS = "with different labels, splits or patients; none used"
 
 
 class LabelsError(ValueError):
@@ -137,20 +129,20 @@ def _row_split(row: list[str], at: dict[str, int], relative: str, lists: dict[st
     return SPLIT_ALIASES.get(value.lower()) or f"unknown split {value!r}; valid: {', '.join(SPLIT_ALIASES)}"
 
 
-def _separated_label(value: str, settings: LabelSettings) -> tuple[str | None, str]:
+def _separated_label(value: str, settings: LabelSettings) -> tuple[Label | None, str]:
     """NIH's form: the label of ``Effusion|Pneumonia`` or ``No Finding``, or why the row is left out."""
     tokens = sorted({token.strip() for token in value.split(settings.finding_separator)} - {""})
     if not tokens:
         return None, "empty label"
     if settings.no_finding in tokens:
         others = [token for token in tokens if token != settings.no_finding]
-        return (NO_FINDING, "") if not others else (None, f"{settings.no_finding!r} beside findings {others}")
+        return (Label.of_findings(), "") if not others else (None, f"{settings.no_finding!r} beside findings {others}")
     unknown = [token for token in tokens if settings.classes and token not in settings.classes]
     if unknown:
         return None, f"unknown finding {unknown[0]!r}; known: {', '.join(settings.classes)} (--classes)"
-    if reserved := [token for token in tokens if token.endswith(UNKNOWN_MARK) or FINDING_SEPARATOR in token]:
+    if reserved := [token for token in tokens if unwritable_finding(token)]:
         return None, f"finding {reserved[0]!r} ends in {UNKNOWN_MARK!r} or holds {FINDING_SEPARATOR!r}"
-    return findings_label(tokens), ""
+    return Label.of_findings(tokens), ""
 
 
 def _finding_value(raw: str, settings: LabelSettings) -> str | None:
@@ -165,7 +157,7 @@ def _finding_value(raw: str, settings: LabelSettings) -> str | None:
     return {1.0: "1", 0.0: "0", -1.0: policy[settings.uncertain]}.get(number) if math.isfinite(number) else None
 
 
-def _columns_label(row: list[str], at: dict[str, int], settings: LabelSettings) -> tuple[str | None, str]:
+def _columns_label(row: list[str], at: dict[str, int], settings: LabelSettings) -> tuple[Label | None, str]:
     """CheXpert's form: the label of one 1/0/-1/blank column per finding, or why the row is left out."""
     present, unknown = [], []
     for name in settings.finding_columns:
@@ -176,10 +168,10 @@ def _columns_label(row: list[str], at: dict[str, int], settings: LabelSettings) 
         (present if value == "1" else unknown if value == "?" else []).append(name)
     if len(unknown) == len(settings.finding_columns):
         return None, "every finding uncertain or blank, and ignored (--uncertain, --blank)"
-    return findings_label(present, unknown), ""
+    return Label.of_findings(present, unknown), ""
 
 
-def _row_label(row: list[str], at: dict[str, int], settings: LabelSettings) -> tuple[str | None, str]:
+def _row_label(row: list[str], at: dict[str, int], settings: LabelSettings) -> tuple[Label | None, str]:
     """The label of one row (a class, or a multi-label findings label), or why the row is left out."""
     if settings.finding_columns:
         return _columns_label(row, at, settings)
@@ -190,7 +182,7 @@ def _row_label(row: list[str], at: dict[str, int], settings: LabelSettings) -> t
         return None, "empty label"
     if settings.classes and label not in settings.classes:
         return None, f"unknown label {label!r}; known: {', '.join(settings.classes)} (--classes)"
-    return label, ""
+    return Label.of_class(label), ""
 
 
 class _ImageFinder:
@@ -241,7 +233,7 @@ def _row_record(
 
 def _drop_duplicates(
     found: list[tuple[int, str, ImageRecord]],
-) -> tuple[list[ImageRecord], list[tuple[str, str]]]:
+) -> tuple[list[ImageRecord], list[Skip]]:
     """One record per image: repeats that agree are left out after the first; images whose rows disagree, wholly."""
     by_path: dict[str, list[tuple[int, ImageRecord]]] = defaultdict(list)
     for line, _, record in found:
@@ -252,11 +244,14 @@ def _drop_duplicates(
         if all(record == first for _, record in rows):
             records.append(first)
             repeats = [line for line, _ in rows[1:]]
-            skipped += [(path, f"duplicate row (line {line}) of the image on line {first_line}") for line in repeats]
+            skipped += [Skip(path, "duplicate row of an image",
+                             f"duplicate row (line {line}) of the image on line {first_line}", line)
+                        for line in repeats]  # fmt: skip
         else:
             lines = ", ".join(str(line) for line, _ in rows)
-            skipped += [(path, f"image listed on lines {lines} with different labels, splits or patients; "
-                         "none used") for _ in rows]  # fmt: skip
+            kind, detail = (f"image listed on several lines {_DISAGREEING_ROWS}",
+                            f"image listed on lines {lines} {_DISAGREEING_ROWS}")  # fmt: skip
+            skipped += [Skip(path, kind, detail, line) for line, _ in rows]
     return records, skipped
 
 
@@ -275,15 +270,16 @@ def _check_patients(records: list[ImageRecord], path: str | Path) -> None:
         )
 
 
-def _class_order(labels: set[str], settings: LabelSettings) -> tuple[str, ...]:
+def _class_order(labels: set[Label], settings: LabelSettings) -> tuple[str, ...]:
     """The label-index order: as ``--classes`` (or ``--finding-columns``) gives it, Kermany's, else sorted."""
     if settings.finding_columns:
         return tuple(settings.finding_columns)
     if settings.classes:
         return tuple(settings.classes)
     if settings.multi_label:
-        return tuple(sorted({finding for label in labels for finding in findings_of(label)}))
-    return KERMANY_CLASSES if labels == set(KERMANY_CLASSES) else tuple(sorted(labels))
+        return tuple(sorted({finding for label in labels for finding in label.findings}))
+    names = {label.text for label in labels}
+    return KERMANY_CLASSES if names == set(KERMANY_CLASSES) else tuple(sorted(names))
 
 
 def _wanted_columns(settings: LabelSettings) -> dict[str, str | None]:
@@ -294,7 +290,7 @@ def _wanted_columns(settings: LabelSettings) -> dict[str, str | None]:
         if name == NO_FINDING or name == settings.no_finding:
             raise LabelsError(f"--finding-columns names {name!r}, the normal case, not a finding: leave it out "
                               "(an image whose findings are all 0 is the normal case)")  # fmt: skip
-        if name.endswith(UNKNOWN_MARK) or FINDING_SEPARATOR in name:
+        if unwritable_finding(name):
             raise LabelsError(f"finding column {name!r} may not end in {UNKNOWN_MARK!r} or hold {FINDING_SEPARATOR!r}")
     return {
         "--path-column": settings.path_column, **label, "--findings-column": settings.findings_column,
@@ -347,19 +343,19 @@ def read_labels(root: str | Path, settings: LabelSettings) -> Dataset:
         name = row[at["--path-column"]].strip() if len(row) > at["--path-column"] else ""
         where = name or f"{Path(settings.labels).name} line {line}"
         if len(row) != len(header):
-            skipped.append((where, f"line {line} has {len(row)} fields, the header {len(header)}; a stray "
-                            "delimiter or quote?"))  # fmt: skip
+            detail = f"line {line} has {len(row)} fields, the header {len(header)}; a stray delimiter or quote?"
+            skipped.append(Skip(where, "a row with more or fewer fields than the header", detail, line))
             continue
         outcome = _row_record(row, at, find, settings, lists)
         if isinstance(outcome, str):
-            skipped.append((where, f"{outcome} (line {line})"))
+            skipped.append(Skip.of_row(where, outcome, line))
         else:
             found.append((line, name, outcome))
     records, repeats = _drop_duplicates(found)
     skipped += repeats
     if not records:
         raise ValueError(f"no row of {settings.labels} names a usable image under {root}; "
-                         f"{len(skipped)} rows left out, for example: {skipped[0][1] if skipped else 'no rows'}")
+                         f"{len(skipped)} rows left out, for example: {skipped[0].reason if skipped else 'no rows'}")
     _check_patients(records, settings.labels)
     classes = _class_order({record.label for record in records}, settings)
     note = _describe_labels(settings, len(records), classes)
@@ -367,28 +363,11 @@ def read_labels(root: str | Path, settings: LabelSettings) -> Dataset:
 
 
 def add_label_options(parser: argparse.ArgumentParser) -> None:
-    """The labels-CSV options of ``LabelSettings`` on a command line of the features stage (``audit``)."""
-    defaults = LabelSettings()
-    parser.add_argument("--labels", metavar="FILE.csv", help="labels from a CSV instead of class folders")
-    for column in ("path", "label", "patient", "split", "findings"):
-        default = getattr(defaults, f"{column}_column")
-        parser.add_argument(f"--{column}-column", default=default, metavar="NAME",
-                            help=f"the CSV's {column} column (default: {default})")  # fmt: skip
-    parser.add_argument("--finding-columns", nargs="+", default=(), metavar="NAME",
-                        help="one 1/0/-1/blank column per finding (CheXpert)")  # fmt: skip
-    for option in ("finding_separator", "no_finding"):
-        parser.add_argument("--" + option.replace("_", "-"), default=getattr(defaults, option), metavar="TEXT")
-    for option in ("uncertain", "blank"):
-        parser.add_argument(f"--{option}", choices=UNKNOWN_POLICIES, default=getattr(defaults, option))
-    parser.add_argument("--patient-pattern", metavar="REGEX", help="the patient id in each path (CheXpert: "
-                        r"'patient(\d+)')")  # fmt: skip
-    parser.add_argument("--classes", nargs="+", default=(), metavar="NAME", help="the classes, in this order")
+    """The labels-CSV options of ``LabelSettings`` on a command line of the features stage (``audit``), declared
+    once, on ``LabelSettings``'s fields, for ``run`` too."""
+    add_options(parser, LabelSettings)
 
 
 def label_settings(args: argparse.Namespace) -> LabelSettings:
-    """The ``LabelSettings`` of what ``add_label_options`` parsed."""
-    names = ("labels", "path_column", "label_column", "patient_column", "patient_pattern", "split_column",
-             "findings_column",
-             "finding_separator", "no_finding", "uncertain", "blank")  # fmt: skip
-    return LabelSettings(**{name: getattr(args, name) for name in names}, classes=tuple(args.classes),
-                         finding_columns=tuple(args.finding_columns))  # fmt: skip
+    """The ``LabelSettings`` of what ``add_label_options`` parsed (the defaults where an option was not given)."""
+    return LabelSettings(**given_values(LabelSettings, args))
