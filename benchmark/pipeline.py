@@ -205,10 +205,7 @@ def selection_problem(select_by: str, dataset: Dataset) -> str | None:
 
 
 def _run_locked(context: RunContext) -> int:
-    config, prog = context.config, context.prog
-    # Resolved here, once: every stage, the cache keys and run.json see the same runtimes and precisions.
-    context.compute = resolve_compute(config)
-    context.stages = stages = context.stages.computed(context.compute)
+    config, prog, stages = context.config, context.prog, context.stages
     try:
         context.dataset = dataset = prepare_data(stages.data, context.dataset, context.folder)
         if stages.crossval is not None:  # before extraction: too many folds for the patients costs nothing
@@ -221,6 +218,10 @@ def _run_locked(context: RunContext) -> int:
         return error_line(prog, error)
     print(f"data: {context.data_root} ({dataset.layout}), weights: {config.weights}")
     print(describe_counts(dataset))
+    # Resolved here, once: every stage, the cache keys and run.json see the same runtimes and precisions.
+    images = len(dataset.records) + (len(context.external.records) if context.external is not None else 0)
+    context.compute = resolve_compute(config, images)
+    context.stages = stages = stages.computed(context.compute)
     extract = stages.extract
     problems = [problem for spec, size in config.extraction_plan()
                 for problem in resource_problems(spec, size, len(dataset.records), extract.batch_size,
@@ -236,15 +237,15 @@ def _run_locked(context: RunContext) -> int:
                           "and it will be checked (and skipped) anew.", 1)  # fmt: skip
 
 
-def resolve_compute(config: RunConfig) -> ComputePlan:
+def resolve_compute(config: RunConfig, images: int | None = None) -> ComputePlan:
     """``--runtime auto`` and ``--precision auto`` resolved for the run and checked on each backbone; printed.
 
     The plan holds the run's choice and each backbone's, with its reason: what every stage and ``run.json`` see.
     Timed here, in the driver: on a cluster whose workers have other processors, pass the runtime and precision
     (``--runtime``, ``--precision``).
     """
-    runtime = resolve_runtime(config.runtime, config.precision, config.jit_compile)
-    choice, chosen = resolve_backbones(runtime, config.precision, config.extraction_plan(), config.cache_dir)
+    runtime = resolve_runtime(config.runtime, config.precision, config.jit_compile, images=images)
+    choice, chosen = resolve_backbones(runtime, config.precision, config.extraction_plan(), config.cache_dir, images)
     print(f"runtime: {runtime.runtime} ({runtime.reason})")
     print(f"precision: {choice.precision} ({choice.reason})")
     backbones = tuple(BackboneCompute(name, size, Choice(mine.requested, mine.runtime, mine.reason),

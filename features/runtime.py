@@ -11,12 +11,15 @@ only when it is asked for, so the package stays an optional extra (``pip install
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
+import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -55,6 +58,12 @@ INSTALL_HINT = "pip install 'cxr-bench[openvino]' (or pip install openvino)"
 OPENVINO_BACKENDS = ("tensorflow",)
 # Beside an IR's model.xml and model.bin, written last: their SHA-256, sealed.
 IR_MANIFEST = "manifest.json"
+# Below this many images a run's extraction is too short for any measured choice to repay its measurement (a
+# conversion of 3 to 15 s and about 200 timed forwards per backbone, against at most a ~70% shorter extraction):
+# ``auto`` then takes Keras in float32, unmeasured.
+SMALL_RUN_IMAGES = 512
+# Where the machine-wide memo of measured choices lives (``machine_choices``); "off" turns it off.
+HOME_VARIABLE = "CXR_BENCH_HOME"
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
@@ -96,6 +105,7 @@ def resolve_runtime(
     installed: Callable[[], bool] = openvino_installed,
     gpu: Callable[[], object] = gpu_capability,
     backend: Callable[[], str] = keras.backend.backend,
+    images: int | None = None,
 ) -> RuntimeChoice:
     """The run's runtime for ``requested`` (``auto``, ``keras`` or ``openvino``), and the reason.
 
@@ -103,7 +113,8 @@ def resolve_runtime(
     then keeps it only where it is measurably faster there than Keras (``resolve_backbone_runtime``). Keras
     under a Keras backend other than TensorFlow (``backend_problem``), where a GPU is there (OpenVINO's plugin
     here is the CPU's), where ``precision`` or ``jit_compile`` asks for what only Keras does (float16, XLA), or
-    where OpenVINO is not installed.
+    where OpenVINO is not installed, or where the run extracts too few ``images`` for OpenVINO to repay its
+    conversion and measurement (``too_few_images``).
     """
     if requested != AUTO:
         return RuntimeChoice(requested, requested, f"--runtime {requested} was asked for")
@@ -122,6 +133,8 @@ def resolve_runtime(
         return RuntimeChoice(AUTO, "keras", "--jit-compile asks Keras for XLA")
     if not installed():
         return RuntimeChoice(AUTO, "keras", f"OpenVINO, the faster CPU runtime, is not installed ({INSTALL_HINT})")
+    if too_few_images(images):
+        return RuntimeChoice(AUTO, "keras", too_few_images(images))
     return RuntimeChoice(AUTO, "openvino", "the backbones run on the CPU and OpenVINO, an inference runtime for "
                          f"CPUs, is installed; a backbone keeps it where {MIN_SPEEDUP}x faster than Keras")  # fmt: skip
 
@@ -276,13 +289,27 @@ def probe_seconds(runtime: str, precision: str) -> float:
     return (keras_probe_pair() if runtime == "keras" else openvino_probe_pair())[precision]
 
 
-def resolve_run_precision(requested: str, runtime: str, cache_dir: str | Path | None = None) -> PrecisionChoice:
-    """``resolve_precision`` with the probe timed in the runtime the backbone will run in.
+def too_few_images(images: int | None) -> str | None:
+    """Why ``auto`` measures nothing for a run that extracts ``images`` images (fewer than ``SMALL_RUN_IMAGES``), or
+    None where a measured choice may pay (or the count is not known)."""
+    if images is None or images >= SMALL_RUN_IMAGES:
+        return None
+    return (f"the run extracts {images} images, too few for a measured choice to repay its measurement (below "
+            f"{SMALL_RUN_IMAGES} images auto takes Keras in float32 without one)")  # fmt: skip
+
+
+def resolve_run_precision(
+    requested: str, runtime: str, cache_dir: str | Path | None = None, images: int | None = None
+) -> PrecisionChoice:
+    """``resolve_precision`` with the probe timed in the runtime the backbone will run in; float32 unmeasured for
+    ``auto`` where the run extracts too few ``images`` (``too_few_images``).
 
     With ``cache_dir``, ``auto``'s measured choice is remembered there (``precision.json``) per processor,
     runtime and versions, and reused: a timing near the threshold must not flip the precision between runs,
     or every rerun would miss the feature cache and move the leaderboard by the bfloat16 rounding.
     """
+    if requested == AUTO and too_few_images(images):
+        return PrecisionChoice(AUTO, "float32", too_few_images(images))
     measure = functools.partial(resolve_precision, requested, seconds=functools.partial(probe_seconds, runtime))
     if requested != AUTO or cache_dir is None:
         return measure()
@@ -338,16 +365,21 @@ def resolve_backbone_runtime(
 
 
 def resolve_backbones(
-    runtime: RuntimeChoice, precision: str, plan: list[tuple[BackboneSpec, int]], cache_dir: str | Path
+    runtime: RuntimeChoice,
+    precision: str,
+    plan: list[tuple[BackboneSpec, int]],
+    cache_dir: str | Path,
+    images: int | None = None,
 ) -> tuple[PrecisionChoice, dict[tuple[str, int], tuple[RuntimeChoice, PrecisionChoice]]]:
     """The run's precision, and each backbone's ``(runtime, precision)`` at its size, measured where ``auto``.
 
     With ``--runtime auto`` resolved to OpenVINO, both runtimes are candidates: each gets its precision (the
-    run's probe, then the backbone's own check), and ``resolve_backbone_runtime`` picks between them.
+    run's probe, then the backbone's own check), and ``resolve_backbone_runtime`` picks between them. ``images``,
+    how many the run extracts, spares the measurements where they cannot pay (``too_few_images``).
     """
     both = runtime.requested == AUTO and runtime.runtime == "openvino"
     candidates = ("keras", "openvino") if both else (runtime.runtime,)
-    run_precision = {name: resolve_run_precision(precision, name, cache_dir) for name in candidates}
+    run_precision = {name: resolve_run_precision(precision, name, cache_dir, images) for name in candidates}
     chosen = {}
     for spec, size in plan:
         own = {name: resolve_backbone_precision(spec, size, run_precision[name], name, cache_dir)
@@ -383,20 +415,95 @@ def _runtime_seconds(name: str, size: int, keras_precision: str, openvino_precis
     return best["openvino"], best["keras"]
 
 
+def machine_choices() -> Path | None:
+    """The machine-wide memo of measured choices, shared by every ``--cache-dir`` of this user on this machine:
+    ``$CXR_BENCH_HOME/choices.json`` (default ``~/.cache/cxr-bench``); None where ``CXR_BENCH_HOME`` is ``off``."""
+    home = os.environ.get(HOME_VARIABLE, "").strip()
+    if home.lower() == "off":
+        return None
+    if home:
+        return Path(home).expanduser() / "choices.json"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cxr-bench" / "choices.json"
+
+
+@contextlib.contextmanager
+def measured_afresh() -> Iterator[Path]:
+    """A scratch cache folder, with the machine-wide memo off: choices resolved inside are measured now, never read
+    from or written to a memo (``python -m features.runtime``, the benchmark's ``default`` variant)."""
+    previous = os.environ.get(HOME_VARIABLE)
+    os.environ[HOME_VARIABLE] = "off"
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            yield Path(scratch)
+    finally:
+        if previous is None:
+            os.environ.pop(HOME_VARIABLE, None)
+        else:
+            os.environ[HOME_VARIABLE] = previous
+
+
 def _remembered(cache_dir: Path, what: dict, measure: Callable, kind: type = PrecisionChoice):
-    """``measure()``'s choice (a ``kind``), remembered in ``cache_dir/precision.json`` per processor, versions and
-    ``what``, each entry sealed with the SHA-256 of its key and choice (``_read_choices``)."""
+    """``measure()``'s choice (a ``kind``), remembered per processor, versions and ``what``, each entry sealed with
+    the SHA-256 of its key and choice (``_read_choices``): first in ``cache_dir/precision.json`` (what this cache's
+    features were made with), then in the machine-wide memo (``machine_choices``), so a new cache folder on the same
+    machine, software and network measures nothing. The machine-wide memo is read and written under a lock, so
+    concurrent runs measure a choice once and never lose one another's."""
     memo = cache_dir / "precision.json"
     key = cache_key({"cpuinfo": _processor(), "keras": keras.__version__, "backend": keras.backend.backend(),
-                     **what})  # fmt: skip
+                     "backend_version": _backend_version(), **what})  # fmt: skip
     known = _read_choices(memo)
-    remembered = known.get(key, {}).get("choice")
-    if isinstance(remembered, dict) and set(remembered) == {field.name for field in fields(kind)}:
-        return kind(**{**remembered, "reason": remembered["reason"] + f" (remembered in {memo})"})
-    choice = measure()
+    choice = _choice_in(known, key, kind)
+    if choice is not None:
+        return _said_remembered(choice, memo)
+    choice, source = _machine_wide(key, measure, kind)
     memo.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(memo, {**known, key: _sealed_choice(key, asdict(choice))})
-    return choice
+    return choice if source is None else _said_remembered(choice, source)
+
+
+def _said_remembered(choice, where: Path):
+    """``choice`` with its reason saying where it was remembered."""
+    return type(choice)(**{**asdict(choice), "reason": choice.reason + f" (remembered in {where})"})
+
+
+def _machine_wide(key: str, measure: Callable, kind: type) -> tuple:
+    """``(choice, where it was remembered)`` from the machine-wide memo, or ``(measure(), None)``, kept there."""
+    shared = machine_choices()
+    if shared is None:
+        return measure(), None
+    try:
+        with entry_lock(shared.parent):
+            known = _read_choices(shared)
+            choice = _choice_in(known, key, kind)
+            if choice is not None:
+                return choice, shared
+            choice = measure()
+            atomic_write_json(shared, {**_read_choices(shared), key: _sealed_choice(key, asdict(choice))})
+            return choice, None
+    except OSError as error:  # an unwritable home: this run measures, as if there were no memo
+        print(
+            f"warning: the machine-wide memo {shared} cannot be used ({error}); choices are measured per "
+            f"--cache-dir (set {HOME_VARIABLE} to a folder you can write, or to off)",
+            flush=True,
+        )
+        return measure(), None
+
+
+def _choice_in(known: dict[str, dict], key: str, kind: type):
+    """The ``kind`` remembered under ``key`` in ``known``, or None."""
+    remembered = known.get(key, {}).get("choice")
+    if isinstance(remembered, dict) and set(remembered) == {field.name for field in fields(kind)}:
+        return kind(**remembered)
+    return None
+
+
+def _backend_version() -> str:
+    """The version of the Keras backend's own library (TensorFlow, JAX or PyTorch): it computes the Keras side."""
+    backend = keras.backend.backend()
+    try:
+        return importlib.metadata.version({"torch": "torch"}.get(backend, backend))
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _sealed_choice(key: str, choice: dict) -> dict:
@@ -460,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runtime = resolve_runtime(args.runtime, args.precision)
     specs = [get_backbone(name) for name in args.backbones]
-    with tempfile.TemporaryDirectory() as scratch:
+    with measured_afresh() as scratch:
         run, chosen = resolve_backbones(runtime, args.precision, [(s, s.default_size) for s in specs], scratch)
     print(f"runtime: {runtime.runtime} ({runtime.reason})")
     print(f"precision: {run.precision} ({run.reason})")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,9 +83,10 @@ SMALL = (*DEFAULT_SMALL, "--runtime", "keras")
 # Only what every run needs (the data, random weights, no progress bars, the two folders): for tests that pass
 # every other option themselves, or that must fail before any work.
 PLAIN = {"preset": (), "grid": ()}
-# 6 epochs, one Adam head and two probe penalties: each backbone reports its head and its probe (Keras pinned,
-# as in SMALL).
-LONGER = {"preset": ("--epochs", "6", "--patience", "3", "--runtime", "keras"), "grid": HEAD_AND_PROBE}
+# 6 epochs, one Adam head and two probe penalties: each backbone reports its head and its probe (Keras pinned and
+# the heads trained in this process, as in SMALL: the worker processes have tests of their own, in test_sweep).
+LONGER = {"preset": ("--epochs", "6", "--patience", "3", "--runtime", "keras", "--head-workers", "1"),
+          "grid": HEAD_AND_PROBE}  # fmt: skip
 
 
 def run_small_benchmark(
@@ -190,7 +191,30 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _shared_run_built_early(request) -> None:
+def machine_memo(tmp_path_factory) -> Iterator[Path]:
+    """The machine-wide memo of measured runtime and precision choices (``CXR_BENCH_HOME``) in a folder that every
+    worker of this test session shares, never the user's: each backbone and size is measured once per session."""
+    home = tmp_path_factory.getbasetemp()
+    home = (home.parent if "PYTEST_XDIST_WORKER" in os.environ else home) / "cxr-bench-home"
+    previous = os.environ.get("CXR_BENCH_HOME")
+    os.environ["CXR_BENCH_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("CXR_BENCH_HOME", None)
+    else:
+        os.environ["CXR_BENCH_HOME"] = previous
+
+
+@pytest.fixture
+def own_machine_memo(tmp_path: Path, monkeypatch) -> Path:
+    """An empty machine-wide memo for this test alone: for tests that inject timings and count measurements."""
+    home = tmp_path / "cxr-bench-home"
+    monkeypatch.setenv("CXR_BENCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_run_built_early(request, machine_memo) -> None:
     name = BUILT_EARLY.get(os.environ.get("PYTEST_XDIST_WORKER", ""))
     if name in request.config.stash.get(_SHARED_RUNS_USED, set()):
         try:

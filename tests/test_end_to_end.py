@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import LONGER, run_small_benchmark
+from conftest import LONGER, ONE_HEAD, run_small_benchmark
 
 import run_benchmark
 from benchmark.evaluation.verify import verify
@@ -94,8 +94,9 @@ def test_bad_arguments_fail_before_any_work(kermany_root: Path, tmp_path: Path, 
 def test_no_data_runs_on_the_labelled_phantom_set(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no data/chest_xray here
     code = run_benchmark.main(
-        ["--backbones", "MobileNetV2", "--image-size", "32", "--epochs", "3", "--limit-per-class", "6", "--no-progress"]
-    )
+        ["--backbones", "MobileNetV2", "--image-size", "32", "--epochs", "3", "--limit-per-class", "6", "--no-progress",
+         *ONE_HEAD]
+    )  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
     assert "SYNTHETIC PHANTOM" in out and "NOT MEDICAL" in out

@@ -58,6 +58,9 @@ def _numbers(results: Path) -> pd.DataFrame:
 def _fixed_probe(monkeypatch) -> None:
     # Where the CPU has native bfloat16, auto times a probe: fixed timings make a re-measured choice the same.
     monkeypatch.setattr(runtime_module, "probe_seconds", lambda runtime, precision: 1.0)
+    monkeypatch.setenv("CXR_BENCH_HOME", "off")  # and no choice of another test's timings from the session's memo
+    # and auto measures even a run this small, so the cache holds a precision.json to damage.
+    monkeypatch.setattr(runtime_module, "SMALL_RUN_IMAGES", 0)
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +161,7 @@ def test_a_damaged_shard_of_a_killed_extraction_is_extracted_again(kermany_root:
 def test_damaged_remembered_choices_are_said_and_measured_again(tmp_path: Path, monkeypatch, capsys):
     from backbones import PrecisionChoice
 
+    monkeypatch.setenv("CXR_BENCH_HOME", "off")  # the cache folder's memo alone (the machine-wide one: below)
     calls = []
     monkeypatch.setattr(runtime_module, "resolve_precision",
                         lambda requested, seconds: calls.append(requested) or PrecisionChoice(requested, "bfloat16",

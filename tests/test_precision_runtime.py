@@ -18,7 +18,7 @@ from benchmark.speed.bench_extract import cosine_rows
 from features.cache import cache_key
 from features.data.dataset import scan_dataset
 from features.extract import extract_features, feature_key_parts
-from features.runtime import INSTALL_HINT, openvino_installed, resolve_runtime
+from features.runtime import INSTALL_HINT, resolve_runtime, too_few_images
 from features.settings import ExtractSettings
 
 # Abridged /proc/cpuinfo texts of the machines this project met: the flags that matter, and a few that do not.
@@ -84,10 +84,13 @@ def test_run_json_the_report_and_the_cache_hold_the_resolved_precision(small_run
     choice = run["precision"]
     assert run["config"]["precision"] == "auto" and choice["requested"] == "auto"
     assert choice["precision"] in ("float32", "bfloat16") and choice["reason"]
-    # The default runtime is auto: OpenVINO where it is installed (the test extra installs it), else Keras.
+    # The default runtime is auto; a run of 60 images is too small for a measurement to pay: Keras, float32, and
+    # nothing measured or remembered (test_auto_runtime_keeps_openvino_only_on_the_backbones_where_it_pays: larger).
     runtime = run["runtime"]
     assert run["config"]["runtime"] == runtime["requested"] == "auto"
-    assert runtime["runtime"] == ("openvino" if openvino_installed() else "keras") and runtime["reason"]
+    assert runtime["runtime"] == "keras" and choice["precision"] == "float32"
+    assert runtime["reason"] == choice["reason"] == too_few_images(60)
+    assert not (small_run.cache / "precision.json").exists()
     # The backbone's own check chose its runtime (OpenVINO only where it paid); its features were computed there.
     where = runtime["backbones"]["MobileNetV2-32px"]
     assert where["requested"] == "auto" and where["reason"]
@@ -125,7 +128,7 @@ def test_auto_runtime_is_keras_where_openvino_cannot_serve(change: dict, why: st
     assert choice.runtime == "keras" and choice.reason.startswith(why)
 
 
-def test_auto_runtime_keeps_openvino_only_on_the_backbones_where_it_pays(tmp_path, monkeypatch):
+def test_auto_runtime_keeps_openvino_only_on_the_backbones_where_it_pays(tmp_path, monkeypatch, own_machine_memo):
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'cxr-bench[openvino]')")
     import features.runtime as runtime
 
@@ -212,7 +215,7 @@ def test_the_runtime_is_in_the_cache_key(kermany_root: Path):
     )
 
 
-def test_autos_measured_choice_is_remembered_so_reruns_keep_their_cache(tmp_path, monkeypatch):
+def test_autos_measured_choice_is_remembered_so_reruns_keep_their_cache(tmp_path, monkeypatch, own_machine_memo):
     import features.runtime as runtime
     from backbones import PrecisionChoice
 
@@ -232,7 +235,9 @@ def test_autos_measured_choice_is_remembered_so_reruns_keep_their_cache(tmp_path
     assert calls == ["auto", "auto", "float32"]
 
 
-def test_auto_checks_its_bfloat16_on_each_backbone_and_keeps_it_only_where_it_pays(tmp_path, monkeypatch):
+def test_auto_checks_its_bfloat16_on_each_backbone_and_keeps_it_only_where_it_pays(
+    tmp_path, monkeypatch, own_machine_memo
+):
     import features.runtime as runtime
     from backbones import PrecisionChoice, get_backbone
     from features.settings import BackboneCompute, Choice, ComputePlan, ExtractSettings
@@ -263,3 +268,134 @@ def test_auto_checks_its_bfloat16_on_each_backbone_and_keeps_it_only_where_it_pa
     settings = ExtractSettings(compute=ComputePlan(precision=Choice("auto", "bfloat16"), backbones=(own,)))
     assert settings.precision_for("MobileNetV2", 224) == "float32"
     assert settings.precision_for("MobileNetV2", 160) == settings.precision_for("ResNet50", 224) == "bfloat16"
+
+
+def _counting_precision(monkeypatch, calls: list, delay: float = 0.0):
+    """``resolve_precision`` replaced by one that counts its calls (after ``delay`` seconds) and says bfloat16."""
+    import time
+
+    import features.runtime as runtime
+    from backbones import PrecisionChoice
+
+    def measured(requested, seconds):
+        time.sleep(delay)
+        calls.append(requested)
+        return PrecisionChoice(requested, "bfloat16", "measured")
+
+    monkeypatch.setattr(runtime, "resolve_precision", measured)
+
+
+def test_a_new_cache_folder_takes_the_machine_wide_choice_without_measuring(tmp_path, monkeypatch, own_machine_memo):
+    import features.runtime as runtime
+
+    calls = []
+    _counting_precision(monkeypatch, calls)
+    first = runtime.resolve_run_precision("auto", "keras", tmp_path / "cache-a")
+    other = runtime.resolve_run_precision("auto", "keras", tmp_path / "cache-b")
+    assert calls == ["auto"] and first.precision == other.precision == "bfloat16"
+    assert other.reason == f"measured (remembered in {own_machine_memo / 'choices.json'})"
+    # The new folder now holds the choice itself: its features stay its own even if the machine's memo goes.
+    (own_machine_memo / "choices.json").unlink()
+    again = runtime.resolve_run_precision("auto", "keras", tmp_path / "cache-b")
+    assert calls == ["auto"] and again.reason == f"measured (remembered in {tmp_path / 'cache-b' / 'precision.json'})"
+
+
+def test_the_machine_wide_choice_is_not_trusted_across_a_change_of_any_key_part(
+    tmp_path, monkeypatch, own_machine_memo
+):
+    import features.runtime as runtime
+
+    calls = []
+    _counting_precision(monkeypatch, calls)
+    runtime.resolve_run_precision("auto", "keras", tmp_path / "a")
+    monkeypatch.setattr(runtime, "_processor", lambda: "model name : another processor\nflags : avx2")
+    runtime.resolve_run_precision("auto", "keras", tmp_path / "b")
+    monkeypatch.setattr(runtime, "_backend_version", lambda: "0.0.0")
+    runtime.resolve_run_precision("auto", "keras", tmp_path / "c")
+    monkeypatch.setattr(runtime.keras, "__version__", "0.0.0")
+    runtime.resolve_run_precision("auto", "keras", tmp_path / "d")
+    runtime.resolve_run_precision("auto", "openvino", tmp_path / "e")  # another runtime
+    assert calls == ["auto"] * 5
+
+
+def test_a_damaged_machine_wide_memo_is_said_and_measured_again(tmp_path, monkeypatch, own_machine_memo, capsys):
+    import features.runtime as runtime
+
+    calls = []
+    _counting_precision(monkeypatch, calls)
+    runtime.resolve_run_precision("auto", "keras", tmp_path / "a")
+    memo = own_machine_memo / "choices.json"
+    memo.write_text(memo.read_text().replace("bfloat16", "float32"))  # a changed choice, still valid JSON
+    capsys.readouterr()
+    assert runtime.resolve_run_precision("auto", "keras", tmp_path / "b").precision == "bfloat16"
+    assert calls == ["auto", "auto"]
+    assert capsys.readouterr().out.startswith(f"warning: {memo} is damaged (1 remembered choice(s)")
+    assert "remembered in" in runtime.resolve_run_precision("auto", "keras", tmp_path / "c").reason
+
+
+def test_concurrent_runs_measure_a_choice_once(tmp_path, monkeypatch, own_machine_memo):
+    import threading
+
+    import features.runtime as runtime
+
+    calls = []
+    _counting_precision(monkeypatch, calls, delay=0.5)
+    found = {}
+    threads = [threading.Thread(target=lambda n=n: found.__setitem__(n, runtime.resolve_run_precision(
+        "auto", "keras", tmp_path / f"cache-{n}"))) for n in range(3)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == ["auto"] and {choice.precision for choice in found.values()} == {"bfloat16"}
+    assert len(json.loads((own_machine_memo / "choices.json").read_text())) == 1
+
+
+def test_an_unwritable_machine_wide_memo_is_said_and_the_run_measures(tmp_path, monkeypatch, capsys):
+    import features.runtime as runtime
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CXR_BENCH_HOME", str(blocker))
+    calls = []
+    _counting_precision(monkeypatch, calls)
+    assert runtime.resolve_run_precision("auto", "keras", tmp_path / "cache").precision == "bfloat16"
+    out = capsys.readouterr().out
+    assert calls == ["auto"] and out.startswith(f"warning: the machine-wide memo {blocker / 'choices.json'} cannot")
+    monkeypatch.setenv("CXR_BENCH_HOME", "off")
+    assert runtime.machine_choices() is None
+
+
+def test_a_run_too_small_for_a_measurement_to_pay_takes_keras_float32_unmeasured(tmp_path, monkeypatch):
+    import features.runtime as runtime
+
+    calls = []
+    _counting_precision(monkeypatch, calls)
+    few = runtime.SMALL_RUN_IMAGES - 1
+    choice = resolve_runtime("auto", images=few, **ON_THE_CPU)
+    assert choice.runtime == "keras" and choice.reason.startswith(f"the run extracts {few} images, too few")
+    assert resolve_runtime("auto", images=runtime.SMALL_RUN_IMAGES, **ON_THE_CPU).runtime == "openvino"
+    assert resolve_runtime("openvino", images=few, **ON_THE_CPU).runtime == "openvino"  # asked for: kept
+    small = runtime.resolve_run_precision("auto", "keras", tmp_path, images=few)
+    assert small.precision == "float32" and "too few" in small.reason and calls == []
+    assert not (tmp_path / "precision.json").exists()  # nothing measured, nothing remembered
+    runtime.resolve_run_precision("auto", "keras", tmp_path, images=runtime.SMALL_RUN_IMAGES)
+    assert runtime.resolve_run_precision("bfloat16", "keras", tmp_path, images=few).precision == "bfloat16"
+    assert calls == ["auto", "bfloat16"]
+
+
+
+@pytest.mark.slow
+def test_a_run_large_enough_measures_openvino_against_keras_on_its_backbone(tmp_path):
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'cxr-bench[openvino]')")
+    import features.runtime as runtime
+    from benchmark.pipeline import resolve_compute
+
+    config = RunConfig(backbones=("MobileNetV2",), image_size=(32,), weights="none", cache_dir=str(tmp_path))
+    plan = resolve_compute(config, images=runtime.SMALL_RUN_IMAGES)
+    assert plan.runtime.value == "openvino" and plan.runtime.requested == "auto"
+    (one,) = plan.backbones
+    assert one.runtime.value in ("openvino", "keras") and one.runtime.requested == "auto"
+    # Measured here (or by an earlier test of this session, remembered machine-wide): both runtimes were timed.
+    assert "in OpenVINO" in one.runtime.reason and "in Keras" in one.runtime.reason
+    assert (tmp_path / "precision.json").is_file()

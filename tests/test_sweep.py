@@ -21,7 +21,8 @@ GRID = ("--backbones", "MobileNetV2", "--image-size", "32", "--lr", "1e-3", "1e-
         "--l2", "0", "--no-probe")  # fmt: skip
 
 
-SWEEP = {"preset": ("--epochs", "6", "--patience", "3"), "grid": GRID}
+# Heads trained in this process and Keras pinned, as in conftest's SMALL (test_worker_processes_... asks for 2 workers).
+SWEEP = {"preset": ("--epochs", "6", "--patience", "3", "--head-workers", "1", "--runtime", "keras"), "grid": GRID}
 
 
 def _blobs(seed: int, n: int = 60):

@@ -71,7 +71,13 @@ from backbones.precision import best_seconds  # noqa: E402
 from features.data.dataset import scan_dataset  # noqa: E402
 from features.extract import extract_features  # noqa: E402
 from features.pixels import PixelCache  # noqa: E402
-from features.runtime import OPENVINO_HINTS, resolve_backbones, resolve_run_precision, resolve_runtime  # noqa: E402
+from features.runtime import (  # noqa: E402
+    OPENVINO_HINTS,
+    measured_afresh,
+    resolve_backbones,
+    resolve_run_precision,
+    resolve_runtime,
+)
 from features.settings import ExtractSettings  # noqa: E402
 
 KERAS_VARIANTS = ("textbook", "harness-float32", "harness-auto", "harness-bfloat16")
@@ -206,7 +212,7 @@ def make_variant(name: str, spec: BackboneSpec, size: int, source: WeightsSource
         return Variant(name, "timm", "pytorch", asked,
                        f"timm {TIMM_MODELS[spec.name]}: channels-last, inference mode{autocast}")  # fmt: skip
     if path == "default":  # what a run does with every setting left alone: runtime auto, precision auto
-        with tempfile.TemporaryDirectory() as fresh:  # measured now, not read from a remembered choice
+        with measured_afresh() as fresh:  # measured now, not read from a remembered choice
             _, chosen = resolve_backbones(resolve_runtime(AUTO), AUTO, [(spec, size)], fresh)
         where, choice = chosen[(spec.name, size)]
         runtime = where.runtime
