@@ -168,6 +168,7 @@ def test_audit_is_remembered_and_redone_for_changed_files(messy_folder: Path, tm
     (messy_folder / "train/cases/text.jpeg").write_text("this is a note, not an X-ray\n")
 
 
+@pytest.mark.slow  # an end-to-end run; its units have quick tests of their own
 def test_bad_files_are_listed_in_the_results_and_the_run_goes_on(kermany_root: Path, tmp_path: Path):
     bad = {}
     for name, (write, expected) in IMAGES.items():

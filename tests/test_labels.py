@@ -108,6 +108,7 @@ def test_a_patient_in_two_official_splits_stops(tmp_path: Path):
         read_labels(tmp_path, settings(write_csv(tmp_path / "labels.csv", HEADER, rows)))
 
 
+@pytest.mark.slow  # an end-to-end run; its units have quick tests of their own
 def test_the_run_stops_before_extraction_on_a_bad_csv_and_lists_skipped_rows(tmp_path: Path, capsys):
     rows = make_flat_set(tmp_path / "data")
     (tmp_path / "bad.csv").write_bytes(b"path\tlabel\nimages/a.png\tnormal\n")

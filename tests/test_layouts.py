@@ -107,6 +107,7 @@ def _copy_train_image_to_test(root: Path) -> tuple[str, str]:
     return source.relative_to(root).as_posix(), copy.relative_to(root).as_posix()
 
 
+@pytest.mark.slow  # an end-to-end run; its units have quick tests of their own
 def test_the_same_image_in_train_and_test_is_reported_as_leakage(kermany_root: Path, tmp_path: Path, capsys):
     original, copy = _copy_train_image_to_test(kermany_root)
     rows = find_leakage(_prepared(kermany_root))

@@ -275,6 +275,7 @@ def test_an_external_set_maps_its_classes_or_findings_onto_the_training_findings
 NIH_FLAGS = ("--path-column", "Image Index", "--findings-column", "Finding Labels", "--patient-column", "Patient ID")
 
 
+@pytest.mark.slow  # an end-to-end run; its units have quick tests of their own
 def test_an_nih_style_csv_runs_end_to_end_with_a_task_per_finding(tmp_path: Path):
     from benchmark import predict
     from benchmark.serve.results import load_run

@@ -153,6 +153,7 @@ def test_auto_runtime_keeps_openvino_only_on_the_backbones_where_it_pays(tmp_pat
     assert [c[0] for c in forced.values()] == [asked, asked] and len(timed) == 2
 
 
+@pytest.mark.slow  # an end-to-end run; its units have quick tests of their own
 def test_auto_runtime_falls_back_to_keras_without_openvino_and_says_why(kermany_root, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
     assert run_small_benchmark(kermany_root, tmp_path, "--runtime", "auto") == 0

@@ -60,6 +60,7 @@ def test_a_skipped_image_comes_back_with_its_reason_as_data(tmp_path: Path):
                      f"{broken.reason}"]  # fmt: skip
 
 
+@pytest.mark.slow  # an end-to-end run; its units have quick tests of their own
 def test_predict_gives_an_openvino_runs_own_probabilities(kermany_root: Path, tmp_path: Path, capsys):
     """A run whose features OpenVINO computed (in bfloat16, where Keras would differ): predict computes them there."""
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'cxr-bench[openvino]')")
