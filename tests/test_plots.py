@@ -268,3 +268,20 @@ def test_reliability_png_one_line_per_model(tmp_path):
     path = plots.plot_reliability(curves, tmp_path / "reliability.png", title="Reliability")
     assert path.stat().st_size > 1000
     assert plt.get_fignums() == []
+
+
+def test_a_figure_laid_out_once_saves_the_same_pixels_as_savefigs_own_layout(tmp_path: Path):
+    def figure():
+        fig, ax = plt.subplots(figsize=(7.2, 6.4), layout="constrained")
+        for n in range(3):
+            ax.plot(np.linspace(0, 1, 20) ** (n + 1), label=f"a long model name {n}")
+        ax.set_xlabel("1 - specificity")
+        fig.legend(loc="outside right upper")
+        return fig
+
+    plots._save(figure(), tmp_path / "once.png")
+    reference = figure()
+    reference.savefig(tmp_path / "twice.png", format="png", dpi=plots.DPI, facecolor="white")
+    plt.close(reference)
+    once, twice = (np.asarray(Image.open(tmp_path / name)) for name in ("once.png", "twice.png"))
+    assert once.shape == twice.shape and np.array_equal(once, twice)

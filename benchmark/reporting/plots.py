@@ -58,6 +58,7 @@ def _save(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as a PNG to ``path`` atomically and close it, whatever happens."""
     path = Path(path)
     try:
+        _lay_out_once(fig)
         with atomic_output(path, "wb") as fh:
             # No bbox_inches="tight": constrained layout already fits the outside legends, and
             # "tight" would draw every figure twice.
@@ -65,6 +66,18 @@ def _save(fig: Figure, path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def _lay_out_once(fig: Figure) -> None:
+    """Run ``fig``'s layout engine now, at the saving resolution, and then drop it: ``savefig`` lays out a figure
+    that has an engine twice (a draw without rendering, then the real draw), which was a third of a run's plotting
+    time; the positions are the same either way."""
+    engine = fig.get_layout_engine()
+    if engine is None:
+        return
+    fig.set_dpi(DPI)
+    engine.execute(fig)
+    fig.set_layout_engine("none")
 
 
 def _series(history: Mapping[str, Sequence[float]], key: str) -> np.ndarray | None:
