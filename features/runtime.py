@@ -481,12 +481,15 @@ def _machine_wide(key: str, measure: Callable, kind: type) -> tuple:
             atomic_write_json(shared, {**_read_choices(shared), key: _sealed_choice(key, asdict(choice))})
             return choice, None
     except OSError as error:  # an unwritable home: this run measures, as if there were no memo
-        print(
-            f"warning: the machine-wide memo {shared} cannot be used ({error}); choices are measured per "
-            f"--cache-dir (set {HOME_VARIABLE} to a folder you can write, or to off)",
-            flush=True,
-        )
+        _say_memo_unusable(f"warning: the machine-wide memo {shared} cannot be used ({error}); choices are measured "
+                           f"per --cache-dir (set {HOME_VARIABLE} to a folder you can write, or to off)")  # fmt: skip
         return measure(), None
+
+
+@functools.cache
+def _say_memo_unusable(line: str) -> None:
+    """Print ``line`` once per process: a run resolves several choices, and one line says it."""
+    print(line, flush=True)
 
 
 def _choice_in(known: dict[str, dict], key: str, kind: type):

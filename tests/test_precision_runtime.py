@@ -363,6 +363,8 @@ def test_an_unwritable_machine_wide_memo_is_said_and_the_run_measures(tmp_path, 
     assert runtime.resolve_run_precision("auto", "keras", tmp_path / "cache").precision == "bfloat16"
     out = capsys.readouterr().out
     assert calls == ["auto"] and out.startswith(f"warning: the machine-wide memo {blocker / 'choices.json'} cannot")
+    runtime.resolve_run_precision("auto", "openvino", tmp_path / "cache")  # another choice: measured, said once
+    assert calls == ["auto", "auto"] and capsys.readouterr().out == ""
     monkeypatch.setenv("CXR_BENCH_HOME", "off")
     assert runtime.machine_choices() is None
 
