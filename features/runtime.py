@@ -313,7 +313,8 @@ def resolve_run_precision(
     measure = functools.partial(resolve_precision, requested, seconds=functools.partial(probe_seconds, runtime))
     if requested != AUTO or cache_dir is None:
         return measure()
-    return _remembered(Path(cache_dir), {"runtime": runtime}, measure)
+    # The runtime with its version: another OpenVINO may compute the probe otherwise.
+    return _remembered(Path(cache_dir), {"runtime": runtime_identity(runtime)}, measure)
 
 
 def resolve_backbone_precision(
