@@ -133,8 +133,8 @@ def resolve_runtime(
         return RuntimeChoice(AUTO, "keras", "--jit-compile asks Keras for XLA")
     if not installed():
         return RuntimeChoice(AUTO, "keras", f"OpenVINO, the faster CPU runtime, is not installed ({INSTALL_HINT})")
-    if too_few_images(images):
-        return RuntimeChoice(AUTO, "keras", too_few_images(images))
+    if small := too_few_images(images):
+        return RuntimeChoice(AUTO, "keras", small)
     return RuntimeChoice(AUTO, "openvino", "the backbones run on the CPU and OpenVINO, an inference runtime for "
                          f"CPUs, is installed; a backbone keeps it where {MIN_SPEEDUP}x faster than Keras")  # fmt: skip
 
@@ -308,8 +308,8 @@ def resolve_run_precision(
     runtime and versions, and reused: a timing near the threshold must not flip the precision between runs,
     or every rerun would miss the feature cache and move the leaderboard by the bfloat16 rounding.
     """
-    if requested == AUTO and too_few_images(images):
-        return PrecisionChoice(AUTO, "float32", too_few_images(images))
+    if requested == AUTO and (small := too_few_images(images)):
+        return PrecisionChoice(AUTO, "float32", small)
     measure = functools.partial(resolve_precision, requested, seconds=functools.partial(probe_seconds, runtime))
     if requested != AUTO or cache_dir is None:
         return measure()
@@ -479,7 +479,7 @@ def _machine_wide(key: str, measure: Callable, kind: type) -> tuple:
             if choice is not None:
                 return choice, shared
             choice = measure()
-            atomic_write_json(shared, {**_read_choices(shared), key: _sealed_choice(key, asdict(choice))})
+            atomic_write_json(shared, {**known, key: _sealed_choice(key, asdict(choice))})  # the lock is still held
             return choice, None
     except OSError as error:  # an unwritable home: this run measures, as if there were no memo
         _say_memo_unusable(f"warning: the machine-wide memo {shared} cannot be used ({error}); choices are measured "
