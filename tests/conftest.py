@@ -184,10 +184,37 @@ BUILT_EARLY = {"gw0": "small_run", "gw1": "probe_run"}
 _SHARED_RUNS_USED = pytest.StashKey[set]()
 
 
-@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
-def pytest_collection_modifyitems(config, items) -> None:
-    config.stash[_SHARED_RUNS_USED] = {name for item in items for name in BUILT_EARLY.values()
-                                       if name in getattr(item, "fixturenames", ())}  # fmt: skip
+def _module_scoped(item: pytest.Item) -> bool:
+    """Whether ``item`` uses a fixture built once per module (or class): a run, a cluster, a browser."""
+    definitions = item._fixtureinfo.name2fixturedefs.values()  # noqa: SLF001 (pytest has no public view of scopes)
+    return any(d.scope in ("module", "class", "package") for defs in definitions for d in defs)
+
+
+def _cost_class(item: pytest.Item) -> int:
+    """Where ``item`` goes in the queue: 0 a module's group, 1 another slow test, 2 the rest."""
+    if item.get_closest_marker("xdist_group"):
+        return 0
+    return 1 if item.get_closest_marker("slow") else 2
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """The order of work for pytest-xdist (``--dist loadgroup``): the tests of a module with a module-scoped fixture
+    form one group, so that one worker builds it; every other test goes to whichever worker is free. Groups first,
+    then the other slow tests, then the quick ones: the long pieces start early, and the short ones at the end
+    even out the workers' finishing times, where files handed out whole in name order left one worker idle for
+    minutes while the other ran a long file."""
+    grouped = {item.module.__name__ for item in items if _module_scoped(item)}
+    for item in items:
+        if item.module.__name__ in grouped:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=_cost_class)  # stable: a module's tests keep their order
+
+
+def pytest_collection_finish(session) -> None:
+    """Note which shared runs the selected tests use (after -m and -k have deselected)."""
+    session.config.stash[_SHARED_RUNS_USED] = {name for item in session.items for name in BUILT_EARLY.values()
+                                               if name in getattr(item, "fixturenames", ())}  # fmt: skip
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -369,7 +369,8 @@ def test_an_unwritable_machine_wide_memo_is_said_and_the_run_measures(tmp_path, 
     assert runtime.machine_choices() is None
 
 
-def test_a_run_too_small_for_a_measurement_to_pay_takes_keras_float32_unmeasured(tmp_path, monkeypatch):
+def test_a_run_too_small_for_a_measurement_to_pay_takes_keras_float32_unmeasured(tmp_path, monkeypatch,
+                                                                             own_machine_memo):  # fmt: skip
     import features.runtime as runtime
 
     calls = []
