@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -184,31 +185,54 @@ BUILT_EARLY = {"gw0": "small_run", "gw1": "probe_run"}
 _SHARED_RUNS_USED = pytest.StashKey[set]()
 
 
-def _module_scoped(item: pytest.Item) -> bool:
-    """Whether ``item`` uses a fixture built once per module (or class): a run, a cluster, a browser."""
-    definitions = item._fixtureinfo.name2fixturedefs.values()  # noqa: SLF001 (pytest has no public view of scopes)
-    return any(d.scope in ("module", "class", "package") for defs in definitions for d in defs)
+# A fixture built once per module or class (a run, a cluster, a browser): its file's tests go to one worker.
+_SHARED_FIXTURE = re.compile(r"""@pytest\.fixture\([^)]*scope=["'](?:module|class|package)["']""")
 
 
-def _cost_class(item: pytest.Item) -> int:
-    """Where ``item`` goes in the queue: 0 a module's group, 1 another slow test, 2 the rest."""
-    if item.get_closest_marker("xdist_group"):
-        return 0
-    return 1 if item.get_closest_marker("slow") else 2
+def _files_with_shared_fixtures(root: Path) -> set[str]:
+    """The test files that define a fixture built once per module or class, named as node ids name them (relative
+    to ``root``, the rootdir)."""
+    tests = Path(__file__).resolve().parent
+    return {path.relative_to(root).as_posix() for path in sorted(tests.glob("test_*.py"))
+            if _SHARED_FIXTURE.search(path.read_text(encoding="utf-8"))}  # fmt: skip
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` as this suite means it: each test to whichever worker is free, but the tests of a file
+    with a shared fixture (``_files_with_shared_fixtures``) as one unit, so one worker builds the fixture once.
+
+    pytest-xdist's own loadgroup reads ``xdist_group`` marks by renaming ``item._nodeid``, which pytest 9 no longer
+    reads: its groups come apart silently, and each worker built such a fixture again (measured: test_finetune's
+    fine-tuned run built on both workers). Its scope scheduler with our own units does what was meant.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    grouped = _files_with_shared_fixtures(config.rootpath)
+
+    class SharedFixtureFiles(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return file if file in grouped else nodeid
+
+    return SharedFixtureFiles(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items) -> None:
-    """The order of work for pytest-xdist (``--dist loadgroup``): the tests of a module with a module-scoped fixture
-    form one group, so that one worker builds it; every other test goes to whichever worker is free. Groups first,
-    then the other slow tests, then the quick ones: the long pieces start early, and the short ones at the end
-    even out the workers' finishing times, where files handed out whole in name order left one worker idle for
-    minutes while the other ran a long file."""
-    grouped = {item.module.__name__ for item in items if _module_scoped(item)}
-    for item in items:
-        if item.module.__name__ in grouped:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    items.sort(key=_cost_class)  # stable: a module's tests keep their order
+    """The order of work for the parallel suite: the files with a shared fixture first, then the other slow tests,
+    then the quick ones. The long pieces start early and the short ones at the end even out the workers' finishing
+    times, where files handed out whole in name order left one worker idle for minutes while the other ran a long
+    file. (pytest-xdist queues its units by their number of tests, largest first, then in this order.)"""
+    grouped = _files_with_shared_fixtures(config.rootpath)
+
+    def cost_class(item: pytest.Item) -> int:
+        if item.nodeid.split("::", 1)[0] in grouped:
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=cost_class)  # stable: a file's tests keep their order
 
 
 def pytest_collection_finish(session) -> None:
@@ -223,13 +247,9 @@ def machine_memo(tmp_path_factory) -> Iterator[Path]:
     worker of this test session shares, never the user's: each backbone and size is measured once per session."""
     home = tmp_path_factory.getbasetemp()
     home = (home.parent if "PYTEST_XDIST_WORKER" in os.environ else home) / "cxr-bench-home"
-    previous = os.environ.get("CXR_BENCH_HOME")
-    os.environ["CXR_BENCH_HOME"] = str(home)
-    yield home
-    if previous is None:
-        os.environ.pop("CXR_BENCH_HOME", None)
-    else:
-        os.environ["CXR_BENCH_HOME"] = previous
+    with pytest.MonkeyPatch.context() as session_patch:  # the monkeypatch fixture is per test
+        session_patch.setenv("CXR_BENCH_HOME", str(home))
+        yield home
 
 
 @pytest.fixture

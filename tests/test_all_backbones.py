@@ -1,5 +1,5 @@
-"""Every default backbone through the whole command: the longest end-to-end run, in a file of its own so that
-the parallel suite (``--dist loadfile``: one file, one worker) runs it beside the other end-to-end tests."""
+"""Every default backbone through the whole command: the longest end-to-end run. The parallel suite queues slow tests
+before quick ones (tests/conftest.py), so it starts early and the quick tests even out the workers after it."""
 
 from pathlib import Path
 

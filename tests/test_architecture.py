@@ -130,3 +130,21 @@ def test_only_the_run_folder_spells_a_results_file_name():
     spelled = [hit for path in _our_modules().values() if path != REPO / "benchmark" / "run_folder.py"
                for hit in _spelled_file_names(path, FILE_NAMES - own.get(path, set()))]  # fmt: skip
     assert spelled == []
+
+
+def test_the_suite_groups_every_file_with_a_fixture_built_once_per_module():
+    """The parallel suite keeps a file's tests on one worker where it has a module- or class-scoped fixture
+    (conftest's regular expression); the same found with ``ast``, whatever the decorator's spelling."""
+    from conftest import _files_with_shared_fixtures
+
+    def shared(path: Path) -> bool:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("pytest.fixture", "fixture"):
+                scopes = [k.value for k in node.keywords if k.arg == "scope" and isinstance(k.value, ast.Constant)]
+                if any(scope.value in ("module", "class", "package") for scope in scopes):
+                    return True
+        return False
+
+    expected = {p.relative_to(REPO).as_posix() for p in (REPO / "tests").glob("test_*.py") if shared(p)}
+    assert "tests/test_executors.py" in expected
+    assert _files_with_shared_fixtures(REPO) == expected
