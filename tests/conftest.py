@@ -4,6 +4,7 @@ command line in this process, and small runs made once per session for the tests
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -189,12 +190,13 @@ _SHARED_RUNS_USED = pytest.StashKey[set]()
 _SHARED_FIXTURE = re.compile(r"""@pytest\.fixture\([^)]*scope=["'](?:module|class|package)["']""")
 
 
-def _files_with_shared_fixtures(root: Path) -> set[str]:
+@functools.cache
+def _files_with_shared_fixtures(root: Path) -> frozenset[str]:
     """The test files that define a fixture built once per module or class, named as node ids name them (relative
     to ``root``, the rootdir)."""
     tests = Path(__file__).resolve().parent
-    return {path.relative_to(root).as_posix() for path in sorted(tests.glob("test_*.py"))
-            if _SHARED_FIXTURE.search(path.read_text(encoding="utf-8"))}  # fmt: skip
+    return frozenset(path.relative_to(root).as_posix() for path in sorted(tests.glob("test_*.py"))
+                     if _SHARED_FIXTURE.search(path.read_text(encoding="utf-8")))  # fmt: skip
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -220,11 +222,12 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(session, config, items) -> None:
+def pytest_collection_modifyitems(config, items) -> None:
     """The order of work for the parallel suite: the files with a shared fixture first, then the other slow tests,
     then the quick ones. The long pieces start early and the short ones at the end even out the workers' finishing
-    times, where files handed out whole in name order left one worker idle for minutes while the other ran a long
-    file. (pytest-xdist queues its units by their number of tests, largest first, then in this order.)"""
+    times, where files handed out whole, the most tests first, left the one-test file of the six-backbone run to the
+    end and the other worker idle meanwhile. (pytest-xdist queues its units by their number of tests, largest
+    first, then in this order.)"""
     grouped = _files_with_shared_fixtures(config.rootpath)
 
     def cost_class(item: pytest.Item) -> int:

@@ -28,30 +28,31 @@ REPO = Path(__file__).resolve().parent.parent
 METRIC_COLUMNS = ["backbone", "image_size", "lr", "dropout", "task", "accuracy", "sensitivity", "specificity", "auc"]
 
 
-def _command(root: Path, out: Path) -> list[str]:
+def _arguments(root: Path, out: Path) -> list[str]:
     return [
-        sys.executable, str(REPO / "run_benchmark.py"), "--data", str(root), "--weights", "none",
+        "--data", str(root), "--weights", "none",
         "--backbones", "MobileNetV2", "--image-size", "32", "40", "--lr", "1e-3", "1e-2", "--dropout", "0.2",
         "--l2", "0", "--no-probe", "--epochs", "6", "--patience", "3", "--no-progress", "--head-workers", "1",
         "--extract-batch-size", "4", "--extract-shard-size", "8", "--results-dir", str(out / "results"),
         "--cache-dir", str(out / "cache"),
-        # Two independent processes are compared: auto's measured choices could differ between them (the rerun
-        # after the kill keeps its own through the cache's precision.json), so precision and runtime are fixed.
+        # Independent runs are compared: auto's measured choices could differ between them (the rerun after the
+        # kill keeps its own through the cache's precision.json), so precision and runtime are fixed.
         "--precision", "float32", "--runtime", "keras",
     ]  # fmt: skip
 
 
-def _run_to_the_end(command: list[str]) -> None:
-    """``command`` run to the end in this process: only the killed runs need a process of their own, and each
+def _run_to_the_end(root: Path, out: Path) -> None:
+    """The command run to the end in this process: only the killed runs need a process of their own, and each
     process would import TensorFlow again (seconds of the suite's time). A rerun after a kill is a new run either
     way: the kernel released the killed process's locks."""
     import run_benchmark
 
-    assert run_benchmark.main(command[2:]) == 0
+    assert run_benchmark.main(_arguments(root, out)) == 0
 
 
-def _kill_when(command: list[str], ready: Callable[[], bool]) -> bool:
-    """Start ``command`` and SIGKILL it as soon as ``ready()``; False if it ended first."""
+def _kill_when(root: Path, out: Path, ready: Callable[[], bool]) -> bool:
+    """Start the command in a process of its own and SIGKILL it as soon as ``ready()``; False if it ended first."""
+    command = [sys.executable, str(REPO / "run_benchmark.py"), *_arguments(root, out)]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     try:
@@ -85,7 +86,7 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, Path]:
 
     base = tmp_path_factory.mktemp("faults")
     root = make_kermany(base / "data", {"train": 12, "val": 2, "test": 6})
-    _run_to_the_end(_command(root, base / "clean"))
+    _run_to_the_end(root, base / "clean")
     return root, base / "clean"
 
 
@@ -97,9 +98,9 @@ def test_kill_9_during_extraction_then_rerun_gives_the_same_results(uninterrupte
     def some_shards_done() -> bool:
         return any(cache.glob("MobileNetV2/*/shards/shard-*.npy"))
 
-    assert _kill_when(_command(root, tmp_path), some_shards_done), "the run ended before it could be killed"
+    assert _kill_when(root, tmp_path, some_shards_done), "the run ended before it could be killed"
     assert not (tmp_path / "results" / "leaderboard.csv").exists()
-    _run_to_the_end(_command(root, tmp_path))
+    _run_to_the_end(root, tmp_path)
     run_info = json.loads((tmp_path / "results" / "run.json").read_text())
     assert 0 < run_info["forward_passes"]
     _same_results(clean, tmp_path)
@@ -112,9 +113,9 @@ def test_kill_9_during_the_sweep_then_rerun_gives_the_same_results(uninterrupted
     def some_points_done() -> bool:
         return any((tmp_path / "results" / "heads").glob("*/point.json"))
 
-    assert _kill_when(_command(root, tmp_path), some_points_done), "the run ended before it could be killed"
+    assert _kill_when(root, tmp_path, some_points_done), "the run ended before it could be killed"
     finished = len(list((tmp_path / "results" / "heads").glob("*/point.json")))
-    _run_to_the_end(_command(root, tmp_path))
+    _run_to_the_end(root, tmp_path)
     run_info = json.loads((tmp_path / "results" / "run.json").read_text())
     assert run_info["forward_passes"] == 0  # every feature survived the kill
     assert 0 < finished < 4 and run_info["heads_trained_this_run"] == 4 - finished
