@@ -123,6 +123,9 @@ class RunConfig:
     finding_columns: tuple[str, ...] = reuse(LabelSettings, "finding_columns")
     uncertain: str = reuse(LabelSettings, "uncertain")
     blank: str = reuse(LabelSettings, "blank")
+    sex_column: str | None = reuse(LabelSettings, "sex_column")
+    age_column: str | None = reuse(LabelSettings, "age_column")
+    view_column: str | None = reuse(LabelSettings, "view_column")
     external_test: str | None = option(
         None, "a second dataset (class folders, or a CSV with --external-labels) the selected heads are tested on "
         "unchanged, reported beside the internal test", group=EXTERNAL_GROUP, metavar="DIR")  # fmt: skip
@@ -486,7 +489,7 @@ class RunConfig:
                               (pair.partition("=") for pair in self.split_lists)),
             findings_column=self.findings_column, finding_separator=self.finding_separator,
             no_finding=self.no_finding, finding_columns=self.finding_columns, uncertain=self.uncertain,
-            blank=self.blank,
+            blank=self.blank, sex_column=self.sex_column, age_column=self.age_column, view_column=self.view_column,
         )  # fmt: skip
 
     def external_settings(self) -> ExternalSettings | None:

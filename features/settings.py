@@ -211,11 +211,28 @@ class LabelSettings:
         choices=UNKNOWN_POLICIES)  # fmt: skip
     blank: str = option("zeros", "what a blank cell in --finding-columns stands for (CheXpert: not mentioned)",
                         group=LABELS_GROUP, choices=UNKNOWN_POLICIES)  # fmt: skip
+    sex_column: str | None = option(
+        None, "the labels CSV's column of the patient's sex (M/F, Male/Female), for --subgroups sex",
+        group=LABELS_GROUP, metavar="NAME")  # fmt: skip
+    age_column: str | None = option(
+        None, "the labels CSV's column of the patient's age in years (or DICOM's 045Y), for --subgroups age:BINS",
+        group=LABELS_GROUP, metavar="NAME")  # fmt: skip
+    view_column: str | None = option(
+        None, "the labels CSV's column of the view position (PA, AP, LATERAL), for --subgroups view and --views",
+        group=LABELS_GROUP, metavar="NAME")  # fmt: skip
+    # Other CSV columns whose values a run keeps on each record (--subgroups COLUMN); set by the run, not an option.
+    attribute_columns: tuple[str, ...] = ()
 
     @property
     def multi_label(self) -> bool:
         """Whether the CSV gives several findings per image (either form) rather than one class."""
         return self.findings_column is not None or bool(self.finding_columns)
+
+    def attribute_sources(self) -> dict[str, str]:
+        """Attribute name -> the CSV column it is read from: sex, age and view where named, and the kept columns."""
+        standard = {"sex": self.sex_column, "age": self.age_column, "view": self.view_column}
+        return {name: column for name, column in standard.items() if column is not None} | {
+            column: column for column in self.attribute_columns if column not in standard}
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,20 @@ KERMANY_CLASSES = ("normal", "bacterial", "viral")
 class ImageRecord:
     """One image: its path relative to the dataset root, its label, its split and, from a labels CSV, its patient.
 
-    An empty ``patient`` means the patient is read from the file name (``patient_of``).
+    An empty ``patient`` means the patient is read from the file name (``patient_of``). ``attributes`` holds what
+    the labels CSV or the DICOM header says of the image (``features.data.attributes``: sex, age, view, and any
+    column a run keeps for its subgroups), as sorted ``(name, value)`` pairs; a value not recorded is absent.
     """
 
     path: str
     label: Label
     split: str
     patient: str = ""
+    attributes: tuple[tuple[str, str], ...] = ()
+
+    def attribute(self, name: str) -> str:
+        """The value of attribute ``name`` (``sex``, ``age``, ``view``, a kept column), ``""`` where not recorded."""
+        return dict(self.attributes).get(name, "")
 
 
 # The columns of leakage.csv (copies inside the dataset) and external_leakage.csv (external test images also in the

@@ -25,6 +25,7 @@ import re
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
+from features.data.attributes import STANDARD_ATTRIBUTES, normalise
 from features.data.dataset import KERMANY_CLASSES, SPLIT_ALIASES, Dataset, ImageRecord, _why_not_an_image, scan_dataset
 from features.data.records import FINDING_SEPARATOR, NO_FINDING, UNKNOWN_MARK, Label, Skip, unwritable_finding
 from features.options import add_options, given_values
@@ -228,7 +229,8 @@ def _row_record(
         if match is None:
             return f"no patient id in the path (--patient-pattern {settings.patient_pattern!r})"
         patient = match.group(1) if match.groups() else match.group(0)
-    return ImageRecord(found, label, split, patient)
+    attributes = {name: normalise(name, row[at[_attribute_option(name)]]) for name in settings.attribute_sources()}
+    return ImageRecord(found, label, split, patient, tuple(sorted((k, v) for k, v in attributes.items() if v)))
 
 
 def _drop_duplicates(
@@ -282,6 +284,11 @@ def _class_order(labels: set[Label], settings: LabelSettings) -> tuple[str, ...]
     return KERMANY_CLASSES if names == set(KERMANY_CLASSES) else tuple(sorted(names))
 
 
+def _attribute_option(name: str) -> str:
+    """The option that names attribute ``name``'s column: ``--sex-column``, or ``--subgroups COLUMN`` for a kept one."""
+    return f"--{name}-column" if name in STANDARD_ATTRIBUTES else f"--subgroups {name}"
+
+
 def _wanted_columns(settings: LabelSettings) -> dict[str, str | None]:
     """Option -> column name of every column the labels CSV must have."""
     label = {"--label-column": settings.label_column} if not settings.multi_label else {}
@@ -292,9 +299,11 @@ def _wanted_columns(settings: LabelSettings) -> dict[str, str | None]:
                               "(an image whose findings are all 0 is the normal case)")  # fmt: skip
         if unwritable_finding(name):
             raise LabelsError(f"finding column {name!r} may not end in {UNKNOWN_MARK!r} or hold {FINDING_SEPARATOR!r}")
+    attributes = {_attribute_option(name): column for name, column in settings.attribute_sources().items()}
     return {
         "--path-column": settings.path_column, **label, "--findings-column": settings.findings_column,
         "--patient-column": settings.patient_column, "--split-column": settings.split_column, **findings,
+        **attributes,
     }  # fmt: skip
 
 
