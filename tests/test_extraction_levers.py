@@ -143,7 +143,7 @@ def test_bfloat16_features_point_the_same_way_as_float32(name: str):
 def test_bench_extract_warms_every_variant_up_then_alternates_their_order():
     from types import SimpleNamespace
 
-    from benchmark.speed.bench_extract import Variant, measure, summary
+    from benchmark.speed.bench_extract import Variant, measure, summary, summary_rows
 
     calls = []
 
@@ -157,5 +157,5 @@ def test_bench_extract_warms_every_variant_up_then_alternates_their_order():
     variants = [Variant("a", "textbook", "keras", "float32", ""), Variant("b", "harness", "keras", "bfloat16", "")]
     measure(FakeBench(), variants, rounds=3)
     assert calls == [("a", 2), ("b", 2), ("a", 4), ("b", 4), ("b", 4), ("a", 4), ("a", 4), ("b", 4)]
-    table = summary(variants, 4, {"float32": 100.0, "bfloat16": 200.0}, np.ones((4, 2)))
+    table = summary(summary_rows(variants, 4, {"float32": 100.0, "bfloat16": 200.0}, np.ones((4, 2))))
     assert "| b " in table and "2.00" in table  # b took half a's seconds in every round

@@ -83,9 +83,10 @@ from features.settings import ExtractSettings  # noqa: E402
 KERAS_VARIANTS = ("textbook", "harness-float32", "harness-auto", "harness-bfloat16")
 DEFAULT = "default"  # the harness as a run configures it by default (--runtime auto --precision auto)
 OPENVINO_VARIANTS = ("openvino-float32", "openvino-bfloat16")
-TIMM_VARIANTS = ("timm-float32", "timm-bfloat16")
+TIMM_VARIANTS = ("timm-float32", "timm-bfloat16", "timm-float16")
 VARIANTS = ("textbook", DEFAULT, *(f"harness-{p}" for p in PRECISION_CHOICES),
             *(f"openvino-{p}" for p in (AUTO, *OPENVINO_HINTS)), *TIMM_VARIANTS)  # fmt: skip
+DEFAULT_TIMM = TIMM_VARIANTS[:2]  # float16 autocast is what a GPU user adds; on a CPU it only measures emulation
 REFERENCE = "harness-float32"  # Keras float32 on the harness's pixels: what fidelity is measured against
 # The same network in timm (random weights both sides): the registry's backbones by timm's names.
 TIMM_MODELS = {"ResNet50": "resnet50", "VGG16": "vgg16", "Xception": "legacy_xception", "InceptionV3": "inception_v3",
@@ -208,7 +209,7 @@ def make_variant(name: str, spec: BackboneSpec, size: int, source: WeightsSource
     if path == "timm":
         if spec.name not in TIMM_MODELS:
             raise SystemExit(f"bench_extract: no timm model is named for {spec.name}; known: {', '.join(TIMM_MODELS)}")
-        autocast = ", bfloat16 autocast" if asked == "bfloat16" else ""
+        autocast = f", {asked} autocast" if asked != "float32" else ""
         return Variant(name, "timm", "pytorch", asked,
                        f"timm {TIMM_MODELS[spec.name]}: channels-last, inference mode{autocast}")  # fmt: skip
     if path == "default":  # what a run does with every setting left alone: runtime auto, precision auto
@@ -250,7 +251,8 @@ class Bench:
         reader.close()
         variant.worker = TimmWorker(self.args.timm_python, TIMM_MODELS[self.spec.name], pixels, variant.precision,
                                     self.args.batch_size)  # fmt: skip
-        variant.runtime = f"pytorch {variant.worker.ready['torch']}, timm {variant.worker.ready['timm']}"
+        ready = variant.worker.ready
+        variant.runtime = f"pytorch {ready['torch']} ({ready.get('device', 'cpu')}), timm {ready['timm']}"
         variant.gflops = variant.worker.ready["gflops"]
 
     def run(self, variant: Variant, paths: list[str] | None = None) -> tuple[np.ndarray, float]:
@@ -306,27 +308,36 @@ def _spread(values: list[float], digits: int = 1) -> tuple[str, str]:
     return f"{statistics.median(values):.{digits}f}", f"{min(values):.{digits}f}-{max(values):.{digits}f}"
 
 
-def summary(variants: list[Variant], images: int, ceilings: dict[str, float], reference: np.ndarray) -> str:
-    """The Markdown table of the measurement: speed, ratio to the textbook, GFLOP/s against the ceiling, cosine.
+def summary_rows(variants: list[Variant], images: int, ceilings: dict[str, float], reference: np.ndarray) -> list[dict]:
+    """The measurement's numbers per variant: speed, ratio to the textbook, GFLOP/s against the ceiling, cosine.
 
     The cosine is to float32 of the same network: ``reference`` (Keras) for Keras and OpenVINO, ``timm-float32``
-    for timm (another network's random weights), "n/a" where that was not measured.
+    for timm (another network's random weights), None where that was not measured.
     """
     base = next((v for v in variants if v.path == "textbook"), variants[0])
     timm_reference = next((v.features for v in variants if v.name == "timm-float32"), None)
     rows = []
     for variant in variants:
         speeds = [images / s for s in variant.seconds]
-        ratios = [b / s for b, s in zip(base.seconds, variant.seconds, strict=True)]  # same round, same load
-        gflops = statistics.median(speeds) * variant.gflops
-        ceiling = ceilings[variant.precision]
         same_network = timm_reference if variant.path == "timm" else reference
-        cosine = "n/a" if same_network is None else f"{cosine_rows(variant.features, same_network).min():.6f}"
-        rows.append([variant.name, variant.precision, variant.runtime, *_spread(speeds), *_spread(ratios, 2),
-                     f"{gflops:.0f}", f"{100 * gflops / ceiling:.0f}% of {ceiling:.0f}", cosine])  # fmt: skip
-    headers = ["variant", "precision", "runtime", "img/s median", "img/s min-max", f"x {base.name} median",
+        rows.append({
+            "variant": variant.name, "precision": variant.precision, "runtime": variant.runtime, "speeds": speeds,
+            "ratios": [b / s for b, s in zip(base.seconds, variant.seconds, strict=True)],  # same round, same load
+            "base": base.name, "gflops": statistics.median(speeds) * variant.gflops,
+            "ceiling": ceilings[variant.precision],
+            "cosine": None if same_network is None else float(cosine_rows(variant.features, same_network).min()),
+        })  # fmt: skip
+    return rows
+
+
+def summary(rows: list[dict]) -> str:
+    """``summary_rows`` as a Markdown table."""
+    cells = [[row["variant"], row["precision"], row["runtime"], *_spread(row["speeds"]), *_spread(row["ratios"], 2),
+              f"{row['gflops']:.0f}", f"{100 * row['gflops'] / row['ceiling']:.0f}% of {row['ceiling']:.0f}",
+              "n/a" if row["cosine"] is None else f"{row['cosine']:.6f}"] for row in rows]  # fmt: skip
+    headers = ["variant", "precision", "runtime", "img/s median", "img/s min-max", f"x {rows[0]['base']} median",
                "x min-max", "GFLOP/s", "of the matmul ceiling", "cosine min vs fp32 (same network)"]  # fmt: skip
-    return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
+    return tabulate(cells, headers=headers, tablefmt="pipe", disable_numparse=True)
 
 
 def default_variants(timm_python: str | None = None) -> list[str]:
@@ -334,7 +345,7 @@ def default_variants(timm_python: str | None = None) -> list[str]:
     here (torch and timm importable), or in ``timm_python`` when one is named."""
     openvino = importlib.util.find_spec("openvino") is not None
     timm = timm_python is not None or all(importlib.util.find_spec(name) for name in ("torch", "timm"))
-    return [DEFAULT, *KERAS_VARIANTS, *(OPENVINO_VARIANTS if openvino else ()), *(TIMM_VARIANTS if timm else ())]
+    return [DEFAULT, *KERAS_VARIANTS, *(OPENVINO_VARIANTS if openvino else ()), *(DEFAULT_TIMM if timm else ())]
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -351,6 +362,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--decode-workers", type=int, default=2)
     parser.add_argument("--weights", default="none", help="none (default), imagenet or a folder of weight files")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ceiling-size", type=int, default=4096, metavar="N",
+                        help="the N x N matmul whose speed is the ceiling (default 4096; 8192 on a GPU, whose "
+                        "4096 product is too short to time)")  # fmt: skip
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the summary's numbers to FILE")
     parser.add_argument("--timm-python", default=None, metavar="PYTHON",
                         help="interpreter with torch and timm, for the timm variants (default: this one)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -381,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     variants = [build(name) for name in args.variants]
     for variant in variants:
         print(f"{variant.name}: {variant.precision} on {variant.runtime} ({variant.reason})")
-    ceilings = {p: matmul_ceiling(p) for p in sorted({v.precision for v in variants} | {"float32"})}
+    ceilings = {p: matmul_ceiling(p, args.ceiling_size) for p in sorted({v.precision for v in variants} | {"float32"})}
     print("matmul ceiling: " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in ceilings.items()))
     with tempfile.TemporaryDirectory() as scratch:
         bench = Bench(spec, source, size, data, paths, args, Path(scratch))
@@ -392,7 +407,11 @@ def main(argv: list[str] | None = None) -> None:
                 if variant.worker is not None:
                     variant.worker.close()
         reference = _reference(bench, variants, build)
-    print(summary(variants, len(paths), ceilings, reference))
+    rows = summary_rows(variants, len(paths), ceilings, reference)
+    print(summary(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"backbone": spec.name, "size": size, "images": len(paths),
+                                               "batch_size": args.batch_size, "rows": rows}, indent=1))
     print(f"peak resident memory: {peak_rss_mib():.0f} MiB")
 
 
