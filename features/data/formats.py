@@ -429,8 +429,9 @@ def _rsna_prepare(table: Table, path: Path, settings: LabelSettings) -> tuple[Ta
         if classes is not None:
             kind = classes.get(patient, "")
             if (kind == RSNA_FINDING) != positive:
-                skipped.append(Skip.of_row(where, f"class {kind!r} in the class info contradicts Target "
-                                           f"{int(positive)}", first[patient]))  # fmt: skip
+                skipped.append(Skip(where, "class in the class info contradicts its Target",
+                                    f"class {kind!r} contradicts Target {int(positive)} (line {first[patient]})",
+                                    first[patient]))  # fmt: skip
                 continue
             row.append(kind)
         rows.append(row)
