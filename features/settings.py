@@ -176,6 +176,9 @@ class LabelSettings:
     ``Finding Labels``); or ``finding_columns``, one column per finding holding 1, 0, -1 (uncertain) or
     blank (CheXpert), with ``uncertain`` and ``blank`` saying what -1 and blank stand for: ``ignore``
     (unknown: left out of that finding's loss and metrics), ``zeros`` or ``ones``.
+
+    ``labels_format`` names a public dataset's own label file (``features.data.formats``), or ``auto`` to
+    recognise one by its header: its preset fills only the fields still at their default here.
     """
 
     # Each is also a command-line option of ``run`` and ``audit`` (features.options), declared here only.

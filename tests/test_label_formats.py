@@ -409,3 +409,22 @@ def test_the_run_options_know_the_formats(tmp_path: Path):
                                    "chexpert"])  # fmt: skip
     settings = config.validate(given).label_settings()
     assert (settings.labels_format, settings.uncertain) == ("chexpert", "ones")
+    vindr = write(tmp_path / "image_labels_train.csv", VINDR_LABELS)
+    config, given = parse_command([*base, "--labels", str(vindr), "--reader-vote", "any"])
+    assert config.validate(given).label_settings().reader_vote == "any"
+
+
+@pytest.mark.slow  # one end-to-end run; the formats' units have quick tests above
+def test_an_nih_file_alone_runs_end_to_end(tmp_path: Path):
+    from conftest import run_small_benchmark
+    from test_multilabel import make_nih_set
+
+    plain = make_nih_set(tmp_path / "nih")  # the images, and a CSV of their names, findings and patients
+    rows = [line.split(",") for line in plain.read_text().splitlines()[1:]]
+    labels = write(tmp_path / "nih" / "Data_Entry_2017.csv", "\n".join(
+        [NIH_HEADER + ","] + [f"{name},{findings},0,{patient},45,M,PA,2500,2048,0.168,0.168," for name, findings,
+                               patient in rows]) + "\n")  # fmt: skip
+    assert run_small_benchmark(tmp_path / "nih", tmp_path, "--labels", str(labels)) == 0
+    markdown = (tmp_path / "results" / "leaderboard.md").read_text()
+    assert "labels format: NIH ChestX-ray14 (Data_Entry_2017.csv, recognised from its header)" in markdown
+    assert "## Macro-averaged AUC per backbone" in markdown
