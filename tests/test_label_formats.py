@@ -10,7 +10,6 @@ import pytest
 from conftest import write_image
 
 import features.data.dataset as dataset_module
-from benchmark.cli import parse_command
 from features.data.formats import FORMATS, padchest_labels, recognise
 from features.data.labels import LabelsError, read_labels
 from features.data.records import Label
@@ -394,6 +393,8 @@ def test_none_reads_a_known_file_with_the_options_alone(tmp_path: Path):
 
 
 def test_the_run_options_know_the_formats(tmp_path: Path):
+    from benchmark.cli import parse_command  # here: the run's command line imports the backbones' libraries
+
     nih = write(tmp_path / "Data_Entry_2017.csv", "\n".join(line + "," for line in [NIH_HEADER, *NIH_ROWS]))
     chexpert = make_chexpert(tmp_path, valid=False) / "train.csv"
     base = ["--data", str(tmp_path)]
