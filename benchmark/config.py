@@ -38,6 +38,7 @@ from benchmark.settings import (
 from common.executors import EXECUTORS, ExecutorSettings, check_cluster, is_address
 from features.data.audit import LEAKAGE_POLICIES
 from features.data.dataset import SPLIT_ALIASES
+from features.data.formats import preset_of
 from features.options import annotation, choices_of, declared, number_ranges, option, reuse
 from features.runtime import RUNTIME_CHOICES, check_runtime
 from features.settings import (
@@ -126,6 +127,8 @@ class RunConfig:
     sex_column: str | None = reuse(LabelSettings, "sex_column")
     age_column: str | None = reuse(LabelSettings, "age_column")
     view_column: str | None = reuse(LabelSettings, "view_column")
+    labels_format: str = reuse(LabelSettings, "labels_format")
+    reader_vote: str = reuse(LabelSettings, "reader_vote")
     external_test: str | None = option(
         None, "a second dataset (class folders, or a CSV with --external-labels) the selected heads are tested on "
         "unchanged, reported beside the internal test", group=EXTERNAL_GROUP, metavar="DIR")  # fmt: skip
@@ -377,19 +380,39 @@ class RunConfig:
                 if idle and name in given:
                     raise ValueError(f"--{_flag(name)} does nothing {why}")
 
+    def _external_format(self) -> str:
+        """The external CSV's --labels-format: recognised on its own (auto), unless the run asked for none."""
+        return "none" if self.labels_format == "none" else "auto"
+
+    def _presets(self) -> list[dict[str, object]]:
+        """What the labels files' recognised formats supply (``features.data.formats``), training and external:
+        the options they make act (``--uncertain`` for CheXpert's columns) are not idle."""
+        files = ((self.labels, self.labels_format), (self.external_labels, self._external_format()))
+        return [preset_of(path, form) for path, form in files if path is not None and Path(path).is_file()]
+
     def _idle_options(self) -> list[tuple[tuple[str, ...], bool, str]]:
         """(options, whether they do nothing in this run, why) for the options that act only beside another."""
         external_csv = self.external_test is not None and self.external_labels is not None
+        presets = self._presets()
+        formats = {preset.get("labels_format") for preset in presets}
+        preset_findings, preset_columns = (any(preset.get(name) for preset in presets)
+                                           for name in ("findings_column", "finding_columns"))  # fmt: skip
         return [
+            (("labels_format",), self.labels is None and not external_csv,
+             "without --labels or --external-labels (it names the form of a labels CSV)"),
+            (("reader_vote",), "vindr" not in formats,
+             "without a VinDr-CXR labels file (it combines that set's several readers per image)"),
             (("probe_l2",), not self.probe, "without the probe (--no-probe given)"),
             (FINETUNE_FIELDS, not self.finetune, "without --finetune"),
             (("external_map", *EXTERNAL_COLUMNS), self.external_test is None, "without --external-test"),
             (EXTERNAL_COLUMNS, self.external_labels is None,
              "without --external-labels (an external set of class folders has no CSV columns)"),
-            (("uncertain", "blank"), not (self.finding_columns or (external_csv and self.external_finding_columns)),
+            (("uncertain", "blank"), not (self.finding_columns or (external_csv and self.external_finding_columns)
+                                          or preset_columns),
              "without --finding-columns (it applies to CheXpert's 1/0/-1/blank finding columns only)"),
             (("finding_separator", "no_finding"),
-             self.findings_column is None and not (external_csv and self.external_findings_column),
+             self.findings_column is None and not (external_csv and self.external_findings_column)
+             and not preset_findings,
              "without --findings-column (it applies to NIH's column of separated findings only)"),
             (("step_decay_epochs", "step_decay_factor"), "step" not in self.lr_schedule,
              "without --lr-schedule step"),
@@ -490,6 +513,7 @@ class RunConfig:
             findings_column=self.findings_column, finding_separator=self.finding_separator,
             no_finding=self.no_finding, finding_columns=self.finding_columns, uncertain=self.uncertain,
             blank=self.blank, sex_column=self.sex_column, age_column=self.age_column, view_column=self.view_column,
+            labels_format=self.labels_format, reader_vote=self.reader_vote,
         )  # fmt: skip
 
     def external_settings(self) -> ExternalSettings | None:
@@ -499,7 +523,8 @@ class RunConfig:
             return None
         own_form = self.external_findings_column is not None or bool(self.external_finding_columns)
         labels = replace(
-            self.label_settings(), labels=self.external_labels, patient_column=None, patient_pattern=None,
+            self.label_settings(), labels=self.external_labels, labels_format=self._external_format(),
+            patient_column=None, patient_pattern=None,
             split_column=None,
             classes=(), split_lists=(),
             path_column=self.external_path_column or self.path_column,

@@ -153,6 +153,12 @@ class ExtractSettings:
 # What CheXpert's uncertain (-1) and blank (not mentioned) values may stand for.
 UNKNOWN_POLICIES = ("ignore", "zeros", "ones")
 LABELS_GROUP = "labels from a CSV (NIH, CheXpert, RSNA, PadChest) instead of class folders"
+# The public datasets' label files a labels CSV may be recognised as (features.data.formats holds one spec per
+# name); auto recognises one by its header, none reads the CSV with the column options alone.
+LABELS_FORMATS = ("auto", "none", "nih", "chexpert", "mimic", "padchest", "rsna", "vindr")
+# How several readers' labels of one image (VinDr-CXR) combine into one: a finding any of them, more than half
+# of them, or all of them marked.
+READER_VOTES = ("any", "majority", "all")
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,9 @@ class LabelSettings:
     ``Finding Labels``); or ``finding_columns``, one column per finding holding 1, 0, -1 (uncertain) or
     blank (CheXpert), with ``uncertain`` and ``blank`` saying what -1 and blank stand for: ``ignore``
     (unknown: left out of that finding's loss and metrics), ``zeros`` or ``ones``.
+
+    ``labels_format`` names a public dataset's own label file (``features.data.formats``), or ``auto`` to
+    recognise one by its header: its preset fills only the fields still at their default here.
     """
 
     # Each is also a command-line option of ``run`` and ``audit`` (features.options), declared here only.
@@ -220,6 +229,16 @@ class LabelSettings:
     view_column: str | None = option(
         None, "the labels CSV's column of the view position (PA, AP, LATERAL), for --subgroups view and --views",
         group=LABELS_GROUP, metavar="NAME")  # fmt: skip
+    labels_format: str = option(
+        "auto", "the public dataset whose own label file --labels is: nih (Data_Entry_2017.csv), chexpert "
+        "(train.csv, valid.csv), mimic (mimic-cxr-2.0.0-chexpert.csv), padchest (PADCHEST_..._labels_160K_01.02.19"
+        ".csv), rsna (stage_2_train_labels.csv), vindr (image_labels_train.csv, annotations_train.csv); its columns, "
+        "label form, splits and attributes are defaults the options above override; auto recognises it by the "
+        "header, none reads the CSV with the options alone", group=LABELS_GROUP,
+        choices=LABELS_FORMATS)  # fmt: skip
+    reader_vote: str = option(
+        "majority", "VinDr-CXR's several radiologists per image: a finding is kept where any, a majority (more "
+        "than half) or all of the image's readers marked it", group=LABELS_GROUP, choices=READER_VOTES)  # fmt: skip
     # Other CSV columns whose values a run keeps on each record (--subgroups COLUMN); set by the run, not an option.
     attribute_columns: tuple[str, ...] = ()
 

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from features.data.attributes import STANDARD_ATTRIBUTES, normalise
 from features.data.dataset import KERMANY_CLASSES, SPLIT_ALIASES, Dataset, ImageRecord, _why_not_an_image, scan_dataset
+from features.data.formats import FormatError, Table, prepare, read_bytes
 from features.data.records import FINDING_SEPARATOR, NO_FINDING, UNKNOWN_MARK, Label, Skip, unwritable_finding
 from features.options import add_options, given_values
 from features.settings import LabelSettings
@@ -48,14 +49,15 @@ def load_dataset(root: str | Path, settings: LabelSettings) -> Dataset:
 
 
 def read_table(path: str | Path) -> tuple[list[str], list[list[str]]]:
-    """The header and the data rows of a CSV file; ``LabelsError`` if it is not UTF-8 or has no rows.
+    """The header and the data rows of a CSV file (``.csv.gz`` too); ``LabelsError`` if it is not UTF-8 or has no
+    rows.
 
     Raises:
         LabelsError: not readable, not UTF-8 text, empty, or not parseable as CSV.
     """
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = read_bytes(path).decode("utf-8-sig")
     except OSError as error:
         raise LabelsError(f"cannot read the labels file {path}: {error.strerror or error}") from error
     except UnicodeDecodeError as error:
@@ -193,9 +195,15 @@ class _ImageFinder:
         self.root, self._by_name = root, None
 
     def __call__(self, relative: str) -> str | None:
-        """The image's path relative to the folder, or None when it is not there or its name is not unique."""
+        """The image's path relative to the folder, or None when it is not there or its name is not unique.
+
+        A path that starts with the folder's own name (CheXpert's ``CheXpert-v1.0-small/train/...`` with --data
+        the CheXpert-v1.0-small folder) is read below the folder too."""
         if (self.root / relative).exists() or (self.root / relative).is_symlink():
             return relative
+        first, _, rest = relative.partition("/")
+        if rest and first == self.root.name and ((self.root / rest).exists() or (self.root / rest).is_symlink()):
+            return rest
         if self._by_name is None:
             self._by_name = {}
             for folder, _, names in os.walk(self.root):
@@ -342,13 +350,19 @@ def read_labels(root: str | Path, settings: LabelSettings) -> Dataset:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist")
+    try:
+        prepared = prepare(settings, Table(*read_table(settings.labels)))
+    except FormatError as error:
+        raise LabelsError(str(error)) from error
+    settings, header = prepared.settings, prepared.table.header
+    if prepared.format is not None:
+        print(prepared.notes[0])
     _check_pattern(settings)
-    header, rows = read_table(settings.labels)
     at = check_columns(header, _wanted_columns(settings), settings.labels)
     lists = read_split_lists(settings.split_lists) if settings.split_lists else None
     find = _ImageFinder(root)
-    found, skipped = [], []
-    for line, row in enumerate(rows, start=2):
+    found, skipped = [], list(prepared.skipped)
+    for line, row in prepared.table.numbered():
         name = row[at["--path-column"]].strip() if len(row) > at["--path-column"] else ""
         where = name or f"{Path(settings.labels).name} line {line}"
         if len(row) != len(header):
@@ -367,8 +381,8 @@ def read_labels(root: str | Path, settings: LabelSettings) -> Dataset:
                          f"{len(skipped)} rows left out, for example: {skipped[0].reason if skipped else 'no rows'}")
     _check_patients(records, settings.labels)
     classes = _class_order({record.label for record in records}, settings)
-    note = _describe_labels(settings, len(records), classes)
-    return Dataset(root, "csv", classes, records, skipped, notes=[note], multi_label=settings.multi_label)
+    notes = [*prepared.notes, _describe_labels(settings, len(records), classes)]
+    return Dataset(root, "csv", classes, records, skipped, notes=notes, multi_label=settings.multi_label)
 
 
 def add_label_options(parser: argparse.ArgumentParser) -> None:
