@@ -24,6 +24,7 @@ from benchmark.evaluation.subgroups import (
     score_subgroups,
     subgroups_problem,
 )
+from benchmark.serve import create_app, state
 from features.data.dataset import Dataset, ImageRecord
 from features.data.records import Label
 from features.data.views import NO_VIEW, OTHER_VIEW, keep_views, views_problem
@@ -216,3 +217,9 @@ def test_a_run_reports_subgroups_in_the_csv_the_leaderboard_and_the_report(tmp_p
     assert "## Subgroups" in markdown and "**AUC gap " in markdown and "images kept (--views PA AP)" in markdown
     plot = "plots/subgroups_normal_vs_pneumonia.png"
     assert plot in markdown and (results / plot).is_file()
+    app = create_app(results)
+    try:
+        html = app.test_client().get("/").get_data(as_text=True)
+    finally:
+        state(app).close()
+    assert 'id="subgroups"' in html and "<strong>AUC gap " in html and "not recorded" in html
