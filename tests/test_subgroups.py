@@ -24,7 +24,10 @@ from benchmark.evaluation.subgroups import (
     score_subgroups,
     subgroups_problem,
 )
+from benchmark.evaluation.verify import verify
+from benchmark.run_folder import SUBFOLDERS
 from benchmark.serve import create_app, state
+from common.files import write_checksums
 from features.data.dataset import Dataset, ImageRecord
 from features.data.records import Label
 from features.data.views import NO_VIEW, OTHER_VIEW, keep_views, views_problem
@@ -223,3 +226,10 @@ def test_a_run_reports_subgroups_in_the_csv_the_leaderboard_and_the_report(tmp_p
     finally:
         state(app).close()
     assert 'id="subgroups"' in html and "<strong>AUC gap " in html and "not recorded" in html
+    # verify recomputes every subgroup's numbers from predictions.csv, and notices one changed.
+    assert verify(results) == []
+    table = pd.read_csv(results / "subgroups.csv", dtype=str, keep_default_na=False)
+    table.loc[0, "positives"] = str(int(table.loc[0, "positives"]) + 1)
+    table.to_csv(results / "subgroups.csv", index=False)
+    write_checksums(results, SUBFOLDERS)
+    assert any("positives: subgroups.csv" in problem for problem in verify(results))

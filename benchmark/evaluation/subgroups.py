@@ -23,6 +23,8 @@ from benchmark.evaluation.metrics import binary_metrics, bootstrap_intervals
 from features.data.attributes import AGE, STANDARD_ATTRIBUTES
 
 NOT_RECORDED = "not recorded"
+# predictions.csv's column of each image's subgroup: ``subgroup_sex``, ``subgroup_age`` (verify reads them).
+SUBGROUP_PREFIX = "subgroup_"
 # Fewer positives than this leaves a subgroup without sensitivity (and AUC); fewer negatives, without specificity
 # (and AUC): one or two cases give a rate of 0 or 1 that says nothing of the model.
 MIN_CASES = 5

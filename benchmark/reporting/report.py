@@ -25,7 +25,14 @@ from benchmark.evaluation.metrics import (
     task_truth_and_score,
     threshold_for_sensitivity,
 )
-from benchmark.evaluation.subgroups import GAP_METRICS, largest_gap, parse_subgroups, score_subgroups
+from benchmark.evaluation.subgroups import (
+    GAP_METRICS,
+    SUBGROUP_PREFIX,
+    SubgroupSpec,
+    largest_gap,
+    parse_subgroups,
+    score_subgroups,
+)
 from benchmark.records import HeadResult, SweepResult
 from benchmark.references import REFERENCES_VERSION, references_for
 from benchmark.reporting import sections
@@ -209,12 +216,15 @@ def subgroup_rows(
 
 
 def prediction_rows(
-    results: list[HeadResult], dataset: Dataset, split: str = "test", key: str | None = None
-) -> list[dict]:
+    results: list[HeadResult], dataset: Dataset, split: str = "test", key: str | None = None,
+    subgroups: tuple[SubgroupSpec, ...] = (),
+) -> list[dict]:  # fmt: skip
     """One row per image of ``split`` per head, with every class probability.
 
     ``key`` names the heads' probabilities (default: ``split``) and the rows' ``split`` column: ``external``
-    for the external test set, whose records are all in its ``test`` split.
+    for the external test set, whose records are all in its ``test`` split. ``subgroups`` adds a
+    ``subgroup_<attribute>`` column per ``--subgroups`` attribute: the image's subgroup, which ``verify``
+    recomputes ``subgroups.csv`` from.
     """
     records = dataset.split(split)
     rows = []
@@ -233,6 +243,8 @@ def prediction_rows(
                     "split": key or split,
                     "path": record.path,
                     "label": record.label.text,
+                    **{f"{SUBGROUP_PREFIX}{spec.attribute}": spec.subgroup_of(record.attribute(spec.attribute))
+                       for spec in subgroups},
                     **{f"p_{name}": float(p) for name, p in zip(dataset.classes, probs, strict=True)},
                     "predicted": guess,
                 }
@@ -353,14 +365,15 @@ def _forest_plots(results: RunFolder, rows: list[dict], dataset: Dataset) -> dic
     return made
 
 
-def _write_subgroups(results: RunFolder, rows: list[dict]) -> None:
-    """``subgroups.csv`` where the run has subgroups; else none, so an earlier run's file is not taken for this
-    run's (SHA256SUMS, written after, lists only what this run wrote)."""
+def _write_subgroups(results: RunFolder, rows: list[dict]) -> bool:
+    """``subgroups.csv`` where the run has subgroups (True); else none, so an earlier run's file is not taken for
+    this run's (SHA256SUMS, written after, lists only what this run wrote)."""
     path = results.file(SUBGROUPS_CSV)
     if rows:
         atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
     else:
         path.unlink(missing_ok=True)
+    return bool(rows)
 
 
 def _titled(plots: dict[str, str], prefix: str, verdicts: dict, eval_set: str = "internal") -> dict[str, str]:
@@ -425,14 +438,15 @@ def write_reports(
     board = [dict(row, eval_set="internal") for row in rows] + [dict(row, eval_set="external") for row in
                                                                    external_rows] if external else rows  # fmt: skip
     atomic_write_text(paths[LEADERBOARD_CSV], pd.DataFrame(board).to_csv(index=False))
-    predictions = prediction_rows(sweep.winners, dataset)
+    predictions = prediction_rows(sweep.winners, dataset, subgroups=parse_subgroups(settings.subgroups))
     predictions += prediction_rows(scored, external, key="external") if external else []
     atomic_write_text(paths[PREDICTIONS_CSV], pd.DataFrame(predictions).to_csv(index=False))
     grid = grid_rows(sweep.points, dataset.classes, settings.select_by, dataset.multi_label)
     atomic_write_text(paths[GRID_CSV], pd.DataFrame(grid).to_csv(index=False))
     report = build_report(rows, sweep, dataset, run_info, plots, settings, judgement, external, external_rows,
                           subgroups)  # fmt: skip
-    _write_subgroups(results, subgroups[0])
+    if _write_subgroups(results, subgroups[0]):
+        paths[SUBGROUPS_CSV] = results.file(SUBGROUPS_CSV)
     columns = list(report.data["comparisons"][0]) if report.data["comparisons"] else ["eval_set", "task", "a", "b"]
     atomic_write_text(paths[COMPARISONS_CSV], pd.DataFrame(report.data["comparisons"], columns=columns)
                       .to_csv(index=False))  # fmt: skip
