@@ -25,8 +25,11 @@ from benchmark.evaluation.subgroups import (
     subgroups_problem,
 )
 from benchmark.evaluation.verify import verify
-from benchmark.run_folder import SUBFOLDERS
+from benchmark.records import HeadResult
+from benchmark.reporting.report import subgroup_rows
+from benchmark.run_folder import SUBFOLDERS, RunInfo
 from benchmark.serve import create_app, state
+from benchmark.settings import HeadSettings, ReportSettings
 from common.files import write_checksums
 from features.data.dataset import Dataset, ImageRecord
 from features.data.records import Label
@@ -158,6 +161,28 @@ def test_views_keep_only_the_views_named_and_list_the_others_with_their_reason()
     assert keep_views(dataset, ()) is dataset
     assert views_problem(("PA",), dataset) is None
     assert "no image has a view recorded" in views_problem(("PA",), _dataset(["", ""]))
+
+
+def test_multi_label_subgroups_score_each_finding_on_the_images_whose_value_is_known():
+    findings = ("Edema", "Effusion")
+    labels = [Label.of_findings(["Edema"]), Label.of_findings([], ["Edema"]), Label.of_findings(["Effusion"]),
+              Label.of_findings()] * 3  # fmt: skip
+    sexes = ["F", "M", "", "M"] * 3
+    records = [ImageRecord(f"t{i}.png", label, "test", attributes=(("sex", sex),) if sex else ())
+               for i, (label, sex) in enumerate(zip(labels, sexes, strict=True))]  # fmt: skip
+    records += [ImageRecord(f"v{i}.png", label, "val") for i, label in enumerate(labels)]
+    dataset = Dataset(Path("."), "csv", findings, records, multi_label=True)
+    rng = np.random.default_rng(0)
+    head = HeadResult("MobileNetV2", 32, HeadSettings(), "none", "h0", 1, 1, 0.5, {},
+                      {"test": rng.random((12, 2)), "val": rng.random((12, 2))})  # fmt: skip
+    rows, gaps = subgroup_rows([head], dataset, RunInfo(config={}), ReportSettings(bootstrap=0, subgroups=("sex",)))
+    edema = {row["subgroup"]: row for row in rows if row["task"] == "edema"}
+    # Edema is unknown on every second image (all the M ones of that pattern): they are not scored.
+    assert {name: row["n"] for name, row in edema.items()} == {"F": 3, "M": 3, NOT_RECORDED: 3}
+    assert edema["F"]["positives"] == 3 and edema["M"]["positives"] == 0
+    effusion = {row["subgroup"]: row["n"] for row in rows if row["task"] == "effusion"}
+    assert effusion == {"F": 3, "M": 6, NOT_RECORDED: 3}
+    assert [(gap["task"], gap["gaps"]) for gap in gaps] == [("edema", {}), ("effusion", {})]  # too few to score
 
 
 def _subgroup_set(root: Path) -> Path:
