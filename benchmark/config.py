@@ -24,6 +24,7 @@ from pathlib import Path
 
 from backbones import AUTO, BACKBONES, DEFAULT_BACKBONES, PRECISION_CHOICES, BackboneSpec, get_backbone
 from benchmark.evaluation.metrics import METRICS
+from benchmark.evaluation.subgroups import kept_columns, parse_subgroups
 from benchmark.settings import (
     HEAD_GRID_FIELDS,
     LR_SCHEDULES,
@@ -236,6 +237,15 @@ class RunConfig:
     bootstrap: int = option(
         _REPORT.bootstrap, "resamples of the test set for 95%% confidence intervals; 0: none", group=OUTPUT_GROUP,
         metavar="N", range=(lambda v: v == 0 or v >= 100, "0 (off) or at least 100 resamples"))  # fmt: skip
+    subgroups: tuple[str, ...] = option(
+        (), "report each selected head's test AUC, sensitivity and specificity per subgroup, with intervals and the "
+        "largest gap between subgroups: sex, view, age in bins of whole years (age:0,18,40,65 gives 0–17, 18–39, "
+        "40–64, 65+) or any other labels CSV column by its name", group=OUTPUT_GROUP,
+        metavar="COLUMN")  # fmt: skip
+    views: tuple[str, ...] = option(
+        (), "keep only the images taken in these views (PA AP LATERAL ...; --view-column or the DICOM header); "
+        "the others are left out, listed in skipped.csv (default: every view)", group=DATA_GROUP,
+        metavar="VIEW")  # fmt: skip
     results_dir: str = option(_SWEEP.results_dir, "where reports go", group=OUTPUT_GROUP, metavar="DIR")
     cache_dir: str = option(_EXTRACT.cache_dir, "feature (and decoded pixel) cache folder", group=FEATURES_GROUP,
                             metavar="DIR")  # fmt: skip
@@ -323,6 +333,7 @@ class RunConfig:
         self._validate_split_lists()
         self._validate_findings()
         self._validate_external()
+        parse_subgroups(self.subgroups)
         check_runtime(self.runtime, self.precision)
         self._validate_numbers()
         for flag, sizes in (("--image-size", self.image_size), ("--finetune-sizes", self.finetune_sizes)):
@@ -450,6 +461,9 @@ class RunConfig:
              f"--cv-repeats {self.cv_repeats} needs --cv K (the folds it repeats; without --cv none are drawn)"),
             (not (self.jit_compile and self.runtime == "openvino"),
              "--jit-compile asks Keras for XLA; it does not go with --runtime openvino, which compiles its own graph"),
+            (not (self.subgroups or self.views) or self.data is not None or DEFAULT_DATA.is_dir(),
+             f"--{'subgroups' if self.subgroups else 'views'} needs --data DIR: the synthetic phantom set records no "
+             "sex, age or view"),
             (self.cluster is None or self.executor != "local",
              f"--cluster {self.cluster} needs --executor dask (the local executor runs everything here)"),
         ]  # fmt: skip
@@ -514,6 +528,7 @@ class RunConfig:
             no_finding=self.no_finding, finding_columns=self.finding_columns, uncertain=self.uncertain,
             blank=self.blank, sex_column=self.sex_column, age_column=self.age_column, view_column=self.view_column,
             labels_format=self.labels_format, reader_vote=self.reader_vote,
+            attribute_columns=kept_columns(parse_subgroups(self.subgroups)),
         )  # fmt: skip
 
     def external_settings(self) -> ExternalSettings | None:
@@ -526,7 +541,7 @@ class RunConfig:
             self.label_settings(), labels=self.external_labels, labels_format=self._external_format(),
             patient_column=None, patient_pattern=None,
             split_column=None,
-            classes=(), split_lists=(),
+            classes=(), split_lists=(), attribute_columns=(),  # subgroups are reported on the internal test only
             path_column=self.external_path_column or self.path_column,
             label_column=self.external_label_column or self.label_column,
             findings_column=self.external_findings_column if own_form else self.findings_column,
@@ -588,7 +603,7 @@ class RunConfig:
             data=DataSettings(
                 min_side=self.min_side(), val_fraction=self.val_fraction, test_fraction=self.test_fraction,
                 val_source=self.val_source, limit_per_class=self.limit_per_class, leakage=self.leakage,
-                seed=self.seed, cache_dir=cache_dir, progress=self.progress, rehash=self.rehash,
+                seed=self.seed, cache_dir=cache_dir, progress=self.progress, rehash=self.rehash, views=self.views,
             ),
             extract=ExtractSettings(
                 weights=weights, batch_size=self.extract_batch_size,
@@ -611,7 +626,7 @@ class RunConfig:
             report=ReportSettings(
                 sort_metric=self.sort_metric, select_by=self.select_by, target_sensitivity=self.target_sensitivity,
                 bootstrap=self.bootstrap, seed=self.seed, random_init=self.weights == "none",
-                limit_per_class=self.limit_per_class,
+                limit_per_class=self.limit_per_class, subgroups=self.subgroups,
             ),
         )  # fmt: skip
 

@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chat
 from backbones import WeightsUnavailableError  # noqa: E402
 from benchmark.config import RunConfig, StageSettings  # noqa: E402
 from benchmark.evaluation.metrics import binary_tasks  # noqa: E402
+from benchmark.evaluation.subgroups import parse_subgroups, subgroups_problem  # noqa: E402
 from benchmark.records import SweepResult  # noqa: E402
 from benchmark.reporting import provenance  # noqa: E402
 from benchmark.reporting.crossval_report import write_crossval  # noqa: E402
@@ -43,6 +44,7 @@ from features.data.external import load_external  # noqa: E402
 from features.data.images import UnreadableImageError  # noqa: E402
 from features.data.labels import load_dataset  # noqa: E402
 from features.data.phantom import make_phantom_dataset  # noqa: E402
+from features.data.views import keep_views, views_problem  # noqa: E402
 from features.extract import (  # noqa: E402
     BackboneFeatures,
     extract_all,
@@ -73,7 +75,9 @@ def resolve_data(config: RunConfig) -> tuple[Path, bool]:
 
 
 def prepare_data(settings: DataSettings, dataset: Dataset, folder: RunFolder) -> Dataset:
-    """Check every image of the scanned ``dataset``, split, and look for leakage; write what was left out."""
+    """Keep the ``--views`` asked for, check every image of the scanned ``dataset``, split, and look for leakage;
+    write what was left out."""
+    dataset = keep_views(dataset, settings.views)
     dataset = audit_images(dataset, min_side=settings.min_side, cache_dir=settings.cache_dir,
                            progress=settings.progress, rehash=settings.rehash)  # fmt: skip
     dataset = make_splits(dataset, val_fraction=settings.val_fraction, test_fraction=settings.test_fraction,
@@ -173,7 +177,7 @@ def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
             external = load_external(stages.external, dataset.classes, dataset.multi_label)
     except (ValueError, OSError) as error:
         return error_line(prog, error)
-    problem = selection_problem(config.select_by, dataset)
+    problem = selection_problem(config.select_by, dataset) or attribute_problem(config, dataset)
     if problem:
         return error_line(prog, problem)
     command = shlex.join([*_invocation(prog), *(sys.argv[1:] if argv is None else argv)])
@@ -202,6 +206,13 @@ def selection_problem(select_by: str, dataset: Dataset) -> str | None:
     if select_by not in ("val_loss", "macro_auc") and task not in tasks:
         return f"--select-by task {task!r} is not one of {', '.join(tasks)}"
     return None
+
+
+def attribute_problem(config: RunConfig, dataset: Dataset) -> str | None:
+    """Why ``--views`` or ``--subgroups`` cannot act on this dataset (no image records the attribute), or None:
+    found from the scanned records, before any image is read."""
+    recorded = [record.attributes for record in dataset.records]
+    return views_problem(config.views, dataset) or subgroups_problem(parse_subgroups(config.subgroups), recorded)
 
 
 def _run_locked(context: RunContext) -> int:

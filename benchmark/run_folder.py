@@ -5,6 +5,7 @@ and predict, the web page and verify read through it, so the layout cannot drift
 
     run.json  report.json  leaderboard.csv  leaderboard.md  predictions.csv  grid.csv  comparisons.csv
     skipped.csv  leakage.csv  external_skipped.csv  external_leakage.csv  cv_folds.csv  cv_summary.csv
+    subgroups.csv                     with --subgroups: each selected head's metrics per subgroup
     SHA256SUMS                        written last: the SHA-256 of every file above and below
     heads/<point id>/                 best.keras, history.csv, point.json: one grid point
     finetune/<model id>/              result.json, model.weights.h5: one fine-tuned model
@@ -36,6 +37,7 @@ EXTERNAL_SKIPPED_CSV = "external_skipped.csv"
 EXTERNAL_LEAKAGE_CSV = "external_leakage.csv"
 CV_FOLDS_CSV = "cv_folds.csv"
 CV_SUMMARY_CSV = "cv_summary.csv"
+SUBGROUPS_CSV = "subgroups.csv"
 # One grid point's files under heads/<point id>/, and one fine-tuned model's under finetune/<model id>/.
 CHECKPOINT = "best.keras"
 HISTORY = "history.csv"
@@ -53,7 +55,7 @@ READ_FILES = (RUN_JSON, REPORT_JSON, LEADERBOARD_CSV, LEADERBOARD_MD, GRID_CSV, 
               LEAKAGE_CSV)  # fmt: skip
 # The top-level files verify recomputes or cross-checks.
 VERIFIED_FILES = (LEADERBOARD_CSV, PREDICTIONS_CSV, REPORT_JSON, RUN_JSON, GRID_CSV, COMPARISONS_CSV, CV_FOLDS_CSV,
-                  CV_SUMMARY_CSV)  # fmt: skip
+                  CV_SUMMARY_CSV, SUBGROUPS_CSV)  # fmt: skip
 # Every results file name, for the architecture test that no other module spells one.
 FILE_NAMES = frozenset({*READ_FILES, *VERIFIED_FILES, EXTERNAL_SKIPPED_CSV, EXTERNAL_LEAKAGE_CSV, CHECKSUMS,
                         CHECKPOINT, HISTORY, POINT, RESULT_FILE, WEIGHTS_FILE})  # fmt: skip

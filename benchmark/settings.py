@@ -203,3 +203,4 @@ class ReportSettings:
     seed: int = 0
     random_init: bool = False
     limit_per_class: int | None = None
+    subgroups: tuple[str, ...] = ()  # --subgroups as given (benchmark.evaluation.subgroups.parse_subgroups)

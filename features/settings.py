@@ -29,6 +29,7 @@ class DataSettings:
     cache_dir: str = ".cache/features"
     progress: bool = True
     rehash: bool = False
+    views: tuple[str, ...] = ()  # --views: only these views are kept (features.data.views); (): every view
 
 
 def compute_key(backbone: str, size: int) -> str:

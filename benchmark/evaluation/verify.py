@@ -16,6 +16,9 @@ first seed of each model, and the best and tied heads of each task follow from t
 probabilities are the mean of its members'. With cv_folds.csv: cv_summary.csv's counts, means, sds,
 corrected intervals, mean ranks and test AUCs.
 
+subgroups.csv (with --subgroups; predictions.csv names each image's subgroup): its counts, AUCs and the
+sensitivity and specificity at op_threshold per subgroup, and report.json's largest gaps (verify_subgroups.py).
+
 Not checkable from test predictions, so not checked: the validation columns (val_*, op_val_*,
 op_threshold, best_val_loss, best_epoch), which heads the ensemble averages (chosen on validation), the
 bootstrap interval bounds (resampled), Newcombe's intervals of paired differences, and the cross-validation's
@@ -64,6 +67,7 @@ from benchmark.evaluation.verify_files import (
     read_table,
     reading,
 )
+from benchmark.evaluation.verify_subgroups import check_subgroups, load_subgroups
 from benchmark.run_folder import (
     COMPARISONS_CSV,
     CV_FOLDS_CSV,
@@ -73,6 +77,7 @@ from benchmark.run_folder import (
     PREDICTIONS_CSV,
     REPORT_JSON,
     RUN_JSON,
+    SUBGROUPS_CSV,
     VERIFIED_FILES,
     RunFolder,
     RunInfo,
@@ -208,7 +213,23 @@ def _recompute(results_dir: Path) -> list[str]:
             problems += check_selection(grid, board, predictions, run, paths[GRID_CSV])
     with reading(paths[CV_FOLDS_CSV], paths[CV_SUMMARY_CSV]):
         problems += check_crossval(results_dir, board)
+    subgroups = load_subgroups(paths[SUBGROUPS_CSV])
+    if subgroups is not None:
+        with reading(paths[SUBGROUPS_CSV], paths[PREDICTIONS_CSV], paths[LEADERBOARD_CSV]):
+            problems += check_subgroups(subgroups, internal, predictions[predictions["split"] == "test"],
+                                        lambda head, positive: _task_cases(head, positive, "macro_auc" in board),
+                                        report)  # fmt: skip
     return problems
+
+
+def _task_cases(head: pd.DataFrame, positive: str, multi_label: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A task's truth and positive-side score on the images it scores, and which of ``head``'s rows those are
+    (multi-label: the images whose value of the finding is known; else every one)."""
+    if multi_label:
+        known, shown = _finding_values(head, positive)
+        return shown[known], head[f"p_{positive}"].to_numpy(dtype=np.float64)[known], known
+    truth, _, score = _class_task(head, positive)
+    return truth, score, np.ones(len(head), dtype=bool)
 
 
 def check_positives(board: pd.DataFrame, predictions: pd.DataFrame, path: Path) -> None:

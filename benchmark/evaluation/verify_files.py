@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.evaluation.subgroups import SUBGROUP_PREFIX
 from benchmark.reporting.document import REPORT_VERSION
 from benchmark.run_folder import RunInfo
 from features.data.records import Label
@@ -158,7 +159,8 @@ def leaderboard_numbers(text: pd.DataFrame, path: Path) -> pd.DataFrame:
 # ---- predictions.csv
 
 PREDICTION_COLUMNS = ("backbone", "seed", "head_id", "split", "path", "label")
-# Every column a run's predictions.csv has ever held, beside the p_<class> ones: another is a damaged header.
+# Every column a run's predictions.csv has ever held, beside the p_<class> and subgroup_<attribute> ones: another is
+# a damaged header.
 PREDICTION_KNOWN = (*PREDICTION_COLUMNS, *GRID_KEY, "predicted")
 SPLITS = ("train", "val", "test", "external")
 # A single-label row's probabilities are a float32 softmax: they sum to 1 within a few float32 steps.
@@ -170,7 +172,7 @@ def _not_a_run_file(frame: pd.DataFrame, path: Path) -> None:
     if "heatmap" in frame or ("predicted" in frame and "head_id" not in frame):
         raise VerifyError(f"{path} is the output of `cxr-bench predict` (one row per image, with its heatmap), not "
                           "a run's predictions.csv: verify reads the run's --results-dir")  # fmt: skip
-    unknown = [c for c in frame if c not in PREDICTION_KNOWN and not c.startswith("p_")]
+    unknown = [c for c in frame if c not in PREDICTION_KNOWN and not c.startswith(("p_", SUBGROUP_PREFIX))]
     if unknown:
         raise VerifyError(f"{path} has a column {unknown[0]!r} no run writes: a damaged header?")
 

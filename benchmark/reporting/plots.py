@@ -1,4 +1,5 @@
-"""PNG figures for the leaderboard: training curves, metric bars, ROC and reliability curves, confusion matrices.
+"""PNG figures for the leaderboard: training curves, metric bars, ROC and reliability curves, confusion matrices,
+subgroup forest plots.
 
 Every plotting function takes plain data (dicts, arrays, a DataFrame) and a path, writes the PNG
 atomically (a temp file beside the target, then ``os.replace``, so a reader never sees half an
@@ -617,3 +618,21 @@ def plot_critical_difference(
         plt.close(fig)
         raise
     return _save(fig, path)
+
+
+def plot_subgroup_forest(points: Sequence[tuple[str, float, float, float]], path: Path, title: str) -> Path:
+    """A forest plot: one row per (label, AUC, interval low, high), the AUC a dot and its interval a line, with
+    chance (0.5) dashed; a row without an interval (``--bootstrap 0``) is its dot alone."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * max(len(points), 2) + 1.3), layout="constrained")
+    for y, (_, auc, low, high) in enumerate(points):
+        if not math.isnan(low):
+            ax.plot([low, high], [y, y], color=OKABE_ITO[0], lw=1.6)
+        ax.plot([auc], [y], "o", color=OKABE_ITO[-1], ms=4)
+    ax.set_yticks(range(len(points)), [label for label, *_ in points], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0.5, color="#999999", lw=0.8, ls="--")
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel("test AUC (95% bootstrap interval)")
+    ax.set_title(title if points else f"{title}: no subgroup can be scored")
+    return _save(fig, path)
+

@@ -4,6 +4,7 @@ skipped.csv, leakage.csv."""
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,15 @@ from benchmark.evaluation.metrics import (
     operating_point,
     task_decision,
     task_truth_and_score,
+    threshold_for_sensitivity,
+)
+from benchmark.evaluation.subgroups import (
+    GAP_METRICS,
+    SUBGROUP_PREFIX,
+    SubgroupSpec,
+    largest_gap,
+    parse_subgroups,
+    score_subgroups,
 )
 from benchmark.records import HeadResult, SweepResult
 from benchmark.references import REFERENCES_VERSION, references_for
@@ -34,9 +44,11 @@ from benchmark.reporting.plots import (
     plot_metric_bars,
     plot_reliability,
     plot_roc_curves,
+    plot_subgroup_forest,
     plot_training_curves,
 )
 from benchmark.reporting.sections import METRIC_COLUMNS
+from benchmark.reporting.subgroup_report import forest_plot_files, forest_points, subgroup_sections
 from benchmark.reporting.verdict_report import (
     Judgement,
     comparison_rows,
@@ -59,6 +71,7 @@ from benchmark.run_folder import (
     RUN_JSON,
     SKIPPED_CSV,
     SUBFOLDERS,
+    SUBGROUPS_CSV,
     RunFolder,
     RunInfo,
     plot_file,
@@ -149,21 +162,69 @@ def leaderboard_rows(
                     "best_val_loss": result.best_val_loss,
                     "weights": result.weights,
                     "head_id": result.head_id,
-                    **{f"config_{key}": value for key, value in RunConfig.display(run_info.config).items()},
-                    "git": run_info.git,
-                    **{f"version_{key}": value for key, value in run_info.versions.items()},
+                    **_provenance_columns(run_info),
                 }
             )
     return rows
 
 
+def _provenance_columns(run_info: RunInfo) -> dict:
+    """The columns every row of leaderboard.csv and subgroups.csv carries: the run's config, git and versions."""
+    return {**{f"config_{key}": value for key, value in RunConfig.display(run_info.config).items()},
+            "git": run_info.git, **{f"version_{key}": value for key, value in run_info.versions.items()}}  # fmt: skip
+
+
+def _scored_images(labels: np.ndarray, classes: tuple[str, ...], positives: tuple[str, ...]) -> np.ndarray:
+    """Which test images a task scores (``task_truth_and_score``'s rows): multi-label, those whose value of the
+    finding is known; else every one."""
+    if np.ndim(labels) == 2:
+        return ~np.isnan(labels[:, classes.index(positives[0])])
+    return np.ones(len(labels), dtype=bool)
+
+
+def subgroup_rows(
+    results: list[HeadResult], dataset: Dataset, run_info: RunInfo, settings: ReportSettings
+) -> tuple[list[dict], list[dict]]:
+    """``subgroups.csv``'s rows (one per head, task, ``--subgroups`` attribute and subgroup: the counts, AUC,
+    sensitivity and specificity at the head's validation-chosen threshold, each with its interval; the settings
+    and versions) and the largest gaps per head, task and attribute. Internal test only; ([], []) without
+    ``--subgroups``."""
+    specs = parse_subgroups(settings.subgroups)
+    if not specs:
+        return [], []
+    records, labels, val_labels = dataset.split("test"), dataset.labels("test"), dataset.labels("val")
+    rows, gaps = [], []
+    for result in results:
+        for task, positives in binary_tasks(dataset.classes, dataset.multi_label).items():
+            scored = _scored_images(labels, dataset.classes, positives)
+            truth, score = task_truth_and_score(labels, result.probabilities["test"], dataset.classes, positives)
+            val_truth, val_score = task_truth_and_score(val_labels, result.probabilities["val"], dataset.classes,
+                                                        positives)  # fmt: skip
+            # The leaderboard's op_threshold: chosen on validation, applied to test unchanged.
+            threshold = threshold_for_sensitivity(val_truth, val_score, settings.target_sensitivity)
+            for spec in specs:
+                values = [record.attribute(spec.attribute) for record, kept in zip(records, scored, strict=True)
+                          if kept]  # fmt: skip
+                scores = score_subgroups(spec, values, truth, score, threshold, resamples=settings.bootstrap,
+                                         seed=settings.seed)  # fmt: skip
+                head = {**_head_columns(result), "head_id": result.head_id, "task": task, "attribute": spec.attribute}
+                rows += [{**head, **asdict(one), "threshold": threshold, **_provenance_columns(run_info)}
+                         for one in scores]  # fmt: skip
+                found = {metric: largest_gap(scores, metric) for metric in GAP_METRICS}
+                gaps.append({**head, "gaps": {metric: gap.to_json() for metric, gap in found.items() if gap}})
+    return rows, gaps
+
+
 def prediction_rows(
-    results: list[HeadResult], dataset: Dataset, split: str = "test", key: str | None = None
-) -> list[dict]:
+    results: list[HeadResult], dataset: Dataset, split: str = "test", key: str | None = None,
+    subgroups: tuple[SubgroupSpec, ...] = (),
+) -> list[dict]:  # fmt: skip
     """One row per image of ``split`` per head, with every class probability.
 
     ``key`` names the heads' probabilities (default: ``split``) and the rows' ``split`` column: ``external``
-    for the external test set, whose records are all in its ``test`` split.
+    for the external test set, whose records are all in its ``test`` split. ``subgroups`` adds a
+    ``subgroup_<attribute>`` column per ``--subgroups`` attribute: the image's subgroup, which ``verify``
+    recomputes ``subgroups.csv`` from.
     """
     records = dataset.split(split)
     rows = []
@@ -182,6 +243,8 @@ def prediction_rows(
                     "split": key or split,
                     "path": record.path,
                     "label": record.label.text,
+                    **{f"{SUBGROUP_PREFIX}{spec.attribute}": spec.subgroup_of(record.attribute(spec.attribute))
+                       for spec in subgroups},
                     **{f"p_{name}": float(p) for name, p in zip(dataset.classes, probs, strict=True)},
                     "predicted": guess,
                 }
@@ -192,7 +255,7 @@ def prediction_rows(
 def build_report(
     rows: list[dict], sweep: SweepResult, dataset: Dataset, run_info: RunInfo, plots: dict[str, str],
     settings: ReportSettings, judgement: Judgement, external: Dataset | None = None,
-    external_rows: list[dict] | None = None,
+    external_rows: list[dict] | None = None, subgroups: tuple[list[dict], list[dict]] = ([], []),
 ) -> Report:
     """The report as data: the verdict and a table per task, the grid, confusion matrices, plots, provenance, and
     the numbers behind them."""
@@ -206,6 +269,10 @@ def build_report(
            *verdict_sections(judgement.internal, _titled(plots, "Paired ΔAUC", judgement.internal)),
            *ensemble_sections(judgement.ensemble_best, judgement.ensemble_members, judgement.internal),
            *references_section(references, frame)]  # fmt: skip
+    if subgroups[0]:
+        data["subgroups"] = {"rows": subgroups[0], "gaps": subgroups[1]}
+        out += subgroup_sections(*subgroups, list(binary_tasks(dataset.classes, dataset.multi_label)), settings,
+                                 plots)  # fmt: skip
     if external is not None and external_rows:
         out += sections.external_sections(frame, pd.DataFrame(external_rows), external, dataset)
         if judgement.external:
@@ -287,6 +354,28 @@ def _plots(results: RunFolder, rows: list[dict], sweep: SweepResult, dataset: Da
     return made
 
 
+def _forest_plots(results: RunFolder, rows: list[dict], dataset: Dataset) -> dict[str, str]:
+    """Draw each task's forest plot of subgroup AUCs (none without ``--subgroups``); return title -> path."""
+    if not rows:
+        return {}
+    made = forest_plot_files(list(binary_tasks(dataset.classes, dataset.multi_label)))
+    for title, relative in made.items():
+        task = title.removeprefix("Subgroup AUC ")
+        plot_subgroup_forest(forest_points(rows, task), results.file(relative), f"AUC per subgroup, {task} (test)")
+    return made
+
+
+def _write_subgroups(results: RunFolder, rows: list[dict]) -> bool:
+    """``subgroups.csv`` where the run has subgroups (True); else none, so an earlier run's file is not taken for
+    this run's (SHA256SUMS, written after, lists only what this run wrote)."""
+    path = results.file(SUBGROUPS_CSV)
+    if rows:
+        atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+    else:
+        path.unlink(missing_ok=True)
+    return bool(rows)
+
+
 def _titled(plots: dict[str, str], prefix: str, verdicts: dict, eval_set: str = "internal") -> dict[str, str]:
     """The plots whose title starts with ``prefix``, one per task of ``verdicts``, in their order."""
     suffix = "" if eval_set == "internal" else f" {eval_set}"
@@ -342,17 +431,22 @@ def write_reports(
     external_rows = leaderboard_rows(scored, dataset, run_info, settings, external) if external else []
     plots = _plots(results, rows, sweep, dataset) if sweep.winners else {}
     plots |= plot_matrices(results, judgement.internal) | plot_matrices(results, judgement.external, "external")
+    subgroups = subgroup_rows(sweep.winners, dataset, run_info, settings)
+    plots |= _forest_plots(results, subgroups[0], dataset)
     paths = {name: results.file(name) for name in (LEADERBOARD_CSV, PREDICTIONS_CSV, GRID_CSV, LEADERBOARD_MD,
                                                     REPORT_JSON, COMPARISONS_CSV, RUN_JSON)}  # fmt: skip
     board = [dict(row, eval_set="internal") for row in rows] + [dict(row, eval_set="external") for row in
                                                                    external_rows] if external else rows  # fmt: skip
     atomic_write_text(paths[LEADERBOARD_CSV], pd.DataFrame(board).to_csv(index=False))
-    predictions = prediction_rows(sweep.winners, dataset)
+    predictions = prediction_rows(sweep.winners, dataset, subgroups=parse_subgroups(settings.subgroups))
     predictions += prediction_rows(scored, external, key="external") if external else []
     atomic_write_text(paths[PREDICTIONS_CSV], pd.DataFrame(predictions).to_csv(index=False))
     grid = grid_rows(sweep.points, dataset.classes, settings.select_by, dataset.multi_label)
     atomic_write_text(paths[GRID_CSV], pd.DataFrame(grid).to_csv(index=False))
-    report = build_report(rows, sweep, dataset, run_info, plots, settings, judgement, external, external_rows)
+    report = build_report(rows, sweep, dataset, run_info, plots, settings, judgement, external, external_rows,
+                          subgroups)  # fmt: skip
+    if _write_subgroups(results, subgroups[0]):
+        paths[SUBGROUPS_CSV] = results.file(SUBGROUPS_CSV)
     columns = list(report.data["comparisons"][0]) if report.data["comparisons"] else ["eval_set", "task", "a", "b"]
     atomic_write_text(paths[COMPARISONS_CSV], pd.DataFrame(report.data["comparisons"], columns=columns)
                       .to_csv(index=False))  # fmt: skip

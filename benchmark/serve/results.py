@@ -38,7 +38,7 @@ from benchmark.run_folder import (
 from benchmark.settings import HeadSettings
 
 # The report's sections the page shows as they are (each with its sub-sections), by key.
-PAGE_SECTIONS = ("verdict", "ensemble", "references", "crossval", "selection", "data")
+PAGE_SECTIONS = ("verdict", "ensemble", "references", "crossval", "subgroups", "selection", "data")
 # Long lists (a messy data folder can skip thousands of files) are cut on the page; the CSV has them all.
 MAX_LISTED = 500
 # The validation columns beside test: those the Markdown's "Validation beside test" shows.
@@ -259,6 +259,7 @@ EXTRA_SECTIONS = {
     "ensemble": "The ensemble of tied heads",
     "crossval": "Cross-validation",
     "references": "Published results on the same test set",
+    "subgroups": "Subgroups: who each head works for",
 }
 
 
