@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # for the annotation only: this module imports nothing of ours when it runs
+    from features.settings import DicomSettings
 
 LR_SCHEDULES = ("constant", "step")
 # "keras": Dropout -> Dense softmax trained with Adam and early stopping (benchmark.training.heads);
@@ -190,6 +193,7 @@ class FinetuneRun:
     results_dir: str = "results"
     cache_dir: str = ".cache/features"
     progress: bool = True
+    dicom: DicomSettings | None = None  # how DICOM files are windowed; None: DicomSettings()
 
 
 @dataclass(frozen=True)
