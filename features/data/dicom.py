@@ -141,9 +141,12 @@ def _windowed(values: np.ndarray, ds, settings: DicomSettings, stored_bits: int)
         return to_8bit(values, float(values.min()), float(values.max()))
     index = min(settings.voi, count) - 1
     if ds.get("VOILUTSequence"):
+        entries, first, bits = (int(n) for n in ds.VOILUTSequence[index].LUTDescriptor)
+        # Clipped to the LUT's inputs first, as the standard maps those outside: pydicom 3.0 indexes an 8-bit LUT
+        # with 8-bit numbers, so an input past 255 would wrap round instead of taking the last entry.
+        inputs = np.clip(values, first, first + (entries or 2**16) - 1)
         # The LUT's output range is what its descriptor's bits per entry allow (PS3.3 C.11.2.1.1).
-        bits = int(ds.VOILUTSequence[index].LUTDescriptor[2])
-        return to_8bit(apply_voi(values, ds, index), 0.0, float(2**bits - 1))
+        return to_8bit(apply_voi(inputs, ds, index), 0.0, float(2**bits - 1))
     # A window's output range is the one pydicom maps it onto; it maps the extremes to its ends.
     low, high = apply_windowing(np.array([-np.inf, np.inf]), ds, index)
     return to_8bit(apply_windowing(values, ds, index), float(low), float(high))
@@ -196,3 +199,53 @@ def header_attributes(path: Path) -> tuple[str, dict[str, str]]:
     values = {name: normalise(name, str(ds.get(keyword) or "")) for name, keyword in _HEADER.items()}
     patient = str(ds.get("PatientID") or "").strip()
     return patient, {name: values[name] for name in STANDARD_ATTRIBUTES if values[name]}
+
+
+def write_dicom(
+    path: str | Path,
+    stored: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    rescale: tuple[float, float] | None = None,
+    window: tuple[float, float] | None = None,
+    syntax: str = "1.2.840.10008.1.2.1",
+    **header,
+) -> None:
+    """Save ``stored`` (uint8 or uint16 grey, ``(rows, columns)`` or ``(frames, rows, columns)``) as a DICOM
+    radiograph (Digital X-Ray, for presentation), for tools and tests that make DICOM copies of images.
+
+    ``rescale`` is (slope, intercept), ``window`` (center, width); ``syntax`` the transfer syntax UID (default
+    Explicit VR Little Endian; a compressed one is encoded by pydicom, RLE Lossless without any plugin);
+    ``header`` sets any other element by keyword (``PatientID``, ``ViewPosition``, ``VOILUTSequence``).
+    """
+    pydicom = _pydicom()
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = stored.shape[-2:]
+    if stored.ndim == 3:
+        ds.NumberOfFrames = stored.shape[0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, photometric, 0
+    ds.BitsAllocated = stored.dtype.itemsize * 8
+    ds.BitsStored = bits_stored or ds.BitsAllocated
+    ds.HighBit = ds.BitsStored - 1
+    if rescale is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    for keyword, value in header.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+    if syntax != ExplicitVRLittleEndian:
+        ds.compress(syntax)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
