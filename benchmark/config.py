@@ -588,7 +588,7 @@ class RunConfig:
             ),
             finetune=FinetuneRun(
                 model=self.finetune_settings(), weights=weights, results_dir=results_dir,
-                cache_dir=cache_dir, progress=self.progress, dicom=self.dicom_settings(),
+                cache_dir=cache_dir, progress=self.progress, dicom=(self.dicom_window, self.dicom_voi),
             ) if self.finetune else None,
             crossval=CrossValSettings(
                 folds=self.cv, repeats=self.cv_repeats, seed=self.seed, val_fraction=self.val_fraction,

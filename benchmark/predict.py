@@ -660,8 +660,8 @@ def image_paths(target: Path) -> list[Path]:
         raise FileNotFoundError(f"{target} is neither an image file nor a folder")
     paths = sorted(p for p in target.rglob("*") if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_dicom(p)))
     if not paths:
-        raise ValueError(f"{target} holds no image file (looked for {', '.join(sorted(IMAGE_SUFFIXES))} in it and "
-                         "its sub-folders)")  # fmt: skip
+        raise ValueError(f"{target} holds no image file (looked for {', '.join(sorted(IMAGE_SUFFIXES))} and DICOM "
+                         "files under any name in it and its sub-folders)")  # fmt: skip
     return paths
 
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, NamedTuple
-
-if TYPE_CHECKING:  # for the annotation only: this module imports nothing of ours when it runs
-    from features.settings import DicomSettings
+from typing import NamedTuple
 
 LR_SCHEDULES = ("constant", "step")
 # "keras": Dropout -> Dense softmax trained with Adam and early stopping (benchmark.training.heads);
@@ -193,7 +190,9 @@ class FinetuneRun:
     results_dir: str = "results"
     cache_dir: str = ".cache/features"
     progress: bool = True
-    dicom: DicomSettings | None = None  # how DICOM files are windowed; None: DicomSettings()
+    # How DICOM files are windowed: features.settings.DicomSettings' fields (--dicom-window, --dicom-voi), as values
+    # (this module imports nothing of ours).
+    dicom: tuple[str, int] = ("file", 1)
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,8 @@ class ExtractSettings:
 
     ``precision`` and ``runtime`` are the configured ones; ``compute`` (where set) is what the run resolved them
     to, never ``auto``: the run resolves ``--precision auto`` and ``--runtime auto`` once, before extraction
-    (``benchmark.pipeline``), so every stage sees the same values, for each backbone too.
+    (``benchmark.pipeline``), so every stage sees the same values, for each backbone too. ``dicom`` says how DICOM
+    files are windowed onto 8 bits (``--dicom-window``, ``--dicom-voi``).
     """
 
     weights: str = "none"
