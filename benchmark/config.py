@@ -43,9 +43,11 @@ from features.data.formats import preset_of
 from features.options import annotation, choices_of, declared, number_ranges, option, reuse
 from features.runtime import RUNTIME_CHOICES, check_runtime
 from features.settings import (
+    DICOM_WINDOWS,
     LABELS_GROUP,
     ComputePlan,
     DataSettings,
+    DicomSettings,
     ExternalSettings,
     ExtractSettings,
     LabelSettings,
@@ -57,7 +59,7 @@ _SHARED_HEAD_FIELDS = tuple(f.name for f in fields(HeadSettings) if f.name not i
 _FINETUNE = FinetuneSettings()
 # Each default is written once, in the stage settings that use it.
 _DATA, _EXTRACT, _SWEEP, _REPORT = DataSettings(), ExtractSettings(), SweepSettings(), ReportSettings()
-_EXECUTOR = ExecutorSettings()
+_EXECUTOR, _DICOM = ExecutorSettings(), DicomSettings()
 WEIGHTS_CHOICES = ("imagenet", "none")
 CLASS_WEIGHTS = ("none", "balanced")
 VAL_SOURCES = ("carve", "official")
@@ -220,6 +222,14 @@ class RunConfig:
     min_image_side: int | None = option(
         None, "skip images whose shorter side is below PX; 0 keeps every readable image (default: the largest "
         "minimum input size of the chosen backbones)", group=DATA_GROUP, metavar="PX", range=_NOT_NEGATIVE)  # fmt: skip
+    dicom_window: str = option(
+        _DICOM.window, "how a DICOM file's stored values become 8 bits: file (the VOI LUT or window the file "
+        "states, --dicom-voi choosing among several) or range (the full used range, min..max, the file's window "
+        "ignored); the file's rescale is always applied, MONOCHROME1 always inverted", group=DATA_GROUP,
+        choices=DICOM_WINDOWS)  # fmt: skip
+    dicom_voi: int = option(_DICOM.voi, "which of a DICOM file's VOI LUTs or windows --dicom-window file applies: 1 "
+                            "the first (a file stating fewer: its last)", group=DATA_GROUP, metavar="N",
+                            range=_AT_LEAST_1)  # fmt: skip
     leakage: str = option(
         _DATA.leakage, "images found in two splits or under two labels (same bytes): warn and keep them, drop the "
         "train/val copies, or fail", group=DATA_GROUP, choices=LEAKAGE_POLICIES)  # fmt: skip
@@ -609,7 +619,7 @@ class RunConfig:
                 weights=weights, batch_size=self.extract_batch_size,
                 shard_size=self.extract_shard_size, seed=self.seed, precision=self.precision,
                 jit_compile=self.jit_compile, runtime=self.runtime, pixel_cache=self.pixel_cache,
-                cache_dir=cache_dir, progress=self.progress,
+                cache_dir=cache_dir, progress=self.progress, dicom=self.dicom_settings(),
             ),
             sweep=SweepSettings(
                 heads=tuple(self.head_grid()), probes=tuple(self.probe_grid()), select_by=self.select_by,
@@ -618,7 +628,7 @@ class RunConfig:
             ),
             finetune=FinetuneRun(
                 model=self.finetune_settings(), weights=weights, results_dir=results_dir,
-                cache_dir=cache_dir, progress=self.progress,
+                cache_dir=cache_dir, progress=self.progress, dicom=(self.dicom_window, self.dicom_voi),
             ) if self.finetune else None,
             crossval=CrossValSettings(
                 folds=self.cv, repeats=self.cv_repeats, seed=self.seed, val_fraction=self.val_fraction,
@@ -629,6 +639,10 @@ class RunConfig:
                 limit_per_class=self.limit_per_class, subgroups=self.subgroups,
             ),
         )  # fmt: skip
+
+    def dicom_settings(self) -> DicomSettings:
+        """How DICOM files are windowed (``--dicom-window``, ``--dicom-voi``): the pixel caches' and predict's."""
+        return DicomSettings(window=self.dicom_window, voi=self.dicom_voi)
 
     def _path_for_workers(self, path: str) -> str:
         """``path`` as the stages use it: absolute on a cluster, where a worker's working folder is not ours."""

@@ -83,10 +83,12 @@ from benchmark.training.heads import checkpoint_is_whole, is_multi_label, load_h
 from common.files import DamagedFileError, atomic_output, check_checksums, sha256_file  # noqa: E402
 from features.data.audit import image_problem  # noqa: E402
 from features.data.dataset import IMAGE_SUFFIXES, name_problem, printable  # noqa: E402
+from features.data.dicom import is_dicom  # noqa: E402
 from features.data.images import UnreadableImageError, load_image  # noqa: E402
 from features.data.records import Label  # noqa: E402
 from features.extract import openvino_ir_file, padded_forward  # noqa: E402
 from features.runtime import Forward, RuntimeUnavailableError, build_forward  # noqa: E402
+from features.settings import DicomSettings  # noqa: E402
 
 METHODS = ("auto", "gradcam", "occlusion")
 # Suffixes a leaderboard's backbone column may carry after the registry name.
@@ -268,7 +270,8 @@ class EnsemblePredictor:
     def answer(self, path: Path, image: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
         """The mean of the members' probabilities, each member reading ``path`` at its own size (``image`` is it
         at ``image_size``), and the mean of their ``method`` heatmaps of the likeliest class, upsampled."""
-        images = [image if member.image_size == self.image_size else load_image(path, member.image_size)
+        dicom = run_dicom(self.run)
+        images = [image if member.image_size == self.image_size else load_image(path, member.image_size, dicom)
                   for member in self.members]  # fmt: skip
         probabilities = np.mean([member.probabilities(one[None])[0]
                                  for member, one in zip(self.members, images, strict=True)], axis=0)  # fmt: skip
@@ -655,10 +658,10 @@ def image_paths(target: Path) -> list[Path]:
         return [target]
     if not target.is_dir():
         raise FileNotFoundError(f"{target} is neither an image file nor a folder")
-    paths = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in target.rglob("*") if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_dicom(p)))
     if not paths:
-        raise ValueError(f"{target} holds no image file (looked for {', '.join(sorted(IMAGE_SUFFIXES))} in it and "
-                         "its sub-folders)")  # fmt: skip
+        raise ValueError(f"{target} holds no image file (looked for {', '.join(sorted(IMAGE_SUFFIXES))} and DICOM "
+                         "files under any name in it and its sub-folders)")  # fmt: skip
     return paths
 
 
@@ -721,14 +724,20 @@ def check_outputs(out_dir: Path, names: list[Path]) -> None:
                                 "RESULTS_DIR/predict)")  # fmt: skip
 
 
-def _checked_image(path: Path, image_size: int, min_side: int) -> np.ndarray | SkippedImage:
-    """The image decoded at ``image_size``, or why the run would have left it out."""
+def run_dicom(run: RunInfo) -> DicomSettings:
+    """How the run windowed DICOM files (``--dicom-window``, ``--dicom-voi``): predict reads them alike."""
+    return RunConfig.from_json(run.config).dicom_settings()
+
+
+def _checked_image(path: Path, image_size: int, min_side: int, dicom: DicomSettings) -> np.ndarray | SkippedImage:
+    """The image decoded at ``image_size`` (a DICOM file windowed as ``dicom`` says), or why the run would have
+    left it out."""
     # The run's own checks: what it would have left out, predict refuses.
     problem = name_problem(Path(path)) or image_problem(path, min_side)
     if problem:
         return SkippedImage(path, problem)
     try:
-        return load_image(path, image_size)
+        return load_image(path, image_size, dicom)
     except UnreadableImageError as error:
         return SkippedImage(path, error.reason)
 
@@ -771,7 +780,7 @@ def predict_image(
     """
     path = Path(path)
     method = predictor.heatmap_method(method)
-    image = _checked_image(path, predictor.image_size, min_side)
+    image = _checked_image(path, predictor.image_size, min_side, run_dicom(predictor.run))
     if isinstance(image, SkippedImage):
         log(f"{printable(str(path))}: skipped, {image.reason}")
         return image

@@ -190,6 +190,9 @@ class FinetuneRun:
     results_dir: str = "results"
     cache_dir: str = ".cache/features"
     progress: bool = True
+    # How DICOM files are windowed: features.settings.DicomSettings' fields (--dicom-window, --dicom-voi), as values
+    # (this module imports nothing of ours).
+    dicom: tuple[str, int] = ("file", 1)
 
 
 @dataclass(frozen=True)

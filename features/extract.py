@@ -36,10 +36,11 @@ from features.cache import (
     warn_damaged,
 )
 from features.data.dataset import Dataset
+from features.data.dicom import dicom_identity
 from features.data.images import DECODE_VERSION, load_image
 from features.pixels import PixelCache, PixelReader
 from features.runtime import Forward, build_forward, runtime_identity
-from features.settings import ExtractSettings, compute_key
+from features.settings import DicomSettings, ExtractSettings, compute_key
 
 
 @dataclass
@@ -70,8 +71,9 @@ def feature_key_parts(
     jit_compile: bool = False,
     runtime: str = "keras",
     digests: dict[str, str] | None = None,
+    dicom: DicomSettings | None = None,
 ) -> dict:
-    """Everything that changes the feature array, as a dict to hash.
+    """Everything that changes the feature array, as a dict to hash; ``dicom``: how DICOM files are windowed.
 
     ``precision`` is the one computed in, resolved: ``auto`` is refused, since one key would then name features
     of bfloat16 on one machine and float32 on another. Each image is named by its size and modification time
@@ -86,6 +88,7 @@ def feature_key_parts(
         "image_size": image_size,
         "preprocess": spec.preprocess_mode,
         "decode": DECODE_VERSION,
+        "dicom": dicom_identity(dicom or DicomSettings()),
         "pooling": "avg",
         "precision": precision,
         # XLA fuses and reorders float operations, so its features differ in the last bits.
@@ -140,15 +143,17 @@ def _pixel_batches(
     image_size: int,
     pixels: PixelReader | None,
     pool: ThreadPoolExecutor,
+    dicom: DicomSettings,
 ) -> Iterator[np.ndarray]:
-    """uint8 pixels of each batch: read from the pixel cache, or decoded one batch ahead on ``pool``."""
+    """uint8 pixels of each batch: read from the pixel cache, or decoded one batch ahead on ``pool`` (DICOM files
+    windowed as ``dicom`` says)."""
     if pixels is not None:
         for lo, hi in batches:
             yield pixels.read(lo, hi)
         return
 
     def decode(batch: tuple[int, int]):
-        return [pool.submit(load_image, root / paths[i], image_size) for i in range(*batch)]
+        return [pool.submit(load_image, root / paths[i], image_size, dicom) for i in range(*batch)]
 
     pending = decode(batches[0])
     for number in range(len(batches)):
@@ -189,7 +194,8 @@ def extract_features(
     root, cache = Path(root), FeatureCache(settings.cache_dir)
     # The backbone's own compute type and runtime, where the run resolved one for it.
     precision, runtime = settings.precision_for(spec.name, image_size), settings.runtime_for(spec.name, image_size)
-    parts = feature_key_parts(spec, source, image_size, root, paths, precision, settings.jit_compile, runtime, digests)
+    parts = feature_key_parts(spec, source, image_size, root, paths, precision, settings.jit_compile, runtime, digests,
+                              settings.dicom)  # fmt: skip
     key = cache_key(parts)
     cached = cache.load(spec.name, key, report=True)
     if cached is None:
@@ -205,10 +211,10 @@ def extract_features(
                 batch_shape = (settings.batch_size, image_size, image_size, 3)
                 make_forward = partial(build_forward, runtime, make_model, precision=precision,
                                        jit_compile=settings.jit_compile, batch_shape=batch_shape, ir_file=ir_file)
+                pixels = PixelCache(cache.root, settings.dicom) if settings.pixel_cache else None
                 return _build_entry(spec, image_size, root, paths, cache, key, parts, make_forward,
                                     settings.shard_size, batch_size=settings.batch_size, decode_workers=decode_workers,
-                                    pixel_cache=PixelCache(cache.root) if settings.pixel_cache else None,
-                                    progress=settings.progress)  # fmt: skip
+                                    pixel_cache=pixels, progress=settings.progress, dicom=settings.dicom)  # fmt: skip
     return cached, ExtractionStats(len(paths), from_cache=True, key=key)
 
 
@@ -254,6 +260,7 @@ def _extract_missing(
     batch_size: int,
     decode_workers: int,
     progress: bool,
+    dicom: DicomSettings,
 ) -> None:
     """Extract and save each ``missing`` shard: pixels (from ``pixel_cache`` if given), then the backbone's forward.
 
@@ -275,7 +282,7 @@ def _extract_missing(
             shard = np.empty((stop - start, spec.feature_size), dtype=np.float32)
             batches = [(i, min(i + batch_size, stop)) for i in range(start, stop, batch_size)]
             started = time.perf_counter()
-            pixel_batches = _pixel_batches(batches, root, paths, image_size, pixels, pool)
+            pixel_batches = _pixel_batches(batches, root, paths, image_size, pixels, pool, dicom)
             for (lo, hi), uint8 in zip(batches, pixel_batches, strict=True):
                 shard[lo - start : hi - start] = padded_forward(forward, spec.preprocess, uint8, batch_size)
                 stats.forward_batches += 1

@@ -32,17 +32,23 @@ from features.cache import (
     warn_damaged,
     write_manifest,
 )
+from features.data.dicom import dicom_identity
 from features.data.images import DECODE_VERSION, load_image
+from features.settings import DicomSettings
 
 PIXELS = "pixels.npy"
 
 
-def pixel_key_parts(image_size: int, root: Path, paths: list[str], fingerprint: str | None = None) -> dict:
+def pixel_key_parts(
+    image_size: int, root: Path, paths: list[str], fingerprint: str | None = None, dicom: DicomSettings | None = None
+) -> dict:
     """Everything that changes the decoded pixels; ``fingerprint`` is ``file_list_fingerprint(root, paths)``
-    when the caller already has it (it stats every file)."""
+    when the caller already has it (it stats every file); ``dicom`` how DICOM files are windowed (default:
+    ``DicomSettings()``)."""
     return {
         "image_size": image_size,
         "decode": DECODE_VERSION,
+        "dicom": dicom_identity(dicom or DicomSettings()),
         "files": fingerprint or file_list_fingerprint(root, paths),
         "n_images": len(paths),
     }
@@ -87,10 +93,12 @@ class PixelReader:
 
 
 class PixelCache:
-    """Decoded uint8 images on disk under ``root``, one entry per (size, file list)."""
+    """Decoded uint8 images on disk under ``root``, one entry per (size, file list, DICOM settings); DICOM files
+    are windowed as ``dicom`` says (default: ``DicomSettings()``)."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, dicom: DicomSettings | None = None):
         self.root = Path(root)
+        self.dicom = dicom or DicomSettings()
 
     def entry(self, image_size: int, key: str) -> Path:
         """The folder of one entry."""
@@ -98,7 +106,7 @@ class PixelCache:
 
     def open(self, image_size: int, root: Path, paths: list[str]) -> PixelReader | None:
         """A reader over the finished entry for these images, or None."""
-        return self._open(image_size, pixel_key_parts(image_size, root, paths))
+        return self._open(image_size, pixel_key_parts(image_size, root, paths, dicom=self.dicom))
 
     def _open(self, image_size: int, parts: dict, report: bool = False) -> PixelReader | None:
         """A reader over the entry of ``parts``, or None where it is absent, unfinished or damaged (said in one
@@ -129,7 +137,7 @@ class PixelCache:
     ) -> tuple[PixelReader, float]:
         """Decode every image once into the cache (unless there already) and return a reader and the seconds spent."""
         started = time.perf_counter()
-        parts = pixel_key_parts(image_size, root, paths, fingerprint)
+        parts = pixel_key_parts(image_size, root, paths, fingerprint, self.dicom)
         reader = self._open(image_size, parts, report=True)
         if reader is not None:
             return reader, 0.0
@@ -164,7 +172,7 @@ class PixelCache:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 for start in range(0, len(paths), chunk):
                     names = paths[start : start + chunk]
-                    yield np.stack(list(pool.map(lambda name: load_image(root / name, image_size), names)))
+                    yield np.stack(list(pool.map(lambda name: load_image(root / name, image_size, self.dicom), names)))
                     bar.update(len(names))
 
         try:

@@ -121,13 +121,35 @@ class ComputePlan:
         return cls(run.runtime, run.precision, backbones)
 
 
+# How a DICOM file's window is chosen: the one the file states (``file``), or its full used range (``range``).
+DICOM_WINDOWS = ("file", "range")
+
+
+@dataclass(frozen=True)
+class DicomSettings:
+    """How a DICOM file's stored values become the 8-bit image every backbone reads (``features.data.dicom``).
+
+    ``window`` ``file``: the VOI LUT or window the file states, its ``voi``-th (1: the first; a file stating fewer:
+    its last); ``range``: the file's window ignored, the full used range (min..max) mapped onto 8 bits, as a 16-bit
+    PNG's. Part of the pixel and feature cache keys (``identity``): another choice decodes, and extracts, anew.
+    """
+
+    window: str = "file"
+    voi: int = 1
+
+    def identity(self) -> str:
+        """The settings in the cache keys: ``file:1`` or ``range``."""
+        return f"{self.window}:{self.voi}" if self.window == "file" else self.window
+
+
 @dataclass(frozen=True)
 class ExtractSettings:
     """How features are extracted and cached (everything but the backbone and the image size).
 
     ``precision`` and ``runtime`` are the configured ones; ``compute`` (where set) is what the run resolved them
     to, never ``auto``: the run resolves ``--precision auto`` and ``--runtime auto`` once, before extraction
-    (``benchmark.pipeline``), so every stage sees the same values, for each backbone too.
+    (``benchmark.pipeline``), so every stage sees the same values, for each backbone too. ``dicom`` says how DICOM
+    files are windowed onto 8 bits (``--dicom-window``, ``--dicom-voi``).
     """
 
     weights: str = "none"
@@ -141,6 +163,7 @@ class ExtractSettings:
     cache_dir: str = ".cache/features"
     progress: bool = True
     compute: ComputePlan | None = None
+    dicom: DicomSettings = DicomSettings()
 
     def precision_for(self, backbone: str, size: int) -> str:
         """The compute type of ``backbone`` at ``size``: the resolved plan's, else the configured one."""

@@ -207,10 +207,10 @@ def test_an_image_that_breaks_after_the_check_fails_with_its_name(
 
     broken = "train/NORMAL/IM-tr0000-0001.jpeg"
 
-    def load_or_fail(path, size):
+    def load_or_fail(path, size, dicom=None):
         if Path(path).as_posix().endswith(broken):
             raise UnreadableImageError(path, "cannot be decoded: image file is truncated")
-        return load_image(path, size)
+        return load_image(path, size, dicom)
 
     monkeypatch.setattr(pixels, "load_image", load_or_fail)
     assert run_small_benchmark(kermany_root, tmp_path) == 1

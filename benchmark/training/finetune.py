@@ -54,6 +54,7 @@ from common.files import DamagedFileError, atomic_path, atomic_write_sealed_json
 from features.cache import cache_key
 from features.data.dataset import Dataset, class_balance
 from features.pixels import PixelCache, PixelReader
+from features.settings import DicomSettings
 
 
 class DiscriminativeAdam(keras.optimizers.Adam):
@@ -405,8 +406,9 @@ def _finetune_and_record(frozen: HeadResult, dataset: Dataset, run: FinetuneRun,
     """Fine-tune ``frozen`` into ``folder`` and write its ``result.json`` last; its leaderboard entry."""
     if run.progress:
         print(f"fine-tuning {frozen.backbone} from head {frozen.head_id}")
+    pixels = PixelCache(run.cache_dir, DicomSettings(*run.dicom))
     result = finetune_one(frozen, dataset, run.model, weights=run.weights, heads_dir=RunFolder(run.results_dir).heads,
-                          pixel_cache=PixelCache(run.cache_dir), out_dir=folder, progress=run.progress)  # fmt: skip
+                          pixel_cache=pixels, out_dir=folder, progress=run.progress)  # fmt: skip
     record = dict(result.to_json(), from_head=frozen.head_id, weights_sha256=sha256_file(folder / WEIGHTS_FILE))
     atomic_write_sealed_json(folder / RESULT_FILE, record, (WEIGHTS_FILE,))
     return result

@@ -44,10 +44,11 @@ from features.data.images import UnreadableImageError, inspect_image
 from features.data.labels import add_label_options, label_settings, load_dataset
 from features.data.records import Skip
 
-# Bump when what the audit records, or how it decides, changes.
-AUDIT_VERSION = "audit-v2"
+# Bump when what the audit records, or how it decides, changes. v3: DICOM files are read (v2 called a DICOM
+# named .jpeg unreadable).
+AUDIT_VERSION = "audit-v3"
 # Memos of these versions are left quietly (their entries carry no seal): everything is checked again.
-OLDER_VERSIONS = ("audit-v1",)
+OLDER_VERSIONS = ("audit-v1", "audit-v2")
 LEAKAGE_POLICIES = ("warn", "drop", "fail")
 
 
@@ -65,7 +66,9 @@ def _check_file(path: Path) -> dict:
     try:
         width, height = inspect_image(data, path.name)
     except UnreadableImageError as error:
-        return {"sha256": digest, "width": 0, "height": 0, "error": error.reason}
+        # A file that may read once something is installed (pydicom, a DICOM plugin) is checked again next time.
+        recheck = {"recheck": True} if error.recheck else {}
+        return {"sha256": digest, "width": 0, "height": 0, "error": error.reason, **recheck}
     return {"sha256": digest, "width": width, "height": height, "error": ""}
 
 
@@ -231,7 +234,7 @@ def audit_images(
                 results[path] = dict(entry, seal=_seal(path, entry))
                 bar.update()
     if memo_file is not None and (todo or damaged):
-        _write_memo(memo_file, {**memo, **results})
+        _write_memo(memo_file, {name: entry for name, entry in {**memo, **results}.items() if not entry.get("recheck")})
     kept, skipped = [], list(dataset.skipped)
     for record in dataset.records:
         result = results[record.path]

@@ -7,6 +7,9 @@ Two layouts are read:
   bacterial, viral.
 * Class folders: ``ROOT/[split/]CLASS/*`` with any number of classes.
 
+DICOM files (``.dcm``, ``.dicom``, or the DICOM signature under any other name) are images in either layout;
+the patient id, sex, age and view their headers state land on their records (``with_header_attributes``).
+
 The test split is read as it is and used for final reporting only. The
 validation split is carved, stratified and seeded, from train by default,
 because the official Kermany validation split holds only 16 images.
@@ -21,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from features.data.dicom import DICOM_SUFFIXES, header_attributes, is_dicom
 from features.data.records import NO_FINDING, Label, Skip
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", *DICOM_SUFFIXES)
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
 KERMANY_CLASSES = ("normal", "bacterial", "viral")
@@ -207,9 +211,19 @@ def _why_not_an_image(path: Path) -> str | None:
         return "folder inside a class folder; its files are not read (expected SPLIT/CLASS/IMAGE)"
     if not path.is_file():
         return "not a regular file"
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if path.suffix.lower() not in IMAGE_SUFFIXES and not is_dicom(path):
         return f"not an image file (suffix {path.suffix or 'none'}; read are {', '.join(IMAGE_SUFFIXES)})"
     return None
+
+
+def with_header_attributes(record: ImageRecord, root: Path) -> ImageRecord:
+    """``record`` with what its DICOM header states (``features.data.dicom.header_attributes``) where the record
+    does not say it already: the patient id, sex, age and view. Any other file's record is returned as it is."""
+    if not is_dicom(root / record.path):
+        return record
+    patient, header = header_attributes(root / record.path)
+    attributes = header | dict(record.attributes)
+    return replace(record, patient=record.patient or patient, attributes=tuple(sorted(attributes.items())))
 
 
 def _stray_images(folder: Path, root: Path) -> list[Skip]:
@@ -259,7 +273,8 @@ def scan_dataset(root: str | Path) -> Dataset:
     Every file that is not read is listed in ``skipped`` with its reason:
     hidden and system files, other suffixes, broken symbolic links, images at
     the wrong depth, folders where images belong, folders that are not splits.
-    Symbolic links to images are followed. An empty class folder still names a
+    Symbolic links to images are followed. A DICOM file is an image whatever
+    its name; its header's patient, sex, age and view are on its record. An empty class folder still names a
     class (``features.data.audit.check_classes`` then stops the run).
 
     Raises:
@@ -291,7 +306,7 @@ def scan_dataset(root: str | Path) -> Dataset:
                 if reason is None and label is None:
                     reason = "PNEUMONIA file name names neither bacteria nor virus"
                 if reason is None:
-                    records.append(ImageRecord(relative, Label.of_class(label), split))
+                    records.append(with_header_attributes(ImageRecord(relative, Label.of_class(label), split), root))
                 else:
                     skipped.append(Skip(relative, reason))
     if not records:

@@ -26,7 +26,15 @@ from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
 from features.data.attributes import STANDARD_ATTRIBUTES, normalise
-from features.data.dataset import KERMANY_CLASSES, SPLIT_ALIASES, Dataset, ImageRecord, _why_not_an_image, scan_dataset
+from features.data.dataset import (
+    KERMANY_CLASSES,
+    SPLIT_ALIASES,
+    Dataset,
+    ImageRecord,
+    _why_not_an_image,
+    scan_dataset,
+    with_header_attributes,
+)
 from features.data.formats import FormatError, Table, prepare, read_bytes
 from features.data.records import FINDING_SEPARATOR, NO_FINDING, UNKNOWN_MARK, Label, Skip, unwritable_finding
 from features.options import add_options, given_values
@@ -238,7 +246,8 @@ def _row_record(
             return f"no patient id in the path (--patient-pattern {settings.patient_pattern!r})"
         patient = match.group(1) if match.groups() else match.group(0)
     attributes = {name: normalise(name, row[at[_attribute_option(name)]]) for name in settings.attribute_sources()}
-    return ImageRecord(found, label, split, patient, tuple(sorted((k, v) for k, v in attributes.items() if v)))
+    record = ImageRecord(found, label, split, patient, tuple(sorted((k, v) for k, v in attributes.items() if v)))
+    return with_header_attributes(record, find.root)  # a DICOM header's, where the CSV does not give them
 
 
 def _drop_duplicates(
