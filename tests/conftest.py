@@ -110,6 +110,13 @@ def run_small_benchmark(
     )  # fmt: skip
 
 
+# Registry entries built by one test only (tests/test_backbones.py, their feature size and FLOPs): a weights round
+# trip and a bfloat16 check build each network twice more, 1.4 to 7 s a build on 2 cores (EfficientNetV2L the
+# most), so those run on one network of each family (DenseNet121, EfficientNetV2B0, ConvNeXtTiny) instead.
+BUILT_ONCE = ("DenseNet169", "DenseNet201", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3",
+              "EfficientNetV2S", "EfficientNetV2M", "EfficientNetV2L")  # fmt: skip
+
+
 def slow_except(names, *fast: str) -> list:
     """``names`` as parameters, all but ``fast`` marked slow: the quick suite builds only ``fast``, the full suite
     every backbone."""
