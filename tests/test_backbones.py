@@ -98,7 +98,7 @@ def test_new_family_builds_to_its_feature_size_and_published_flops(name: str):
                                                                           keras.layers.Normalization))]  # fmt: skip
     assert bool(scaling) == spec.preprocess_mode.startswith("in-model")
     if scaling:
-        scaled = keras.Model(model.inputs, scaling[-1].output)
+        scaled = keras.Model(model.inputs[0], scaling[-1].output)
         white = np.full((1, spec.default_size, spec.default_size, 3), 255.0, dtype=np.float32)
         top = keras.ops.convert_to_numpy(scaled(spec.preprocess(white.copy())))
         assert float(top.max()) == pytest.approx(SCALED_255[spec.preprocess_mode], rel=1e-4)
@@ -140,7 +140,8 @@ def test_spec_is_consistent(name):
     assert float(out.max()) == pytest.approx(expected_max, rel=1e-4)
 
 
-@pytest.mark.parametrize("name", slow_except([name for name in NAMES if name not in BUILT_ONCE], "VGG16"))
+@pytest.mark.parametrize("name", slow_except([name for name in NAMES if name not in
+                                              (*BUILT_ONCE, "EfficientNetV2B0", "ConvNeXtTiny")], "VGG16"))  # fmt: skip
 def test_weights_folder_round_trip(name: str, tmp_path: Path):
     """Weights saved from a random-init model load back through --weights DIR, giving the same features."""
     spec = BACKBONES[name]
