@@ -31,7 +31,7 @@ def test_densenet121_from_a_chexnet_shaped_file_through_every_stage(kermany_root
     runtime = "openvino" if openvino_installed() else "keras"
     assert run_small_benchmark(kermany_root, tmp_path, "--backbones", "DenseNet121", "--image-size", str(SIZE),
                                "--min-image-side", "0", "--weights", str(weights.parent), "--epochs", "1",
-                               "--limit-per-class", "4", "--finetune", "--finetune-epochs", "1",
+                               "--limit-per-class", "3", "--finetune", "--finetune-epochs", "1",
                                "--finetune-layers", "3", "--runtime", runtime) == 0  # fmt: skip
     said = capsys.readouterr().out
     assert "241 layers with weights loaded" in said and "its top dropped: predictions (Dense 1024 -> 14)" in said
