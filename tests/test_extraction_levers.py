@@ -133,6 +133,7 @@ def test_bfloat16_features_point_the_same_way_as_float32(name: str):
     pixels = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
     # Plain calls, not predict_on_batch: one forward pass is not worth tracing a graph for.
     full = build_backbone(spec, size, source, precision="float32")(spec.preprocess(pixels.copy()), training=False)
+    assert tuple(full.shape) == (2, spec.feature_size)
     half_model = build_backbone(spec, size, source, precision="bfloat16")
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     assert half_model.layers[-1].compute_dtype == "bfloat16"
