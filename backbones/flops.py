@@ -1,7 +1,8 @@
 """Count the floating-point operations of one forward pass of a built Keras model (for the speed benchmark).
 
 Counts 2 FLOPs per multiply-add in the convolution and dense layers, which
-carry more than 98% of the work of the six backbones. Batch normalisation,
+carry more than 98% of the work of the six backbones; a Dense layer counts at every position of
+the map it is applied to (ConvNeXt's 1x1 convolutions are Dense layers). Batch normalisation,
 activations, pooling and additions are left out, as in the FLOP figures
 usually quoted for these networks (ResNet50 about 4 G multiply-adds at 224 px).
 """
@@ -33,7 +34,8 @@ def layer_flops(layer: keras.layers.Layer) -> int:
         c_in = int(layer.input.shape[-1]) // layer.groups
         return 2 * _spatial(layer.output.shape) * kh * kw * c_in * layer.filters
     if isinstance(layer, keras.layers.Dense):
-        return 2 * int(layer.input.shape[-1]) * layer.units
+        # Applied at every position of a feature map (ConvNeXt's 1x1 convolutions are Dense layers).
+        return 2 * _spatial(layer.input.shape) * int(layer.input.shape[-1]) * layer.units
     return 0
 
 

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class WeightsUnavailableError(RuntimeError):
+    """The requested weights cannot be had (no network, missing file, a file that is not what it should be)."""
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """Everything the harness needs to know about one ImageNet backbone.
@@ -16,8 +20,9 @@ class BackboneSpec:
         name: registry name, as typed on the command line (``ResNet50``).
         constructor: the ``keras.applications`` constructor.
         preprocess: the family's own ``preprocess_input`` (float32 RGB 0..255 in).
-        preprocess_mode: short name of what ``preprocess`` does ("caffe", "tf",
-            "torch"); part of the feature cache key.
+        preprocess_mode: short name of how the pixels are scaled ("caffe", "tf",
+            "torch"; "in-model-..." where the network scales them itself and
+            ``preprocess`` passes them through); part of the feature cache key.
         default_size: the input size the ImageNet weights were trained at.
         min_size: the smallest input the architecture accepts.
         feature_size: channels of the last feature map (the pooled feature length).

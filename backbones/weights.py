@@ -9,12 +9,9 @@ from pathlib import Path
 
 import keras
 
-from backbones.spec import BackboneSpec
+from backbones.domain_weights import classifier_file_name, load_classifier_file
+from backbones.spec import BackboneSpec, WeightsUnavailableError
 from common.files import sha256_file
-
-
-class WeightsUnavailableError(RuntimeError):
-    """The requested weights cannot be had (no network, missing file)."""
 
 
 @dataclass(frozen=True)
@@ -35,11 +32,14 @@ class WeightsSource:
 def folder_candidates(spec: BackboneSpec, image_size: int) -> list[str]:
     """File names looked for, in order, inside a ``--weights DIR`` folder.
 
-    Keras' file for ``image_size`` comes before its file for the default size,
-    which the fully convolutional backbones load at any input size (as Keras
-    itself does for sizes it ships no file for).
+    A whole classifier's Keras 2 file (``<BACKBONE>.h5``, domain-pretrained
+    weights: backbones/domain_weights.py) comes before Keras' ImageNet files, and
+    Keras' file for ``image_size`` before its file for the default size, which
+    the fully convolutional backbones load at any input size (as Keras itself
+    does for sizes it ships no file for).
     """
-    names = [f"{spec.name}.weights.h5", f"{spec.name}_notop.weights.h5", spec.keras_weights_file(image_size)]
+    names = [f"{spec.name}.weights.h5", f"{spec.name}_notop.weights.h5", classifier_file_name(spec),
+             spec.keras_weights_file(image_size)]  # fmt: skip
     return list(dict.fromkeys([*names, spec.keras_weights_file(spec.default_size)]))
 
 
@@ -115,7 +115,11 @@ def _construct(spec: BackboneSpec, image_size: int, source: WeightsSource, seed:
         return spec.constructor(weights=None, **kwargs)
     if source.kind == "file":
         model = spec.constructor(weights=None, **kwargs)
-        model.load_weights(str(source.path))
+        if source.path.name == classifier_file_name(spec):
+            loaded = load_classifier_file(model, spec, source.path)
+            print(f"{spec.name}: weights {source.identity.replace('file:', 'SHA-256 ')}: {loaded}", flush=True)
+        else:
+            model.load_weights(str(source.path))
         return model
     try:
         return spec.constructor(weights="imagenet", **kwargs)

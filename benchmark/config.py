@@ -159,7 +159,8 @@ class RunConfig:
     backbones: tuple[str, ...] = option(DEFAULT_BACKBONES, f"backbones to compare: {', '.join(BACKBONES)}",
                                         group=FEATURES_GROUP, metavar="NAME")  # fmt: skip
     weights: str | None = option(
-        None, "imagenet (Keras download), none (random init) or a folder of weight files (default: imagenet on real "
+        None, "imagenet (Keras download), none (random init) or a folder of weight files; a <BACKBONE>.h5 there is a "
+        "whole classifier's Keras 2 weights (CheXNet's DenseNet121.h5), its top dropped (default: imagenet on real "
         "data, none on the phantom set)", group=FEATURES_GROUP, metavar="imagenet|none|DIR")  # fmt: skip
     image_size: tuple[int, ...] = option(
         (), "input sizes to sweep, for every backbone (default: each backbone's own input size)",

@@ -133,6 +133,8 @@ class Predictor:
     # The run's own runtime for the pooled features the head reads, where it was not Keras (OpenVINO): the
     # probabilities are then the run's. The feature maps of the heatmaps come from ``backbone`` (Keras).
     pooled_forward: Callable[[np.ndarray], np.ndarray] | None = None
+    # The LayerNormalization between the feature map's mean and the head, where the backbone has one (ConvNeXt).
+    pooled_norm: keras.layers.LayerNormalization | None = None
 
     def feature_map_size(self) -> tuple[int, int]:
         """Height and width of the last feature map: Grad-CAM's resolution."""
@@ -182,7 +184,7 @@ class Predictor:
     def gradcam(self, image: np.ndarray, class_index: int) -> np.ndarray:
         """Grad-CAM of ``class_index``'s logit on the last feature map, in [0, 1], shape ``(h, w)``."""
         feature_map, _ = self.features(image[None])
-        return gradcam_from_head(feature_map[0], self.head, class_index)
+        return gradcam_from_head(feature_map[0], self.head, class_index, self.pooled_norm)
 
     def occlusion(self, image: np.ndarray, class_index: int, patch: int | None = None, batch: int = 32) -> np.ndarray:
         """Drop in ``class_index``'s probability when each patch is greyed out, in [0, 1]."""
@@ -296,12 +298,15 @@ def upsample(heat: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float64), 0, 1)
 
 
-def gradcam_from_head(feature_map: np.ndarray, head: keras.Model, class_index: int) -> np.ndarray:
-    """Grad-CAM of a GlobalAveragePooling -> [Standardize] -> Dropout -> Dense head, exactly.
+def gradcam_from_head(feature_map: np.ndarray, head: keras.Model, class_index: int,
+                      norm: keras.layers.LayerNormalization | None = None) -> np.ndarray:  # fmt: skip
+    """Grad-CAM of a GlobalAveragePooling -> [LayerNormalization] -> [Standardize] -> Dropout -> Dense head, exactly.
 
     The class logit is ``sum_k W[k, c] * (mean_ij A[i, j, k] - mu[k]) / s[k] + b[c]``, so its gradient
     with respect to ``A[i, j, k]`` is ``W[k, c] / (s[k] * h * w)`` everywhere: Grad-CAM's channel
-    weights. The map is ``ReLU(sum_k weight[k] * A[:, :, k])``, scaled to [0, 1].
+    weights. With ``norm`` (ConvNeXt's LayerNormalization of the pooled features) that gradient is carried back
+    through the normalisation at this image's pooled features (``layer_norm_gradient``): still the same at every
+    position. The map is ``ReLU(sum_k weight[k] * A[:, :, k])``, scaled to [0, 1].
     """
     dense = [layer for layer in head.layers if isinstance(layer, keras.layers.Dense)][-1]
     kernel = keras.ops.convert_to_numpy(dense.kernel)[:, class_index].astype(np.float64)
@@ -310,8 +315,22 @@ def gradcam_from_head(feature_map: np.ndarray, head: keras.Model, class_index: i
         if hasattr(layer, "std_values"):
             std = np.asarray(layer.std_values, dtype=np.float64)
     height, width = feature_map.shape[:2]
-    weights = kernel / (std * height * width)
+    weights = kernel / std
+    if norm is not None:
+        weights = layer_norm_gradient(feature_map.astype(np.float64).mean(axis=(0, 1)), norm, weights)
+    weights = weights / (height * width)
     return _unit(np.maximum(np.tensordot(feature_map.astype(np.float64), weights, axes=([2], [0])), 0))
+
+
+def layer_norm_gradient(pooled: np.ndarray, norm: keras.layers.LayerNormalization, upstream: np.ndarray) -> np.ndarray:
+    """The gradient with respect to ``pooled`` of ``upstream . norm(pooled)``, for a LayerNormalization over the
+    channels: ``(u - mean(u) - x_hat * mean(u * x_hat)) / sigma`` with ``u = gamma * upstream``."""
+    centred = pooled - pooled.mean()
+    sigma = np.sqrt(np.mean(centred**2) + norm.epsilon)
+    scaled = centred / sigma
+    gamma = keras.ops.convert_to_numpy(norm.gamma).astype(np.float64) if norm.scale else 1.0
+    u = upstream * gamma
+    return (u - u.mean() - scaled * np.mean(u * scaled)) / sigma
 
 
 def _classes(results_dir: Path, run: RunInfo) -> tuple[str, ...]:
@@ -437,9 +456,7 @@ def load_head_predictor(results_dir: Path, run: RunInfo, row: pd.Series, weights
         head = _loaded_head(folder.checkpoint(row["head_id"]))  # checked before seconds of build
         pooled_model = build_backbone(spec, size, source, seed=config.seed, precision=own.precision.value)
         pooled_forward = run_runtime_forward(own.runtime.value, config, spec, source, size, own.precision.value)
-    pooling = pooled_model.layers[-1]
-    if not isinstance(pooling, keras.layers.GlobalAveragePooling2D):
-        raise ValueError(f"{spec.name}: the last layer is {type(pooling).__name__}, not GlobalAveragePooling2D")
+    pooling, norm = pooled_layers(spec, pooled_model)
     backbone_model = keras.Model(pooled_model.inputs, [pooling.input, pooled_model.outputs[0]])
     settings = HeadSettings(**{name: row[name] for name in HEAD_GRID_FIELDS})
     description = (
@@ -447,7 +464,22 @@ def load_head_predictor(results_dir: Path, run: RunInfo, row: pd.Series, weights
         f"weights {row['weights'] if is_finetuned(row['backbone']) else source.identity}"
     )
     return Predictor(spec, size, _classes(results_dir, run), backbone_model, head, row["head_id"], description, run,
-                     pooled_forward)  # fmt: skip
+                     pooled_forward, norm)  # fmt: skip
+
+
+def pooled_layers(spec: BackboneSpec, pooled_model: keras.Model) -> tuple[keras.layers.Layer,
+                                                                         keras.layers.Layer | None]:  # fmt: skip
+    """``(the GlobalAveragePooling2D, the LayerNormalization after it or None)`` at the end of ``pooled_model``:
+    where Grad-CAM's feature map is, and what stands between its mean and the head (ConvNeXt normalises its pooled
+    features). ``ValueError`` naming the layers for any other ending."""
+    last = pooled_model.layers[-1]
+    norm = last if isinstance(last, keras.layers.LayerNormalization) and not last.rms_scaling else None
+    pooling = pooled_model.layers[-2] if norm is not None else last
+    if not isinstance(pooling, keras.layers.GlobalAveragePooling2D):
+        ending = " -> ".join(type(layer).__name__ for layer in pooled_model.layers[-2:])
+        raise ValueError(f"{spec.name}: the network ends in {ending}, not GlobalAveragePooling2D (optionally followed "
+                         f"by LayerNormalization)")  # fmt: skip
+    return pooling, norm
 
 
 def read_run(results_dir: str | Path) -> RunInfo:

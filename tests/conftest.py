@@ -110,6 +110,15 @@ def run_small_benchmark(
     )  # fmt: skip
 
 
+# Registry entries built by one test only (tests/test_backbones.py, their feature size and FLOPs): a bfloat16 check
+# and a weights round trip build each network twice more, 1.4 to 7 s a build on 2 cores (EfficientNetV2L the
+# most), so the bfloat16 check runs on one network of each new family (DenseNet121, EfficientNetV2B0,
+# ConvNeXtTiny). The Keras 3 round trip, the same code for every network, stays on the older entries; DenseNet121
+# loads from a weights folder in tests/test_densenet.py (a whole classifier's Keras 2 file).
+BUILT_ONCE = ("DenseNet169", "DenseNet201", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3",
+              "EfficientNetV2S", "EfficientNetV2M", "EfficientNetV2L")  # fmt: skip
+
+
 def slow_except(names, *fast: str) -> list:
     """``names`` as parameters, all but ``fast`` marked slow: the quick suite builds only ``fast``, the full suite
     every backbone."""

@@ -109,7 +109,9 @@ def test_the_head_is_chosen_by_validation_never_by_test(small_run, tmp_path: Pat
         predict.choose_head(results, "ResNet51")
 
 
-def test_gradcam_from_the_head_weights_equals_gradcam_by_automatic_differentiation():
+@pytest.mark.parametrize("normalised", [False, True])
+def test_gradcam_from_the_head_weights_equals_gradcam_by_automatic_differentiation(normalised: bool):
+    """Also through a LayerNormalization of the pooled features (``normalised``), where ConvNeXt ends."""
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the reference gradient uses tf.GradientTape")
     import tensorflow as tf
@@ -120,18 +122,35 @@ def test_gradcam_from_the_head_weights_equals_gradcam_by_automatic_differentiati
     head = build_head(8, 3, 0.3, statistics)
     head.get_layer("softmax").set_weights([rng.normal(size=(8, 3)).astype(np.float32), np.zeros(3, np.float32)])
     dense = head.get_layer("softmax")
+    norm = keras.layers.LayerNormalization(epsilon=1e-6) if normalised else None
+    if norm is not None:
+        norm.build((None, 8))
+        norm.set_weights([rng.normal(1, 0.5, 8).astype(np.float32), rng.normal(0, 0.5, 8).astype(np.float32)])
     for class_index in range(3):
         tensor = tf.constant(feature_map[None])
         with tf.GradientTape() as tape:
             tape.watch(tensor)
             pooled = tf.reduce_mean(tensor, axis=(1, 2))
+            pooled = norm(pooled) if norm is not None else pooled
             logits = tf.matmul(head.get_layer("standardize")(pooled), dense.kernel) + dense.bias
             target = logits[0, class_index]
         gradient = tape.gradient(target, tensor)[0].numpy()
         alpha = gradient.mean(axis=(0, 1))  # Grad-CAM's channel weights
         reference = np.maximum((feature_map * alpha).sum(axis=2), 0)
         reference = reference / reference.max()
-        np.testing.assert_allclose(predict.gradcam_from_head(feature_map, head, class_index), reference, atol=1e-5)
+        np.testing.assert_allclose(predict.gradcam_from_head(feature_map, head, class_index, norm), reference,
+                                   atol=1e-5)  # fmt: skip
+
+
+def test_the_feature_map_is_found_before_a_pooled_layer_normalisation_and_nothing_else():
+    spec = predict.get_backbone("ConvNeXtTiny")
+    inputs = keras.Input((4, 4, 2))
+    pooling, norm = keras.layers.GlobalAveragePooling2D(), keras.layers.LayerNormalization()
+    pooled = pooling(inputs)
+    assert predict.pooled_layers(spec, keras.Model(inputs, norm(pooled))) == (pooling, norm)  # ConvNeXt's ending
+    assert predict.pooled_layers(spec, keras.Model(inputs, pooled)) == (pooling, None)  # every other backbone's
+    with pytest.raises(ValueError, match="ends in GlobalAveragePooling2D -> Dense, not GlobalAveragePooling2D"):
+        predict.pooled_layers(spec, keras.Model(inputs, keras.layers.Dense(3)(pooled)))
 
 
 class _BrightCornerModel(predict.Predictor):
