@@ -280,7 +280,7 @@ def _compute(context: RunContext) -> int:
     sweep = run_sweep(stages.sweep, context.dataset, extracted, executor)
     if stages.crossval is not None:
         sweep.crossval = run_crossval(stages.crossval, stages.sweep, context.dataset, extracted, executor)
-        written = write_crossval(context.folder, sweep.crossval)
+        written = write_crossval(context.folder, sweep.crossval, stages.report.plots)
         print(f"cross-validation: {sweep.crossval.trained} heads trained; wrote "
               f"{', '.join(map(str, written.values()))}")  # fmt: skip
     external_features = []

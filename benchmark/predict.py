@@ -135,6 +135,7 @@ class Predictor:
     pooled_forward: Callable[[np.ndarray], np.ndarray] | None = None
     # The LayerNormalization between the feature map's mean and the head, where the backbone has one (ConvNeXt).
     pooled_norm: keras.layers.LayerNormalization | None = None
+    dicom: DicomSettings = DicomSettings()  # how the run windowed DICOM files: an image is read alike (run_dicom)
 
     def feature_map_size(self) -> tuple[int, int]:
         """Height and width of the last feature map: Grad-CAM's resolution."""
@@ -223,6 +224,7 @@ class EnsemblePredictor:
     names: list[str]  # the members' model names, as the leaderboard has them
     head_id: str
     run: RunInfo
+    dicom: DicomSettings = DicomSettings()  # as Predictor.dicom
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -272,8 +274,7 @@ class EnsemblePredictor:
     def answer(self, path: Path, image: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
         """The mean of the members' probabilities, each member reading ``path`` at its own size (``image`` is it
         at ``image_size``), and the mean of their ``method`` heatmaps of the likeliest class, upsampled."""
-        dicom = run_dicom(self.run)
-        images = [image if member.image_size == self.image_size else load_image(path, member.image_size, dicom)
+        images = [image if member.image_size == self.image_size else load_image(path, member.image_size, member.dicom)
                   for member in self.members]  # fmt: skip
         probabilities = np.mean([member.probabilities(one[None])[0]
                                  for member, one in zip(self.members, images, strict=True)], axis=0)  # fmt: skip
@@ -423,7 +424,7 @@ def load_predictor(results_dir: str | Path, backbone: str | None = None, weights
         return _cached_head(results_dir, run, row, weights, cache)
     members = ensemble_members(pd.read_csv(RunFolder(results_dir).file(LEADERBOARD_CSV)), row["head_id"])
     heads = [_cached_head(results_dir, run, member, weights, cache) for _, member in members.iterrows()]
-    return EnsemblePredictor(heads, list(members["backbone"]), row["head_id"], run)
+    return EnsemblePredictor(heads, list(members["backbone"]), row["head_id"], run, run_dicom(run))
 
 
 def _cached_head(results_dir: Path, run: RunInfo, row: pd.Series, weights: str | None,
@@ -464,7 +465,7 @@ def load_head_predictor(results_dir: Path, run: RunInfo, row: pd.Series, weights
         f"weights {row['weights'] if is_finetuned(row['backbone']) else source.identity}"
     )
     return Predictor(spec, size, _classes(results_dir, run), backbone_model, head, row["head_id"], description, run,
-                     pooled_forward, norm)  # fmt: skip
+                     pooled_forward, norm, run_dicom(run))  # fmt: skip
 
 
 def pooled_layers(spec: BackboneSpec, pooled_model: keras.Model) -> tuple[keras.layers.Layer,
@@ -812,7 +813,7 @@ def predict_image(
     """
     path = Path(path)
     method = predictor.heatmap_method(method)
-    image = _checked_image(path, predictor.image_size, min_side, run_dicom(predictor.run))
+    image = _checked_image(path, predictor.image_size, min_side, predictor.dicom)
     if isinstance(image, SkippedImage):
         log(f"{printable(str(path))}: skipped, {image.reason}")
         return image

@@ -207,3 +207,4 @@ class ReportSettings:
     random_init: bool = False
     limit_per_class: int | None = None
     subgroups: tuple[str, ...] = ()  # --subgroups as given (benchmark.evaluation.subgroups.parse_subgroups)
+    plots: bool = True  # draw the figures (--no-plots: the tables alone)

@@ -81,14 +81,18 @@ HEAD_AND_PROBE = ("--lr", "1e-3", "--dropout", "0.2", "--l2", "0", "--probe-l2",
 # fresh cache folder costs seconds a run, and what they test does not depend on the runtime.
 DEFAULT_SMALL = ("--backbones", "MobileNetV2", "--image-size", "32", "--epochs", "3", "--patience", "2",
                  "--head-workers", "1")  # fmt: skip
-SMALL = (*DEFAULT_SMALL, "--runtime", "keras")
+# --no-plots: the pipeline tests read tables, not pictures, and drawing is about 40% of a small run (the shared
+# runs, built with DEFAULT_SMALL, keep their plots for the tests of the figures, the web page and verify).
+SMALL = (*DEFAULT_SMALL, "--runtime", "keras", "--no-plots")
+DRAWN = (*DEFAULT_SMALL, "--runtime", "keras")  # SMALL with its figures: for the tests that look at them
 # Only what every run needs (the data, random weights, no progress bars, the two folders): for tests that pass
 # every other option themselves, or that must fail before any work.
 PLAIN = {"preset": (), "grid": ()}
 # 6 epochs, one Adam head and two probe penalties: each backbone reports its head and its probe (Keras pinned and
 # the heads trained in this process, as in SMALL: the worker processes have tests of their own, in test_sweep).
-LONGER = {"preset": ("--epochs", "6", "--patience", "3", "--runtime", "keras", "--head-workers", "1"),
+LONGER = {"preset": ("--epochs", "6", "--patience", "3", "--runtime", "keras", "--head-workers", "1", "--no-plots"),
           "grid": HEAD_AND_PROBE}  # fmt: skip
+LONGER_DRAWN = {**LONGER, "preset": LONGER["preset"][:-1]}  # with its figures
 
 
 def run_small_benchmark(

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import HEAD_AND_PROBE, SMALL, make_kermany, run_small_benchmark, write_image
+from conftest import DRAWN, HEAD_AND_PROBE, make_kermany, run_small_benchmark, write_image
 from scipy import stats
 
 from benchmark.config import RunConfig
@@ -185,7 +185,7 @@ def test_a_small_run_cross_validates_writes_its_outputs_and_resumes(tmp_path: Pa
     monkeypatch.setattr(pipeline, "_finish", lambda *args, **kwargs: 0)
     root = make_kermany(tmp_path / "data", {"train": 12, "val": 2, "test": 6})
     args = ("--backbones", "MobileNetV2", "MobileNet-0.25", "--cv", "2", "--cv-repeats", "1")
-    assert run_small_benchmark(root, tmp_path, *args, grid=HEAD_AND_PROBE, preset=SMALL) == 0
+    assert run_small_benchmark(root, tmp_path, *args, grid=HEAD_AND_PROBE, preset=DRAWN) == 0
     out = capsys.readouterr().out
     assert "cv repeat 1/1 fold 1/2: 6 heads trained" in out and "cv repeat 1/1 fold 2/2: 6 heads trained" in out
     results = tmp_path / "results"
@@ -200,7 +200,7 @@ def test_a_small_run_cross_validates_writes_its_outputs_and_resumes(tmp_path: Pa
         assert (results / "plots" / f"cd_{task}.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((results / "cv" / "r1-f2" / "heads").glob("*/point.json"))) == 6
     before = folds.drop(columns="seconds")
-    assert run_small_benchmark(root, tmp_path, *args, grid=HEAD_AND_PROBE, preset=SMALL) == 0
+    assert run_small_benchmark(root, tmp_path, *args, grid=HEAD_AND_PROBE, preset=DRAWN) == 0
     out = capsys.readouterr().out
     assert "cv repeat 1/1 fold 2/2: 0 heads trained" in out and "cross-validation: 0 heads trained" in out
     pd.testing.assert_frame_equal(pd.read_csv(results / "cv_folds.csv").drop(columns="seconds"), before)

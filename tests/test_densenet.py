@@ -1,10 +1,12 @@
-"""DenseNet121, the chest X-ray field's backbone, through every stage from a CheXNet-shaped weights file: features
-(in OpenVINO where it is installed, equal to the file's network's), heads, fine-tuning, and predict's Grad-CAM."""
+"""DenseNet121, the chest X-ray field's backbone, through every stage from a CheXNet-shaped weights file: features,
+heads, fine-tuning, and predict's Grad-CAM.
+
+In Keras: OpenVINO's conversion of DenseNet121 costs more seconds than this test's budget holds; the runtime is the
+same code for every backbone (tests/test_precision_runtime.py checks it on MobileNetV2), and OpenVINO's DenseNet121,
+EfficientNetV2B0 and ConvNeXtTiny features were checked equal to Keras' once, by hand (docs/runs.md, issue 26)."""
 
 from pathlib import Path
 
-import keras
-import numpy as np
 import pandas as pd
 import pytest
 from conftest import run_small_benchmark
@@ -12,9 +14,7 @@ from test_backbones import write_classifier_file
 
 from backbones import get_backbone, resolve_weights
 from benchmark import predict
-from benchmark.speed.bench_extract import cosine_rows
 from common.files import sha256_file
-from features.runtime import openvino_forward, openvino_installed
 
 SIZE = 64  # a 2x2 last feature map, the smallest Grad-CAM draws more than one value on (32 px leaves 1x1)
 
@@ -27,19 +27,12 @@ def test_densenet121_from_a_chexnet_shaped_file_through_every_stage(kermany_root
     weights = write_classifier_file(tmp_path / "weights" / "DenseNet121.h5", backbone)
     source = resolve_weights(spec, str(weights.parent), SIZE)
     assert source.identity == f"file:{sha256_file(weights)}"
-    # The runtime --runtime auto lands on for a larger run: OpenVINO converts the network where it is installed.
-    runtime = "openvino" if openvino_installed() else "keras"
     assert run_small_benchmark(kermany_root, tmp_path, "--backbones", "DenseNet121", "--image-size", str(SIZE),
                                "--min-image-side", "0", "--weights", str(weights.parent), "--epochs", "1",
                                "--limit-per-class", "3", "--finetune", "--finetune-epochs", "1",
-                               "--finetune-layers", "3", "--runtime", runtime) == 0  # fmt: skip
+                               "--finetune-layers", "3", "--runtime", "keras") == 0  # fmt: skip
     said = capsys.readouterr().out
     assert "241 layers with weights loaded" in said and "its top dropped: predictions (Dense 1024 -> 14)" in said
-    if runtime == "openvino":  # the run's converted network computes the file's network's features
-        pixels = spec.preprocess(np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32))
-        (ir_file,) = (tmp_path / "cache" / "openvino").rglob("model.xml")
-        converted = openvino_forward(ir_file, pixels.shape, "float32")(pixels)
-        assert cosine_rows(converted, keras.ops.convert_to_numpy(backbone(pixels, training=False))).min() > 1 - 1e-5
     board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     assert {"DenseNet121", "DenseNet121-ft"} <= set(board["backbone"])
     frozen = board[board["backbone"] == "DenseNet121"].iloc[0]

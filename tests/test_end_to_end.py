@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import LONGER, ONE_HEAD, run_small_benchmark
+from conftest import LONGER, LONGER_DRAWN, ONE_HEAD, run_small_benchmark
 
 import run_benchmark
 from benchmark.evaluation.verify import verify
@@ -155,7 +155,7 @@ def test_a_four_class_folder_dataset_gets_one_vs_rest_tasks(tmp_path: Path):
         for i in range(15):
             write_image(tmp_path / "data" / name / f"{name.lower()}-{i:03d}.png", look, rng)
     args = ("--backbones", "MobileNetV2", "--image-size", "32")
-    assert run_small_benchmark(tmp_path / "data", tmp_path, *args, **LONGER) == 0
+    assert run_small_benchmark(tmp_path / "data", tmp_path, *args, **LONGER_DRAWN) == 0
     board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
     tasks = binary_tasks(tuple(looks))
     assert list(dict.fromkeys(board["task"])) == list(tasks)
@@ -167,3 +167,25 @@ def test_a_four_class_folder_dataset_gets_one_vs_rest_tasks(tmp_path: Path):
     markdown = (tmp_path / "results" / "leaderboard.md").read_text()
     assert "### normal_vs_disease (positive: COVID19 + PNEUMONIA + TUBERCULOSIS)" in markdown
     assert (tmp_path / "results" / "plots" / "confusion_MobileNetV2.png").is_file()
+
+
+@pytest.mark.slow  # a run of its own beside the shared one
+def test_no_plots_leaves_out_the_figures_and_nothing_else(small_run, tmp_path: Path):
+    assert small_run.rerun(tmp_path, "--no-plots") == 0
+    drawn, bare = small_run.results, tmp_path / "results"
+    assert (drawn / "plots").is_dir() and not (bare / "plots").exists()
+    config = [c for c in pd.read_csv(drawn / "leaderboard.csv").columns
+              if c in ("config_plots", "config_results_dir", "config_cache_dir")]  # fmt: skip
+    pd.testing.assert_frame_equal(pd.read_csv(drawn / "leaderboard.csv").drop(columns=config),
+                                  pd.read_csv(bare / "leaderboard.csv").drop(columns=config))  # fmt: skip
+    for name in ("predictions.csv", "grid.csv", "comparisons.csv"):
+        assert (drawn / name).read_bytes() == (bare / name).read_bytes(), name
+    text = (bare / "leaderboard.md").read_text(encoding="utf-8")
+    assert "None drawn: the run was given `--no-plots`." in text and "](plots/" not in text
+    assert "](plots/" in (drawn / "leaderboard.md").read_text(encoding="utf-8")
+    assert verify(bare) == []
+
+    from benchmark.serve.app import create_app
+
+    page = create_app(bare).test_client().get("/").get_data(as_text=True)
+    assert "None drawn: the run was given <code>--no-plots</code>." in page and "is missing" not in page

@@ -75,6 +75,7 @@ def test_a_strict_umask_is_kept(tmp_path: Path):
     assert stat.S_IMODE((tmp_path / "private.txt").stat().st_mode) == 0o600
 
 
+@pytest.mark.slow  # retrains the damaged point
 def test_a_truncated_checkpoint_is_detected_and_the_point_retrained(small_run, tmp_path: Path):
     import pandas as pd
 
@@ -169,6 +170,7 @@ def test_an_unwritable_results_folder_ends_with_one_line(kermany_root: Path, tmp
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # a run of its own
 def test_a_full_disk_while_writing_the_reports_ends_with_one_line(small_run, tmp_path: Path, monkeypatch, capsys):
     import errno
 

@@ -122,6 +122,7 @@ def test_kill_9_during_the_sweep_then_rerun_gives_the_same_results(uninterrupted
     _same_results(clean, tmp_path)
 
 
+@pytest.mark.slow  # extracts and trains again after each damage
 def test_damaged_feature_cache_and_grid_point_are_rebuilt(small_run, tmp_path: Path):
     small_run.copy_to(tmp_path)
     first = pd.read_csv(tmp_path / "results" / "leaderboard.csv")

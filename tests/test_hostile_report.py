@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmark.reporting.document import Report, render_markdown
 from benchmark.reporting.sections import extraction_blocks
 from features.settings import ComputePlan
@@ -40,6 +42,7 @@ def test_a_plot_named_after_a_class_with_a_space_is_a_working_markdown_image_lin
     assert "![ROC](plots/roc%20viral%20pneumonia.png)" in text
 
 
+@pytest.mark.slow  # retrains the damaged point
 def test_a_changed_digit_in_a_grid_points_record_is_reported_and_the_point_retrained(small_run, tmp_path, capsys):
     import json
 
@@ -62,6 +65,7 @@ def test_a_changed_digit_in_a_grid_points_record_is_reported_and_the_point_retra
     pd.testing.assert_frame_equal(first[["task", "auc", "sensitivity"]], second[["task", "auc", "sensitivity"]])
 
 
+@pytest.mark.slow  # retrains the damaged point
 def test_a_flipped_byte_in_a_checkpoint_is_named_when_the_point_is_retrained(small_run, tmp_path, capsys):
     small_run.copy_to(tmp_path)
     (checkpoint,) = (tmp_path / "results" / "heads").glob("*/best.keras")

@@ -233,6 +233,7 @@ def test_failed_save_leaves_no_temp_file_and_closes_figure(tmp_path, monkeypatch
     assert len(plt.get_fignums()) == before
 
 
+@pytest.mark.slow  # draws every kind of figure twice
 def test_repeated_calls_leak_no_figures(tmp_path, monkeypatch):
     """30 calls, rendering stubbed out (it is what takes the time; the other tests render for real)."""
     monkeypatch.setattr(Figure, "savefig", lambda self, handle, **kwargs: handle.write(PNG_SIGNATURE))

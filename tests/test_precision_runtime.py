@@ -180,6 +180,7 @@ def test_openvino_refuses_what_it_cannot_do(options: dict, message: str):
         RunConfig(backbones=("MobileNetV2",), runtime="openvino", **options).validate()
 
 
+@pytest.mark.slow  # OpenVINO's conversion: seconds, more than the quick suite's share
 def test_openvino_features_match_keras_float32(kermany_root: Path, tmp_path: Path):
     """OpenVINO float32 within cosine 1e-5 of Keras float32, bf16 within 1e-2 (random init, 32 px, 60 images)."""
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'cxr-bench[openvino]')")

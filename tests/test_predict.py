@@ -14,6 +14,7 @@ from PIL import Image
 from benchmark import predict
 from benchmark.training.heads import build_head
 from features.data.images import load_image
+from features.settings import DicomSettings
 
 
 def test_predict_gives_the_runs_probabilities_and_a_heatmap_per_image(small_run, tmp_path: Path, capsys):
@@ -44,7 +45,7 @@ def test_predict_gives_the_runs_probabilities_and_a_heatmap_per_image(small_run,
 
 def test_a_skipped_image_comes_back_with_its_reason_as_data(tmp_path: Path):
     class Unused:  # the image is refused before the model is asked anything
-        image_size = 32
+        image_size, dicom = 32, DicomSettings()
 
         def heatmap_method(self, method: str) -> str:
             return "occlusion"

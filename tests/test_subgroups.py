@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SMALL, run_small_benchmark, write_image
+from conftest import DRAWN, run_small_benchmark, write_image
 from sklearn.metrics import confusion_matrix, roc_auc_score
 from test_labels import write_csv
 
@@ -207,7 +207,7 @@ def test_a_run_reports_subgroups_in_the_csv_the_leaderboard_and_the_report(tmp_p
     code = run_small_benchmark(
         tmp_path / "data", tmp_path, "--labels", str(labels), "--patient-column", "patient", "--split-column",
         "split", "--sex-column", "sex", "--age-column", "age", "--view-column", "view", "--subgroups", "sex", "view",
-        "age:0,18,65", "--views", "PA", "AP", "--bootstrap", "100", preset=(*SMALL, "--epochs", "2"))  # fmt: skip
+        "age:0,18,65", "--views", "PA", "AP", "--bootstrap", "100", preset=(*DRAWN, "--epochs", "2"))  # fmt: skip
     assert code == 0
     results = tmp_path / "results"
     skipped = pd.read_csv(results / "skipped.csv")

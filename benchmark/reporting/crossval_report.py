@@ -21,14 +21,15 @@ def cd_plot_name(task: str) -> str:
     return plot_file(f"cd_{task}.png")
 
 
-def write_crossval(results: RunFolder, result: CrossValResult) -> dict[str, Path]:
-    """Write the per-fold rows, the per-model summary and each task's critical-difference diagram; their paths."""
+def write_crossval(results: RunFolder, result: CrossValResult, plots: bool = True) -> dict[str, Path]:
+    """Write the per-fold rows, the per-model summary and (with ``plots``) each task's critical-difference diagram;
+    their paths."""
     summary = summarize(result)
     paths = {name: results.file(name) for name in (CV_FOLDS_CSV, CV_SUMMARY_CSV)}
     folds = pd.DataFrame(result.rows, columns=list(CROSSVAL_COLUMNS))
     atomic_write_text(paths[CV_FOLDS_CSV], folds.to_csv(index=False))
     atomic_write_text(paths[CV_SUMMARY_CSV], summary.table.to_csv(index=False))
-    for task, comparison in summary.comparisons.items():
+    for task, comparison in summary.comparisons.items() if plots else ():
         if comparison.nemenyi is not None:
             name = cd_plot_name(task)
             paths[name] = plot_critical_difference(
@@ -57,7 +58,7 @@ def _pairs_apart(pvalues: pd.DataFrame | None) -> str:
     return f"{len(apart)} of {len(pairs)} pairs told apart; not: " + "; ".join(tied)
 
 
-def _task_section(table: pd.DataFrame, comparison: TaskComparison) -> Section:
+def _task_section(table: pd.DataFrame, comparison: TaskComparison, plots: bool) -> Section:
     rows = table[table["task"] == comparison.task].sort_values("mean_rank")
     cells = [[row.backbone, f"{fmt(row.mean)} ± {fmt(row.sd)}", f"{fmt(row.ci_low)} to {fmt(row.ci_high)}",
               fmt(row.mean_rank, 2), fmt(row.test_auc)] for row in rows.itertuples()]  # fmt: skip
@@ -73,13 +74,14 @@ def _task_section(table: pd.DataFrame, comparison: TaskComparison) -> Section:
         blocks += [bullets([f"Nemenyi (critical difference {comparison.cd:.2f} in mean rank), α {ALPHA:g}: "
                             f"{_pairs_apart(comparison.nemenyi)}.",
                             f"Pairwise Wilcoxon signed-rank, Holm-adjusted, α {ALPHA:g}: "
-                            f"{_pairs_apart(comparison.wilcoxon_holm)}."]),
-                   figure(f"Critical difference {comparison.task}", cd_plot_name(comparison.task))]  # fmt: skip
+                            f"{_pairs_apart(comparison.wilcoxon_holm)}."])]
+        blocks += [figure(f"Critical difference {comparison.task}", cd_plot_name(comparison.task))] if plots else []
     return Section(comparison.task, blocks, 3, f"crossval/{comparison.task}")
 
 
-def crossval_sections(summary: CrossValSummary) -> list[Section]:
-    """The report's cross-validation section: a table per task, its Friedman and post-hoc tests, the cost."""
+def crossval_sections(summary: CrossValSummary, plots: bool = True) -> list[Section]:
+    """The report's cross-validation section: a table per task, its Friedman and post-hoc tests (and, with ``plots``,
+    its critical-difference diagram), the cost."""
     folds, repeats = summary.folds, summary.repeats
     text = (f"The train + validation pool was cut into {folds} class-stratified folds of whole patients, {repeats} "
             f"time{'s' if repeats > 1 else ''}, each with another seed. In each fold the whole head grid was trained, "
@@ -92,7 +94,7 @@ def crossval_sections(summary: CrossValSummary) -> list[Section]:
     head = Section(f"Cross-validation ({folds} folds × {repeats} repeats, patient-grouped)",
                    [paragraph(text), paragraph(f"Cost: {summary.trained} heads trained by this run, "
                                                f"{summary.seconds:.0f} s.")], key="crossval")  # fmt: skip
-    return [head, *(_task_section(summary.table, comparison) for comparison in summary.comparisons.values())]
+    return [head, *(_task_section(summary.table, comparison, plots) for comparison in summary.comparisons.values())]
 
 
 def crossval_data(summary: CrossValSummary) -> dict:

@@ -282,14 +282,14 @@ def build_report(
     out += sections.probe_section(sweep.winners, dataset, settings)
     out += sections.operating_point_sections(frame, dataset, settings)
     out += sections.calibration_section(frame, dataset, plots)
-    out += sections.plots_section(plots)
+    out += sections.plots_section(plots, settings.plots)
     if dataset.multi_label:
         out += sections.macro_auc_section(frame, pd.DataFrame(external_rows or []))
     else:
         out += sections.confusion_section(sweep.winners, dataset)
     if sweep.crossval is not None:
         summary = summarize(sweep.crossval)
-        out += crossval_sections(summary)
+        out += crossval_sections(summary, settings.plots)
         data["crossval"] = crossval_data(summary)
     out += sections.grid_section(sweep, dataset, settings.select_by)
     out += sections.provenance_section(run_info)
@@ -377,9 +377,11 @@ def _write_subgroups(results: RunFolder, rows: list[dict]) -> bool:
 
 
 def _titled(plots: dict[str, str], prefix: str, verdicts: dict, eval_set: str = "internal") -> dict[str, str]:
-    """The plots whose title starts with ``prefix``, one per task of ``verdicts``, in their order."""
+    """The plots whose title starts with ``prefix``, one per task of ``verdicts``, in their order (none where the run
+    drew no plots)."""
     suffix = "" if eval_set == "internal" else f" {eval_set}"
-    return {f"{prefix} {task}{suffix}": plots[f"{prefix} {task}{suffix}"] for task in verdicts}
+    titles = [f"{prefix} {task}{suffix}" for task in verdicts]
+    return {title: plots[title] for title in titles} if plots else {}
 
 
 def _leakage_csv(rows: list[LeakageRow], columns: tuple[str, ...]) -> str:
@@ -429,10 +431,12 @@ def write_reports(
     rows = leaderboard_rows(sweep.winners, dataset, run_info, settings)
     scored = [w for w in sweep.winners if "external" in w.probabilities]
     external_rows = leaderboard_rows(scored, dataset, run_info, settings, external) if external else []
-    plots = _plots(results, rows, sweep, dataset) if sweep.winners else {}
-    plots |= plot_matrices(results, judgement.internal) | plot_matrices(results, judgement.external, "external")
     subgroups = subgroup_rows(sweep.winners, dataset, run_info, settings)
-    plots |= _forest_plots(results, subgroups[0], dataset)
+    plots = {}
+    if settings.plots:
+        plots = _plots(results, rows, sweep, dataset) if sweep.winners else {}
+        plots |= plot_matrices(results, judgement.internal) | plot_matrices(results, judgement.external, "external")
+        plots |= _forest_plots(results, subgroups[0], dataset)
     paths = {name: results.file(name) for name in (LEADERBOARD_CSV, PREDICTIONS_CSV, GRID_CSV, LEADERBOARD_MD,
                                                     REPORT_JSON, COMPARISONS_CSV, RUN_JSON)}  # fmt: skip
     board = [dict(row, eval_set="internal") for row in rows] + [dict(row, eval_set="external") for row in

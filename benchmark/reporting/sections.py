@@ -217,8 +217,10 @@ def calibration_section(frame: pd.DataFrame, dataset: Dataset, plots: dict[str, 
                                            *pictures], key="calibration")]  # fmt: skip
 
 
-def plots_section(plots: dict[str, str]) -> list[Section]:
-    """Every plot not shown in another section."""
+def plots_section(plots: dict[str, str], drawn: bool = True) -> list[Section]:
+    """Every plot not shown in another section; where the run drew none (``--no-plots``), a line saying so."""
+    if not drawn:
+        return [Section("Plots", [paragraph("None drawn: the run was given `--no-plots`.")], key="plots")]
     shown = [figure(title, path) for title, path in plots.items()
              if not title.startswith(("Reliability", "Paired ΔAUC", "Critical difference"))]  # fmt: skip
     return [Section("Plots", shown, key="plots")] if shown else []

@@ -113,7 +113,9 @@ def verdict_sections(verdicts: dict[str, TaskVerdict], plots: dict[str, str], ev
             "**Tied with the best** means not told apart from the head with the highest AUC.")  # fmt: skip
     out = [Section(f"The verdict: which heads the {where} tell apart", [paragraph(text)], key=key)]
     headers = ["A", "B", "Δ AUC", "95% interval", "p", "p Holm", "Δ sens", "McNemar p", "Δ spec", "McNemar p"]
-    for (task, verdict), (title, path) in zip(verdicts.items(), plots.items(), strict=True):
+    # One ΔAUC matrix per task, in order; none where the run drew no plots (--no-plots).
+    pictures = [[figure(title, path)] for title, path in plots.items()] or [[] for _ in verdicts]
+    for (task, verdict), picture in zip(verdicts.items(), pictures, strict=True):
         with_best = [pair for pair in verdict.pairs if verdict.best in (pair.a, pair.b)]
         blocks = [paragraph(sentence(verdict)),
                   bullets([f"Best by test AUC: **{verdict.best}**",
@@ -123,7 +125,7 @@ def verdict_sections(verdicts: dict[str, TaskVerdict], plots: dict[str, str], ev
                                or "none")])]  # fmt: skip
         if with_best:
             blocks.append(table(headers, [_pair_cells(pair) for pair in with_best]))
-        out.append(Section(task, [*blocks, figure(title, path)], 3, f"{key}/{task}"))
+        out.append(Section(task, [*blocks, *picture], 3, f"{key}/{task}"))
     return out
 
 

@@ -152,6 +152,7 @@ probability. Sens: sensitivity, spec: specificity, acc: accuracy, prec: precisio
 {% else %}<p class="missing">No plot: <code>plots/{{ plot.name }}</code> is missing from the results folder.</p>
 {% endif %}<figcaption>{{ plot.title }}</figcaption>
 </figure>
+{% else %}<p>None drawn: the run was given <code>--no-plots</code>.</p>
 {% endfor %}
 </div>
 </section>

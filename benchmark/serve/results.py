@@ -168,16 +168,18 @@ def load_run(results_dir: str | Path) -> RunView:
     if "eval_set" in board:  # the page shows the internal test; an external test set's rows are in leaderboard.md
         board = board[board["eval_set"] == "internal"].reset_index(drop=True)
     report = read_report(folder.file(REPORT_JSON))
+    run = read_run(results_dir)
     return RunView(
         results_dir=results_dir,
-        run=read_run(results_dir),
+        run=run,
         report=report,
         board=board,
         banners=[inline_markdown(banner) for banner in report.banners],
         sections={key: section_html(report, key) for key in PAGE_SECTIONS if report.section(key)},
         skipped=pd.read_csv(folder.file(SKIPPED_CSV), keep_default_na=False),
         leakage=pd.read_csv(folder.file(LEAKAGE_CSV), keep_default_na=False),
-        plots=expected_plots(results_dir, board, report),
+        # A run given --no-plots drew none: none is missing (the report's Plots section says so).
+        plots=expected_plots(results_dir, board, report) if run.config.get("plots", True) else [],
     )
 
 
