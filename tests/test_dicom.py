@@ -125,6 +125,7 @@ def test_files_left_out_with_their_reasons_and_dicom_under_any_name_read(tmp_pat
     _twelve_bit_copy(folder / "person6_virus_6.dcm", GREYS)
     whole = (folder / "person6_virus_6.dcm").read_bytes()
     (folder / "person6_virus_6.dcm").write_bytes(whole[: len(whole) - 200])  # truncated pixel data
+    (folder / "person7_virus_7.dcm").write_bytes(b"not a radiograph")  # a .dcm name, no DICOM inside
     dataset = audit_images(scan_dataset(root), min_side=8, progress=False)
     reasons = {skip.path.rsplit("/", 1)[-1]: skip.reason for skip in dataset.skipped}
     assert sorted(r.path.rsplit("/", 1)[-1] for r in dataset.records) == [
@@ -132,6 +133,8 @@ def test_files_left_out_with_their_reasons_and_dicom_under_any_name_read(tmp_pat
     assert reasons["person4_virus_4.dcm"] == "multi-frame DICOM (3 frames); one image per file is read"
     assert "no pixel data: Basic Text SR Storage" in reasons["person5_virus_5.dcm"]
     assert reasons["person6_virus_6.dcm"].startswith("DICOM pixel data cannot be decoded")
+    assert reasons["person7_virus_7.dcm"].startswith("not a DICOM file: no 'DICM' signature at byte 128")
+    assert "force=True" not in reasons["person7_virus_7.dcm"]  # pydicom's advice is not the user's to take
     assert all("\n" not in reason for reason in reasons.values())
 
 

@@ -209,6 +209,7 @@ def test_the_page_answers_with_predict_images_numbers(client, probe_run, tmp_pat
     assert heatmap.status_code == 200 and Image.open(io.BytesIO(heatmap.data)).size[0] > 400
 
 
+@pytest.mark.slow  # loads the run's models for the good upload
 def test_bad_uploads_get_a_clear_message_and_the_server_keeps_serving(app, client, probe_run):
     image = _test_image(probe_run).read_bytes()
     reply = _post(client, (b"just some notes\n", "notes.txt"))
@@ -491,6 +492,7 @@ def _drop(page, path: Path) -> None:
     )
 
 
+@pytest.mark.slow  # drives predict through the browser: loads the run's models
 def test_a_browser_uploads_an_xray_and_a_text_file(page, live, tmp_path: Path, request):
     url, results = live
     real = sorted((REAL_DATA / "test" / "PNEUMONIA").glob("*.jpeg"))[:1] if REAL_DATA.is_dir() else []

@@ -75,6 +75,7 @@ def _pydicom():
     """pydicom with its pixel transforms, or ``DicomError`` naming the extra to install."""
     try:
         import pydicom
+        import pydicom.errors
         import pydicom.pixels
     except ImportError as error:
         raise DicomError(f"DICOM file; reading it needs pydicom: {INSTALL}", recheck=True) from error
@@ -86,6 +87,9 @@ def _read(source, stop_before_pixels: bool = False):
     pydicom = _pydicom()
     try:
         return pydicom.dcmread(source, stop_before_pixels=stop_before_pixels)
+    except pydicom.errors.InvalidDicomError as error:  # its text ends advising force=True, which is not ours to give
+        raise DicomError("not a DICOM file: no 'DICM' signature at byte 128 (a .dcm or .dicom name alone does not "
+                         "make one; files without the 128-byte preamble are not read)") from error
     except Exception as error:  # a damaged file makes pydicom raise many kinds; each is "cannot be read"
         raise DicomError(f"DICOM file pydicom cannot read: {error or type(error).__name__}") from error
 
