@@ -51,6 +51,13 @@ class Table:
         return [(line, dict(zip(self.header, (v.strip() for v in row), strict=True)) if len(row) == width else None)
                 for line, row in self.numbered()]  # fmt: skip
 
+    def well_formed(self, path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[Skip]]:
+        """The rows of the header's length as ``dicts`` gives them, and a skip (``_malformed``) for each other row
+        of the file ``path``."""
+        rows = self.dicts()
+        return ([(line, row) for line, row in rows if row is not None],
+                [_malformed(path, line, self.header) for line, row in rows if row is None])  # fmt: skip
+
 
 @dataclass
 class Prepared:
@@ -281,13 +288,8 @@ def _mimic_prepare(table: Table, path: Path, settings: LabelSettings) -> tuple[T
                           "images (dicom_id), without which no image can be found")  # fmt: skip
     metadata = _companion(found)
     _require(metadata, ("dicom_id", "subject_id", "study_id"), found)
-    skipped: list[Skip] = []
-    studies: dict[tuple[str, str], tuple[int, dict[str, str]]] = {}
-    for line, row in table.dicts():
-        if row is None:
-            skipped.append(_malformed(path, line, table.header))
-        else:
-            studies[row["subject_id"], row["study_id"]] = (line, row)
+    given, skipped = table.well_formed(path)
+    studies = {(row["subject_id"], row["study_id"]): (line, row) for line, row in given}
     splits, notes = _mimic_splits(path, prefix)
     labels = [name for name in table.header if name not in ("subject_id", "study_id")]
     header = ["path", *metadata.header, *labels, "split"]
@@ -409,13 +411,10 @@ def _rsna_prepare(table: Table, path: Path, settings: LabelSettings) -> tuple[Ta
     folder = path.name.split("_labels")[0] + "_images" if "_labels" in path.name else "stage_2_train_images"
     targets: dict[str, list[str]] = defaultdict(list)
     first: dict[str, int] = {}
-    skipped = []
-    for line, row in table.dicts():
-        if row is None:
-            skipped.append(_malformed(path, line, table.header))
-        else:
-            targets[row["patientId"]].append(row["Target"])
-            first.setdefault(row["patientId"], line)
+    given, skipped = table.well_formed(path)
+    for line, row in given:
+        targets[row["patientId"]].append(row["Target"])
+        first.setdefault(row["patientId"], line)
     classes, notes = _rsna_classes(path)
     header = ["path", "patientId", "findings", "boxes", *(["class"] if classes is not None else [])]
     rows, lines = [], []
@@ -485,11 +484,8 @@ def _vindr_votes(table: Table, path: Path) -> tuple[dict[str, dict[str, set[str]
     marked: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     readers: dict[str, set[str]] = defaultdict(set)
     first: dict[str, int] = {}
-    skipped = []
-    for line, row in table.dicts():
-        if row is None:
-            skipped.append(_malformed(path, line, table.header))
-            continue
+    given, skipped = table.well_formed(path)
+    for line, row in given:
         image, who = row["image_id"], row[reader] if reader else f"line {line}"
         readers[image].add(who)
         first.setdefault(image, line)
