@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "verify": ("benchmark.evaluation.verify", "recompute a run's test numbers from predictions.csv with scikit-learn"),
     "audit": ("features.data.audit", "check a dataset folder's images, splits and leakage without running anything"),
     "download": ("features.data.download", "download a public chest X-ray dataset, checksummed"),
+    "export": ("benchmark.export.cli", "the run's model as one file per format (Keras, ONNX, OpenVINO, LiteRT, "
+               "SavedModel), checked against the run, with a model card"),
     "serve": ("benchmark.serve", "a local web page for a run: leaderboard, plots, and one image's answer"),
 }
 

@@ -342,9 +342,10 @@ def _classes(results_dir: Path, run: RunInfo) -> tuple[str, ...]:
     return tuple(column[2:] for column in header if column.startswith("p_"))
 
 
-def choose_head(results_dir: Path, backbone: str | None = None) -> pd.Series:
+def choose_head(results_dir: Path, backbone: str | None = None, ensemble_allowed: bool = True) -> pd.Series:
     """The leaderboard row of the model ``backbone`` names, or by default the run's ensemble where it has one of
-    frozen heads only, else its best selected head: by the run's validation selection score, first seed.
+    frozen heads only (and ``ensemble_allowed``), else its best selected head: by the run's validation selection
+    score, first seed.
 
     Never by a test score: the choice is the same whatever the test split says (the ensemble's members are
     chosen on validation too). ``backbone`` "ensemble" without one raises ``ValueError`` saying why.
@@ -355,7 +356,8 @@ def choose_head(results_dir: Path, backbone: str | None = None) -> pd.Series:
         if ensemble.empty:
             raise ValueError(f"{results_dir} has no ensemble: {_no_ensemble_reason(results_dir)}")
         return ensemble.iloc[0]
-    if backbone is None and not ensemble.empty and not _has_finetuned_member(board, ensemble.iloc[0]["head_id"]):
+    if (backbone is None and ensemble_allowed and not ensemble.empty
+            and not _has_finetuned_member(board, ensemble.iloc[0]["head_id"])):  # fmt: skip
         return ensemble.iloc[0]
     grid = pd.read_csv(RunFolder(results_dir).file(GRID_CSV))
     # The grid names the backbone; the leaderboard names the model (backbone-logreg for a probe).
@@ -435,8 +437,12 @@ def _cached_head(results_dir: Path, run: RunInfo, row: pd.Series, weights: str |
     return cache[row["head_id"]]
 
 
-def load_head_predictor(results_dir: Path, run: RunInfo, row: pd.Series, weights: str | None = None) -> Predictor:
+def load_head_predictor(results_dir: Path, run: RunInfo, row: pd.Series, weights: str | None = None,
+                        as_run: bool = True) -> Predictor:  # fmt: skip
     """Rebuild the backbone of one leaderboard ``row`` (same weights and seed as its features) with its saved head.
+
+    ``as_run`` False builds the backbone in Keras float32 whatever runtime and precision the run computed its
+    features with (an export's graph), rather than as the run did.
 
     Raises ``RunFilesError`` where the weights are not the run's (``run_weights``) or a checkpoint is damaged."""
     spec = get_backbone(_split_model_name(row["backbone"])[0])
@@ -454,9 +460,11 @@ def load_head_predictor(results_dir: Path, run: RunInfo, row: pd.Series, weights
     else:
         # Where and in which type the features were computed (run.json): --precision/--runtime auto resolved them.
         own = run.compute_plan().for_backbone(spec.name, size)
+        precision = own.precision.value if as_run else "float32"
         head = _loaded_head(folder.checkpoint(row["head_id"]))  # checked before seconds of build
-        pooled_model = build_backbone(spec, size, source, seed=config.seed, precision=own.precision.value)
-        pooled_forward = run_runtime_forward(own.runtime.value, config, spec, source, size, own.precision.value)
+        pooled_model = build_backbone(spec, size, source, seed=config.seed, precision=precision)
+        runtime = own.runtime.value if as_run else "keras"
+        pooled_forward = run_runtime_forward(runtime, config, spec, source, size, precision)
     pooling, norm = pooled_layers(spec, pooled_model)
     backbone_model = keras.Model(pooled_model.inputs, [pooling.input, pooled_model.outputs[0]])
     settings = HeadSettings(**{name: row[name] for name in HEAD_GRID_FIELDS})

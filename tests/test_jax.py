@@ -84,6 +84,28 @@ def test_a_jax_run_gives_the_tensorflow_run_numbers(tmp_path: Path):
     probabilities = [column for column in tf if column.startswith("p_")]
     assert probabilities and len(jax) == len(tf) and set(jax["backbone"]) == set(tf["backbone"])
     np.testing.assert_allclose(jax[probabilities], tf[probabilities], atol=TOLERANCE)
+    _exports_pass_their_checks(tmp_path)
+
+
+def _exports_pass_their_checks(tmp_path: Path) -> None:
+    """``cxr-bench export`` of the fine-tuned model under each backend, from that backend's run: the JAX run's
+    under JAX (a process of its own), the TensorFlow run's here, at once."""
+    from benchmark.export import cli
+
+    command = [sys.executable, "-m", "benchmark", "export", str(tmp_path / "jax" / "results"), "--out",
+               str(tmp_path / "jax" / "exported"), "--model", "MobileNetV2-ft", "--format", "keras"]  # fmt: skip
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    jax_export = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)  # fmt: skip
+    try:
+        assert cli.main([str(tmp_path / "tf" / "results"), "--out", str(tmp_path / "tf" / "exported"),
+                         "--model", "MobileNetV2-ft", "--format", "keras", "onnx"]) == 0  # fmt: skip
+    finally:
+        output = jax_export.communicate(timeout=600)[0]
+    assert jax_export.returncode == 0, f"jax export:\n{output[-3000:]}"
+    for backend, formats in (("jax", {"keras"}), ("tf", {"keras", "onnx"})):
+        listed = json.loads((tmp_path / backend / "exported" / "MobileNetV2-ft" / "metadata.json").read_text())
+        assert {one["format"] for one in listed["exports"] if one["parity"]["passed"]} == formats
 
 
 def test_auto_runtime_is_keras_under_another_keras_backend():

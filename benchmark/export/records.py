@@ -20,6 +20,8 @@ class ParityResult:
     decision_agreement: float  # the share of images whose decision (argmax, or each finding's p >= 0.5) agrees
     tolerance: float  # the largest max_abs_diff accepted for this precision
     passed: bool
+    error: str = ""  # why the file could not be loaded or run, where it could not
+
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -31,8 +33,8 @@ class ExportRecord:
 
     format: str  # "keras", "onnx", "openvino", "litert", "saved_model"
     path: str  # the file (or folder, for saved_model and OpenVINO's .xml + .bin) relative to the export folder
-    sha256: str  # of the file (of the .xml and .bin concatenated, in that order, for OpenVINO; of saved_model.pb)
-    bytes: int
+    sha256: str  # artifact_sha256: of the file, or for a folder of its files' names and digests
+    bytes: int  # the file's size, or the folder's files' sizes added up
     model: str  # the leaderboard's model name ("MobileNetV2-0.35", "MobileNetV2-ft", "MobileNetV2-logreg")
     head_id: str
     image_size: int  # the input is a uint8 batch (n, image_size, image_size, 3), RGB
@@ -47,3 +49,4 @@ class ExportRecord:
         values["classes"] = list(self.classes)
         values["requires"] = list(self.requires)
         return values
+
