@@ -22,8 +22,7 @@ import pandas as pd
 
 from benchmark.evaluation.verify_files import VerifyError, load_leaderboard_text, load_report, load_run, number
 from benchmark.export.records import METADATA_JSON, MODEL_CARD
-from benchmark.reporting.document import Report
-from benchmark.reporting.model_card import leakage_counts, read_front_matter
+from benchmark.reporting.model_card import data_table, leakage_counts, read_front_matter, verdict_status
 from benchmark.run_folder import (
     LEADERBOARD_CSV,
     LEAKAGE_CSV,
@@ -159,11 +158,6 @@ def check_run_record(where: str, meta: dict, results: RunFolder) -> list[str]:
     return compare(where, {k: meta.get(k) for k in want}, RUN_JSON, want)
 
 
-def _report_counts(report: dict) -> dict:
-    counts = [block for block in Report.from_json(report).section("data")[0].blocks if block.kind == "table"][0]
-    return {row[0]: dict(zip(counts.headers[1:], row[1:], strict=True)) for row in counts.rows}
-
-
 def check_data(where: str, meta: dict, results: RunFolder) -> list[str]:
     """Images per split and class against report.json, the test ones against predictions.csv; leakage.csv's counts."""
     data = meta.get("data", {})
@@ -173,7 +167,7 @@ def check_data(where: str, meta: dict, results: RunFolder) -> list[str]:
     if path.is_file() and load_report(path) is not None:
         report = json.loads(path.read_text(encoding="utf-8"))
         problems += compare(where, {"data": {"counts": data.get("counts")}}, REPORT_JSON,
-                            {"data": {"counts": _report_counts(report)}})  # fmt: skip
+                            {"data": {"counts": data_table(report)[1]}})  # fmt: skip
     return problems + _check_test_counts(where, meta, results)
 
 
@@ -198,11 +192,7 @@ def check_report_values(where: str, meta: dict, results: RunFolder) -> list[str]
     if data is None:
         return []
     model = meta["model"].get("backbone")
-    want = {}
-    for task, verdict in data.get("verdict", {}).items():
-        status = ("best" if verdict["best"] == model else "tied with the best" if model in verdict["tied"]
-                  else "told apart from the best" if model in verdict["heads"] else "not compared")  # fmt: skip
-        want[task] = {"best": verdict["best"], "status": status, "sentence": verdict["sentence"]}
+    want = {task: verdict_status(verdict, model) for task, verdict in data.get("verdict", {}).items()}
     return compare(where, {"verdict": meta.get("verdict", {})}, REPORT_JSON, {"verdict": want})
 
 

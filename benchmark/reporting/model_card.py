@@ -88,14 +88,20 @@ def task_numbers(row: pd.Series) -> dict:
     return {name: plain(row[name]) for name in TASK_COLUMNS if name in row.index}
 
 
-def _data(results: RunFolder, report: dict) -> dict:
-    """The data's notes and images per split and class (report.json's data section), and leakage.csv's counts."""
+def data_table(report: dict) -> tuple[list[str], dict[str, dict[str, int]]]:
+    """report.json's data section: its notes (where the images came from, how the splits were made) and the images
+    per split and class (and in all)."""
     section = Report.from_json(report).section("data")[0]
     notes = [block for block in section.blocks if block.kind == "bullets"][0].items
     counts = [block for block in section.blocks if block.kind == "table"][0]
-    per_split = {row[0]: {name: int(cell) for name, cell in zip(counts.headers[1:], row[1:], strict=True)}
-                 for row in counts.rows}  # fmt: skip
-    return {"notes": notes, "counts": per_split, "leakage": leakage_counts(results.file(LEAKAGE_CSV))}
+    return notes, {row[0]: {name: int(cell) for name, cell in zip(counts.headers[1:], row[1:], strict=True)}
+                   for row in counts.rows}  # fmt: skip
+
+
+def _data(results: RunFolder, report: dict) -> dict:
+    """The data's notes and images per split and class (report.json), and leakage.csv's counts."""
+    notes, counts = data_table(report)
+    return {"notes": notes, "counts": counts, "leakage": leakage_counts(results.file(LEAKAGE_CSV))}
 
 
 def leakage_counts(path: Path) -> dict:
@@ -118,14 +124,12 @@ def _subgroups(results: RunFolder, head_id: str) -> list[dict]:
     return [{name: plain(row[name]) for name in SUBGROUP_COLUMNS if name in row.index} for _, row in rows.iterrows()]
 
 
-def _verdict(report: dict, model: str) -> dict:
-    """Per task: the best head by test AUC, whether this one is tied with it (not told apart), and the sentence."""
-    out = {}
-    for task, verdict in report["data"].get("verdict", {}).items():
-        status = ("best" if verdict["best"] == model else "tied with the best" if model in verdict["tied"]
-                  else "told apart from the best" if model in verdict["heads"] else "not compared")  # fmt: skip
-        out[task] = {"best": verdict["best"], "status": status, "sentence": verdict["sentence"]}
-    return out
+def verdict_status(verdict: dict, model: str) -> dict:
+    """One task's verdict (report.json's) as it concerns ``model``: the best head by test AUC, whether ``model`` is
+    it, tied with it (not told apart) or told apart from it, and the verdict's sentence."""
+    status = ("best" if verdict["best"] == model else "tied with the best" if model in verdict["tied"]
+              else "told apart from the best" if model in verdict["heads"] else "not compared")  # fmt: skip
+    return {"best": verdict["best"], "status": status, "sentence": verdict["sentence"]}
 
 
 def weights_identity(source: str, backbone: str) -> dict:
@@ -191,7 +195,8 @@ def card_metadata(results_dir: Path, head_id: str, exports: list[ExportRecord]) 
             "data": _data(results, report),
             "tasks": {row["task"]: task_numbers(row) for _, row in rows.iterrows()},
             "external": {row["task"]: task_numbers(row) for _, row in external.iterrows()},
-            "subgroups": _subgroups(results, head_id), "verdict": _verdict(report, first["backbone"]),
+            "subgroups": _subgroups(results, head_id), "verdict": {task: verdict_status(verdict, first["backbone"])
+                                                       for task, verdict in report["data"]["verdict"].items()},
             "weights": _backbone_weights(board, rows), "not_medical_run": run.not_medical,
             "versions": {name.removeprefix("version_"): plain(first[name]) for name in first.index
                          if name.startswith("version_")},

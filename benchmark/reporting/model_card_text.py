@@ -44,9 +44,11 @@ def purpose(meta: dict) -> list[Section]:
     classes = ", ".join(meta["classes"])
     kind = ("one probability per finding (several may be present at once)" if meta["multi_label"]
             else "one probability per class, summing to 1")  # fmt: skip
-    model = meta["model"]["backbone"]
+    model = f"here {meta['model']['backbone']}"
     if meta["model"].get("kind") == "ensemble":
         model = "here the average of " + " and ".join(meta["weights"])
+    elif meta["model"].get("kind") == "logreg":
+        model = f"here {meta['model']['backbone'].removesuffix('-logreg')}, its classifier a logistic regression"
     text = (f"This model reads one chest X-ray and gives {kind}: {classes}. It was made by cxr-bench, a benchmark "
             f"that compares ImageNet-pretrained networks ({model}) with a small classifier "
             "on top, to find out which works best on these images. It is a research artefact: a way to study and "
