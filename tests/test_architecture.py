@@ -20,6 +20,7 @@ RANK = {"common": 0, "backbones": 1, "features": 2, "benchmark": 3, "run_benchma
 LEAVES = {
     "common.files": set(),
     "backbones.spec": set(),
+    "backbones.licences": set(),
     "features.data.records": set(),
     "features.options": set(),
     "features.settings": {"features.options"},

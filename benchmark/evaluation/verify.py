@@ -35,6 +35,10 @@ heads' files, grid.csv's other validation columns, the published references, and
 (only that every head scored the same images). Runs from before SHA256SUMS, report.json or grid.csv are checked
 as far as what they wrote allows.
 
+With --model-card PATH (a MODEL_CARD.md written beside an export, or its folder; several may be given): every
+value of the card's metadata against the run's files it was copied from, and the exported files beside it
+against the SHA-256 the card lists (verify_card.py).
+
 Exits 1 and lists the differences if any number disagrees; 2 with one line when the folder cannot be read.
 """
 
@@ -53,6 +57,7 @@ from scipy.stats import t as student_t
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
+from benchmark.evaluation.verify_card import check_model_card
 from benchmark.evaluation.verify_files import (
     GRID_KEY,
     VerifyError,
@@ -1060,9 +1065,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results_dir", type=Path, help=f"folder holding {LEADERBOARD_CSV} and {PREDICTIONS_CSV}")
     parser.add_argument("--traceback", action="store_true",
                         help="where a file cannot be used, show the traceback too (for a bug report)")  # fmt: skip
+    parser.add_argument("--model-card", type=Path, nargs="+", action="extend", default=[], metavar="PATH",
+                        help="also check these model cards (MODEL_CARD.md, or the folder holding it) against the run")
     args = parser.parse_args(argv)
     try:
         problems = verify(args.results_dir)
+        for card in args.model_card:
+            problems += check_model_card(args.results_dir, card)
         rows = len(load_leaderboard_text(RunFolder(args.results_dir).file(LEADERBOARD_CSV)))
     except VerifyError as error:
         if args.traceback:
@@ -1074,6 +1083,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(problems)} difference(s) from the recomputation from {PREDICTIONS_CSV} or from the run's record")
         return 1
     _say_checked(RunFolder(args.results_dir), rows)
+    for card in args.model_card:
+        print(f"{card}: every value of the model card matches the run (and its exports beside it)")
     return 0
 
 
