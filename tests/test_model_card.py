@@ -79,6 +79,11 @@ def test_weights_identity_states_source_sha256_and_licence_as_far_as_known():
     assert imagenet_licence("NotANetwork").licence == "unknown"
     given = weights_identity("file:" + "ab" * 32, "DenseNet121")
     assert given["sha256"] == "ab" * 32 and given["licence"] == "unknown"
+    # A folder's file under Keras' own release name is that release (the shared weights folder's files are).
+    keras_file = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    release = weights_identity("file:" + "cd" * 32, "MobileNetV2-0.35-ft", keras_file)
+    assert release["licence"] == "Apache-2.0" and keras_file in release["origin"] and release["sha256"] == "cd" * 32
+    assert weights_identity("file:" + "cd" * 32, "MobileNetV2-0.35", "mine.h5")["licence"] == "unknown"
 
 
 def test_verify_passes_on_a_fresh_card_and_fails_naming_a_changed_export(probe_run, tmp_path: Path, capsys):

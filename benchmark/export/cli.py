@@ -50,6 +50,7 @@ from benchmark.predict import (  # noqa: E402
     run_dicom,
     run_folder_problem,
 )
+from benchmark.reporting.model_card import write_model_card  # noqa: E402
 from benchmark.run_folder import LEADERBOARD_CSV, RunFolder, RunInfo, is_finetuned, without_finetuned  # noqa: E402
 from common.files import atomic_folder  # noqa: E402
 
@@ -147,7 +148,7 @@ def export_model(results_dir: Path, run: RunInfo, row: pd.Series, formats: list[
             passed = [record for record in records if record.parity.passed]
             if not passed:
                 raise _NothingPassed
-            _write_card(folder, results_dir, predictor.head_id, passed)
+            write_model_card(folder, results_dir, predictor.head_id, passed)
     except _NothingPassed:
         print(f"{name}: no format passed its parity check; nothing written")
     return records
@@ -155,17 +156,6 @@ def export_model(results_dir: Path, run: RunInfo, row: pd.Series, formats: list[
 
 class _NothingPassed(Exception):
     """Every file of a model failed its check: its export folder is not put in place."""
-
-
-def _write_card(folder: Path, results_dir: Path, head_id: str, records: list[ExportRecord]) -> None:
-    try:
-        from benchmark.reporting.model_card import write_model_card
-    except ImportError:  # the card's module comes in its own change
-        payload = {"head_id": head_id, "results_dir": str(results_dir.resolve()),
-                   "exports": [record.to_json() for record in records]}  # fmt: skip
-        (folder / METADATA_JSON).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        return
-    write_model_card(folder, results_dir, head_id, records)
 
 
 def check_export(results_dir: Path, folder: Path, args: argparse.Namespace) -> list[ExportRecord]:

@@ -28,7 +28,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from backbones import get_backbone, resolve_weights
 from backbones.licences import IMAGENET_TERMS, KERAS_CODE_LICENCE, RANDOM_INIT, UNKNOWN, imagenet_licence
+from backbones.spec import WeightsUnavailableError
 from benchmark.export.records import METADATA_JSON, MODEL_CARD, ExportRecord
 from benchmark.reporting.document import Report, render_markdown
 from benchmark.reporting.model_card_text import NOT_A_MEDICAL_DEVICE, card_sections
@@ -132,9 +134,17 @@ def verdict_status(verdict: dict, model: str) -> dict:
     return {"best": verdict["best"], "status": status, "sentence": verdict["sentence"]}
 
 
-def weights_identity(source: str, backbone: str) -> dict:
-    """The backbone's weights: the leaderboard's ``weights`` cell, its SHA-256 and its licence as far as known."""
+def weights_identity(source: str, backbone: str, file_name: str | None = None) -> dict:
+    """The backbone's weights: the leaderboard's ``weights`` cell, its SHA-256 and its licence as far as known.
+
+    ``file_name``: the name of the weights file the run read (``file:`` sources), where it can still be found; a
+    file under Keras' own ImageNet file name is Keras' release, with its family's origin and licence."""
     kind, _, detail = source.partition(":")
+    if kind == "file" and file_name is not None and file_name == _keras_file_name(backbone, file_name):
+        known = imagenet_licence(without_finetuned(backbone))
+        return {"source": source, "sha256": detail, "origin": f"Keras' own ImageNet file {file_name}, from a "
+                f"weights folder; {known.origin}", "licence": known.licence,
+                "note": f"Keras code {KERAS_CODE_LICENCE}; {IMAGENET_TERMS}"}  # fmt: skip
     if kind == "file":
         return {"source": source, "sha256": detail, "origin": "a weights file given with --weights DIR",
                 "licence": UNKNOWN, "note": "the file's own terms apply"}  # fmt: skip
@@ -147,6 +157,29 @@ def weights_identity(source: str, backbone: str) -> dict:
     return {"source": source, "sha256": None, "origin": UNKNOWN, "licence": UNKNOWN, "note": ""}
 
 
+def _keras_file_name(backbone: str, file_name: str) -> str | None:
+    """Keras' own ImageNet file name for ``backbone`` at any of its sizes that ``file_name`` could be, or None."""
+    try:
+        spec = get_backbone(without_finetuned(backbone))
+    except ValueError:
+        return None
+    names = {spec.keras_weights_file(size) for size in (spec.default_size, 96, 128, 160, 192, 224, 299, 331)}
+    return file_name if file_name in names else None
+
+
+def weights_file_name(run: RunInfo, backbone: str, size: int) -> str | None:
+    """The name of the weights file the run's ``--weights`` folder holds for ``backbone`` at ``size``, where that
+    folder is still here (``file:`` sources record only the SHA-256)."""
+    folder = run.config.get("weights")
+    if not folder or not Path(folder).is_dir():
+        return None
+    try:
+        source = resolve_weights(get_backbone(without_finetuned(backbone)), folder, size)
+    except (WeightsUnavailableError, ValueError):
+        return None
+    return source.path.name if source.path is not None else None
+
+
 def _keras_cache_sha256(name: str) -> str | None:
     """The SHA-256 of Keras' downloaded ImageNet file ``name`` where this machine's Keras cache holds it (the run
     records its name only; Keras checked the download against its own hash)."""
@@ -155,14 +188,16 @@ def _keras_cache_sha256(name: str) -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
-def _backbone_weights(board: pd.DataFrame, rows: pd.DataFrame) -> dict[str, dict]:
+def _backbone_weights(run: RunInfo, board: pd.DataFrame, rows: pd.DataFrame) -> dict[str, dict]:
     """Each backbone's weights, by model: the head's own, or each member's for an ensemble."""
     first = rows.iloc[0]
     if first["kind"] != "ensemble":
-        return {first["backbone"]: weights_identity(str(first["weights"]), first["backbone"])}
-    members = first["head_id"].split(":", 1)[1].split("+")
-    member_rows = board[board["head_id"].isin(members)].drop_duplicates("head_id")
-    return {row["backbone"]: weights_identity(str(row["weights"]), row["backbone"])
+        member_rows = rows.iloc[:1]
+    else:
+        members = first["head_id"].split(":", 1)[1].split("+")
+        member_rows = board[board["head_id"].isin(members)].drop_duplicates("head_id")
+    return {row["backbone"]: weights_identity(str(row["weights"]), row["backbone"],
+                                              weights_file_name(run, row["backbone"], int(row["image_size"])))
             for _, row in member_rows.iterrows()}  # fmt: skip
 
 
@@ -197,7 +232,7 @@ def card_metadata(results_dir: Path, head_id: str, exports: list[ExportRecord]) 
             "external": {row["task"]: task_numbers(row) for _, row in external.iterrows()},
             "subgroups": _subgroups(results, head_id), "verdict": {task: verdict_status(verdict, first["backbone"])
                                                        for task, verdict in report["data"]["verdict"].items()},
-            "weights": _backbone_weights(board, rows), "not_medical_run": run.not_medical,
+            "weights": _backbone_weights(run, board, rows), "not_medical_run": run.not_medical,
             "versions": {name.removeprefix("version_"): plain(first[name]) for name in first.index
                          if name.startswith("version_")},
             "git": plain(first.get("git", run.git)), "command": run.command, "timestamp": run.timestamp,
