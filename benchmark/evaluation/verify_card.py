@@ -13,7 +13,6 @@ these values), and the SHA-256 of Keras' ImageNet download (the run records the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.evaluation.verify_files import VerifyError, load_leaderboard_text, load_report, load_run, number
+from benchmark.export.artifacts import artifact_bytes, artifact_files, artifact_sha256
 from benchmark.export.records import METADATA_JSON, MODEL_CARD
 from benchmark.reporting.model_card import data_table, leakage_counts, read_front_matter, verdict_status
 from benchmark.run_folder import (
@@ -32,7 +32,6 @@ from benchmark.run_folder import (
     SUBGROUPS_CSV,
     RunFolder,
 )
-from common.files import sha256_file
 
 TOLERANCE = 1e-12
 
@@ -216,30 +215,18 @@ def check_subgroups(where: str, meta: dict, results: RunFolder) -> list[str]:
     return problems
 
 
-def export_sha256(path: Path) -> str | None:
-    """An export's SHA-256 as its record states it: the file's; the .xml and .bin concatenated for OpenVINO; a
-    SavedModel folder's saved_model.pb. None where it is not beside the card."""
-    if path.is_dir():
-        path = path / "saved_model.pb"
-    if not path.is_file():
-        return None
-    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
-        digest = hashlib.sha256(path.read_bytes())
-        digest.update(path.with_suffix(".bin").read_bytes())
-        return digest.hexdigest()
-    return sha256_file(path)
-
-
 def check_exports(where: str, meta: dict, folder: Path) -> list[str]:
-    """Each listed export beside the card: its SHA-256, and a plain file's size."""
+    """Each listed export beside the card (a file, a folder, OpenVINO's .xml and .bin): its SHA-256 and size."""
     problems = []
     for i, record in enumerate(meta.get("exports") or []):
         path = folder / str(record.get("path", ""))
-        digest = export_sha256(path)
-        if digest is not None and digest != record.get("sha256"):
+        if not all(one.is_file() for one in artifact_files(path)):
+            continue  # the card travels without its files too
+        digest, size = artifact_sha256(path), artifact_bytes(path)
+        if digest != record.get("sha256"):
             problems.append(f"{where} exports.{i}.sha256: {record.get('sha256')!r}, {path} has {digest!r}")
-        if path.is_file() and path.suffix != ".xml" and path.stat().st_size != record.get("bytes"):
-            problems.append(f"{where} exports.{i}.bytes: {record.get('bytes')!r}, {path} has {path.stat().st_size}")
+        if size != record.get("bytes"):
+            problems.append(f"{where} exports.{i}.bytes: {record.get('bytes')!r}, {path} has {size}")
     return problems
 
 
