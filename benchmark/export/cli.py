@@ -51,7 +51,7 @@ from benchmark.predict import (  # noqa: E402
     run_folder_problem,
 )
 from benchmark.reporting.model_card import write_model_card  # noqa: E402
-from benchmark.run_folder import LEADERBOARD_CSV, RunFolder, RunInfo, is_finetuned, without_finetuned  # noqa: E402
+from benchmark.run_folder import LEADERBOARD_CSV, RUN_JSON, RunFolder, RunInfo, is_finetuned, without_finetuned  # noqa: E402
 from common.files import atomic_folder  # noqa: E402
 
 PRECISION = "float32"  # what every exported graph computes in
@@ -165,7 +165,7 @@ def check_export(results_dir: Path, folder: Path, args: argparse.Namespace) -> l
         exports = json.loads(path.read_text(encoding="utf-8"))["exports"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ExportError(f"{path} is missing or not an export's metadata ({type(error).__name__}: {error})") from None
-    run = read_run(results_dir)
+    run = finished_run(results_dir)
     records = []
     for listed in exports:
         form = get_format(listed["format"])
@@ -240,7 +240,14 @@ def _prepare(args: argparse.Namespace) -> tuple[RunInfo, list[ExportFormat]]:
         raise ExportError("--out DIR is required (the folder the exports go to)")
     if problem := run_folder_problem(args.out / "MODEL" / "file"):
         raise ExportError(f"--out {args.out}: {problem}; choose a folder of its own")
-    return read_run(args.results_dir), formats
+    return finished_run(args.results_dir), formats
+
+
+def finished_run(results_dir: Path) -> RunInfo:
+    """The run in ``results_dir`` (``read_run``: its files checked); ``ExportError`` where it is not a run's."""
+    if not RunFolder(results_dir).run_json.is_file():
+        raise ExportError(f"{results_dir} is not a finished run's results folder (it has no {RUN_JSON})")
+    return read_run(results_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
