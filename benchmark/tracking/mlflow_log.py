@@ -13,10 +13,12 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import os
 import re
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +58,9 @@ MAX_BATCH_PARAMS, MAX_BATCH_METRICS = 100, 1000
 RESULTS_DIR_TAG = "cxr_bench.results_dir"  # the parent run's results folder, absolute: how a later command finds it
 GIT_TAG, VERSION_TAG, KIND_TAG, POINTS_TAG = "cxr_bench.git", "cxr_bench.version", "cxr_bench.kind", "cxr_bench.points"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under its parent
+# MLflow's own switch: without it, each run ended on a server prints two lines ("View run ... at ...").
+QUIET = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+HISTORY_PREFIX = "history"  # a head's curves: history/loss, history/val_loss, ... (its validation numbers: val_loss)
 EXPORTS = "exports"
 # The report's files logged as the parent run's artefacts, where the run wrote them.
 REPORT_FILES = (LEADERBOARD_MD, REPORT_JSON, LEADERBOARD_CSV, GRID_CSV, RUN_JSON, PREDICTIONS_CSV, COMPARISONS_CSV,
@@ -139,10 +144,29 @@ def _client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """MLflow's links to each run left unprinted: the run prints one line saying where to look."""
+    before = os.environ.get(QUIET)
+    os.environ[QUIET] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[QUIET]
+        else:
+            os.environ[QUIET] = before
+
+
 def log_run(settings: TrackingSettings, folder: RunFolder) -> str:
     """Log the finished run in ``folder`` to MLflow (``settings.mlflow_uri``); the parent run's id.
 
     The parent run ends FINISHED, or FAILED where logging stopped part-way (the error is raised)."""
+    with _quiet():
+        return _log_run(settings, folder)
+
+
+def _log_run(settings: TrackingSettings, folder: RunFolder) -> str:
     client = _client(settings.mlflow_uri)
     info = run_info(folder)
     root = folder.root.resolve()
@@ -157,7 +181,7 @@ def log_run(settings: TrackingSettings, folder: RunFolder) -> str:
         for model_id, curves in finetune_curves(folder).items():
             epochs = list(range(1, max(map(len, curves.values()), default=0) + 1))
             child = _child(client, parent, model_id, "fine-tuned")
-            _log(client, child, curves=(epochs, curves))
+            _log(client, child, curves=(epochs, {f"{HISTORY_PREFIX}/{name}": v for name, v in curves.items()}))
             client.set_terminated(child)
         _log_artifacts(client, parent, folder)
     except BaseException:
@@ -175,16 +199,18 @@ def _child(client: MlflowClient, parent: str, name: str, kind: str, points: str 
 
 
 def _log_point(client: MlflowClient, parent: str, folder: RunFolder, point: GridPoint) -> None:
-    """One grid point as a nested run: its settings, validation numbers and history (its first seed's as
-    ``loss``, ``val_loss``, ...; with several seeds also each seed's as ``seed<N>/loss``, ...)."""
+    """One grid point as a nested run: its settings, its validation numbers (``grid.csv``'s: ``val_loss``, ...) and
+    its history stepped by epoch (its first seed's as ``history/loss``, ``history/val_loss``, ...; with several seeds
+    also each seed's as ``history/seed<N>/loss``, ...)."""
     child = _child(client, parent, point.name, "grid point", " ".join(point.point_ids))
     _log(client, child, params={**point.settings, **point.notes}, metrics=point.metrics)
     for index, (seed, point_id) in enumerate(zip(point.seeds, point.point_ids, strict=True)):
         epochs, curves = head_curves(folder, point_id)
         if index == 0:
-            _log(client, child, curves=(epochs, curves))
+            _log(client, child, curves=(epochs, {f"{HISTORY_PREFIX}/{name}": v for name, v in curves.items()}))
         if len(point.point_ids) > 1:
-            _log(client, child, curves=(epochs, {f"seed{seed}/{name}": v for name, v in curves.items()}))
+            _log(client, child, curves=(epochs, {f"{HISTORY_PREFIX}/seed{seed}/{name}": v
+                                                 for name, v in curves.items()}))  # fmt: skip
     client.set_terminated(child)
 
 
@@ -225,9 +251,10 @@ def log_export_artifacts(results_dir: Path, paths: list[Path], tracking_uri: str
     check_mlflow(uri)
     run_id = tracked_run(results_dir, uri)
     client = _client(uri)
-    for path in map(Path, paths):
-        if path.is_dir():
-            client.log_artifacts(run_id, str(path), f"{EXPORTS}/{path.name}")
-        else:
-            client.log_artifact(run_id, str(path), EXPORTS)
+    with _quiet():
+        for path in map(Path, paths):
+            if path.is_dir():
+                client.log_artifacts(run_id, str(path), f"{EXPORTS}/{path.name}")
+            else:
+                client.log_artifact(run_id, str(path), EXPORTS)
     return run_id
