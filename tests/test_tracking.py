@@ -187,10 +187,11 @@ def mlflow_server(tmp_path_factory) -> str:
         pytest.skip("mlflow is not installed (pip install 'cxr-bench[track]')")
     base = tmp_path_factory.mktemp("mlflow")
     port = _closed_port()
+    log = open(base / "server.log", "w")  # the server writes it until the fixture ends
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{base / 'mlruns.db'}", "--artifacts-destination", str(base / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(base / "server.log", "w"))  # fmt: skip
+        stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -210,6 +211,7 @@ def mlflow_server(tmp_path_factory) -> str:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        log.close()
 
 
 @pytest.mark.slow  # a run of its own, logged to a real server
