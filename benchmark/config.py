@@ -25,16 +25,20 @@ from pathlib import Path
 from backbones import AUTO, BACKBONES, DEFAULT_BACKBONES, PRECISION_CHOICES, BackboneSpec, get_backbone
 from benchmark.evaluation.metrics import METRICS
 from benchmark.evaluation.subgroups import kept_columns, parse_subgroups
+from benchmark.run_folder import run_files_problem
 from benchmark.settings import (
     HEAD_GRID_FIELDS,
     LR_SCHEDULES,
+    TRACKERS,
     CrossValSettings,
     FinetuneRun,
     FinetuneSettings,
     HeadSettings,
     ReportSettings,
     SweepSettings,
+    TrackingSettings,
     probe_settings,
+    tracking_uri,
 )
 from common.executors import EXECUTORS, ExecutorSettings, check_cluster, is_address
 from features.data.audit import LEAKAGE_POLICIES
@@ -83,9 +87,10 @@ CROSSVAL_GROUP = "cross-validation of the heads: how much a ranking of backbones
 FINETUNE_GROUP = "fine-tuning: after the frozen head, train backbone + head end to end on images"
 EXECUTOR_GROUP = "where it runs: this machine, or a cluster (see the README's 'On a cluster')"
 OUTPUT_GROUP = "output"
+TRACKING_GROUP = "experiment tracking: the finished run logged from its results folder (pip install 'cxr-bench[track]')"
 # The --help's groups (argparse argument groups), in order.
 OPTION_GROUPS = (DATA_GROUP, LABELS_GROUP, EXTERNAL_GROUP, FEATURES_GROUP, GRID_GROUP, TRAINING_GROUP,
-                 CROSSVAL_GROUP, FINETUNE_GROUP, EXECUTOR_GROUP, OUTPUT_GROUP)  # fmt: skip
+                 CROSSVAL_GROUP, FINETUNE_GROUP, EXECUTOR_GROUP, OUTPUT_GROUP, TRACKING_GROUP)  # fmt: skip
 
 
 def _flag(name: str) -> str:
@@ -318,6 +323,20 @@ class RunConfig:
                            "brightness, contrast", group=FINETUNE_GROUP)  # fmt: skip
     progress: bool = option(_SWEEP.progress, "no progress bars (default: off: progress bars are shown)",
                             group=OUTPUT_GROUP)  # fmt: skip
+    track: str | None = option(
+        None, "log the finished run to MLflow: the config as parameters, a nested run per grid point (its settings, "
+        "validation numbers and training curves), the test metrics, the report and plots as artefacts; checked "
+        "before any work (the mlflow package, the server's /health) (default: none)", group=TRACKING_GROUP,
+        choices=TRACKERS)  # fmt: skip
+    tracking_uri: str | None = option(
+        None, "the MLflow tracking store, with --track mlflow (default: MLFLOW_TRACKING_URI if set, else "
+        "sqlite:///<the results folder's parent>/mlruns.db, a local SQLite store, as MLflow 3 deprecates its file "
+        "store; look at it with mlflow ui --backend-store-uri that URI)", group=TRACKING_GROUP,
+        metavar="URI")  # fmt: skip
+    tensorboard: str | None = option(
+        None, "write the heads' and fine-tuned models' training curves (loss, accuracy, ... per epoch) as "
+        "TensorBoard event files, a subfolder per grid point; not inside the results folder's own folders "
+        "(tensorboard --logdir DIR) (default: none)", group=TRACKING_GROUP, metavar="DIR")  # fmt: skip
 
     def __post_init__(self):
         # A config file may give one value where a field takes several: a list of one.
@@ -367,6 +386,9 @@ class RunConfig:
                 f"{', '.join(METRICS)} (for example normal_vs_pneumonia.auc), not {self.select_by!r}"
             )
         self._refuse_idle_options(self._changed() if given is None else given)
+        if self.tensorboard is not None and (problem := run_files_problem(Path(self.tensorboard), self.results_dir)):
+            raise ValueError(f"--tensorboard {self.tensorboard}: {problem}; choose another folder (a new one, or "
+                             "e.g. RESULTS_DIR/tensorboard)")  # fmt: skip
         return self.resolved()
 
     def _check_sizes(self, flag: str, sizes: tuple[int, ...]) -> None:
@@ -441,6 +463,9 @@ class RunConfig:
              self.findings_column is None and not (external_csv and self.external_findings_column)
              and not preset_findings,
              "without --findings-column (it applies to NIH's column of separated findings only)"),
+            (("tracking_uri",), self.track != "mlflow", "without --track mlflow"),
+            (("track", "tensorboard"), self.extract_only,
+             "with --extract-only (it logs the finished run's reports, and --extract-only writes none)"),
             (("step_decay_epochs", "step_decay_factor"), "step" not in self.lr_schedule,
              "without --lr-schedule step"),
             (("patient_column", "split_column", "classes"), self.labels is None,
@@ -459,7 +484,7 @@ class RunConfig:
         """
         data = self.data if self.data is not None or not DEFAULT_DATA.is_dir() else str(DEFAULT_DATA)
         paths = {name: _absolute(getattr(self, name)) for name in ("labels", "external_test", "external_labels",
-                 "results_dir", "cache_dir") if getattr(self, name) is not None}  # fmt: skip
+                 "results_dir", "cache_dir", "tensorboard") if getattr(self, name) is not None}  # fmt: skip
         weights = self.weights or ("none" if data is None else "imagenet")
         pairs = (pair.partition("=") for pair in self.split_lists)
         return replace(
@@ -468,7 +493,13 @@ class RunConfig:
             weights=weights if weights in WEIGHTS_CHOICES else _absolute(weights),
             cluster=self.cluster if self.cluster is None or is_address(self.cluster) else _absolute(self.cluster),
             split_lists=tuple(f"{split}={_absolute(path.strip())}" if sign else split for split, sign, path in pairs),
+            tracking_uri=self._tracking_uri(),
         )  # fmt: skip
+
+    def _tracking_uri(self) -> str | None:
+        """The MLflow store of ``--track mlflow``: ``--tracking-uri``, else MLflow's own ``MLFLOW_TRACKING_URI``, else
+        a SQLite file beside the results folder (MLflow 3 deprecates its file store); None without tracking."""
+        return tracking_uri(self.tracking_uri, self.results_dir) if self.track == "mlflow" else self.tracking_uri
 
     def _value_checks(self) -> list[tuple[bool, str]]:
         """(is the value valid, the message) for the settings that must fit one another."""
@@ -515,6 +546,8 @@ class RunConfig:
             value = getattr(self, name)
             if name in TUPLE_FIELDS and not value:
                 raise ValueError(f"--{_flag(name)} needs at least one value ({', '.join(choices)})")
+            if value is None:  # an option that may be left out (--track)
+                continue
             for one in value if name in TUPLE_FIELDS else (value,):
                 if one not in choices:
                     raise ValueError(f"--{_flag(name)} must be one of {', '.join(choices)}, not {one!r}")
@@ -601,6 +634,12 @@ class RunConfig:
         """Where the tasks run; a local Dask cluster gets as many workers as ``--head-workers`` asks for."""
         return ExecutorSettings(kind=self.executor, cluster=self.cluster, local_workers=self.head_workers)
 
+    def tracking_settings(self) -> TrackingSettings:
+        """Where the finished run is logged (``--track``, ``--tracking-uri``, ``--tensorboard``), as it resolves."""
+        resolved = self.resolved()
+        return TrackingSettings(mlflow_uri=resolved.tracking_uri if resolved.track == "mlflow" else None,
+                                tensorboard=resolved.tensorboard, results_dir=resolved.results_dir)  # fmt: skip
+
     def stages(self) -> StageSettings:
         """The settings object of every stage of the run, derived here and nowhere else.
 
@@ -644,6 +683,7 @@ class RunConfig:
                 bootstrap=self.bootstrap, seed=self.seed, random_init=self.weights == "none",
                 limit_per_class=self.limit_per_class, subgroups=self.subgroups, plots=self.plots,
             ),
+            tracking=self.tracking_settings(),
         )  # fmt: skip
 
     def dicom_settings(self) -> DicomSettings:
@@ -702,6 +742,7 @@ class StageSettings:
     finetune: FinetuneRun | None  # None: no fine-tuning stage
     report: ReportSettings
     crossval: CrossValSettings | None = None  # None: no cross-validation of the heads
+    tracking: TrackingSettings = TrackingSettings()  # where the finished run is logged (none by default)
 
     def computed(self, compute: ComputePlan) -> StageSettings:
         """These settings with what ``--precision`` and ``--runtime`` resolved to (``benchmark.pipeline``): the

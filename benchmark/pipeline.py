@@ -26,6 +26,7 @@ from benchmark.reporting import provenance  # noqa: E402
 from benchmark.reporting.crossval_report import write_crossval  # noqa: E402
 from benchmark.reporting.report import write_data_report, write_external_skipped, write_reports  # noqa: E402
 from benchmark.run_folder import EXTERNAL_LEAKAGE_CSV, LEAKAGE_CSV, SKIPPED_CSV, RunFolder, RunInfo  # noqa: E402
+from benchmark.tracking import TrackingError, log_finished_run, preflight  # noqa: E402
 from benchmark.training.crossval import check_folds, run_crossval  # noqa: E402
 from benchmark.training.finetune import finetune_winners  # noqa: E402
 from benchmark.training.sweep import predict_external, run_sweep  # noqa: E402
@@ -168,6 +169,10 @@ class RunContext:
 def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
     # Before anything reads it (absolute paths, data/chest_xray/ found, the default weights): run.json records it.
     config = config.resolved()
+    try:  # a missing package or a server that does not answer costs nothing yet
+        preflight(config.tracking_settings())
+    except ValueError as error:
+        return error_line(prog, error)
     data_root, phantom = resolve_data(config)
     try:
         stages = config.stages()
@@ -319,7 +324,21 @@ def _finish(
     if context.phantom:
         print("Reminder: SYNTHETIC PHANTOM data, weights none: the numbers above are not medical.")
     failed = wholesale_failures(sweep, stages.finetune is not None and not tuned)
-    return error_line(prog, f"{failed}; the reports hold what worked", 1) if failed else 0
+    problems = [f"{failed}; the reports hold what worked" if failed else None, track_finished_run(context)]
+    return error_line(prog, "; ".join(filter(None, problems)), 1) if any(problems) else 0
+
+
+def track_finished_run(context: RunContext) -> str | None:
+    """Log the finished run where ``--track`` or ``--tensorboard`` ask, from its results folder; why it failed, or
+    None."""
+    if not context.stages.tracking.active:
+        return None
+    try:
+        for line in log_finished_run(context.stages.tracking, context.folder):
+            print(line)
+    except TrackingError as error:
+        return f"the run finished and its results are in {context.folder.root}, but logging it failed: {error}"
+    return None
 
 
 KIND_NAMES = {"keras": "Keras head", "logreg": "logistic-regression probe"}

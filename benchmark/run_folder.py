@@ -84,6 +84,23 @@ def plot_file(name: str) -> str:
     return f"{PLOTS}/{name}"
 
 
+def run_files_problem(folder: Path, results_dir: str | Path) -> str | None:
+    """Why a command writing files and subfolders of its own into ``folder`` could write over a run's files, or None.
+
+    It could where ``folder`` is a run's results folder (``results_dir``, or any folder holding ``run.json``,
+    ``leaderboard.csv``, ...) or lies in a folder a run writes (``heads/``, ``plots/``, ...); symbolic links are
+    followed. A folder of its own inside a run's (``results/tensorboard``) is fine: no run writes there."""
+    folder = Path(folder).resolve()
+    runs = [Path(results_dir).resolve(),
+            *(one for one in (folder, *folder.parents) if any((one / name).is_file() for name in MARKERS))]  # fmt: skip
+    for run in runs:
+        if folder == run:
+            return f"{folder} is a run's results folder; files written there could replace its own"
+        if folder.is_relative_to(run) and folder.relative_to(run).parts[0] in SUBFOLDERS:
+            return f"{folder} lies in {folder.relative_to(run).parts[0]}/ of the run folder {run}, which the run writes"
+    return None
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """A run's results folder: every path in it, by what it holds."""

@@ -10,7 +10,9 @@ report import them without importing Keras or another stage.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import NamedTuple
 
 LR_SCHEDULES = ("constant", "step")
@@ -208,3 +210,31 @@ class ReportSettings:
     limit_per_class: int | None = None
     subgroups: tuple[str, ...] = ()  # --subgroups as given (benchmark.evaluation.subgroups.parse_subgroups)
     plots: bool = True  # draw the figures (--no-plots: the tables alone)
+
+
+# The experiment trackers --track knows; TensorBoard is its own option (--tensorboard DIR), not a tracker.
+TRACKERS = ("mlflow",)
+DEFAULT_EXPERIMENT = "cxr-bench"
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where a finished run is logged, read back from its results folder once the run wrote it
+    (``benchmark.tracking``): an MLflow tracking store, a TensorBoard log folder, both or neither."""
+
+    mlflow_uri: str | None = None  # the tracking URI, resolved (--tracking-uri, MLFLOW_TRACKING_URI, the default)
+    tensorboard: str | None = None  # the folder TensorBoard reads (--tensorboard DIR)
+    experiment: str = DEFAULT_EXPERIMENT
+    results_dir: str = "results"
+
+    @property
+    def active(self) -> bool:
+        """Whether the run is logged anywhere."""
+        return self.mlflow_uri is not None or self.tensorboard is not None
+
+
+def tracking_uri(given: str | None, results_dir: str) -> str:
+    """The MLflow tracking store: ``given`` (``--tracking-uri``), else MLflow's own ``MLFLOW_TRACKING_URI``, else a
+    SQLite file beside the results folder, ``sqlite:///<its parent>/mlruns.db`` (MLflow 3 deprecates its file store)."""
+    default = f"sqlite:///{Path(results_dir).resolve().parent / 'mlruns.db'}"
+    return given or os.environ.get("MLFLOW_TRACKING_URI") or default
