@@ -258,6 +258,15 @@ def test_a_tracked_run_reads_back_from_mlflow_as_its_results_folder(mlflow_serve
     assert plots == {path.name for path in (results / "plots").iterdir()} and plots
     assert list((tmp_path / "tb" / "heads").iterdir())  # both trackers at once
 
+    # cxr-bench export --track mlflow: the model's folder (file and card) joins the run's artefacts.
+    from benchmark.export import cli
+
+    assert cli.main([str(results), "--out", str(tmp_path / "exported"), "--track", "mlflow",
+                     "--tracking-uri", mlflow_server]) == 0  # fmt: skip
+    (model,) = [path.name for path in (tmp_path / "exported").iterdir()]
+    assert {Path(one.path).name for one in client.list_artifacts(run_id, f"exports/{model}")} == {
+        "model.keras", "MODEL_CARD.md", "metadata.json"}  # fmt: skip
+
 
 @pytest.mark.slow  # reads the module's server; cheap once it runs
 def test_export_artifacts_join_the_run_a_results_folder_was_logged_as(mlflow_server: str, small_run, tmp_path: Path):

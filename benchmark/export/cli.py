@@ -52,6 +52,7 @@ from benchmark.predict import (  # noqa: E402
 )
 from benchmark.reporting.model_card import write_model_card  # noqa: E402
 from benchmark.run_folder import LEADERBOARD_CSV, RUN_JSON, RunFolder, RunInfo, is_finetuned, without_finetuned  # noqa: E402
+from benchmark.settings import tracking_uri  # noqa: E402
 from common.files import atomic_folder  # noqa: E402
 
 PRECISION = "float32"  # what every exported graph computes in
@@ -213,6 +214,11 @@ def _parser() -> argparse.ArgumentParser:
                             f"{name} {value:g}" for name, value in TOLERANCES.items()))  # fmt: skip
     parser.add_argument("--parity-images", type=_positive_int, metavar="N",
                         help="check on the run's first N test images (default: all of them)")  # fmt: skip
+    parser.add_argument("--track", choices=["mlflow"], help="log each export folder (files and card) as artefacts "
+                        "of the MLflow run the run logged (cxr-bench run --track mlflow); pip install "
+                        "'cxr-bench[track]'")  # fmt: skip
+    parser.add_argument("--tracking-uri", metavar="URI", help="the MLflow store, with --track mlflow (default: the "
+                        "one run.json records, else MLFLOW_TRACKING_URI, else the run's default beside its folder)")
     parser.add_argument("--check", type=Path, metavar="EXPORT_DIR",
                         help="run the parity check again on an export folder (OUT/MODEL) instead of exporting")
     return parser
@@ -240,7 +246,22 @@ def _prepare(args: argparse.Namespace) -> tuple[RunInfo, list[ExportFormat]]:
         raise ExportError("--out DIR is required (the folder the exports go to)")
     if problem := run_folder_problem(args.out / "MODEL" / "file"):
         raise ExportError(f"--out {args.out}: {problem}; choose a folder of its own")
-    return finished_run(args.results_dir), formats
+    run = finished_run(args.results_dir)
+    if args.tracking_uri is not None and args.track is None:
+        raise ExportError("--tracking-uri is for --track mlflow; add --track mlflow or leave it out")
+    if args.track == "mlflow":
+        args.tracking_uri = _tracked_uri(args.results_dir, run, args.tracking_uri)
+    return run, formats
+
+
+def _tracked_uri(results_dir: Path, run: RunInfo, given: str | None) -> str:
+    """The MLflow store the run was logged to, checked to answer and to hold the run, before any work."""
+    from benchmark.tracking.mlflow_log import check_mlflow, tracked_run
+
+    uri = tracking_uri(given or run.config.get("tracking_uri"), str(results_dir))
+    check_mlflow(uri)
+    tracked_run(results_dir, uri)
+    return uri
 
 
 def finished_run(results_dir: Path) -> RunInfo:
@@ -271,6 +292,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.check is None:
         print(f"wrote {len(records)} file(s) under {args.out}, each with its model card")
+    if args.track == "mlflow" and args.check is None:
+        from benchmark.tracking import log_export_artifacts
+
+        folders = [args.out / name for name in dict.fromkeys(record.model for record in records)]
+        try:
+            run_id = log_export_artifacts(args.results_dir, folders, args.tracking_uri)
+        except Exception as error:  # noqa: BLE001 - the exports are written; the tracker's failure in one line
+            print(f"export: error: the exports are written, but logging them to MLflow failed: {error_line(error)}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"MLflow: logged under exports/ of run {run_id} ({args.tracking_uri})")
     return 0
 
 
