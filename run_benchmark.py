@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import sys
 
-from benchmark.cli import build_parser, main, parse_args, run_command
+if __name__ == "__main__":  # before TensorFlow loads: its start-up lines go to a log, not the terminal
+    from common.console import library_output_to_log
+
+    library_output_to_log("run")
+
+from benchmark.cli import build_parser, main, parse_args, run_command  # noqa: E402
 
 __all__ = ["build_parser", "main", "parse_args", "run_command"]
 

@@ -10,6 +10,8 @@ import importlib
 import os
 import sys
 
+from common.console import library_output_to_log
+
 # Subcommand -> (module whose main(argv) it runs, what it does).
 SUBCOMMANDS = {
     "run": ("benchmark.cli", "extract features, train and select heads, write the leaderboard (run_benchmark.py)"),
@@ -51,7 +53,10 @@ def cxr_bench(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> None:
-    """Entry point of the installed ``cxr-bench`` script."""
+    """Entry point of the installed ``cxr-bench`` script: the libraries' console output goes to a log
+    (``common.console``) before a subcommand loads TensorFlow."""
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        library_output_to_log(sys.argv[1])
     sys.exit(cxr_bench())
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
 
 from benchmark.config import OPTION_GROUPS, RunConfig, load_toml  # noqa: E402
+from common.console import active_log  # noqa: E402
 from features.options import add_options  # noqa: E402
 
 DESCRIPTION = """cxr-bench: which ImageNet backbone transfers best to chest X-rays?
@@ -77,4 +79,6 @@ def run_command(argv: list[str] | None = None, prog: str = "run_benchmark.py") -
         code = pipeline.error_line(prog, "interrupted. Finished features, extraction shards and grid points are "
                                    "kept: run the same command again to resume.", 130)  # fmt: skip
     print(f"done in {time.perf_counter() - started:.0f} s")
+    if code == 1 and (log := active_log()) is not None:
+        print(f"the libraries' own messages (TensorFlow, OpenVINO, the workers' output): {log}", file=sys.stderr)
     return code

@@ -30,6 +30,7 @@ from benchmark.tracking import TrackingError, log_finished_run, preflight  # noq
 from benchmark.training.crossval import check_folds, run_crossval  # noqa: E402
 from benchmark.training.finetune import finetune_winners  # noqa: E402
 from benchmark.training.sweep import predict_external, run_sweep  # noqa: E402
+from common.console import copy_library_log  # noqa: E402
 from common.executors import Executor, ExecutorError, open_executor  # noqa: E402
 from features.cache import FolderInUseError, folder_lock  # noqa: E402
 from features.data.audit import (  # noqa: E402
@@ -197,7 +198,9 @@ def _run(config: RunConfig, argv: list[str] | None, prog: str) -> int:
             context.executor = locks.enter_context(open_executor(stages.executor))
             if context.executor.distributed:
                 print(f"executor: {context.executor.describe()}")
-            return _run_locked(context)
+            code = _run_locked(context)
+            copy_library_log(context.folder.library_log)  # the libraries' own lines, kept off the terminal
+            return code
     except (FolderInUseError, ExecutorError) as error:
         return error_line(prog, error, 1)
 

@@ -11,6 +11,8 @@ and predict, the web page and verify read through it, so the layout cannot drift
     finetune/<model id>/              result.json, model.weights.h5: one fine-tuned model
     plots/                            the report's PNGs
     cv/r<repeat>-f<fold>/             one cross-validation fold: a results folder of its own (heads/)
+    logs/libraries.log                the libraries' console output (TensorFlow's start-up lines, warnings), kept off
+                                      the terminal (``common.console``); not in SHA256SUMS: no number comes from it
 
 ``RunInfo`` is ``run.json`` as a type: written by the pipeline, read back (older runs' shapes too) by
 ``RunInfo.from_json``, the one migration.
@@ -45,7 +47,9 @@ POINT = "point.json"
 RESULT_FILE = "result.json"
 WEIGHTS_FILE = "model.weights.h5"
 
-HEADS, FINETUNE, PLOTS, CV = "heads", "finetune", "plots", "cv"
+LIBRARIES_LOG = "libraries.log"
+
+HEADS, FINETUNE, PLOTS, CV, LOGS = "heads", "finetune", "plots", "cv", "logs"
 # The folders a run writes beside its top-level files: SHA256SUMS covers them, and nothing else may write there.
 SUBFOLDERS = (HEADS, FINETUNE, CV, PLOTS)
 # A folder holding one of these is a run's results folder.
@@ -58,7 +62,7 @@ VERIFIED_FILES = (LEADERBOARD_CSV, PREDICTIONS_CSV, REPORT_JSON, RUN_JSON, GRID_
                   CV_SUMMARY_CSV, SUBGROUPS_CSV)  # fmt: skip
 # Every results file name, for the architecture test that no other module spells one.
 FILE_NAMES = frozenset({*READ_FILES, *VERIFIED_FILES, EXTERNAL_SKIPPED_CSV, EXTERNAL_LEAKAGE_CSV, CHECKSUMS,
-                        CHECKPOINT, HISTORY, POINT, RESULT_FILE, WEIGHTS_FILE})  # fmt: skip
+                        CHECKPOINT, HISTORY, POINT, RESULT_FILE, WEIGHTS_FILE, LIBRARIES_LOG})  # fmt: skip
 
 # A fine-tuned model's name: its backbone's with this suffix (``MobileNetV2-ft``).
 FINETUNED = "-ft"
@@ -132,6 +136,11 @@ class RunFolder:
     def head(self, point_id: str) -> Path:
         """One grid point's folder."""
         return self.heads / point_id
+
+    @property
+    def library_log(self) -> Path:
+        """The run's copy of its libraries' console output (``common.console``)."""
+        return self.root / LOGS / LIBRARIES_LOG
 
     def checkpoint(self, point_id: str) -> Path:
         """One grid point's head checkpoint."""

@@ -39,6 +39,7 @@ from backbones.precision import (
     probe_shape,
     read_cpuinfo,
 )
+from common.console import HOME_VARIABLE, cxr_bench_home
 from common.files import (
     DamagedFileError,
     atomic_folder,
@@ -62,8 +63,6 @@ IR_MANIFEST = "manifest.json"
 # conversion of 3 to 15 s and about 200 timed forwards per backbone, against at most a ~70% shorter extraction):
 # ``auto`` then takes Keras in float32, unmeasured.
 SMALL_RUN_IMAGES = 512
-# Where the machine-wide memo of measured choices lives (``machine_choices``); "off" turns it off.
-HOME_VARIABLE = "CXR_BENCH_HOME"
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
@@ -419,12 +418,8 @@ def _runtime_seconds(name: str, size: int, keras_precision: str, openvino_precis
 def machine_choices() -> Path | None:
     """The machine-wide memo of measured choices, shared by every ``--cache-dir`` of this user on this machine:
     ``$CXR_BENCH_HOME/choices.json`` (default ``~/.cache/cxr-bench``); None where ``CXR_BENCH_HOME`` is ``off``."""
-    home = os.environ.get(HOME_VARIABLE, "").strip()
-    if home.lower() == "off":
-        return None
-    if home:
-        return Path(home).expanduser() / "choices.json"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cxr-bench" / "choices.json"
+    home = cxr_bench_home()
+    return None if home is None else home / "choices.json"
 
 
 @contextlib.contextmanager

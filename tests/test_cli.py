@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import pytest
 
 from benchmark.__main__ import SUBCOMMANDS, cxr_bench
 from features.data import audit
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_no_command_prints_the_commands_and_fails(capsys):
@@ -57,3 +60,27 @@ def test_the_installed_command_works_outside_the_checkout(tmp_path: Path):
         pytest.skip(f"cxr-bench is not installed in {Path(sys.executable).parent} (pip install -e . installs it)")
     done = subprocess.run([str(script), "audit", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--min-side" in done.stdout
+
+
+def test_the_libraries_console_output_goes_to_a_log_and_ours_to_the_terminal(tmp_path: Path):
+    # What TensorFlow's C++ start-up lines do (file descriptor 2), what its retracing warnings do (Python logging),
+    # a library's Python warning, and our own line on sys.stderr, in a process of its own.
+    script = ("import logging, os, sys, warnings\n"
+              "from common.console import library_output_to_log\n"
+              "log = library_output_to_log('probe')\n"
+              "os.write(2, b'I0000 cudart_stub.cc:31] Could not find cuda drivers\\n')\n"
+              "logging.getLogger('tensorflow').warning('5 out of the last 6 calls triggered tf.function retracing')\n"
+              "warnings.warn('a library warning', FutureWarning)\n"
+              "print('run_benchmark.py: error: ours', file=sys.stderr)\n"
+              "print(log)\n")  # fmt: skip
+    env = {**os.environ, "CXR_BENCH_HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
+    env.pop("CXR_BENCH_LIBRARY_OUTPUT", None)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "run_benchmark.py: error: ours\n"
+    log = Path(done.stdout.strip())
+    assert log.parent == tmp_path / "logs" and log.name.startswith("probe-")
+    text = log.read_text()
+    assert "cudart_stub" in text and "retracing" in text and "a library warning" in text and "ours" not in text
+    env["CXR_BENCH_LIBRARY_OUTPUT"] = "terminal"  # everything left on the terminal
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert "cudart_stub" in done.stderr and done.stdout.strip() == "None"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_kermany, run_small_benchmark
 
 from backbones import BACKBONES
 from benchmark.__main__ import cxr_bench
@@ -70,11 +71,21 @@ def test_a_missing_converter_is_named_with_what_to_install(small_run, tmp_path: 
 
 
 @pytest.fixture(scope="module")
-def exported(small_run, tmp_path_factory) -> Path:
-    """The small run's winner exported in every format installed here (``cxr-bench export``)."""
+def tiny_run(tmp_path_factory) -> Path:
+    """A small run of MobileNet v1 at width 0.25 (about 30 layers, against MobileNetV2's 150: each format's
+    tracing and conversion takes a third of the time); its results folder."""
+    base = tmp_path_factory.mktemp("tiny_run")
+    root = make_kermany(base / "data", {"train": 12, "val": 2, "test": 6})
+    assert run_small_benchmark(root, base, "--backbones", "MobileNet-0.25") == 0
+    return base / "results"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run: Path, tmp_path_factory) -> Path:
+    """The tiny run's winner exported in every format installed here (``cxr-bench export``)."""
     out = tmp_path_factory.mktemp("exported")
     names = [name for name in ALL_FORMATS if _installed(name)]
-    assert cxr_bench(["export", str(small_run.results), "--out", str(out), "--format", *names]) == 0
+    assert cxr_bench(["export", str(tiny_run), "--out", str(out), "--format", *names]) == 0
     (folder,) = [path for path in out.iterdir() if path.is_dir()]
     return folder
 
@@ -98,7 +109,7 @@ def test_each_format_round_trips_and_passes_its_parity_check(exported: Path, nam
 
 
 @pytest.mark.slow
-def test_a_tampered_export_fails_the_check_and_a_copy_passes(small_run, exported: Path, tmp_path: Path, capsys):
+def test_a_tampered_export_fails_the_check_and_a_copy_passes(tiny_run: Path, exported: Path, tmp_path: Path, capsys):
     import onnx
 
     copy = tmp_path / "copy"
@@ -108,23 +119,23 @@ def test_a_tampered_export_fails_the_check_and_a_copy_passes(small_run, exported
     listed = json.loads((copy / METADATA_JSON).read_text())
     listed["exports"] = [one for one in listed["exports"] if one["format"] in ("keras", "onnx")]
     (copy / METADATA_JSON).write_text(json.dumps(listed))
-    assert cli.main([str(small_run.results), "--check", str(copy)]) == 0
+    assert cli.main([str(tiny_run), "--check", str(copy)]) == 0
     model = onnx.load(copy / "model.onnx")
     weights = max(model.graph.initializer, key=lambda one: len(one.raw_data))
     values = onnx.numpy_helper.to_array(weights) * 1.5
     weights.CopyFrom(onnx.numpy_helper.from_array(values, weights.name))
     onnx.save(model, copy / "model.onnx")
     capsys.readouterr()
-    assert cli.main([str(small_run.results), "--check", str(copy)]) == 1
+    assert cli.main([str(tiny_run), "--check", str(copy)]) == 1
     out, err = capsys.readouterr()
     assert "onnx" in err and "failed the parity check" in err
     assert any(line.strip().startswith("onnx") and "FAILED" in line for line in out.splitlines())
 
 
 @pytest.mark.slow
-def test_an_export_outside_the_tolerance_is_refused_not_written(small_run, tmp_path: Path, capsys):
+def test_an_export_outside_the_tolerance_is_refused_not_written(tiny_run: Path, tmp_path: Path, capsys):
     out = tmp_path / "out"
-    assert cli.main([str(small_run.results), "--out", str(out), "--tolerance", "1e-12"]) == 1
+    assert cli.main([str(tiny_run), "--out", str(out), "--tolerance", "1e-12"]) == 1
     printed = capsys.readouterr()
     assert "no format passed its parity check; nothing written" in printed.out
     assert "1 file(s) failed the parity check" in printed.err

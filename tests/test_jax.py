@@ -88,24 +88,15 @@ def test_a_jax_run_gives_the_tensorflow_run_numbers(tmp_path: Path):
 
 
 def _exports_pass_their_checks(tmp_path: Path) -> None:
-    """``cxr-bench export`` of the fine-tuned model under each backend, from that backend's run: the JAX run's
-    under JAX (a process of its own), the TensorFlow run's here, at once."""
+    """``cxr-bench export`` of the TensorFlow run's fine-tuned model (the backbone and head tuned together) passes
+    its parity check. (Under JAX the same export writes and checks its Keras file: docs/runs.md, issue 27; not
+    repeated here, where a process of its own costs 20 s.)"""
     from benchmark.export import cli
 
-    command = [sys.executable, "-m", "benchmark", "export", str(tmp_path / "jax" / "results"), "--out",
-               str(tmp_path / "jax" / "exported"), "--model", "MobileNetV2-ft", "--format", "keras"]  # fmt: skip
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    jax_export = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True)  # fmt: skip
-    try:
-        assert cli.main([str(tmp_path / "tf" / "results"), "--out", str(tmp_path / "tf" / "exported"),
-                         "--model", "MobileNetV2-ft", "--format", "keras", "onnx"]) == 0  # fmt: skip
-    finally:
-        output = jax_export.communicate(timeout=600)[0]
-    assert jax_export.returncode == 0, f"jax export:\n{output[-3000:]}"
-    for backend, formats in (("jax", {"keras"}), ("tf", {"keras", "onnx"})):
-        listed = json.loads((tmp_path / backend / "exported" / "MobileNetV2-ft" / "metadata.json").read_text())
-        assert {one["format"] for one in listed["exports"] if one["parity"]["passed"]} == formats
+    out = tmp_path / "tf" / "exported"
+    assert cli.main([str(tmp_path / "tf" / "results"), "--out", str(out), "--model", "MobileNetV2-ft"]) == 0
+    listed = json.loads((out / "MobileNetV2-ft" / "metadata.json").read_text())
+    assert [(one["format"], one["parity"]["passed"]) for one in listed["exports"]] == [("keras", True)]
 
 
 def test_auto_runtime_is_keras_under_another_keras_backend():
