@@ -71,7 +71,7 @@ def _route_python_logging(path: Path) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(logging.WARNING)
+    root.setLevel(logging.INFO)  # a web server's request lines too: the log is where they are looked for
     logging.captureWarnings(True)
 
 
