@@ -15,7 +15,7 @@ from backbones.licences import imagenet_licence
 from benchmark.evaluation import verify
 from benchmark.evaluation.verify_card import check_model_card
 from benchmark.export.records import METADATA_JSON, MODEL_CARD, ExportRecord, ParityResult
-from benchmark.reporting.model_card import read_front_matter, weights_identity, write_model_card
+from benchmark.reporting.model_card import card_summary, read_front_matter, weights_identity, write_model_card
 from common.files import sha256_file
 
 TEST_COLUMNS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc", "ece", "op_threshold",
@@ -48,15 +48,17 @@ def _card(run, folder: Path, kind: str = "logreg") -> tuple[pd.Series, Path]:
 def test_the_cards_numbers_are_the_leaderboards_in_front_matter_and_json(probe_run, tmp_path: Path):
     row, folder = _card(probe_run, tmp_path)
     front = read_front_matter((folder / MODEL_CARD).read_text(encoding="utf-8"))
-    assert front == json.loads((folder / METADATA_JSON).read_text(encoding="utf-8"))
+    meta = json.loads((folder / METADATA_JSON).read_text(encoding="utf-8"))
+    assert front == card_summary(meta) and front["tasks"] and front["exports"]  # the summary, of metadata.json
     rows = _board(probe_run.results)[lambda b: b["head_id"] == row["head_id"]].set_index("task")
-    assert list(front["tasks"]) == list(rows.index)
-    for task, numbers in front["tasks"].items():
+    assert list(meta["tasks"]) == list(front["tasks"]) == list(rows.index)
+    for task, numbers in meta["tasks"].items():
         for column in (*TEST_COLUMNS, "auc_ci_low", "auc_ci_high", "sensitivity_ci_low", "specificity_ci_high"):
             assert numbers[column] == pytest.approx(rows.loc[task, column], rel=1e-12, abs=1e-12), (task, column)
+        assert front["tasks"][task]["sensitivity"] == numbers["sensitivity"]
     assert front["model"]["head_id"] == row["head_id"] and front["select_by"] == "val_loss"
-    assert front["git"] == row["git"] and front["versions"]["keras"] == row["version_keras"]
-    assert front["data"]["counts"]["test"]["images"] == row["n_test"]
+    assert front["git"] == row["git"] and meta["versions"]["keras"] == row["version_keras"]
+    assert meta["data"]["counts"]["test"]["images"] == row["n_test"]
 
 
 def test_the_card_says_not_a_medical_device_and_names_the_weights_and_their_licence(probe_run, tmp_path: Path):
@@ -105,8 +107,7 @@ def test_verify_names_a_number_changed_in_the_front_matter(probe_run, tmp_path: 
     changed = text[start:].replace(f"    specificity: {value!r}\n", "    specificity: 0.123\n", 1)
     card.write_text(text[:start] + changed, encoding="utf-8")
     problems = check_model_card(probe_run.results, folder)
-    assert f"{card} tasks.{task}.specificity: 0.123, leaderboard.csv '{value!r}'" in problems
-    assert any(line.startswith(f"{card} front matter tasks.{task}.specificity") for line in problems)
+    assert problems == [f"{card} front matter tasks.{task}.specificity: 0.123, metadata.json {value!r}"]
 
 
 def test_verify_names_a_number_changed_in_metadata_json(probe_run, tmp_path: Path, capsys, monkeypatch):
@@ -115,10 +116,12 @@ def test_verify_names_a_number_changed_in_metadata_json(probe_run, tmp_path: Pat
     meta = json.loads((folder / METADATA_JSON).read_text(encoding="utf-8"))
     task = next(iter(meta["tasks"]))
     meta["tasks"][task]["op_threshold"] = 0.5
+    meta["tasks"][task]["val_auc"] = 0.25  # not in the front matter: checked against the run alone
     (folder / METADATA_JSON).write_text(json.dumps(meta), encoding="utf-8")
     assert verify.main([str(probe_run.results), "--model-card", str(folder)]) == 1
     out = capsys.readouterr().out
     assert f"front matter tasks.{task}.op_threshold" in out and "metadata.json 0.5" in out
+    assert f"metadata.json tasks.{task}.val_auc: 0.25, leaderboard.csv" in out
 
 
 def test_an_ensembles_card_lists_each_members_weights_and_verifies(probe_run, tmp_path: Path):
@@ -126,8 +129,8 @@ def test_an_ensembles_card_lists_each_members_weights_and_verifies(probe_run, tm
     if "ensemble" not in set(board["kind"]):
         pytest.skip("the probe run has no ensemble")
     row, folder = _card(probe_run, tmp_path, kind="ensemble")
-    front = read_front_matter((folder / MODEL_CARD).read_text(encoding="utf-8"))
-    assert set(front["weights"]) == set(board.loc[board["kind"] != "ensemble", "backbone"])
+    meta = json.loads((folder / METADATA_JSON).read_text(encoding="utf-8"))
+    assert set(meta["weights"]) == set(board.loc[board["kind"] != "ensemble", "backbone"])
     assert check_model_card(probe_run.results, folder) == []
 
 
@@ -143,6 +146,7 @@ def test_a_multi_label_run_has_a_card_of_its_findings_that_verifies(tmp_path: Pa
     front = read_front_matter((tmp_path / "card" / MODEL_CARD).read_text(encoding="utf-8"))
     assert front["multi_label"] is True and list(front["tasks"]) == ["consolidation", "interstitial"]
     assert front["model"]["macro_auc"] == pytest.approx(row["macro_auc"])
-    assert front["network_data_format"]["outputs"]["pred"]["activation"] == "sigmoid per finding"
+    meta = json.loads((tmp_path / "card" / METADATA_JSON).read_text(encoding="utf-8"))
+    assert meta["network_data_format"]["outputs"]["pred"]["activation"] == "sigmoid per finding"
     assert "present or not" in (tmp_path / "card" / MODEL_CARD).read_text(encoding="utf-8")
     assert check_model_card(results, tmp_path / "card") == []

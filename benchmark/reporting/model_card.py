@@ -1,10 +1,12 @@
 """The model card written beside an exported model: ``MODEL_CARD.md`` (YAML front matter, then the card) and
-``metadata.json`` (the same values), readable without the run's folder.
+``metadata.json`` (every value), readable without the run's folder.
 
 The front matter follows Hugging Face's model cards (``library_name``, ``tags``, ``pipeline_tag`` beside our
-own keys) and ``metadata.json`` MONAI bundles' (``network_data_format``: the input and output). Both hold one
-mapping, ``card_metadata``; every number in it is copied from the run's files under the name the run gave it, so
-``cxr-bench verify --model-card`` can compare each with its source (``benchmark.evaluation.verify_card``):
+own keys) and ``metadata.json`` MONAI bundles' (``network_data_format``: the input and output). ``metadata.json``
+holds the whole mapping, ``card_metadata``, and the front matter its summary (``card_summary``: the model, the
+headline numbers per task, the files), each value the same. Every number is copied from the run's files under the
+name the run gave it, so ``cxr-bench verify --model-card`` can compare each with its source
+(``benchmark.evaluation.verify_card``):
 
 - ``tasks.<task>``: the head's leaderboard.csv row of that task, columns as named there (``auc``,
   ``auc_ci_low``, ``val_auc``, ``op_threshold``, ``ece``, ``tp``...);
@@ -240,9 +242,31 @@ def card_metadata(results_dir: Path, head_id: str, exports: list[ExportRecord]) 
             "exports": [record.to_json() for record in exports]}  # fmt: skip
 
 
+# What the front matter of MODEL_CARD.md holds: the summary a reader (and a model hub) sees first; metadata.json holds
+# every value, the front matter's among them.
+SUMMARY_KEYS = ("format", "library_name", "pipeline_tag", "tags", "license", "not_a_medical_device", "intended_use",
+                "classes", "multi_label", "select_by", "not_medical_run", "git")  # fmt: skip
+SUMMARY_MODEL = ("backbone", "kind", "image_size", "head_id", "weights", "macro_auc")
+SUMMARY_TASK = ("positive", "n_test", "sensitivity", "sensitivity_ci_low", "sensitivity_ci_high", "specificity",
+                "specificity_ci_low", "specificity_ci_high", "auc", "auc_ci_low", "auc_ci_high", "f1", "ece",
+                "op_threshold", "op_test_sensitivity", "op_test_specificity")  # fmt: skip
+SUMMARY_EXPORT = ("format", "path", "sha256")
+
+
+def card_summary(metadata: dict) -> dict:
+    """The front matter's values: ``SUMMARY_*``'s keys of ``metadata``, in its order."""
+    summary = {key: metadata[key] for key in SUMMARY_KEYS if key in metadata}
+    summary["model"] = {key: value for key, value in metadata["model"].items() if key in SUMMARY_MODEL}
+    summary["tasks"] = {task: {key: value for key, value in numbers.items() if key in SUMMARY_TASK}
+                        for task, numbers in metadata["tasks"].items()}  # fmt: skip
+    summary["exports"] = [{key: one[key] for key in SUMMARY_EXPORT} for one in metadata["exports"]]
+    return summary
+
+
 def front_matter(metadata: dict) -> str:
-    """The YAML block that opens MODEL_CARD.md."""
-    return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000) + "---\n"
+    """The YAML block that opens MODEL_CARD.md: the summary (``card_summary``); every value is in metadata.json."""
+    summary = yaml.safe_dump(card_summary(metadata), sort_keys=False, allow_unicode=True, width=1000)
+    return f"---\n# A summary; every value, these among them: {METADATA_JSON}\n{summary}---\n"
 
 
 def read_front_matter(text: str) -> dict:

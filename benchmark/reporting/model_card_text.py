@@ -250,8 +250,9 @@ def reproduce(meta: dict) -> list[Section]:
     versions = [[name, value] for name, value in meta["versions"].items()]
     items = [f"git revision: `{meta['git']}`", f"made: {meta['timestamp']}",
              f"command: `{meta['command'] or 'not recorded'}`"]  # fmt: skip
-    text = ("The front matter of `MODEL_CARD.md` and `metadata.json` hold the same values, under the run's own "
-            "column names; `cxr-bench verify RESULTS_DIR --model-card PATH` checks every one against the run.")
+    text = ("`metadata.json` holds every value of this card under the run's own column names, and the front matter "
+            "of `MODEL_CARD.md` a summary of them; `cxr-bench verify RESULTS_DIR --model-card PATH` checks every "
+            "one against the run.")
     return [Section("Reproducing it", [bullets(items), table(["setting", "value"], settings),
                                        table(["package", "version"], versions), paragraph(text)], key="reproduce")]
 
