@@ -62,6 +62,8 @@ def test_an_export_into_a_runs_folder_is_refused(small_run, capsys):
 
 
 def test_a_missing_converter_is_named_with_what_to_install(small_run, tmp_path: Path, capsys, monkeypatch):
+    if not _installed("onnx"):
+        pytest.skip(f"onnx: {', '.join(formats.FORMATS['onnx'].missing('tensorflow'))} not installed here")
     real = formats.importlib.util.find_spec
     monkeypatch.setattr(formats.importlib.util, "find_spec", lambda name: None if name == "tf2onnx" else real(name))
     assert cxr_bench(["export", str(small_run.results), "--out", str(tmp_path), "--format", "keras", "onnx"]) == 2
@@ -110,8 +112,9 @@ def test_each_format_round_trips_and_passes_its_parity_check(exported: Path, nam
 
 @pytest.mark.slow
 def test_a_tampered_export_fails_the_check_and_a_copy_passes(tiny_run: Path, exported: Path, tmp_path: Path, capsys):
-    import onnx
-
+    onnx = pytest.importorskip("onnx", reason="the export extra is not installed (pip install 'cxr-bench[export]')")
+    if not _installed("onnx"):
+        pytest.skip(f"onnx: {', '.join(formats.FORMATS['onnx'].missing('tensorflow'))} not installed here")
     copy = tmp_path / "copy"
     copy.mkdir()
     for name in ("model.keras", "model.onnx", METADATA_JSON):
