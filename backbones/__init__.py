@@ -1,7 +1,14 @@
 """Backbones: what an ImageNet feature extractor is, and how to build one."""
 
 from backbones.flops import model_flops
-from backbones.precision import AUTO, PRECISION_CHOICES, PrecisionChoice, resolve_precision
+from backbones.precision import (
+    AUTO,
+    INT8,
+    PRECISION_CHOICES,
+    PrecisionChoice,
+    keras_build_precision,
+    resolve_precision,
+)
 from backbones.registry import BACKBONES, DEFAULT_BACKBONES, get_backbone
 from backbones.spec import BackboneSpec
 from backbones.weights import (
@@ -20,7 +27,9 @@ __all__ = [
     "BACKBONES",
     "DEFAULT_BACKBONES",
     "PRECISIONS",
+    "INT8",
     "PRECISION_CHOICES",
+    "keras_build_precision",
     "PrecisionChoice",
     "BackboneSpec",
     "WeightsSource",

@@ -23,7 +23,16 @@ import numpy as np
 from backbones.weights import PRECISIONS, check_precision, dtype_policy
 
 AUTO = "auto"
-PRECISION_CHOICES = (AUTO, *PRECISIONS)
+# int8: OpenVINO's post-training quantization (NNCF, features.quantize), a precision of the features only: Keras
+# builds the backbone in float32 and OpenVINO computes the quantized network. Never chosen by auto.
+INT8 = "int8"
+PRECISION_CHOICES = (AUTO, *PRECISIONS, INT8)
+
+
+def keras_build_precision(precision: str) -> str:
+    """The type Keras builds a backbone in for features computed in ``precision``: int8's network is quantized by
+    OpenVINO from a float32 build."""
+    return "float32" if precision == INT8 else precision
 # CPU flags of native bfloat16 arithmetic: x86 (AVX512_BF16, AMX) and Arm (the BF16 extension's "bf16").
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 # bfloat16 must beat float32 by this factor: a smaller gap is within the noise of a shared machine.
@@ -214,6 +223,9 @@ def resolve_precision(
     ``gpu``) and ``seconds(precision)``, one probe forward, is at least ``MIN_SPEEDUP`` times shorter in
     bfloat16 than in float32; float32 everywhere else. Tests inject ``cpuinfo``, ``gpu`` and ``seconds``.
     """
+    if requested == INT8:
+        return PrecisionChoice(INT8, INT8, "--precision int8 was asked for: OpenVINO post-training quantization "
+                               "(NNCF), calibrated on training images")  # fmt: skip
     if requested != AUTO:
         check_precision(requested)
         return PrecisionChoice(requested, requested, f"--precision {requested} was asked for")

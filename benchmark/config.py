@@ -45,6 +45,7 @@ from features.data.audit import LEAKAGE_POLICIES
 from features.data.dataset import SPLIT_ALIASES
 from features.data.formats import preset_of
 from features.options import annotation, choices_of, declared, number_ranges, option, reuse
+from features.quantize import CALIBRATION_IMAGES
 from features.runtime import RUNTIME_CHOICES, check_runtime
 from features.settings import (
     DICOM_WINDOWS,
@@ -279,7 +280,12 @@ class RunConfig:
     precision: str = option(
         AUTO, "backbone compute type. auto: bfloat16 where the CPU (avx512_bf16, amx_bf16) or GPU computes it "
         "natively and a start-up probe finds it faster, else float32; run.json says which and why. bfloat16/float16 "
-        "keep float32 weights (Keras mixed precision)", group=FEATURES_GROUP, choices=PRECISION_CHOICES)  # fmt: skip
+        "keep float32 weights (Keras mixed precision). int8: OpenVINO post-training quantization (NNCF, pip install "
+        "'cxr-bench[int8]'), calibrated on train-split images only; never chosen by auto (its cost in accuracy: "
+        "README)", group=FEATURES_GROUP, choices=PRECISION_CHOICES)  # fmt: skip
+    int8_calibration: int = option(
+        CALIBRATION_IMAGES, "--precision int8: how many train-split images (a seeded sample) set NNCF's activation "
+        "ranges", group=FEATURES_GROUP, metavar="N", range=_AT_LEAST_1)  # fmt: skip
     jit_compile: bool = option(_EXTRACT.jit_compile, "XLA-compile the backbone forward pass", group=FEATURES_GROUP)
     runtime: str = option(
         AUTO, "where the backbone runs. auto: openvino, an inference runtime for CPUs, where it is installed (pip "

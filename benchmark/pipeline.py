@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter hides our output
 
-from backbones import WeightsUnavailableError  # noqa: E402
+from backbones import INT8, WeightsUnavailableError  # noqa: E402
 from benchmark.config import RunConfig, StageSettings  # noqa: E402
 from benchmark.evaluation.metrics import binary_tasks  # noqa: E402
 from benchmark.evaluation.subgroups import parse_subgroups, subgroups_problem  # noqa: E402
@@ -54,6 +54,7 @@ from features.extract import (  # noqa: E402
     forward_passes,
     resource_problems,
 )
+from features.quantize import calibration_set  # noqa: E402
 from features.runtime import resolve_backbones, resolve_runtime  # noqa: E402
 from features.settings import BackboneCompute, Choice, ComputePlan, DataSettings  # noqa: E402
 
@@ -239,7 +240,10 @@ def _run_locked(context: RunContext) -> int:
     print(describe_counts(dataset))
     # Resolved here, once: every stage, the cache keys and run.json see the same runtimes and precisions.
     images = len(dataset.records) + (len(context.external.records) if context.external is not None else 0)
-    context.compute = resolve_compute(config, images)
+    try:
+        context.compute = resolve_compute(config, images, dataset)
+    except ValueError as error:  # int8 with an empty train split
+        return error_line(prog, error)
     context.stages = stages = stages.computed(context.compute)
     extract = stages.extract
     problems = [problem for spec, size in config.extraction_plan()
@@ -256,10 +260,11 @@ def _run_locked(context: RunContext) -> int:
                           "and it will be checked (and skipped) anew.", 1)  # fmt: skip
 
 
-def resolve_compute(config: RunConfig, images: int | None = None) -> ComputePlan:
+def resolve_compute(config: RunConfig, images: int | None = None, dataset: Dataset | None = None) -> ComputePlan:
     """``--runtime auto`` and ``--precision auto`` resolved for the run and checked on each backbone; printed.
 
-    The plan holds the run's choice and each backbone's, with its reason: what every stage and ``run.json`` see.
+    The plan holds the run's choice and each backbone's, with its reason: what every stage and ``run.json`` see;
+    with ``--precision int8``, the training images of ``dataset`` its backbones are calibrated on.
     Timed here, in the driver: on a cluster whose workers have other processors, pass the runtime and precision
     (``--runtime``, ``--precision``).
     """
@@ -275,6 +280,11 @@ def resolve_compute(config: RunConfig, images: int | None = None) -> ComputePlan
     for one in plan.own():
         print(f"{one.backbone} at {one.size} px: {one.runtime.value} ({one.runtime.reason}), {one.precision.value} "
               f"({one.precision.reason})")  # fmt: skip
+    if INT8 in {one.precision.value for one in plan.backbones} | {plan.precision.value}:
+        calibration = calibration_set(dataset, config.int8_calibration, config.seed)
+        print(f"int8: calibrated on {len(calibration.paths)} images of the train split (seed {config.seed}), the same "
+              "for every backbone and the external test set")  # fmt: skip
+        plan = replace(plan, calibration=calibration)
     return plan
 
 

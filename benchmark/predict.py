@@ -57,7 +57,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from backbones import BACKBONES, BackboneSpec, build_backbone, get_backbone, resolve_weights  # noqa: E402
+from backbones import (  # noqa: E402
+    BACKBONES,
+    INT8,
+    BackboneSpec,
+    build_backbone,
+    get_backbone,
+    keras_build_precision,
+    resolve_weights,
+)
 from backbones.weights import WeightsSource, WeightsUnavailableError  # noqa: E402
 from benchmark.config import RunConfig  # noqa: E402
 from benchmark.evaluation.verdict import ENSEMBLE  # noqa: E402
@@ -87,8 +95,9 @@ from features.data.dicom import is_dicom  # noqa: E402
 from features.data.images import UnreadableImageError, load_image  # noqa: E402
 from features.data.records import Label  # noqa: E402
 from features.extract import openvino_ir_file, padded_forward  # noqa: E402
+from features.quantize import int8_ir  # noqa: E402
 from features.runtime import Forward, RuntimeUnavailableError, build_forward  # noqa: E402
-from features.settings import DicomSettings  # noqa: E402
+from features.settings import Calibration, DicomSettings  # noqa: E402
 
 METHODS = ("auto", "gradcam", "occlusion")
 # Suffixes a leaderboard's backbone column may carry after the registry name.
@@ -459,12 +468,13 @@ def load_head_predictor(results_dir: Path, run: RunInfo, row: pd.Series, weights
         pooled_forward = None  # fine-tuning trains and evaluates in Keras
     else:
         # Where and in which type the features were computed (run.json): --precision/--runtime auto resolved them.
-        own = run.compute_plan().for_backbone(spec.name, size)
+        plan = run.compute_plan()
+        own = plan.for_backbone(spec.name, size)
         precision = own.precision.value if as_run else "float32"
         head = _loaded_head(folder.checkpoint(row["head_id"]))  # checked before seconds of build
-        pooled_model = build_backbone(spec, size, source, seed=config.seed, precision=precision)
+        pooled_model = build_backbone(spec, size, source, seed=config.seed, precision=keras_build_precision(precision))
         runtime = own.runtime.value if as_run else "keras"
-        pooled_forward = run_runtime_forward(runtime, config, spec, source, size, precision)
+        pooled_forward = run_runtime_forward(runtime, config, spec, source, size, precision, plan.calibration)
     pooling, norm = pooled_layers(spec, pooled_model)
     backbone_model = keras.Model(pooled_model.inputs, [pooling.input, pooled_model.outputs[0]])
     settings = HeadSettings(**{name: row[name] for name in HEAD_GRID_FIELDS})
@@ -638,27 +648,43 @@ def check_model_files(results_dir: Path, run: RunInfo, row: pd.Series, weights: 
         check_head_checkpoint(RunFolder(results_dir).checkpoint(row["head_id"]))
 
 
-def run_runtime_forward(runtime: str, config: RunConfig, spec: BackboneSpec, source, size: int,
-                        precision: str) -> Forward | None:  # fmt: skip
+def run_runtime_forward(runtime: str, config: RunConfig, spec: BackboneSpec, source, size: int, precision: str,
+                        calibration: Calibration | None = None) -> Forward | None:  # fmt: skip
     """The pooled features of uint8 images as the run computed them, where its runtime was not Keras; else None.
 
     OpenVINO compiles the IR the run kept under its cache folder (converted again where that is not here) at the
-    run's batch shape, padded as extraction pads. Where OpenVINO cannot run here (not installed, or a Keras backend
-    it cannot convert), Keras computes them, and says so: the probabilities may then differ from the run's in the
-    last digits (further in bfloat16).
+    run's batch shape, padded as extraction pads; int8, the run's quantized IR (quantized again on the run's
+    ``calibration`` images where it is not kept and they are there). Where OpenVINO cannot run here (not installed,
+    or a Keras backend it cannot convert), Keras computes them, and says so: the probabilities may then differ from
+    the run's in the last digits (further in bfloat16). Where int8 cannot be had, OpenVINO float32 does, saying so.
     """
     if runtime != "openvino":
         return None
-    batch = config.extract_batch_size
+    batch, dicom = config.extract_batch_size, config.dicom_settings()
     make_model = partial(build_backbone, spec, size, source, seed=config.seed, precision="float32")
+    make = partial(build_forward, "openvino", make_model, batch_shape=(batch, size, size, 3),
+                   ir_file=openvino_ir_file(Path(config.cache_dir), spec, source, size))  # fmt: skip
+    quantize = partial(int8_ir, spec=spec, image_size=size, calibration=calibration, dicom=dicom)
     try:
-        forward = build_forward("openvino", make_model, precision=precision, batch_shape=(batch, size, size, 3),
-                                ir_file=openvino_ir_file(Path(config.cache_dir), spec, source, size))  # fmt: skip
+        forward = _int8_or_float32(make, precision, quantize)
     except RuntimeUnavailableError as error:
         print(f"note: the run computed its features with OpenVINO, which cannot run here ({error}); Keras computes "
               f"them, so the probabilities can differ from the run's in the last digits ({precision})")  # fmt: skip
         return None
     return partial(padded_forward, forward, spec.preprocess, batch_size=batch)
+
+
+def _int8_or_float32(make: Callable[..., Forward], precision: str, quantize: Callable[[Path], Path]) -> Forward:
+    """``make(precision=...)``'s forward; for int8 where the quantized model cannot be had (not kept, its calibration
+    images gone, NNCF not installed), OpenVINO float32's, saying so."""
+    if precision != INT8:
+        return make(precision=precision)
+    try:
+        return make(precision=INT8, quantize=quantize)
+    except (FileNotFoundError, RuntimeUnavailableError) as error:
+        print(f"note: the run's int8 model cannot be had here ({error}); OpenVINO computes the features in float32, "
+              "so the probabilities can differ from the run's (int8)")  # fmt: skip
+        return make(precision="float32")
 
 
 def operating_threshold(results_dir: Path, head_id: str) -> tuple[str, str, float] | None:

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from backbones import BackboneSpec, WeightsSource, build_backbone, check_precision, get_backbone, resolve_weights
+from backbones import INT8, BackboneSpec, WeightsSource, build_backbone, check_precision, get_backbone, resolve_weights
 from common.executors import Executor, ExecutorError
 from common.files import atomic_write_text, sha256_file
 from features.cache import (
@@ -39,8 +39,9 @@ from features.data.dataset import Dataset
 from features.data.dicom import dicom_identity
 from features.data.images import DECODE_VERSION, load_image
 from features.pixels import PixelCache, PixelReader
+from features.quantize import int8_ir, int8_key_parts
 from features.runtime import Forward, build_forward, runtime_identity
-from features.settings import DicomSettings, ExtractSettings, compute_key
+from features.settings import Calibration, DicomSettings, ExtractSettings, compute_key
 
 
 @dataclass
@@ -72,15 +73,23 @@ def feature_key_parts(
     runtime: str = "keras",
     digests: dict[str, str] | None = None,
     dicom: DicomSettings | None = None,
+    calibration: Calibration | None = None,
 ) -> dict:
-    """Everything that changes the feature array, as a dict to hash; ``dicom``: how DICOM files are windowed.
+    """Everything that changes the feature array, as a dict to hash; ``dicom``: how DICOM files are windowed;
+    ``calibration``: the training images an int8 backbone was calibrated on (int8 only, where it is required).
 
     ``precision`` is the one computed in, resolved: ``auto`` is refused, since one key would then name features
     of bfloat16 on one machine and float32 on another. Each image is named by its size and modification time
     and, with ``digests`` (the image check's SHA-256 of each file's bytes, by path), by its contents too: an image
     found changed by ``--rehash`` under an unchanged size and time then gets new features, and new heads.
     """
-    check_precision(precision)
+    if precision == INT8:
+        if calibration is None:
+            raise ValueError("int8 features need the run's calibration images (ExtractSettings.compute.calibration)")
+        quantized = int8_key_parts(calibration)
+    else:
+        check_precision(precision)
+        quantized = {}
     contents = {"contents": content_fingerprint(paths, digests)} if digests else {}
     return {
         "backbone": spec.name,
@@ -98,6 +107,7 @@ def feature_key_parts(
         "backend": keras.backend.backend(),
         "files": file_list_fingerprint(root, paths),
         **contents,
+        **quantized,
         "n_images": len(paths),
     }
 
@@ -195,7 +205,7 @@ def extract_features(
     # The backbone's own compute type and runtime, where the run resolved one for it.
     precision, runtime = settings.precision_for(spec.name, image_size), settings.runtime_for(spec.name, image_size)
     parts = feature_key_parts(spec, source, image_size, root, paths, precision, settings.jit_compile, runtime, digests,
-                              settings.dicom)  # fmt: skip
+                              settings.dicom, settings.calibration)  # fmt: skip
     key = cache_key(parts)
     cached = cache.load(spec.name, key, report=True)
     if cached is None:
@@ -209,7 +219,9 @@ def extract_features(
                                               precision=built_in)  # fmt: skip
                 ir_file = openvino_ir_file(cache.root, spec, source, image_size) if runtime == "openvino" else None
                 batch_shape = (settings.batch_size, image_size, image_size, 3)
-                make_forward = partial(build_forward, runtime, make_model, precision=precision,
+                quantize = partial(int8_ir, spec=spec, image_size=image_size, calibration=settings.calibration,
+                                   dicom=settings.dicom)  # fmt: skip
+                make_forward = partial(build_forward, runtime, make_model, precision=precision, quantize=quantize,
                                        jit_compile=settings.jit_compile, batch_shape=batch_shape, ir_file=ir_file)
                 pixels = PixelCache(cache.root, settings.dicom) if settings.pixel_cache else None
                 return _build_entry(spec, image_size, root, paths, cache, key, parts, make_forward,

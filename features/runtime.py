@@ -26,7 +26,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from backbones import AUTO, BackboneSpec, PrecisionChoice, dtype_policy, get_backbone, resolve_precision
+from backbones import AUTO, INT8, BackboneSpec, PrecisionChoice, dtype_policy, get_backbone, resolve_precision
 from backbones.precision import (
     MIN_SPEEDUP,
     alternating_best,
@@ -53,7 +53,10 @@ RUNTIMES = ("keras", "openvino")
 RUNTIME_CHOICES = (AUTO, *RUNTIMES)
 # OpenVINO's CPU plugin computes float32 and bfloat16; float16 only on CPUs with AVX512_FP16, which are rare.
 OPENVINO_HINTS = {"float32": "f32", "bfloat16": "bf16"}
+# What OpenVINO computes: its hints, and int8 (a network quantized by NNCF, features.quantize; never chosen by auto).
+OPENVINO_PRECISIONS = (*OPENVINO_HINTS, INT8)
 INSTALL_HINT = "pip install 'cxr-bench[openvino]' (or pip install openvino)"
+NNCF_INSTALL_HINT = "pip install 'cxr-bench[int8]' (or pip install nncf)"
 # Keras backends whose models OpenVINO converts here: JAX's export reaches it as an XlaCallModule op, which it
 # cannot convert; PyTorch's export is untested.
 OPENVINO_BACKENDS = ("tensorflow",)
@@ -125,9 +128,11 @@ def resolve_runtime(
         text = ".".join(map(str, capability))
         return RuntimeChoice(AUTO, "keras", f"the Keras backend has a GPU (compute capability {text}); OpenVINO "
                              "runs here on the CPU")  # fmt: skip
-    if precision not in (AUTO, *OPENVINO_HINTS):
+    if precision not in (AUTO, *OPENVINO_PRECISIONS):
         return RuntimeChoice(AUTO, "keras", f"--precision {precision}: OpenVINO's CPU plugin computes "
-                             f"{' or '.join(OPENVINO_HINTS)}")  # fmt: skip
+                             f"{', '.join(OPENVINO_PRECISIONS)}")  # fmt: skip
+    if precision == INT8:  # check_runtime has refused int8 where OpenVINO is missing or cannot take the backend
+        return RuntimeChoice(AUTO, "openvino", "--precision int8 is OpenVINO's post-training quantization")
     if jit_compile:
         return RuntimeChoice(AUTO, "keras", "--jit-compile asks Keras for XLA")
     if not installed():
@@ -138,7 +143,7 @@ def resolve_runtime(
                          f"CPUs, is installed; a backbone keeps it where {MIN_SPEEDUP}x faster than Keras")  # fmt: skip
 
 
-def _openvino():
+def openvino_module():
     """The ``openvino`` module, or one clear error naming the install command."""
     try:
         import openvino
@@ -149,24 +154,40 @@ def _openvino():
     return openvino
 
 
+def nncf_version() -> str:
+    """The installed NNCF's version (``--precision int8``), or one clear error naming the install command."""
+    try:
+        return importlib.metadata.version("nncf")
+    except importlib.metadata.PackageNotFoundError as error:
+        raise RuntimeUnavailableError(f"--precision int8 needs NNCF, which is not installed: {NNCF_INSTALL_HINT}") \
+            from error
+
+
 def check_runtime(runtime: str, precision: str) -> None:
     """Raise ``ValueError`` (one line) for an unknown runtime, a missing package, a Keras backend it cannot take,
     or a precision it cannot run."""
     if runtime not in RUNTIME_CHOICES:
         raise ValueError(f"--runtime must be one of {', '.join(RUNTIME_CHOICES)}, not {runtime!r}")
-    if runtime == "openvino":
+    if precision == INT8 and runtime == "keras":
+        raise ValueError("--precision int8 runs in OpenVINO (NNCF post-training quantization), not Keras: use "
+                         "--runtime openvino or auto")  # fmt: skip
+    if runtime == "openvino" or precision == INT8:
+        asked = "--runtime openvino" if runtime == "openvino" else "--precision int8 (OpenVINO's)"
         problem = backend_problem()
         if problem is not None:
-            raise RuntimeUnavailableError(f"--runtime openvino cannot run here: {problem}. Use --runtime keras "
-                                          "(or auto), or KERAS_BACKEND=tensorflow")  # fmt: skip
-        _openvino()
-        if precision not in (AUTO, *OPENVINO_HINTS):
-            raise ValueError(f"--runtime openvino computes {' or '.join(OPENVINO_HINTS)} on the CPU, not {precision}")
+            raise RuntimeUnavailableError(f"{asked} cannot run here: {problem}. Use --runtime keras (or auto) "
+                                          "without int8, or KERAS_BACKEND=tensorflow")  # fmt: skip
+        openvino_module()
+        if precision not in (AUTO, *OPENVINO_PRECISIONS):
+            raise ValueError(f"--runtime openvino computes {', '.join(OPENVINO_PRECISIONS)} on the CPU, not "
+                             f"{precision}")  # fmt: skip
+    if precision == INT8:
+        nncf_version()
 
 
 def runtime_identity(runtime: str) -> str:
     """The runtime as the feature cache key names it: its version too, since another version computes otherwise."""
-    return "keras" if runtime == "keras" else f"openvino-{_openvino().__version__}"
+    return "keras" if runtime == "keras" else f"openvino-{openvino_module().__version__}"
 
 
 def keras_forward(model: keras.Model, jit_compile: bool = False) -> Forward:
@@ -193,10 +214,16 @@ def export_openvino(model: keras.Model, ir_file: Path) -> Path:
     problem = backend_problem()
     if problem is not None:
         raise RuntimeUnavailableError(problem)
+    return write_ir(ir_file, lambda path: model.export(str(path), format="openvino", verbose=False))
+
+
+def write_ir(ir_file: Path, write: Callable[[Path], object], kind: str = "openvino-ir") -> Path:
+    """``write(path)`` an OpenVINO IR into a temporary folder, seal it with its manifest (``ir_damage``) and put the
+    folder at ``ir_file.parent`` in one rename: a whole IR or none, replacing what stood there."""
     with atomic_folder(ir_file.parent) as temp:
-        model.export(str(temp / ir_file.name), format="openvino", verbose=False)
+        write(temp / ir_file.name)
         files = (ir_file.name, ir_file.with_suffix(".bin").name)
-        atomic_write_sealed_json(temp / IR_MANIFEST, {"format": "openvino-ir"}, files=files)
+        atomic_write_sealed_json(temp / IR_MANIFEST, {"format": kind}, files=files)
     return ir_file
 
 
@@ -220,30 +247,38 @@ def ir_damage(ir_file: Path) -> str | None:
 def kept_openvino_ir(make_model: Callable[[], keras.Model], ir_file: Path) -> Path:
     """``ir_file``, checked against its manifest; converted from ``make_model()`` where absent, and again where
     damaged, after one line saying so: a damaged IR is never compiled."""
+    return kept_ir(ir_file, lambda: export_openvino(make_model(), ir_file), "converted")
+
+
+def kept_ir(ir_file: Path, make: Callable[[], Path], verb: str) -> Path:
+    """``ir_file`` where it matches its manifest, else ``make()`` (which writes it), after one line where it was
+    damaged: a damaged IR is never compiled. ``verb`` says how ``make`` makes it, for that line."""
     try:
         damage = ir_damage(ir_file)
         if damage is None:
             return ir_file
-        warn_damaged(damage, "the OpenVINO model is converted again (rebuilt)")
+        warn_damaged(damage, f"the OpenVINO model is {verb} again (rebuilt)")
     except FileNotFoundError:
         pass
-    # Two workers of one backbone take turns: the second finds the first's conversion whole.
+    # Two workers of one backbone take turns: the second finds the first's IR whole.
     with entry_lock(ir_file.parent.parent):
         try:
             if ir_damage(ir_file) is None:
                 return ir_file
         except FileNotFoundError:
             pass
-        return export_openvino(make_model(), ir_file)
+        return make()
 
 
 def openvino_forward(model_file: Path, batch_shape: tuple[int, ...], precision: str) -> Forward:
     """A forward function over the OpenVINO IR ``model_file`` compiled for the CPU at ``batch_shape``, ``precision``."""
-    ov = _openvino()
+    ov = openvino_module()
     core = ov.Core()
     network = core.read_model(str(model_file))
     network.reshape(list(batch_shape))  # one static shape, as on the Keras path: the compiler plans for it
-    compiled = core.compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision]})
+    # An int8 network's quantized operations are fixed by its FakeQuantize nodes; the rest computes in float32.
+    hint = OPENVINO_HINTS["float32" if precision == INT8 else precision]
+    compiled = core.compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": hint})
     request = compiled.create_infer_request()
 
     def forward(batch: np.ndarray) -> np.ndarray:
@@ -261,15 +296,20 @@ def build_forward(
     batch_shape: tuple[int, ...],
     ir_file: Path | None = None,
     jit_compile: bool = False,
+    quantize: Callable[[Path], Path] | None = None,
 ) -> Forward:
     """The forward function of ``runtime``; OpenVINO converts ``make_model()`` only when ``ir_file`` is not there yet.
 
     ``make_model`` builds the Keras backbone: in ``precision`` for Keras, in float32 for OpenVINO (whose compile
-    hint sets the compute type). ``ir_file`` (OpenVINO only) is where the converted model is kept.
+    hint sets the compute type). ``ir_file`` (OpenVINO only) is where the converted model is kept. ``quantize``
+    (int8) gives the quantized IR of the converted one (``features.quantize.int8_ir``).
     """
     if runtime == "keras":
         return keras_forward(make_model(), jit_compile)
-    return openvino_forward(kept_openvino_ir(make_model, ir_file), batch_shape, precision)
+    model_file = kept_openvino_ir(make_model, ir_file)
+    if precision == INT8:
+        model_file = quantize(model_file)
+    return openvino_forward(model_file, batch_shape, precision)
 
 
 @functools.cache
@@ -360,7 +400,7 @@ def resolve_backbone_runtime(
         return RuntimeChoice(AUTO, "keras", f"{timed} ({base / fast:.2f}x, not at least {MIN_SPEEDUP}x)")
 
     what = {"runtime": "auto", "backbone": spec.name, "size": size, "keras": keras_in, "openvino": openvino_in,
-            "openvino_version": _openvino().__version__}  # fmt: skip
+            "openvino_version": openvino_module().__version__}  # fmt: skip
     return _remembered(Path(cache_dir), what, measure, RuntimeChoice)
 
 
@@ -377,7 +417,7 @@ def resolve_backbones(
     run's probe, then the backbone's own check), and ``resolve_backbone_runtime`` picks between them. ``images``,
     how many the run extracts, spares the measurements where they cannot pay (``too_few_images``).
     """
-    both = runtime.requested == AUTO and runtime.runtime == "openvino"
+    both = runtime.requested == AUTO and runtime.runtime == "openvino" and precision != INT8
     candidates = ("keras", "openvino") if both else (runtime.runtime,)
     run_precision = {name: resolve_run_precision(precision, name, cache_dir, images) for name in candidates}
     chosen = {}

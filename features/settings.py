@@ -77,6 +77,31 @@ class BackboneCompute:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """The training images an int8 backbone is calibrated on (``features.quantize``): a seeded sample of the run's
+    train split, never its validation or test images, and the same sample for the external test set's extraction.
+
+    ``identity`` names the images by path, size, modification time and, where the image check read them, contents;
+    it is part of the int8 model's and the int8 features' cache keys.
+    """
+
+    root: str
+    paths: tuple[str, ...]
+    identity: str
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        """What ``run.json`` records: the folder, the images and the identity."""
+        return {"split": "train", "root": self.root, "images": len(self.paths), "seed": self.seed,
+                "identity": self.identity, "paths": list(self.paths)}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict) -> Calibration:
+        """The calibration ``to_json`` wrote."""
+        return cls(data["root"], tuple(data["paths"]), data["identity"], data.get("seed", 0))
+
+
+@dataclass(frozen=True)
 class ComputePlan:
     """Where (runtime) and in which type (precision) the backbones compute: the run's choice and each backbone's.
 
@@ -87,6 +112,7 @@ class ComputePlan:
     runtime: Choice = Choice("keras", "keras")
     precision: Choice = Choice("float32", "float32")
     backbones: tuple[BackboneCompute, ...] = ()
+    calibration: Calibration | None = None  # where some backbone computes in int8
 
     def for_backbone(self, backbone: str, size: int) -> BackboneCompute:
         """``backbone`` at ``size``: its own choices where the plan has them, else the run's."""
@@ -99,10 +125,14 @@ class ComputePlan:
         return tuple(one for one in self.backbones if (one.runtime.value, one.precision.value) != run)
 
     def to_json(self) -> dict:
-        """``{"precision": ..., "runtime": ...}``: each the run's choice with its ``backbones`` by key."""
-        return {kind: {**getattr(self, kind).to_json(kind),
+        """``{"precision": ..., "runtime": ...}``: each the run's choice with its ``backbones`` by key; the int8
+        calibration, where there is one, under ``precision``."""
+        plan = {kind: {**getattr(self, kind).to_json(kind),
                        "backbones": {one.key: getattr(one, kind).to_json(kind) for one in self.backbones}}
                 for kind in ("precision", "runtime")}  # fmt: skip
+        if self.calibration is not None:
+            plan["precision"]["calibration"] = self.calibration.to_json()
+        return plan
 
     @classmethod
     def from_json(cls, precision: dict, runtime: dict | str | None) -> ComputePlan:
@@ -118,7 +148,8 @@ class ComputePlan:
                             Choice.from_json(mine, "precision"))
             for key, mine in precision.get("backbones", {}).items()
         )  # fmt: skip
-        return cls(run.runtime, run.precision, backbones)
+        calibration = precision.get("calibration")
+        return cls(run.runtime, run.precision, backbones, Calibration.from_json(calibration) if calibration else None)
 
 
 # How a DICOM file's window is chosen: the one the file states (``file``), or its full used range (``range``).
@@ -168,6 +199,11 @@ class ExtractSettings:
     def precision_for(self, backbone: str, size: int) -> str:
         """The compute type of ``backbone`` at ``size``: the resolved plan's, else the configured one."""
         return self.precision if self.compute is None else self.compute.for_backbone(backbone, size).precision.value
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The training images int8 backbones are calibrated on, where the resolved plan has int8."""
+        return None if self.compute is None else self.compute.calibration
 
     def runtime_for(self, backbone: str, size: int) -> str:
         """The runtime of ``backbone`` at ``size``: the resolved plan's, else the configured one."""

@@ -120,7 +120,7 @@ def test_auto_runtime_is_openvino_on_the_cpu_where_it_is_installed():
 @pytest.mark.parametrize(("change", "why"), [
     ({"installed": lambda: False}, f"OpenVINO, the faster CPU runtime, is not installed ({INSTALL_HINT})"),
     ({"gpu": lambda: (9, 0)}, "the Keras backend has a GPU (compute capability 9.0)"),
-    ({"precision": "float16"}, "--precision float16: OpenVINO's CPU plugin computes float32 or bfloat16"),
+    ({"precision": "float16"}, "--precision float16: OpenVINO's CPU plugin computes float32, bfloat16, int8"),
     ({"jit_compile": True}, "--jit-compile asks Keras for XLA"),
 ])  # fmt: skip
 def test_auto_runtime_is_keras_where_openvino_cannot_serve(change: dict, why: str):

@@ -58,6 +58,7 @@ from tabulate import tabulate  # noqa: E402
 
 from backbones import (  # noqa: E402
     AUTO,
+    INT8,
     PRECISION_CHOICES,
     BackboneSpec,
     PrecisionChoice,
@@ -84,7 +85,8 @@ KERAS_VARIANTS = ("textbook", "harness-float32", "harness-auto", "harness-bfloat
 DEFAULT = "default"  # the harness as a run configures it by default (--runtime auto --precision auto)
 OPENVINO_VARIANTS = ("openvino-float32", "openvino-bfloat16")
 TIMM_VARIANTS = ("timm-float32", "timm-bfloat16", "timm-float16")
-VARIANTS = ("textbook", DEFAULT, *(f"harness-{p}" for p in PRECISION_CHOICES),
+# int8 needs a calibration set from a run's training split: benchmark.speed.bench_int8 measures it.
+VARIANTS = ("textbook", DEFAULT, *(f"harness-{p}" for p in PRECISION_CHOICES if p != INT8),
             *(f"openvino-{p}" for p in (AUTO, *OPENVINO_HINTS)), *TIMM_VARIANTS)  # fmt: skip
 DEFAULT_TIMM = TIMM_VARIANTS[:2]  # float16 autocast is what a GPU user adds; on a CPU it only measures emulation
 REFERENCE = "harness-float32"  # Keras float32 on the harness's pixels: what fidelity is measured against
