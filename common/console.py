@@ -11,11 +11,13 @@ at its end. ``CXR_BENCH_LIBRARY_OUTPUT=terminal`` leaves everything on the termi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from common.files import atomic_write_bytes
@@ -84,6 +86,17 @@ def _prune(folder: Path) -> None:
 def active_log() -> Path | None:
     """This process's library log, where ``library_output_to_log`` made one."""
     return _active
+
+
+@contextlib.contextmanager
+def stdout_to_library_log() -> Iterator[None]:
+    """Python's ``sys.stdout`` into this process's library log while a library that prints runs (NNCF's progress
+    bars, drawn on standard output), where there is a log; else left as it is."""
+    if _active is None:
+        yield
+        return
+    with open(_active, "a", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 def copy_library_log(target: Path) -> Path | None:

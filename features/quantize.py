@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from backbones import BackboneSpec
+from common.console import stdout_to_library_log
 from features.cache import cache_key, content_fingerprint, file_list_fingerprint
 from features.data.dataset import Dataset
 from features.data.images import load_image
@@ -89,5 +90,6 @@ def _quantize(float_ir: Path, out: Path, spec: BackboneSpec, image_size: int, ca
         return spec.preprocess(load_image(root / path, image_size, dicom)[None].astype(np.float32))
 
     images = nncf.Dataset(calibration.paths, item)
-    quantized = nncf.quantize(network, images, subset_size=len(calibration.paths))
+    with stdout_to_library_log():
+        quantized = nncf.quantize(network, images, subset_size=len(calibration.paths))
     ov.save_model(quantized, str(out))

@@ -37,7 +37,7 @@ def compute_key(backbone: str, size: int) -> str:
     return f"{backbone}-{size}px"
 
 
-def _parse_key(key: str) -> tuple[str, int]:
+def parse_compute_key(key: str) -> tuple[str, int]:
     """``("MobileNetV2-0.35", 224)`` from ``"MobileNetV2-0.35-224px"`` (``compute_key`` read back)."""
     backbone, _, size = key.rpartition("-")
     return backbone, int(size.removesuffix("px"))
@@ -143,7 +143,7 @@ class ComputePlan:
         run = cls(Choice.from_json(runtime, "runtime"), Choice.from_json(precision, "precision"))
         own_runtime = runtime.get("backbones", {})
         backbones = tuple(
-            BackboneCompute(*_parse_key(key),
+            BackboneCompute(*parse_compute_key(key),
                             Choice.from_json(own_runtime[key], "runtime") if key in own_runtime else run.runtime,
                             Choice.from_json(mine, "precision"))
             for key, mine in precision.get("backbones", {}).items()

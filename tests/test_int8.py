@@ -192,3 +192,15 @@ def test_the_int8_option_is_in_the_config():
     config = RunConfig(precision="int8", runtime="keras")
     with pytest.raises(ValueError, match="int8 runs in OpenVINO"):
         config.validate()
+
+
+def test_compare_precision_finds_a_run_identical_to_itself(int8_run, capsys):
+    from benchmark.speed import compare_precision
+
+    _, base, _ = int8_run
+    features = compare_precision.feature_rows(base / "results", base / "results", base / "cache")
+    assert [(row["backbone"], row["images"], row["cosine min"]) for row in features] == [(BACKBONE, 60, "1.0000")]
+    heads = compare_precision.head_rows(base / "results", base / "results", resamples=50)
+    assert {row["task"] for row in heads} == {"normal_vs_pneumonia", "bacterial_vs_rest", "viral_vs_rest"}
+    assert all(row["difference [95% paired]"] == "+0.0000 [+0.0000, +0.0000]" for row in heads)
+    assert all(row["inside the reference's interval"] == "yes" and row["same grid point"] == "yes" for row in heads)
