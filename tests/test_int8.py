@@ -204,3 +204,4 @@ def test_compare_precision_finds_a_run_identical_to_itself(int8_run, capsys):
     assert {row["task"] for row in heads} == {"normal_vs_pneumonia", "bacterial_vs_rest", "viral_vs_rest"}
     assert all(row["difference [95% paired]"] == "+0.0000 [+0.0000, +0.0000]" for row in heads)
     assert all(row["inside the reference's interval"] == "yes" and row["same grid point"] == "yes" for row in heads)
+    assert compare_precision.outside_rows(base / "results", base / "results")[-1]["backbone"].startswith("0 of ")

@@ -7,7 +7,9 @@ For each backbone: the cosine per image between the two runs' cached features (e
 mean); for each backbone, kind of head (Keras head, logistic-regression probe) and task: the selected head's test
 AUC in both runs, their paired difference with a percentile bootstrap interval over the same resampled test images
 (``paired_auc_difference``), whether the other run's AUC lies inside the reference's own 95% interval (the
-leaderboard's), and whether validation selected the same grid point. Printed as Markdown tables.
+leaderboard's), and whether validation selected the same grid point; then every leaderboard number (accuracy,
+sensitivity, specificity, precision, F1, AUC) of the other run outside the reference's interval. Printed as Markdown
+tables.
 """
 
 from __future__ import annotations
@@ -66,6 +68,29 @@ def head_rows(reference: Path, other: Path, resamples: int) -> list[dict]:
     return rows
 
 
+def outside_rows(reference: Path, other: Path) -> list[dict]:
+    """Every leaderboard number of the other run outside the reference's own 95% interval (``<metric>_ci_low`` and
+    ``_ci_high``), per backbone, kind and task; and a last row counting how many numbers were compared."""
+    boards = [pd.read_csv(folder / "leaderboard.csv").set_index(["backbone", "kind", "task"]) for folder in
+              (reference, other)]  # fmt: skip
+    metrics = [c.removesuffix("_ci_low") for c in boards[0].columns if c.endswith("_ci_low")]
+    both = boards[0].index.intersection(boards[1].index)
+    rows, compared = [], 0
+    for where in both:
+        for metric in metrics:
+            ref, low, high = (boards[0].loc[where, c] for c in (metric, f"{metric}_ci_low", f"{metric}_ci_high"))
+            value = boards[1].loc[where, metric]
+            if any(pd.isna(v) for v in (ref, low, high, value)):
+                continue
+            compared += 1
+            if not low <= value <= high:
+                rows.append({"backbone": where[0], "kind": where[1], "task": where[2], "metric": metric,
+                             "reference [95%]": f"{ref:.4f} [{low:.4f}, {high:.4f}]", "other": f"{value:.4f}"})
+    rows.append({"backbone": f"{len(rows)} of {compared} numbers outside", "kind": "", "task": "", "metric": "",
+                 "reference [95%]": "", "other": ""})  # fmt: skip
+    return rows
+
+
 def _task_scores(test: pd.DataFrame, head_id: str, positive: tuple[str, ...]) -> tuple[pd.Series, pd.Series]:
     """``(truth, score)`` of one head's test predictions for a task, indexed by image path."""
     rows = test[test["head_id"] == head_id].set_index("path")
@@ -84,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     print(tabulate(feature_rows(args.reference, args.other, args.cache_dir), headers="keys", tablefmt="github"))
     print()
     print(tabulate(head_rows(args.reference, args.other, args.resamples), headers="keys", tablefmt="github"))
+    print()
+    print(tabulate(outside_rows(args.reference, args.other), headers="keys", tablefmt="github"))
     return 0
 
 
