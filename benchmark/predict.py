@@ -119,7 +119,7 @@ class SkippedImage:
     reason: str
 
 
-def _split_model_name(name: str) -> tuple[str, str]:
+def split_model_name(name: str) -> tuple[str, str]:
     """``("MobileNetV2-0.35", "-logreg")`` from ``"MobileNetV2-0.35-logreg"``; the suffix is "" for a plain head."""
     for suffix in MODEL_SUFFIXES:
         if name.lower().endswith(suffix):
@@ -376,7 +376,7 @@ def choose_head(results_dir: Path, backbone: str | None = None, ensemble_allowed
     if backbone is None:
         heads = heads[~heads["backbone"].map(is_finetuned)]  # fine-tuned models only when asked for
     else:
-        base, suffix = _split_model_name(backbone)
+        base, suffix = split_model_name(backbone)
         name = get_backbone(base).name + suffix
         heads = heads[heads["backbone"] == name]
         if heads.empty:
@@ -454,7 +454,7 @@ def load_head_predictor(results_dir: Path, run: RunInfo, row: pd.Series, weights
     features with (an export's graph), rather than as the run did.
 
     Raises ``RunFilesError`` where the weights are not the run's (``run_weights``) or a checkpoint is damaged."""
-    spec = get_backbone(_split_model_name(row["backbone"])[0])
+    spec = get_backbone(split_model_name(row["backbone"])[0])
     size = int(row["image_size"])
     config = RunConfig.from_json(run.config)
     weights, source = run_weights(spec, size, config, row, weights)
@@ -640,7 +640,7 @@ def finetuned_record(folder: Path) -> dict:
 def check_model_files(results_dir: Path, run: RunInfo, row: pd.Series, weights: str | None = None) -> None:
     """Everything ``load_head_predictor`` checks for one leaderboard ``row``, without building anything: the
     weights are the run's and the checkpoints whole. ``RunFilesError`` otherwise (a server checks at start)."""
-    run_weights(get_backbone(_split_model_name(row["backbone"])[0]), int(row["image_size"]),
+    run_weights(get_backbone(split_model_name(row["backbone"])[0]), int(row["image_size"]),
                 RunConfig.from_json(run.config), row, weights)  # fmt: skip
     if is_finetuned(row["backbone"]):
         finetuned_record(RunFolder(results_dir).finetuned(row["head_id"]))

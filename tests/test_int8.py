@@ -205,3 +205,13 @@ def test_compare_precision_finds_a_run_identical_to_itself(int8_run, capsys):
     assert all(row["difference [95% paired]"] == "+0.0000 [+0.0000, +0.0000]" for row in heads)
     assert all(row["inside the reference's interval"] == "yes" and row["same grid point"] == "yes" for row in heads)
     assert compare_precision.outside_rows(base / "results", base / "results")[-1]["backbone"].startswith("0 of ")
+
+
+def test_export_refuses_an_int8_run_in_one_line(int8_run, tmp_path: Path, capsys):
+    from benchmark.export import cli
+
+    _, base, _ = int8_run
+    assert cli.main([str(base / "results"), "--out", str(tmp_path / "out"), "--format", "keras"]) == 2
+    err = capsys.readouterr().err
+    assert "computed in int8" in err and "--precision float32" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from backbones import get_backbone  # noqa: E402
+from backbones import INT8, get_backbone  # noqa: E402
 from benchmark.config import RunConfig  # noqa: E402
 from benchmark.evaluation.verdict import ENSEMBLE  # noqa: E402
 from benchmark.export.artifacts import artifact_bytes, artifact_sha256  # noqa: E402
@@ -49,6 +49,7 @@ from benchmark.predict import (  # noqa: E402
     read_run,
     run_dicom,
     run_folder_problem,
+    split_model_name,
 )
 from benchmark.reporting.model_card import write_model_card  # noqa: E402
 from benchmark.run_folder import LEADERBOARD_CSV, RUN_JSON, RunFolder, RunInfo, is_finetuned, without_finetuned  # noqa: E402
@@ -74,6 +75,20 @@ def export_names(results_dir: Path, models: list[str] | None) -> list[pd.Series]
     if names == [None]:
         return [choose_head(results_dir, ensemble_allowed=False)]
     return [choose_head(results_dir, name) for name in names]
+
+
+def refuse_int8(run: RunInfo, rows: list[pd.Series]) -> None:
+    """``ExportError`` for a model whose features the run computed in int8: its head learnt the quantized network's
+    features, which the exported float32 graph does not reproduce (probabilities up to 0.5 apart on the real weights,
+    docs/performance.md), so no file could pass its parity check."""
+    plan = run.compute_plan()
+    for row in rows:
+        name = str(row["backbone"])
+        backbone = split_model_name(name)[0]
+        if not is_finetuned(name) and plan.for_backbone(backbone, int(row["image_size"])).precision.value == INT8:
+            raise ExportError(f"{name}'s features were computed in int8 (--precision int8): its head learnt the "
+                              "quantized network's features, which an exported float32 graph does not reproduce; "
+                              "export a run in float32 or bfloat16 (the same command with --precision float32)")
 
 
 def _precision(run: RunInfo, predictor: Predictor, model: str) -> str:
@@ -281,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run, formats = _prepare(args)
             rows = export_names(args.results_dir, args.model)
+            refuse_int8(run, rows)
             records = [record for row in rows for record in export_model(args.results_dir, run, row, formats,
                                                                           args.out, args)]  # fmt: skip
     except (ValueError, OSError, KeyError, RuntimeError) as error:

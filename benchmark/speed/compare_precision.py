@@ -45,7 +45,7 @@ def feature_rows(reference: Path, other: Path, cache: Path) -> list[dict]:
 
 def head_rows(reference: Path, other: Path, resamples: int) -> list[dict]:
     """Per backbone, kind and task: both selected heads' test AUC, their paired difference and its interval."""
-    boards = [pd.read_csv(folder / "leaderboard.csv") for folder in (reference, other)]
+    boards = [_internal(pd.read_csv(folder / "leaderboard.csv")) for folder in (reference, other)]
     tests = [pd.read_csv(folder / "predictions.csv").query("split == 'test'") for folder in (reference, other)]
     classes = tuple(json.loads((reference / "run.json").read_text())["classes"])
     rows = []
@@ -71,8 +71,8 @@ def head_rows(reference: Path, other: Path, resamples: int) -> list[dict]:
 def outside_rows(reference: Path, other: Path) -> list[dict]:
     """Every leaderboard number of the other run outside the reference's own 95% interval (``<metric>_ci_low`` and
     ``_ci_high``), per backbone, kind and task; and a last row counting how many numbers were compared."""
-    boards = [pd.read_csv(folder / "leaderboard.csv").set_index(["backbone", "kind", "task"]) for folder in
-              (reference, other)]  # fmt: skip
+    boards = [_internal(pd.read_csv(folder / "leaderboard.csv")).set_index(["backbone", "kind", "task"])
+              for folder in (reference, other)]  # fmt: skip
     metrics = [c.removesuffix("_ci_low") for c in boards[0].columns if c.endswith("_ci_low")]
     both = boards[0].index.intersection(boards[1].index)
     rows, compared = [], 0
@@ -89,6 +89,11 @@ def outside_rows(reference: Path, other: Path) -> list[dict]:
     rows.append({"backbone": f"{len(rows)} of {compared} numbers outside", "kind": "", "task": "", "metric": "",
                  "reference [95%]": "", "other": ""})  # fmt: skip
     return rows
+
+
+def _internal(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard's rows of the run's own test set (an external test set's rows left out)."""
+    return board[board["eval_set"] == "internal"] if "eval_set" in board else board
 
 
 def _task_scores(test: pd.DataFrame, head_id: str, positive: tuple[str, ...]) -> tuple[pd.Series, pd.Series]:
