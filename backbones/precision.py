@@ -191,15 +191,23 @@ def probe_shape(spec, size: int, batch: int = 8) -> tuple[dict, np.ndarray]:
     return arguments, np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=2)
+def probe_backbone(spec, size: int, precision: str) -> keras.Model:
+    """``spec``'s random-weight network at the probe's size (``probe_shape``), in ``precision``.
+
+    Kept for the next check of the same backbone: the precision check builds both types, and the runtime check
+    times one of them in Keras and converts the float32 one for OpenVINO, so each network is built (about 1 to 2 s
+    for ResNet50 on 2 cores, and its first trace as much again) once. ``cache_clear()`` when the choices are made.
+    """
+    arguments, _ = probe_shape(spec, size)
+    with dtype_policy(precision):
+        return spec.constructor(**arguments)
+
+
 def backbone_probe_seconds(spec, size: int) -> dict[str, float]:
     """``precision_seconds`` of ``spec``'s own network (batch 8): what ``auto`` decides by, per backbone."""
-    arguments, pixels = probe_shape(spec, size)
-
-    def build(precision: str) -> keras.Model:
-        with dtype_policy(precision):
-            return spec.constructor(**arguments)
-
-    return precision_seconds(build, pixels)
+    _, pixels = probe_shape(spec, size)
+    return precision_seconds(functools.partial(probe_backbone, spec, size), pixels)
 
 
 def hardware_bf16(cpuinfo: str | None = None, gpu: Callable[[], tuple[bool, str] | None] = gpu_bf16):

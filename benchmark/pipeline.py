@@ -55,7 +55,7 @@ from features.extract import (  # noqa: E402
     resource_problems,
 )
 from features.quantize import calibration_set  # noqa: E402
-from features.runtime import resolve_backbones, resolve_runtime  # noqa: E402
+from features.runtime import resolve_backbones, resolve_runtime, run_work  # noqa: E402
 from features.settings import BackboneCompute, Choice, ComputePlan, DataSettings  # noqa: E402
 
 
@@ -268,7 +268,8 @@ def resolve_compute(config: RunConfig, images: int | None = None, dataset: Datas
     Timed here, in the driver: on a cluster whose workers have other processors, pass the runtime and precision
     (``--runtime``, ``--precision``).
     """
-    runtime = resolve_runtime(config.runtime, config.precision, config.jit_compile, images=images)
+    sizes = [size for _, size in config.extraction_plan()]
+    runtime = resolve_runtime(config.runtime, config.precision, config.jit_compile, work=run_work(images, sizes))
     choice, chosen = resolve_backbones(runtime, config.precision, config.extraction_plan(), config.cache_dir, images)
     print(f"runtime: {runtime.runtime} ({runtime.reason})")
     print(f"precision: {choice.precision} ({choice.reason})")

@@ -26,14 +26,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from backbones import AUTO, INT8, BackboneSpec, PrecisionChoice, dtype_policy, get_backbone, resolve_precision
+from backbones import AUTO, INT8, BackboneSpec, PrecisionChoice, get_backbone, resolve_precision
 from backbones.precision import (
     MIN_SPEEDUP,
     alternating_best,
     backbone_probe_seconds,
+    gpu_bf16,
     gpu_capability,
     keras_call,
     keras_probe_pair,
+    native_bf16,
+    probe_backbone,
     probe_batch,
     probe_model,
     probe_shape,
@@ -62,10 +65,15 @@ NNCF_INSTALL_HINT = "pip install 'cxr-bench[int8]' (or pip install nncf)"
 OPENVINO_BACKENDS = ("tensorflow",)
 # Beside an IR's model.xml and model.bin, written last: their SHA-256, sealed.
 IR_MANIFEST = "manifest.json"
-# Below this many images a run's extraction is too short for any measured choice to repay its measurement (a
-# conversion of 3 to 15 s and about 200 timed forwards per backbone, against at most a ~70% shorter extraction):
-# ``auto`` then takes Keras in float32, unmeasured.
-SMALL_RUN_IMAGES = 512
+# How much a backbone extracts, in images at 224 px (``extraction_work``), decides how ``auto`` chooses. Below
+# KERAS_BELOW OpenVINO's conversion (3 to 15 s a backbone) cannot repay itself: Keras in float32, unmeasured. Below
+# MEASURE_FROM a measurement (10 to 25 s a backbone on 2 cores: networks built in both types and runtimes, a
+# conversion, about 200 timed forwards) would cost more than a tenth of the extraction it decides: the prior,
+# unmeasured, which is what every measurement so far chose (OpenVINO, in bfloat16 where the CPU computes it
+# natively; docs/performance.md). From MEASURE_FROM (the whole Kermany set at 224 px is 5,856) each backbone is
+# measured, and remembered per cache folder and machine-wide.
+KERAS_BELOW = 200
+MEASURE_FROM = 4000
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
@@ -107,7 +115,7 @@ def resolve_runtime(
     installed: Callable[[], bool] = openvino_installed,
     gpu: Callable[[], object] = gpu_capability,
     backend: Callable[[], str] = keras.backend.backend,
-    images: int | None = None,
+    work: float | None = None,
 ) -> RuntimeChoice:
     """The run's runtime for ``requested`` (``auto``, ``keras`` or ``openvino``), and the reason.
 
@@ -115,8 +123,8 @@ def resolve_runtime(
     then keeps it only where it is measurably faster there than Keras (``resolve_backbone_runtime``). Keras
     under a Keras backend other than TensorFlow (``backend_problem``), where a GPU is there (OpenVINO's plugin
     here is the CPU's), where ``precision`` or ``jit_compile`` asks for what only Keras does (float16, XLA), or
-    where OpenVINO is not installed, or where the run extracts too few ``images`` for OpenVINO to repay its
-    conversion and measurement (``too_few_images``).
+    where OpenVINO is not installed, or where the run's largest extraction, ``work`` (``run_work``), is too small for
+    OpenVINO's conversion to repay itself (``too_little_work``).
     """
     if requested != AUTO:
         return RuntimeChoice(requested, requested, f"--runtime {requested} was asked for")
@@ -137,10 +145,11 @@ def resolve_runtime(
         return RuntimeChoice(AUTO, "keras", "--jit-compile asks Keras for XLA")
     if not installed():
         return RuntimeChoice(AUTO, "keras", f"OpenVINO, the faster CPU runtime, is not installed ({INSTALL_HINT})")
-    if small := too_few_images(images):
+    if small := too_little_work(work):
         return RuntimeChoice(AUTO, "keras", small)
     return RuntimeChoice(AUTO, "openvino", "the backbones run on the CPU and OpenVINO, an inference runtime for "
-                         f"CPUs, is installed; a backbone keeps it where {MIN_SPEEDUP}x faster than Keras")  # fmt: skip
+                         f"CPUs, is installed; from {MEASURE_FROM} images at 224 px a backbone keeps it where measured "
+                         f"{MIN_SPEEDUP}x faster than Keras")  # fmt: skip
 
 
 def openvino_module():
@@ -328,27 +337,62 @@ def probe_seconds(runtime: str, precision: str) -> float:
     return (keras_probe_pair() if runtime == "keras" else openvino_probe_pair())[precision]
 
 
-def too_few_images(images: int | None) -> str | None:
-    """Why ``auto`` measures nothing for a run that extracts ``images`` images (fewer than ``SMALL_RUN_IMAGES``), or
-    None where a measured choice may pay (or the count is not known)."""
-    if images is None or images >= SMALL_RUN_IMAGES:
+def extraction_work(images: int | None, size: int) -> float | None:
+    """``images`` images at ``size`` px as images at 224 px (the work grows with the pixels); None where unknown."""
+    return None if images is None else images * (size / 224) ** 2
+
+
+def run_work(images: int | None, sizes) -> float | None:
+    """The largest ``extraction_work`` of a run that extracts ``images`` images at each of ``sizes``."""
+    return None if images is None else max((extraction_work(images, size) for size in sizes), default=0.0)
+
+
+def too_little_work(work: float | None) -> str | None:
+    """Why ``auto`` takes Keras in float32 unmeasured for an extraction of ``work`` (below ``KERAS_BELOW``), or None
+    (also where the work is not known)."""
+    if work is None or work >= KERAS_BELOW:
         return None
-    return (f"the run extracts {images} images, too few for a measured choice to repay its measurement (below "
-            f"{SMALL_RUN_IMAGES} images auto takes Keras in float32 without one)")  # fmt: skip
+    return (f"the extraction is the work of {work:.0f} images at 224 px, too little for OpenVINO's conversion or a "
+            f"measured choice to repay itself (below {KERAS_BELOW}, auto takes Keras in float32 "
+            "unmeasured)")  # fmt: skip
+
+
+def unmeasured(work: float | None) -> str | None:
+    """Why ``auto`` takes its prior unmeasured for an extraction of ``work`` (below ``MEASURE_FROM``), or None where it
+    measures (also where the work is not known)."""
+    if work is None or work >= MEASURE_FROM:
+        return None
+    return (f"the extraction is the work of {work:.0f} images at 224 px, too little for a measurement (10 to 25 s a "
+            f"backbone) to repay itself (below {MEASURE_FROM}, auto chooses unmeasured)")  # fmt: skip
+
+
+def prior_precision(runtime: str, why: str, cpuinfo: str | None = None, gpu=gpu_bf16) -> PrecisionChoice:
+    """``auto``'s precision unmeasured: OpenVINO in bfloat16 where the CPU computes it natively (1.6x to 2.0x its
+    float32 on every backbone measured there), Keras in bfloat16 on a GPU that computes it natively, else float32
+    (Keras' bfloat16 on a CPU pays only on some networks: docs/performance.md)."""
+    if runtime == "openvino":
+        native, hardware = native_bf16(read_cpuinfo() if cpuinfo is None else cpuinfo)
+    else:
+        on_gpu = gpu()
+        native, hardware = on_gpu if on_gpu is not None else (False, "Keras on the CPU")
+    return PrecisionChoice(AUTO, "bfloat16" if native else "float32", f"{why}; {hardware}")
 
 
 def resolve_run_precision(
-    requested: str, runtime: str, cache_dir: str | Path | None = None, images: int | None = None
+    requested: str, runtime: str, cache_dir: str | Path | None = None, work: float | None = None
 ) -> PrecisionChoice:
-    """``resolve_precision`` with the probe timed in the runtime the backbone will run in; float32 unmeasured for
-    ``auto`` where the run extracts too few ``images`` (``too_few_images``).
+    """``resolve_precision`` with the probe timed in the runtime the backbone will run in; for ``auto``, float32
+    unmeasured where the run's ``work`` is too little for OpenVINO (``too_little_work``), the prior unmeasured where
+    too little for a measurement (``unmeasured``, ``prior_precision``).
 
     With ``cache_dir``, ``auto``'s measured choice is remembered there (``precision.json``) per processor,
     runtime and versions, and reused: a timing near the threshold must not flip the precision between runs,
     or every rerun would miss the feature cache and move the leaderboard by the bfloat16 rounding.
     """
-    if requested == AUTO and (small := too_few_images(images)):
+    if requested == AUTO and (small := too_little_work(work)):
         return PrecisionChoice(AUTO, "float32", small)
+    if requested == AUTO and (why := unmeasured(work)):
+        return prior_precision(runtime, why)
     measure = functools.partial(resolve_precision, requested, seconds=functools.partial(probe_seconds, runtime))
     if requested != AUTO or cache_dir is None:
         return measure()
@@ -415,18 +459,38 @@ def resolve_backbones(
 
     With ``--runtime auto`` resolved to OpenVINO, both runtimes are candidates: each gets its precision (the
     run's probe, then the backbone's own check), and ``resolve_backbone_runtime`` picks between them. ``images``,
-    how many the run extracts, spares the measurements where they cannot pay (``too_few_images``).
+    how many the run extracts, spares the measurements where they cannot pay: each backbone's work
+    (``extraction_work``) below ``MEASURE_FROM`` takes ``auto``'s choice unmeasured (``unmeasured_choice``).
     """
     both = runtime.requested == AUTO and runtime.runtime == "openvino" and precision != INT8
     candidates = ("keras", "openvino") if both else (runtime.runtime,)
-    run_precision = {name: resolve_run_precision(precision, name, cache_dir, images) for name in candidates}
+    work = run_work(images, [size for _, size in plan])
+    run_precision = {name: resolve_run_precision(precision, name, cache_dir, work) for name in candidates}
     chosen = {}
     for spec, size in plan:
+        mine = extraction_work(images, size)
+        if too_little_work(mine) or unmeasured(mine):
+            chosen[(spec.name, size)] = unmeasured_choice(runtime, precision, mine, cache_dir, both)
+            continue
         own = {name: resolve_backbone_precision(spec, size, run_precision[name], name, cache_dir)
                for name in candidates}  # fmt: skip
-        mine = runtime if len(candidates) == 1 else resolve_backbone_runtime(spec, size, own, cache_dir)
-        chosen[(spec.name, size)] = (mine, own[mine.runtime])
+        where = runtime if len(candidates) == 1 else resolve_backbone_runtime(spec, size, own, cache_dir)
+        chosen[(spec.name, size)] = (where, own[where.runtime])
+        probe_backbone.cache_clear()  # this backbone's probe networks: not needed by the next one
     return run_precision[runtime.runtime], chosen
+
+
+def unmeasured_choice(runtime: RuntimeChoice, precision: str, work: float, cache_dir: str | Path,
+                      both: bool) -> tuple[RuntimeChoice, PrecisionChoice]:  # fmt: skip
+    """A backbone's ``(runtime, precision)`` where its ``work`` is too little for a measurement: with both runtimes
+    candidates, Keras below ``KERAS_BELOW`` and OpenVINO above (faster than Keras, or as fast, on every backbone
+    measured: docs/performance.md); the precision unmeasured too where ``auto`` (``resolve_run_precision``)."""
+    if not both:
+        return runtime, resolve_run_precision(precision, runtime.runtime, cache_dir, work)
+    small = too_little_work(work)
+    where = RuntimeChoice(AUTO, "keras", small) if small else RuntimeChoice(
+        AUTO, "openvino", f"{unmeasured(work)}; OpenVINO ran faster than Keras, or as fast, on every backbone measured")
+    return where, resolve_run_precision(precision, where.runtime, cache_dir, work)
 
 
 def _backbone_seconds(name: str, size: int, precision: str) -> float:
@@ -445,11 +509,10 @@ def _runtime_seconds(name: str, size: int, keras_precision: str, openvino_precis
     """Seconds of one forward of ``name``'s random-weight network in OpenVINO and in Keras, each in its precision
     (both built first, then ``alternating_best``), measured once per process."""
     spec = get_backbone(name)
-    arguments, pixels = probe_shape(spec, size)
-    with dtype_policy(keras_precision):
-        model = spec.constructor(**arguments)
+    _, pixels = probe_shape(spec, size)
+    model = probe_backbone(spec, size, keras_precision)  # built (and traced) by the precision check where it ran
     with tempfile.TemporaryDirectory() as temp:
-        ir_file = export_openvino(spec.constructor(**arguments), Path(temp) / "probe" / "model.xml")
+        ir_file = export_openvino(probe_backbone(spec, size, "float32"), Path(temp) / "probe" / "model.xml")
         forward = openvino_forward(ir_file, pixels.shape, openvino_precision)
     best = alternating_best({"openvino": lambda: forward(pixels), "keras": keras_call(model, pixels)})
     return best["openvino"], best["keras"]

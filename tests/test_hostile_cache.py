@@ -60,7 +60,8 @@ def _fixed_probe(monkeypatch) -> None:
     monkeypatch.setattr(runtime_module, "probe_seconds", lambda runtime, precision: 1.0)
     monkeypatch.setenv("CXR_BENCH_HOME", "off")  # and no choice of another test's timings from the session's memo
     # and auto measures even a run this small, so the cache holds a precision.json to damage.
-    monkeypatch.setattr(runtime_module, "SMALL_RUN_IMAGES", 0)
+    monkeypatch.setattr(runtime_module, "KERAS_BELOW", 0)
+    monkeypatch.setattr(runtime_module, "MEASURE_FROM", 0)
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ def test_int8_without_nncf_fails_in_one_line_naming_the_install(monkeypatch):
 
 
 def test_auto_runtime_takes_openvino_for_int8_whatever_the_run_size():
-    choice = runtime.resolve_runtime("auto", "int8", images=10, gpu=lambda: None, installed=lambda: True,
+    choice = runtime.resolve_runtime("auto", "int8", work=10, gpu=lambda: None, installed=lambda: True,
                                      backend=lambda: "tensorflow")  # fmt: skip
     assert choice.runtime == "openvino" and "int8" in choice.reason
 

@@ -18,7 +18,7 @@ from benchmark.speed.bench_extract import cosine_rows
 from features.cache import cache_key
 from features.data.dataset import scan_dataset
 from features.extract import extract_features, feature_key_parts
-from features.runtime import INSTALL_HINT, resolve_runtime, too_few_images
+from features.runtime import INSTALL_HINT, extraction_work, resolve_runtime, too_little_work
 from features.settings import ExtractSettings
 
 # Abridged /proc/cpuinfo texts of the machines this project met: the flags that matter, and a few that do not.
@@ -84,12 +84,12 @@ def test_run_json_the_report_and_the_cache_hold_the_resolved_precision(small_run
     choice = run["precision"]
     assert run["config"]["precision"] == "auto" and choice["requested"] == "auto"
     assert choice["precision"] in ("float32", "bfloat16") and choice["reason"]
-    # The default runtime is auto; a run of 60 images is too small for a measurement to pay: Keras, float32, and
+    # The default runtime is auto; 60 images at 32 px are too little work for OpenVINO to pay: Keras, float32, and
     # nothing measured or remembered (test_auto_runtime_keeps_openvino_only_on_the_backbones_where_it_pays: larger).
     runtime = run["runtime"]
     assert run["config"]["runtime"] == runtime["requested"] == "auto"
     assert runtime["runtime"] == "keras" and choice["precision"] == "float32"
-    assert runtime["reason"] == choice["reason"] == too_few_images(60)
+    assert runtime["reason"] == choice["reason"] == too_little_work(extraction_work(60, 32))
     assert not (small_run.cache / "precision.json").exists()
     # The backbone's own check chose its runtime (OpenVINO only where it paid); its features were computed there.
     where = runtime["backbones"]["MobileNetV2-32px"]
@@ -376,18 +376,51 @@ def test_a_run_too_small_for_a_measurement_to_pay_takes_keras_float32_unmeasured
 
     calls = []
     _counting_precision(monkeypatch, calls)
-    few = runtime.SMALL_RUN_IMAGES - 1
-    choice = resolve_runtime("auto", images=few, **ON_THE_CPU)
-    assert choice.runtime == "keras" and choice.reason.startswith(f"the run extracts {few} images, too few")
-    assert resolve_runtime("auto", images=runtime.SMALL_RUN_IMAGES, **ON_THE_CPU).runtime == "openvino"
-    assert resolve_runtime("openvino", images=few, **ON_THE_CPU).runtime == "openvino"  # asked for: kept
-    small = runtime.resolve_run_precision("auto", "keras", tmp_path, images=few)
-    assert small.precision == "float32" and "too few" in small.reason and calls == []
+    few = runtime.KERAS_BELOW - 1
+    choice = resolve_runtime("auto", work=few, **ON_THE_CPU)
+    assert choice.runtime == "keras" and choice.reason.startswith(f"the extraction is the work of {few} images")
+    assert resolve_runtime("auto", work=runtime.KERAS_BELOW, **ON_THE_CPU).runtime == "openvino"
+    assert resolve_runtime("openvino", work=few, **ON_THE_CPU).runtime == "openvino"  # asked for: kept
+    small = runtime.resolve_run_precision("auto", "keras", tmp_path, work=few)
+    assert small.precision == "float32" and "too little" in small.reason and calls == []
+    prior = runtime.resolve_run_precision("auto", "openvino", tmp_path, work=runtime.MEASURE_FROM - 1)
+    assert "unmeasured" in prior.reason and calls == []
     assert not (tmp_path / "precision.json").exists()  # nothing measured, nothing remembered
-    runtime.resolve_run_precision("auto", "keras", tmp_path, images=runtime.SMALL_RUN_IMAGES)
-    assert runtime.resolve_run_precision("bfloat16", "keras", tmp_path, images=few).precision == "bfloat16"
+    runtime.resolve_run_precision("auto", "keras", tmp_path, work=runtime.MEASURE_FROM)
+    assert runtime.resolve_run_precision("bfloat16", "keras", tmp_path, work=few).precision == "bfloat16"
     assert calls == ["auto", "bfloat16"]
 
+
+@pytest.mark.parametrize(("cpuinfo", "gpu", "runtime_name", "expected"), [
+    ("flags\t: avx2 fma", lambda: None, "openvino", "float32"),
+    ("flags\t: avx2 avx512_bf16 amx_bf16", lambda: None, "openvino", "bfloat16"),
+    ("flags\t: avx2 avx512_bf16 amx_bf16", lambda: None, "keras", "float32"),  # Keras' CPU bfloat16: per network
+    ("flags\t: avx2", lambda: (True, "the GPU computes bfloat16 natively"), "keras", "bfloat16"),
+])  # fmt: skip
+def test_the_unmeasured_precision_is_bfloat16_only_where_it_always_paid(cpuinfo, gpu, runtime_name, expected):
+    import features.runtime as runtime
+
+    choice = runtime.prior_precision(runtime_name, "why", cpuinfo=cpuinfo, gpu=gpu)
+    assert choice.requested == "auto" and choice.precision == expected and choice.reason.startswith("why; ")
+
+
+def test_a_middle_sized_run_takes_openvino_unmeasured_and_a_tiny_one_keras(tmp_path, monkeypatch, own_machine_memo):
+    import features.runtime as runtime
+
+    def measured(*args):
+        raise AssertionError("measured")
+
+    for name in ("_runtime_seconds", "_precision_seconds", "keras_probe_pair", "openvino_probe_pair"):
+        monkeypatch.setattr(runtime, name, measured)
+    spec = get_backbone("ResNet50")
+    both = runtime.RuntimeChoice("auto", "openvino", "both")
+    plan = [(spec, 224), (spec, 32)]
+    _, chosen = runtime.resolve_backbones(both, "auto", plan, tmp_path, images=900)
+    middle, tiny = chosen[("ResNet50", 224)], chosen[("ResNet50", 32)]
+    assert middle[0].runtime == "openvino" and "900 images at 224 px" in middle[0].reason
+    assert middle[1].precision in ("float32", "bfloat16") and "unmeasured" in middle[1].reason
+    assert tiny[0].runtime == "keras" and tiny[1].precision == "float32" and "too little" in tiny[0].reason
+    assert not (tmp_path / "precision.json").exists()
 
 
 @pytest.mark.slow
@@ -397,7 +430,7 @@ def test_a_run_large_enough_measures_openvino_against_keras_on_its_backbone(tmp_
     from benchmark.pipeline import resolve_compute
 
     config = RunConfig(backbones=("MobileNetV2",), image_size=(32,), weights="none", cache_dir=str(tmp_path))
-    plan = resolve_compute(config, images=runtime.SMALL_RUN_IMAGES)
+    plan = resolve_compute(config, images=int(runtime.MEASURE_FROM * (224 / 32) ** 2) + 1)
     assert plan.runtime.value == "openvino" and plan.runtime.requested == "auto"
     (one,) = plan.backbones
     assert one.runtime.value in ("openvino", "keras") and one.runtime.requested == "auto"

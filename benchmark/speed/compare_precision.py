@@ -23,6 +23,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from benchmark.evaluation.metrics import binary_tasks, paired_auc_difference
+from benchmark.run_folder import LEADERBOARD_CSV, PREDICTIONS_CSV, RUN_JSON
 from features.cache import FeatureCache
 from features.settings import parse_compute_key
 
@@ -31,7 +32,7 @@ GRID_POINT = ["lr", "dropout", "l2", "lr_schedule"]
 
 def feature_rows(reference: Path, other: Path, cache: Path) -> list[dict]:
     """Per backbone and size, the cosine per image between the two runs' cached features."""
-    runs = [json.loads((folder / "run.json").read_text()) for folder in (reference, other)]
+    runs = [json.loads((folder / RUN_JSON).read_text()) for folder in (reference, other)]
     features = FeatureCache(cache)
     rows = []
     for name in runs[0]["extraction"]:
@@ -45,9 +46,9 @@ def feature_rows(reference: Path, other: Path, cache: Path) -> list[dict]:
 
 def head_rows(reference: Path, other: Path, resamples: int) -> list[dict]:
     """Per backbone, kind and task: both selected heads' test AUC, their paired difference and its interval."""
-    boards = [_internal(pd.read_csv(folder / "leaderboard.csv")) for folder in (reference, other)]
-    tests = [pd.read_csv(folder / "predictions.csv").query("split == 'test'") for folder in (reference, other)]
-    classes = tuple(json.loads((reference / "run.json").read_text())["classes"])
+    boards = [_internal(pd.read_csv(folder / LEADERBOARD_CSV)) for folder in (reference, other)]
+    tests = [pd.read_csv(folder / PREDICTIONS_CSV).query("split == 'test'") for folder in (reference, other)]
+    classes = tuple(json.loads((reference / RUN_JSON).read_text())["classes"])
     rows = []
     for (backbone, kind, task), mine in boards[0].groupby(["backbone", "kind", "task"], sort=False):
         theirs = boards[1].query("backbone == @backbone and kind == @kind and task == @task")
@@ -71,7 +72,7 @@ def head_rows(reference: Path, other: Path, resamples: int) -> list[dict]:
 def outside_rows(reference: Path, other: Path) -> list[dict]:
     """Every leaderboard number of the other run outside the reference's own 95% interval (``<metric>_ci_low`` and
     ``_ci_high``), per backbone, kind and task; and a last row counting how many numbers were compared."""
-    boards = [_internal(pd.read_csv(folder / "leaderboard.csv")).set_index(["backbone", "kind", "task"])
+    boards = [_internal(pd.read_csv(folder / LEADERBOARD_CSV)).set_index(["backbone", "kind", "task"])
               for folder in (reference, other)]  # fmt: skip
     metrics = [c.removesuffix("_ci_low") for c in boards[0].columns if c.endswith("_ci_low")]
     both = boards[0].index.intersection(boards[1].index)
