@@ -67,7 +67,7 @@ OPENVINO_BACKENDS = ("tensorflow",)
 IR_MANIFEST = "manifest.json"
 # How much a backbone extracts, in images at 224 px (``extraction_work``), decides how ``auto`` chooses. Below
 # KERAS_BELOW OpenVINO's conversion (3 to 15 s a backbone) cannot repay itself: Keras in float32, unmeasured. Below
-# MEASURE_FROM a measurement (10 to 25 s a backbone on 2 cores: networks built in both types and runtimes, a
+# MEASURE_FROM a measurement (20 to 40 s a backbone on 2 cores: networks built in both types and runtimes, a
 # conversion, about 200 timed forwards) would cost more than a tenth of the extraction it decides: the prior,
 # unmeasured, which is what every measurement so far chose (OpenVINO, in bfloat16 where the CPU computes it
 # natively; docs/performance.md). From MEASURE_FROM (the whole Kermany set at 224 px is 5,856) each backbone is
@@ -362,7 +362,7 @@ def unmeasured(work: float | None) -> str | None:
     measures (also where the work is not known)."""
     if work is None or work >= MEASURE_FROM:
         return None
-    return (f"the extraction is the work of {work:.0f} images at 224 px, too little for a measurement (10 to 25 s a "
+    return (f"the extraction is the work of {work:.0f} images at 224 px, too little for a measurement (20 to 40 s a "
             f"backbone) to repay itself (below {MEASURE_FROM}, auto chooses unmeasured)")  # fmt: skip
 
 
