@@ -40,7 +40,7 @@ from features.data.dicom import dicom_identity
 from features.data.images import DECODE_VERSION, load_image
 from features.pixels import PixelCache, PixelReader
 from features.quantize import int8_ir, int8_key_parts
-from features.runtime import Forward, build_forward, runtime_identity
+from features.runtime import Forward, build_forward, openvino_root, runtime_identity
 from features.settings import Calibration, DicomSettings, ExtractSettings, compute_key
 
 
@@ -322,11 +322,12 @@ def padded_forward(forward: Forward, preprocess, uint8: np.ndarray, batch_size: 
 
 
 def openvino_ir_file(cache_root: Path, spec: BackboneSpec, source: WeightsSource, image_size: int) -> Path:
-    """Where the OpenVINO IR of this backbone, weights and size is kept under the feature cache ``cache_root``."""
+    """Where the OpenVINO IR of this backbone, weights and size is kept: machine-wide, or under the feature cache
+    ``cache_root`` (``openvino_root``). Its key names the weights by their SHA-256 (a file) or seed (random)."""
     model_parts = {"backbone": spec.name, "weights": source.identity, "image_size": image_size, "pooling": "avg",
                    "keras": keras.__version__, "backend": keras.backend.backend(),
                    "runtime": runtime_identity("openvino")}  # fmt: skip
-    return Path(cache_root) / "openvino" / spec.name / cache_key(model_parts) / "model.xml"
+    return openvino_root(cache_root) / spec.name / cache_key(model_parts) / "model.xml"
 
 
 def _available_memory() -> int:

@@ -236,6 +236,22 @@ def write_ir(ir_file: Path, write: Callable[[Path], object], kind: str = "openvi
     return ir_file
 
 
+def openvino_root(cache_root: str | Path) -> Path:
+    """The folder converted backbones are kept in: ``$CXR_BENCH_HOME/openvino`` (``common.console.cxr_bench_home``),
+    shared by every ``--cache-dir`` of this user on this machine, so a new cache folder converts nothing already
+    converted (3 to 16 s a backbone); ``cache_root/openvino`` where ``CXR_BENCH_HOME`` is ``off`` or cannot be
+    written. Each IR is checked against its manifest before every compile wherever it lies (``kept_ir``)."""
+    home = cxr_bench_home()
+    if home is not None:
+        try:
+            (home / "openvino").mkdir(parents=True, exist_ok=True)
+            if os.access(home / "openvino", os.W_OK):
+                return home / "openvino"
+        except OSError:
+            pass
+    return Path(cache_root) / "openvino"
+
+
 def ir_damage(ir_file: Path) -> str | None:
     """What is wrong with the IR kept at ``ir_file``, in words, or None when it matches its manifest.
 

@@ -103,7 +103,8 @@ INT8 = ("--backbones", BACKBONE, "--runtime", "auto", "--precision", "int8", "--
 
 @pytest.fixture(scope="module")
 def int8_run(tmp_path_factory):
-    """A small int8 run (VGG16 at 32 px, random weights) with an external test set; its stdout."""
+    """A small int8 run (VGG16 at 32 px, random weights) with an external test set; its stdout. The module's tests
+    keep their converted and quantized models in a machine-wide folder of their own (``base/home/openvino``)."""
     base = tmp_path_factory.mktemp("int8")
     root = make_kermany(base / "data", {"train": 12, "val": 2, "test": 6})
     other = make_kermany(base / "other", {"test": 3}, seed=5)
@@ -111,10 +112,12 @@ def int8_run(tmp_path_factory):
     import io
 
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = run_small_benchmark(root, base, *INT8, "--external-test", str(other))
-    assert code == 0, out.getvalue()
-    return root, base, out.getvalue()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("CXR_BENCH_HOME", str(base / "home"))
+        with contextlib.redirect_stdout(out):
+            code = run_small_benchmark(root, base, *INT8, "--external-test", str(other))
+        assert code == 0, out.getvalue()
+        yield root, base, out.getvalue()
 
 
 def test_an_int8_run_calibrates_once_on_train_images_and_records_them(int8_run):
@@ -129,7 +132,7 @@ def test_an_int8_run_calibrates_once_on_train_images_and_records_them(int8_run):
     assert len(calibration.paths) == 20 and set(calibration.paths) <= train and not tested & set(calibration.paths)
     # Quantized once: the external test set's extraction reuses the model calibrated on the run's train split.
     assert stdout.count("int8 calibration on 20 training images") == 1
-    int8_folders = [p for p in (base / "cache" / "openvino" / BACKBONE).iterdir() if "-int8-" in p.name]
+    int8_folders = [p for p in (base / "home" / "openvino" / BACKBONE).iterdir() if "-int8-" in p.name]
     assert len(int8_folders) == 1 and (int8_folders[0] / "manifest.json").is_file()
 
 
@@ -152,7 +155,8 @@ def _features(cache: Path) -> np.ndarray:
     return np.asarray(entries[-1])
 
 
-def test_a_rerun_reads_its_int8_features_and_a_damaged_int8_model_is_quantized_again(int8_run, tmp_path, capsys):
+def test_a_rerun_reads_its_int8_features_and_a_damaged_int8_model_is_quantized_again(int8_run, tmp_path, capsys,
+                                                                                     monkeypatch):  # fmt: skip
     root, base, _ = int8_run
     import shutil
 
@@ -160,8 +164,10 @@ def test_a_rerun_reads_its_int8_features_and_a_damaged_int8_model_is_quantized_a
     assert run_small_benchmark(root, tmp_path, *INT8) == 0
     out = capsys.readouterr().out
     assert "int8 calibration" not in out and "from cache" in out
-    # Damage the kept int8 model; new external images need it again.
-    folder = next(p for p in (tmp_path / "cache" / "openvino" / BACKBONE).iterdir() if "-int8-" in p.name)
+    # Damage the kept int8 model (in a home of this test's own); new external images need it again.
+    shutil.copytree(base / "home" / "openvino", tmp_path / "home" / "openvino")
+    monkeypatch.setenv("CXR_BENCH_HOME", str(tmp_path / "home"))
+    folder = next(p for p in (tmp_path / "home" / "openvino" / BACKBONE).iterdir() if "-int8-" in p.name)
     weights = folder / "model.bin"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
