@@ -66,7 +66,7 @@ OPENVINO_BACKENDS = ("tensorflow",)
 # Beside an IR's model.xml and model.bin, written last: their SHA-256, sealed.
 IR_MANIFEST = "manifest.json"
 # How much a backbone extracts, in images at 224 px (``extraction_work``), decides how ``auto`` chooses. Below
-# KERAS_BELOW OpenVINO's conversion (3 to 15 s a backbone) cannot repay itself: Keras in float32, unmeasured. Below
+# KERAS_BELOW OpenVINO's conversion (3 to 16 s a backbone) cannot repay itself: Keras in float32, unmeasured. Below
 # MEASURE_FROM a measurement (20 to 40 s a backbone on 2 cores: networks built in both types and runtimes, a
 # conversion, about 200 timed forwards) would cost more than a tenth of the extraction it decides: the prior,
 # unmeasured, which is what every measurement so far chose (OpenVINO, in bfloat16 where the CPU computes it
@@ -447,7 +447,7 @@ def resolve_backbone_runtime(
 
     Keras is the baseline (it is what a GPU, fine-tuning and the heatmaps run), so OpenVINO must clearly pay:
     VGG16, already at the arithmetic ceiling in Keras, stays there (docs/performance.md). Random weights,
-    batch 8, at most the default size; the conversion takes 3 to 15 s; remembered as the precisions are.
+    batch 8, at most the default size; the conversion takes 3 to 16 s; remembered as the precisions are.
     """
     keras_in, openvino_in = precisions["keras"].precision, precisions["openvino"].precision
 
