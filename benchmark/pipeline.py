@@ -54,7 +54,7 @@ from features.extract import (  # noqa: E402
     forward_passes,
     resource_problems,
 )
-from features.quantize import calibration_set  # noqa: E402
+from features.quantize import calibration_set, unmeasured_fidelity  # noqa: E402
 from features.runtime import resolve_backbones, resolve_runtime, run_work  # noqa: E402
 from features.settings import BackboneCompute, Choice, ComputePlan, DataSettings  # noqa: E402
 
@@ -285,6 +285,8 @@ def resolve_compute(config: RunConfig, images: int | None = None, dataset: Datas
         calibration = calibration_set(dataset, config.int8_calibration, config.seed)
         print(f"int8: calibrated on {len(calibration.paths)} images of the train split (seed {config.seed}), the same "
               "for every backbone and the external test set")  # fmt: skip
+        if note := unmeasured_fidelity(one.backbone for one in plan.backbones if one.precision.value == INT8):
+            print(note)
         plan = replace(plan, calibration=calibration)
     return plan
 

@@ -27,6 +27,18 @@ from features.settings import Calibration, DicomSettings
 
 # NNCF's own default subset size: more images move the ranges little (bench_int8), fewer leave rare activations out.
 CALIBRATION_IMAGES = 300
+# The backbones whose int8 fidelity was measured on real ImageNet weights over the whole Kermany set
+# (docs/performance.md): every selected head's AUC inside float32's interval, some threshold numbers outside.
+FIDELITY_MEASURED = ("MobileNetV2", "MobileNetV2-0.35")
+
+
+def unmeasured_fidelity(backbones) -> str | None:
+    """A note naming the int8 ``backbones`` whose fidelity was never measured on real weights, or None."""
+    others = [name for name in dict.fromkeys(backbones) if name not in FIDELITY_MEASURED]
+    if not others:
+        return None
+    return (f"note: int8's fidelity on real weights was measured for {' and '.join(FIDELITY_MEASURED)} only, not "
+            f"for {', '.join(others)}: compare with a float32 run (python -m benchmark.speed.compare_precision)")
 
 
 def calibration_set(dataset: Dataset, images: int = CALIBRATION_IMAGES, seed: int = 0) -> Calibration:

@@ -130,6 +130,7 @@ def test_an_int8_run_calibrates_once_on_train_images_and_records_them(int8_run):
     tested = set(pd.read_csv(base / "results" / "predictions.csv").query("split == 'test'")["path"])
     train = {record.path for record in _dataset(root).records if record.split == "train"}  # the run's own carving
     assert len(calibration.paths) == 20 and set(calibration.paths) <= train and not tested & set(calibration.paths)
+    assert f"not for {BACKBONE}: compare with a float32 run" in stdout  # no real-weights fidelity on record
     # Quantized once: the external test set's extraction reuses the model calibrated on the run's train split.
     assert stdout.count("int8 calibration on 20 training images") == 1
     int8_folders = [p for p in (base / "home" / "openvino" / BACKBONE).iterdir() if "-int8-" in p.name]
@@ -221,3 +222,11 @@ def test_export_refuses_an_int8_run_in_one_line(int8_run, tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert "computed in int8" in err and "--precision float32" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_int8_names_the_backbones_without_real_weights_fidelity():
+    from features.quantize import unmeasured_fidelity
+
+    assert unmeasured_fidelity(["MobileNetV2", "MobileNetV2-0.35"]) is None
+    note = unmeasured_fidelity(["MobileNetV2", "ResNet50", "ResNet50"])
+    assert note.startswith("note: ") and note.endswith("compare_precision)") and "not for ResNet50:" in note
