@@ -120,6 +120,7 @@ def int8_run(tmp_path_factory):
         yield root, base, out.getvalue()
 
 
+@pytest.mark.slow  # a small int8 run (VGG16, 32 px) shared by the module
 def test_an_int8_run_calibrates_once_on_train_images_and_records_them(int8_run):
     root, base, stdout = int8_run
     run = json.loads((base / "results" / "run.json").read_text())
@@ -137,6 +138,7 @@ def test_an_int8_run_calibrates_once_on_train_images_and_records_them(int8_run):
     assert len(int8_folders) == 1 and (int8_folders[0] / "manifest.json").is_file()
 
 
+@pytest.mark.slow
 def test_int8_features_stay_close_to_float32_and_differ_from_them(int8_run, tmp_path: Path):
     root, base, _ = int8_run
     assert run_small_benchmark(root, tmp_path, "--backbones", BACKBONE, "--runtime", "openvino", "--precision",
@@ -156,6 +158,7 @@ def _features(cache: Path) -> np.ndarray:
     return np.asarray(entries[-1])
 
 
+@pytest.mark.slow
 def test_a_rerun_reads_its_int8_features_and_a_damaged_int8_model_is_quantized_again(int8_run, tmp_path, capsys,
                                                                                      monkeypatch):  # fmt: skip
     root, base, _ = int8_run
@@ -179,6 +182,7 @@ def test_a_rerun_reads_its_int8_features_and_a_damaged_int8_model_is_quantized_a
     assert "is damaged" in captured.out + captured.err and "int8 calibration on 20" in captured.out
 
 
+@pytest.mark.slow
 def test_predict_gives_an_int8_runs_own_probabilities(int8_run, tmp_path: Path, capsys):
     root, base, _ = int8_run
     (tmp_path / "in").mkdir()
@@ -201,6 +205,7 @@ def test_the_int8_option_is_in_the_config():
         config.validate()
 
 
+@pytest.mark.slow
 def test_compare_precision_finds_a_run_identical_to_itself(int8_run, capsys):
     from benchmark.speed import compare_precision
 
@@ -214,6 +219,7 @@ def test_compare_precision_finds_a_run_identical_to_itself(int8_run, capsys):
     assert compare_precision.outside_rows(base / "results", base / "results")[-1]["backbone"].startswith("0 of ")
 
 
+@pytest.mark.slow
 def test_export_refuses_an_int8_run_in_one_line(int8_run, tmp_path: Path, capsys):
     from benchmark.export import cli
 
