@@ -75,7 +75,6 @@ def int8_ir(float_ir: Path, spec: BackboneSpec, image_size: int, calibration: Ca
     target = int8_ir_file(float_ir, calibration, dicom)
 
     def make() -> Path:
-        print(f"{spec.name} {image_size}px: int8 calibration on {len(calibration.paths)} training images", flush=True)
         return write_ir(target, lambda path: _quantize(float_ir, path, spec, image_size, calibration, dicom),
                         kind="openvino-ir-int8")  # fmt: skip
 
@@ -97,6 +96,7 @@ def _quantize(float_ir: Path, out: Path, spec: BackboneSpec, image_size: int, ca
     if missing:
         raise FileNotFoundError(f"int8 calibration image {root / missing[0]} is not there "
                                 f"({len(missing)} of {len(calibration.paths)} missing)")  # fmt: skip
+    print(f"{spec.name} {image_size}px: int8 calibration on {len(calibration.paths)} training images", flush=True)
 
     def item(path: str) -> np.ndarray:
         return spec.preprocess(load_image(root / path, image_size, dicom)[None].astype(np.float32))
