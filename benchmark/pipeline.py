@@ -268,9 +268,10 @@ def resolve_compute(config: RunConfig, images: int | None = None, dataset: Datas
     Timed here, in the driver: on a cluster whose workers have other processors, pass the runtime and precision
     (``--runtime``, ``--precision``).
     """
-    sizes = [size for _, size in config.extraction_plan()]
-    runtime = resolve_runtime(config.runtime, config.precision, config.jit_compile, work=run_work(images, sizes))
-    choice, chosen = resolve_backbones(runtime, config.precision, config.extraction_plan(), config.cache_dir, images)
+    extraction = config.extraction_plan()
+    work = run_work(images, [size for _, size in extraction])
+    runtime = resolve_runtime(config.runtime, config.precision, config.jit_compile, work=work)
+    choice, chosen = resolve_backbones(runtime, config.precision, extraction, config.cache_dir, images)
     print(f"runtime: {runtime.runtime} ({runtime.reason})")
     print(f"precision: {choice.precision} ({choice.reason})")
     backbones = tuple(BackboneCompute(name, size, Choice(mine.requested, mine.runtime, mine.reason),
@@ -281,14 +282,20 @@ def resolve_compute(config: RunConfig, images: int | None = None, dataset: Datas
     for one in plan.own():
         print(f"{one.backbone} at {one.size} px: {one.runtime.value} ({one.runtime.reason}), {one.precision.value} "
               f"({one.precision.reason})")  # fmt: skip
-    if INT8 in {one.precision.value for one in plan.backbones} | {plan.precision.value}:
-        calibration = calibration_set(dataset, config.int8_calibration, config.seed)
-        print(f"int8: calibrated on {len(calibration.paths)} images of the train split (seed {config.seed}), the same "
-              "for every backbone and the external test set")  # fmt: skip
-        if note := unmeasured_fidelity(one.backbone for one in plan.backbones if one.precision.value == INT8):
-            print(note)
-        plan = replace(plan, calibration=calibration)
-    return plan
+    return _with_calibration(plan, config, dataset)
+
+
+def _with_calibration(plan: ComputePlan, config: RunConfig, dataset: Dataset | None) -> ComputePlan:
+    """``plan`` with the train-split sample its int8 backbones are calibrated on (said), where it has any."""
+    quantized = [one.backbone for one in plan.backbones if one.precision.value == INT8]
+    if not quantized and plan.precision.value != INT8:
+        return plan
+    calibration = calibration_set(dataset, config.int8_calibration, config.seed)
+    print(f"int8: calibrated on {len(calibration.paths)} images of the train split (seed {config.seed}), the same "
+          "for every backbone and the external test set")  # fmt: skip
+    if note := unmeasured_fidelity(quantized):
+        print(note)
+    return replace(plan, calibration=calibration)
 
 
 def _compute(context: RunContext) -> int:

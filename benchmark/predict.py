@@ -506,7 +506,7 @@ def read_run(results_dir: str | Path) -> RunInfo:
     record."""
     path = RunFolder(results_dir).run_json
     try:
-        run = RunInfo.from_json(json.loads(path.read_text(encoding="utf-8")))
+        run = RunFolder(results_dir).info()
         RunConfig.from_json(run.config)  # the settings predict rebuilds the model with must be readable
     except FileNotFoundError:
         raise

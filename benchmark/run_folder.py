@@ -20,6 +20,7 @@ and predict, the web page and verify read through it, so the layout cannot drift
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +123,10 @@ class RunFolder:
     def run_json(self) -> Path:
         """The run's record (``RunInfo``)."""
         return self.root / RUN_JSON
+
+    def info(self) -> RunInfo:
+        """The run's record, read (``json`` and ``RunInfo`` errors propagate: each caller says them its way)."""
+        return RunInfo.from_json(json.loads(self.run_json.read_text(encoding="utf-8")))
 
     @property
     def checksums(self) -> Path:

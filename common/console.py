@@ -21,23 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from common.files import atomic_write_bytes
+from common.home import cxr_bench_home
 
 OUTPUT_VARIABLE = "CXR_BENCH_LIBRARY_OUTPUT"
-HOME_VARIABLE = "CXR_BENCH_HOME"
 KEPT_LOGS = 20  # the newest logs kept in the home folder; older ones are removed
 
 _active: Path | None = None
-
-
-def cxr_bench_home() -> Path | None:
-    """``$CXR_BENCH_HOME`` (default ``~/.cache/cxr-bench``): the user's folder shared by every cache folder; None
-    where it is ``off``."""
-    home = os.environ.get(HOME_VARIABLE, "").strip()
-    if home.lower() == "off":
-        return None
-    if home:
-        return Path(home).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cxr-bench"
 
 
 def library_output_to_log(command: str) -> Path | None:

@@ -42,7 +42,6 @@ from backbones.precision import (
     probe_shape,
     read_cpuinfo,
 )
-from common.console import HOME_VARIABLE, cxr_bench_home
 from common.files import (
     DamagedFileError,
     atomic_folder,
@@ -50,6 +49,7 @@ from common.files import (
     atomic_write_sealed_json,
     read_sealed_json,
 )
+from common.home import HOME_VARIABLE, cxr_bench_home
 from features.cache import cache_key, entry_lock, warn_damaged
 
 RUNTIMES = ("keras", "openvino")
@@ -66,8 +66,8 @@ OPENVINO_BACKENDS = ("tensorflow",)
 # Beside an IR's model.xml and model.bin, written last: their SHA-256, sealed.
 IR_MANIFEST = "manifest.json"
 # How much a backbone extracts, in images at 224 px (``extraction_work``), decides how ``auto`` chooses. Below
-# KERAS_BELOW OpenVINO's conversion (3 to 16 s a backbone) cannot repay itself: Keras in float32, unmeasured. Below
-# MEASURE_FROM a measurement (20 to 40 s a backbone on 2 cores: networks built in both types and runtimes, a
+# KERAS_BELOW OpenVINO's conversion (1 to 16 s a backbone) cannot repay itself: Keras in float32, unmeasured. Below
+# MEASURE_FROM a measurement (14 to 21 s a backbone on 2 cores: networks built in both types and runtimes, a
 # conversion, about 200 timed forwards) would cost more than a tenth of the extraction it decides: the prior,
 # unmeasured, which is what every measurement so far chose (OpenVINO, in bfloat16 where the CPU computes it
 # natively; docs/performance.md). From MEASURE_FROM (the whole Kermany set at 224 px is 5,856) each backbone is
@@ -237,9 +237,9 @@ def write_ir(ir_file: Path, write: Callable[[Path], object], kind: str = "openvi
 
 
 def openvino_root(cache_root: str | Path) -> Path:
-    """The folder converted backbones are kept in: ``$CXR_BENCH_HOME/openvino`` (``common.console.cxr_bench_home``),
+    """The folder converted backbones are kept in: ``$CXR_BENCH_HOME/openvino`` (``common.home.cxr_bench_home``),
     shared by every ``--cache-dir`` of this user on this machine, so a new cache folder converts nothing already
-    converted (3 to 16 s a backbone); ``cache_root/openvino`` where ``CXR_BENCH_HOME`` is ``off`` or cannot be
+    converted (1 to 16 s a backbone); ``cache_root/openvino`` where ``CXR_BENCH_HOME`` is ``off`` or cannot be
     written. Each IR is checked against its manifest before every compile wherever it lies (``kept_ir``)."""
     home = cxr_bench_home()
     if home is not None:
@@ -378,7 +378,7 @@ def unmeasured(work: float | None) -> str | None:
     measures (also where the work is not known)."""
     if work is None or work >= MEASURE_FROM:
         return None
-    return (f"the extraction is the work of {work:.0f} images at 224 px, too little for a measurement (20 to 40 s a "
+    return (f"the extraction is the work of {work:.0f} images at 224 px, too little for a measurement (14 to 21 s a "
             f"backbone) to repay itself (below {MEASURE_FROM}, auto chooses unmeasured)")  # fmt: skip
 
 
@@ -447,7 +447,7 @@ def resolve_backbone_runtime(
 
     Keras is the baseline (it is what a GPU, fine-tuning and the heatmaps run), so OpenVINO must clearly pay:
     VGG16, already at the arithmetic ceiling in Keras, stays there (docs/performance.md). Random weights,
-    batch 8, at most the default size; the conversion takes 3 to 16 s; remembered as the precisions are.
+    batch 8, at most the default size; the conversion takes 1 to 16 s; remembered as the precisions are.
     """
     keras_in, openvino_in = precisions["keras"].precision, precisions["openvino"].precision
 
@@ -485,7 +485,7 @@ def resolve_backbones(
     chosen = {}
     for spec, size in plan:
         mine = extraction_work(images, size)
-        if too_little_work(mine) or unmeasured(mine):
+        if unmeasured(mine):  # below MEASURE_FROM, which includes too little work for OpenVINO
             chosen[(spec.name, size)] = unmeasured_choice(runtime, precision, mine, cache_dir, both)
             continue
         own = {name: resolve_backbone_precision(spec, size, run_precision[name], name, cache_dir)

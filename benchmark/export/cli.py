@@ -81,21 +81,20 @@ def refuse_int8(run: RunInfo, rows: list[pd.Series]) -> None:
     """``ExportError`` for a model whose features the run computed in int8: its head learnt the quantized network's
     features, which the exported float32 graph does not reproduce (probabilities up to 0.5 apart on the real weights,
     docs/performance.md), so no file could pass its parity check."""
-    plan = run.compute_plan()
     for row in rows:
         name = str(row["backbone"])
-        backbone = split_model_name(name)[0]
-        if not is_finetuned(name) and plan.for_backbone(backbone, int(row["image_size"])).precision.value == INT8:
+        if _precision(run, name, int(row["image_size"])) == INT8:
             raise ExportError(f"{name}'s features were computed in int8 (--precision int8): its head learnt the "
                               "quantized network's features, which an exported float32 graph does not reproduce; "
                               "export a run in float32 or bfloat16 (the same command with --precision float32)")
 
 
-def _precision(run: RunInfo, predictor: Predictor, model: str) -> str:
-    """The precision the run's probabilities of ``model`` were computed in (fine-tuning: float32, in Keras)."""
+def _precision(run: RunInfo, model: str, size: int) -> str:
+    """The precision the run's probabilities of ``model`` at ``size`` were computed in (fine-tuning: float32, in
+    Keras; a probe: its backbone's)."""
     if is_finetuned(model):
         return "float32"
-    return run.compute_plan().for_backbone(predictor.spec.name, predictor.image_size).precision.value
+    return run.compute_plan().for_backbone(split_model_name(model)[0], size).precision.value
 
 
 def write_format(model: keras.Model, form: ExportFormat, folder: Path) -> Path:
@@ -153,7 +152,7 @@ def export_model(results_dir: Path, run: RunInfo, row: pd.Series, formats: list[
     data = parity_set(results_dir, predictor.head_id, predictor.classes, predictor.image_size,
                       Path(args.data or config.data), run_dicom(run), predictor.multi_label,
                       args.parity_images)  # fmt: skip
-    tolerance = args.tolerance or TOLERANCES[_precision(run, predictor, name)]
+    tolerance = args.tolerance or TOLERANCES[_precision(run, name, predictor.image_size)]
     print(f"{name}: {predictor.description}; checking on {len(data.images)} test images (tolerance {tolerance:g})")
     records = []
     try:
@@ -182,18 +181,24 @@ def check_export(results_dir: Path, folder: Path, args: argparse.Namespace) -> l
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ExportError(f"{path} is missing or not an export's metadata ({type(error).__name__}: {error})") from None
     run = finished_run(results_dir)
+    data_root, dicom = Path(args.data or RunConfig.from_json(run.config).data), run_dicom(run)
+    heads: dict[str, str] = {}
+    sets: dict[tuple[str, int], ParitySet] = {}  # the test images decoded once per model and size, not per format
     records = []
     for listed in exports:
         form = get_format(listed["format"])
         check_installed([form], keras.backend.backend())
-        row = choose_head(results_dir, listed["model"])
         predictor_classes, size = tuple(listed["classes"]), int(listed["image_size"])
-        data = parity_set(results_dir, listed["head_id"], predictor_classes, size,
-                          Path(args.data or RunConfig.from_json(run.config).data), run_dicom(run),
-                          bool(listed["multi_label"]), args.parity_images)  # fmt: skip
-        if row["head_id"] != listed["head_id"]:
+        if listed["model"] not in heads:
+            heads[listed["model"]] = choose_head(results_dir, listed["model"])["head_id"]
+        if heads[listed["model"]] != listed["head_id"]:
             raise ExportError(f"{path}: its model {listed['model']} is {listed['head_id']}, the run's is "
-                              f"{row['head_id']}: an export of another run")  # fmt: skip
+                              f"{heads[listed['model']]}: an export of another run")  # fmt: skip
+        key = (listed["head_id"], size)
+        if key not in sets:
+            sets[key] = parity_set(results_dir, listed["head_id"], predictor_classes, size, data_root, dicom,
+                                   bool(listed["multi_label"]), args.parity_images)  # fmt: skip
+        data = sets[key]
         tolerance = args.tolerance or float(listed["parity"]["tolerance"])
         artifact = folder / listed["path"]
         parity = check_parity(lambda form=form, artifact=artifact: form.load(artifact), data, tolerance,

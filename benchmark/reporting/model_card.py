@@ -30,9 +30,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from backbones import get_backbone, resolve_weights
+from backbones import get_backbone
 from backbones.licences import IMAGENET_TERMS, KERAS_CODE_LICENCE, RANDOM_INIT, UNKNOWN, imagenet_licence
-from backbones.spec import WeightsUnavailableError
+from backbones.weights import folder_candidates
 from benchmark.export.records import METADATA_JSON, MODEL_CARD, ExportRecord
 from benchmark.reporting.document import Report, render_markdown
 from benchmark.reporting.model_card_text import NOT_A_MEDICAL_DEVICE, card_sections
@@ -142,7 +142,7 @@ def weights_identity(source: str, backbone: str, file_name: str | None = None) -
     ``file_name``: the name of the weights file the run read (``file:`` sources), where it can still be found; a
     file under Keras' own ImageNet file name is Keras' release, with its family's origin and licence."""
     kind, _, detail = source.partition(":")
-    if kind == "file" and file_name is not None and file_name == _keras_file_name(backbone, file_name):
+    if kind == "file" and file_name is not None and _keras_file_name(backbone, file_name) is not None:
         known = imagenet_licence(without_finetuned(backbone))
         return {"source": source, "sha256": detail, "origin": f"Keras' own ImageNet file {file_name}, from a "
                 f"weights folder; {known.origin}", "licence": known.licence,
@@ -176,10 +176,11 @@ def weights_file_name(run: RunInfo, backbone: str, size: int) -> str | None:
     if not folder or not Path(folder).is_dir():
         return None
     try:
-        source = resolve_weights(get_backbone(without_finetuned(backbone)), folder, size)
-    except (WeightsUnavailableError, ValueError):
+        spec = get_backbone(without_finetuned(backbone))
+    except ValueError:
         return None
-    return source.path.name if source.path is not None else None
+    # resolve_weights' own search order, without hashing the file (the card has its SHA-256 from the run).
+    return next((name for name in folder_candidates(spec, size) if (Path(folder) / name).is_file()), None)
 
 
 def _keras_cache_sha256(name: str) -> str | None:
@@ -217,7 +218,7 @@ def _network_format(first: pd.Series, classes: list[str], multi_label: bool) -> 
 def card_metadata(results_dir: Path, head_id: str, exports: list[ExportRecord]) -> dict:
     """The card's machine-readable values (the front matter and ``metadata.json``): see the module docstring."""
     results = RunFolder(results_dir)
-    run = RunInfo.from_json(json.loads(results.run_json.read_text(encoding="utf-8")))
+    run = results.info()
     report = json.loads(results.file(REPORT_JSON).read_text(encoding="utf-8"))
     board = pd.read_csv(results.file(LEADERBOARD_CSV))
     rows, external = head_rows(board, head_id)

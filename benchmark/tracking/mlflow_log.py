@@ -45,7 +45,6 @@ from benchmark.tracking.run_files import (
     grid_points,
     head_curves,
     leaderboard_metrics,
-    run_info,
 )
 
 if TYPE_CHECKING:
@@ -168,19 +167,20 @@ def log_run(settings: TrackingSettings, folder: RunFolder) -> str:
 
 def _log_run(settings: TrackingSettings, folder: RunFolder) -> str:
     client = _client(settings.mlflow_uri)
-    info = run_info(folder)
+    info = folder.info()
     root = folder.root.resolve()
     tags = {RESULTS_DIR_TAG: str(root), GIT_TAG: info.git, VERSION_TAG: _version(), KIND_TAG: "run"}
-    parent = client.create_run(_experiment(client, settings), tags=tags,
+    experiment = _experiment(client, settings)
+    parent = client.create_run(experiment, tags=tags,
                                run_name=f"{root.name} {info.timestamp}".strip()).info.run_id  # fmt: skip
     try:
         tests = {metric_key("test", *key): value for key, value in leaderboard_metrics(folder).items()}
         _log(client, parent, params=info.config, metrics=tests)
         for point in grid_points(folder):
-            _log_point(client, parent, folder, point)
+            _log_point(client, experiment, parent, folder, point)
         for model_id, curves in finetune_curves(folder).items():
             epochs = list(range(1, max(map(len, curves.values()), default=0) + 1))
-            child = _child(client, parent, model_id, "fine-tuned")
+            child = _child(client, experiment, parent, model_id, "fine-tuned")
             _log(client, child, curves=(epochs, {f"{HISTORY_PREFIX}/{name}": v for name, v in curves.items()}))
             client.set_terminated(child)
         _log_artifacts(client, parent, folder)
@@ -191,18 +191,17 @@ def _log_run(settings: TrackingSettings, folder: RunFolder) -> str:
     return parent
 
 
-def _child(client: MlflowClient, parent: str, name: str, kind: str, points: str = "") -> str:
-    """A new run nested under ``parent``; its id."""
-    experiment = client.get_run(parent).info.experiment_id
+def _child(client: MlflowClient, experiment: str, parent: str, name: str, kind: str, points: str = "") -> str:
+    """A new run nested under ``parent`` in its ``experiment``; its id."""
     tags = {PARENT_TAG: parent, KIND_TAG: kind, **({POINTS_TAG: points} if points else {})}
     return client.create_run(experiment, tags=tags, run_name=name).info.run_id
 
 
-def _log_point(client: MlflowClient, parent: str, folder: RunFolder, point: GridPoint) -> None:
+def _log_point(client: MlflowClient, experiment: str, parent: str, folder: RunFolder, point: GridPoint) -> None:
     """One grid point as a nested run: its settings, its validation numbers (``grid.csv``'s: ``val_loss``, ...) and
     its history stepped by epoch (its first seed's as ``history/loss``, ``history/val_loss``, ...; with several seeds
     also each seed's as ``history/seed<N>/loss``, ...)."""
-    child = _child(client, parent, point.name, "grid point", " ".join(point.point_ids))
+    child = _child(client, experiment, parent, point.name, "grid point", " ".join(point.point_ids))
     _log(client, child, params={**point.settings, **point.notes}, metrics=point.metrics)
     for index, (seed, point_id) in enumerate(zip(point.seeds, point.point_ids, strict=True)):
         epochs, curves = head_curves(folder, point_id)

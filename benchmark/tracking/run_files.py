@@ -15,7 +15,7 @@ from pathlib import Path
 
 from benchmark.evaluation.metrics import METRICS
 from benchmark.records import PointRecord
-from benchmark.run_folder import GRID_CSV, HISTORY, LEADERBOARD_CSV, POINT, RESULT_FILE, RunFolder, RunInfo
+from benchmark.run_folder import GRID_CSV, HISTORY, LEADERBOARD_CSV, POINT, RESULT_FILE, RunFolder
 from benchmark.settings import GRID_COLUMNS, GridKey
 
 # grid.csv's columns that say what a grid point is; its other columns are what it scored on validation.
@@ -125,7 +125,3 @@ def leaderboard_metrics(folder: RunFolder) -> dict[tuple[str, str, str], float]:
                 values.setdefault((row["backbone"], row["task"], metric), []).append(number)
     return {key: sum(numbers) / len(numbers) for key, numbers in values.items()}
 
-
-def run_info(folder: RunFolder) -> RunInfo:
-    """The run's ``run.json``."""
-    return RunInfo.from_json(json.loads(folder.run_json.read_text(encoding="utf-8")))
