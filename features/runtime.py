@@ -42,6 +42,7 @@ from backbones.precision import (
     probe_shape,
     read_cpuinfo,
 )
+from common.environment import environment
 from common.files import (
     DamagedFileError,
     atomic_folder,
@@ -545,16 +546,8 @@ def machine_choices() -> Path | None:
 def measured_afresh() -> Iterator[Path]:
     """A scratch cache folder, with the machine-wide memo off: choices resolved inside are measured now, never read
     from or written to a memo (``python -m features.runtime``, the benchmark's ``default`` variant)."""
-    previous = os.environ.get(HOME_VARIABLE)
-    os.environ[HOME_VARIABLE] = "off"
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            yield Path(scratch)
-    finally:
-        if previous is None:
-            os.environ.pop(HOME_VARIABLE, None)
-        else:
-            os.environ[HOME_VARIABLE] = previous
+    with environment(**{HOME_VARIABLE: "off"}), tempfile.TemporaryDirectory() as scratch:
+        yield Path(scratch)
 
 
 def _remembered(cache_dir: Path, what: dict, measure: Callable, kind: type = PrecisionChoice):

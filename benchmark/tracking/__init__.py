@@ -13,6 +13,7 @@ from pathlib import Path
 from benchmark.run_folder import RunFolder
 from benchmark.settings import TrackingSettings
 from benchmark.tracking.mlflow_log import check_mlflow, log_export_artifacts, log_run
+from benchmark.tracking.run_files import run_history
 from benchmark.tracking.tensorboard_log import check_tensorboard, write_tensorboard
 
 __all__ = ["TrackingError", "log_export_artifacts", "log_finished_run", "preflight"]
@@ -36,13 +37,14 @@ def log_finished_run(settings: TrackingSettings, folder: RunFolder) -> list[str]
     Raises ``TrackingError`` (one line) where a tracker fails (a server gone since the preflight, a full disk)."""
     lines = []
     try:
+        history = run_history(folder)  # read once for both trackers
         if settings.mlflow_uri is not None:
-            run_id = log_run(settings, folder)
+            run_id = log_run(settings, folder, history)
             server = settings.mlflow_uri.lower().startswith(("http://", "https://"))
             look = f"open {settings.mlflow_uri}" if server else f"mlflow ui --backend-store-uri {settings.mlflow_uri}"
             lines.append(f"MLflow: run {run_id} in experiment {settings.experiment!r} ({look})")
         if settings.tensorboard is not None:
-            written = write_tensorboard(folder, Path(settings.tensorboard))
+            written = write_tensorboard(folder, Path(settings.tensorboard), history)
             lines.append(f"TensorBoard: {len(written)} training curves in {settings.tensorboard} "
                          f"(tensorboard --logdir {settings.tensorboard})")  # fmt: skip
     except Exception as error:  # noqa: BLE001 - whatever a tracker raises, the finished run is kept: one line

@@ -13,12 +13,10 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
-import os
 import re
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,11 +39,11 @@ from benchmark.settings import tracking_uri as resolve_tracking_uri
 from benchmark.tracking.run_files import (
     Curves,
     GridPoint,
-    finetune_curves,
-    grid_points,
-    head_curves,
+    RunHistory,
     leaderboard_metrics,
+    run_history,
 )
+from common.environment import environment
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -143,29 +141,21 @@ def _client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
+def _quiet():
     """MLflow's links to each run left unprinted: the run prints one line saying where to look."""
-    before = os.environ.get(QUIET)
-    os.environ[QUIET] = "true"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[QUIET]
-        else:
-            os.environ[QUIET] = before
+    return environment(**{QUIET: "true"})
 
 
-def log_run(settings: TrackingSettings, folder: RunFolder) -> str:
-    """Log the finished run in ``folder`` to MLflow (``settings.mlflow_uri``); the parent run's id.
+def log_run(settings: TrackingSettings, folder: RunFolder, history: RunHistory | None = None) -> str:
+    """Log the finished run in ``folder`` to MLflow (``settings.mlflow_uri``); the parent run's id. ``history``: the
+    run's training as already read (``run_history``), else read here.
 
     The parent run ends FINISHED, or FAILED where logging stopped part-way (the error is raised)."""
     with _quiet():
-        return _log_run(settings, folder)
+        return _log_run(settings, folder, history or run_history(folder))
 
 
-def _log_run(settings: TrackingSettings, folder: RunFolder) -> str:
+def _log_run(settings: TrackingSettings, folder: RunFolder, history: RunHistory) -> str:
     client = _client(settings.mlflow_uri)
     info = folder.info()
     root = folder.root.resolve()
@@ -176,10 +166,9 @@ def _log_run(settings: TrackingSettings, folder: RunFolder) -> str:
     try:
         tests = {metric_key("test", *key): value for key, value in leaderboard_metrics(folder).items()}
         _log(client, parent, params=info.config, metrics=tests)
-        for point in grid_points(folder):
-            _log_point(client, experiment, parent, folder, point)
-        for model_id, curves in finetune_curves(folder).items():
-            epochs = list(range(1, max(map(len, curves.values()), default=0) + 1))
+        for point in history.points:
+            _log_point(client, experiment, parent, history, point)
+        for model_id, (epochs, curves) in history.finetuned.items():
             child = _child(client, experiment, parent, model_id, "fine-tuned")
             _log(client, child, curves=(epochs, {f"{HISTORY_PREFIX}/{name}": v for name, v in curves.items()}))
             client.set_terminated(child)
@@ -197,14 +186,14 @@ def _child(client: MlflowClient, experiment: str, parent: str, name: str, kind: 
     return client.create_run(experiment, tags=tags, run_name=name).info.run_id
 
 
-def _log_point(client: MlflowClient, experiment: str, parent: str, folder: RunFolder, point: GridPoint) -> None:
+def _log_point(client: MlflowClient, experiment: str, parent: str, history: RunHistory, point: GridPoint) -> None:
     """One grid point as a nested run: its settings, its validation numbers (``grid.csv``'s: ``val_loss``, ...) and
     its history stepped by epoch (its first seed's as ``history/loss``, ``history/val_loss``, ...; with several seeds
     also each seed's as ``history/seed<N>/loss``, ...)."""
     child = _child(client, experiment, parent, point.name, "grid point", " ".join(point.point_ids))
     _log(client, child, params={**point.settings, **point.notes}, metrics=point.metrics)
     for index, (seed, point_id) in enumerate(zip(point.seeds, point.point_ids, strict=True)):
-        epochs, curves = head_curves(folder, point_id)
+        epochs, curves = history.heads[point_id]
         if index == 0:
             _log(client, child, curves=(epochs, {f"{HISTORY_PREFIX}/{name}": v for name, v in curves.items()}))
         if len(point.point_ids) > 1:

@@ -114,6 +114,25 @@ def finetune_curves(folder: RunFolder) -> dict[str, Curves]:
     return curves
 
 
+@dataclass(frozen=True)
+class RunHistory:
+    """What both trackers log of a run's training, read once: the grid's points, each head's ``(epochs, curves)`` by
+    its id, and each fine-tuned model's by its model id (epochs from 1, counting on across progressive resizing)."""
+
+    points: list[GridPoint]
+    heads: dict[str, tuple[list[int], Curves]]
+    finetuned: dict[str, tuple[list[int], Curves]]
+
+
+def run_history(folder: RunFolder) -> RunHistory:
+    """The run's ``RunHistory``: ``grid.csv``, the point records, every ``history.csv`` and fine-tuning result."""
+    points = grid_points(folder)
+    heads = {point_id: head_curves(folder, point_id) for point in points for point_id in point.point_ids}
+    finetuned = {model_id: (list(range(1, max(map(len, curves.values()), default=0) + 1)), curves)
+                 for model_id, curves in finetune_curves(folder).items()}  # fmt: skip
+    return RunHistory(points, heads, finetuned)
+
+
 def leaderboard_metrics(folder: RunFolder) -> dict[tuple[str, str, str], float]:
     """``leaderboard.csv``'s test numbers by (model, task, metric); a model trained with several seeds has a row per
     seed, and its number is their mean."""

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from benchmark.run_folder import FINETUNE, HEADS, RunFolder
-from benchmark.tracking.run_files import Curves, finetune_curves, grid_points, head_curves
+from benchmark.tracking.run_files import Curves, RunHistory, run_history
 
 
 def check_tensorboard() -> None:
@@ -41,20 +41,18 @@ def write_curves(logdir: Path, epochs: list[int], curves: Curves) -> None:
         writer.close()
 
 
-def write_tensorboard(folder: RunFolder, logdir: Path) -> list[Path]:
+def write_tensorboard(folder: RunFolder, logdir: Path, history: RunHistory | None = None) -> list[Path]:
     """Every head's and fine-tuned model's curves of the run in ``folder`` under ``logdir``; the run folders written.
+    ``history``: the run's training as already read (``run_history``), else read here.
 
     A fine-tuned model's epochs count on across the sizes of progressive resizing, from 1."""
+    history = history or run_history(folder)
     written = []
-    for point in grid_points(folder):
-        for point_id in point.point_ids:
-            epochs, curves = head_curves(folder, point_id)
-            if epochs:
-                write_curves(logdir / HEADS / point_id, epochs, curves)
-                written.append(logdir / HEADS / point_id)
-    for model_id, curves in finetune_curves(folder).items():
-        epochs = list(range(1, max(map(len, curves.values()), default=0) + 1))
+    runs = [(logdir / HEADS / point_id, history.heads[point_id]) for point in history.points
+            for point_id in point.point_ids]  # fmt: skip
+    runs += [(logdir / FINETUNE / model_id, curves) for model_id, curves in history.finetuned.items()]
+    for target, (epochs, curves) in runs:
         if epochs:
-            write_curves(logdir / FINETUNE / model_id, epochs, curves)
-            written.append(logdir / FINETUNE / model_id)
+            write_curves(target, epochs, curves)
+            written.append(target)
     return written

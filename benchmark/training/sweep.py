@@ -43,6 +43,7 @@ from benchmark.training.heads import (
     train_heads,
 )
 from benchmark.training.probe import fit_probes
+from common.environment import environment
 from common.executors import Executor, ExecutorError
 from common.files import DamagedFileError, atomic_write_sealed_json, read_sealed_json
 from common.isolated import SINGLE_THREADED, exit_when_orphaned
@@ -171,20 +172,6 @@ def head_workers(requested: int) -> int:
 
 
 @contextmanager
-def _environment(**values: str):
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextmanager
 def _sigint_ignored():
     """SIGINT ignored in this process for the block (a no-op outside the main thread, where it cannot be set)."""
     if threading.current_thread() is not threading.main_thread():
@@ -221,7 +208,7 @@ def train_groups(
     # The children inherit the environment when they are spawned, on submit; and an ignored SIGINT, which a
     # new Python keeps ignored: a Ctrl-C while a child still imports TensorFlow would print its traceback.
     # The parent's KeyboardInterrupt stops them instead (below).
-    with _environment(**SINGLE_THREADED), _sigint_ignored():
+    with environment(**SINGLE_THREADED), _sigint_ignored():
         pool = ProcessPoolExecutor(
             workers, mp_context=get_context("spawn"), initializer=_worker_setup, initargs=(os.getpid(),)
         )
