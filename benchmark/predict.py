@@ -70,7 +70,6 @@ from backbones.weights import WeightsSource, WeightsUnavailableError  # noqa: E4
 from benchmark.config import RunConfig  # noqa: E402
 from benchmark.evaluation.verdict import ENSEMBLE  # noqa: E402
 from benchmark.run_folder import (  # noqa: E402
-    FINETUNED,
     GRID_CSV,
     LEADERBOARD_CSV,
     MARKERS,
@@ -84,6 +83,7 @@ from benchmark.run_folder import (  # noqa: E402
     RunFolder,
     RunInfo,
     is_finetuned,
+    split_model_name,
 )
 from benchmark.settings import HEAD_GRID_FIELDS, GridKey, HeadSettings, model_name  # noqa: E402
 from benchmark.training.finetune import build_finetuned  # noqa: E402
@@ -100,8 +100,6 @@ from features.runtime import Forward, RuntimeUnavailableError, build_forward  # 
 from features.settings import Calibration, DicomSettings  # noqa: E402
 
 METHODS = ("auto", "gradcam", "occlusion")
-# Suffixes a leaderboard's backbone column may carry after the registry name.
-MODEL_SUFFIXES = (FINETUNED, "-logreg")
 RERUN = "run the same run command again (finished work is reused)"
 
 
@@ -117,14 +115,6 @@ class SkippedImage:
 
     path: Path
     reason: str
-
-
-def split_model_name(name: str) -> tuple[str, str]:
-    """``("MobileNetV2-0.35", "-logreg")`` from ``"MobileNetV2-0.35-logreg"``; the suffix is "" for a plain head."""
-    for suffix in MODEL_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)], suffix
-    return name, ""
 
 
 @dataclass

@@ -74,6 +74,18 @@ def is_finetuned(name: str) -> bool:
     return name.lower().endswith(FINETUNED)
 
 
+# Suffixes a leaderboard's backbone column may carry after the registry name.
+MODEL_SUFFIXES = (FINETUNED, "-logreg")
+
+
+def split_model_name(name: str) -> tuple[str, str]:
+    """``("MobileNetV2-0.35", "-logreg")`` from ``"MobileNetV2-0.35-logreg"``; the suffix is "" for a plain head."""
+    for suffix in MODEL_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)], suffix
+    return name, ""
+
+
 def without_finetuned(name: str) -> str:
     """``name`` without the fine-tuned suffix (unchanged where it has none)."""
     return name[: -len(FINETUNED)] if is_finetuned(name) else name

@@ -49,10 +49,17 @@ from benchmark.predict import (  # noqa: E402
     read_run,
     run_dicom,
     run_folder_problem,
-    split_model_name,
 )
 from benchmark.reporting.model_card import write_model_card  # noqa: E402
-from benchmark.run_folder import LEADERBOARD_CSV, RUN_JSON, RunFolder, RunInfo, is_finetuned, without_finetuned  # noqa: E402
+from benchmark.run_folder import (  # noqa: E402
+    LEADERBOARD_CSV,
+    RUN_JSON,
+    RunFolder,
+    RunInfo,
+    is_finetuned,
+    split_model_name,
+    without_finetuned,
+)
 from benchmark.settings import tracking_uri  # noqa: E402
 from common.files import atomic_folder  # noqa: E402
 

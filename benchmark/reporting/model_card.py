@@ -43,7 +43,7 @@ from benchmark.run_folder import (
     SUBGROUPS_CSV,
     RunFolder,
     RunInfo,
-    without_finetuned,
+    split_model_name,
 )
 from common.files import atomic_write_json, atomic_write_text, sha256_file
 
@@ -143,7 +143,7 @@ def weights_identity(source: str, backbone: str, file_name: str | None = None) -
     file under Keras' own ImageNet file name is Keras' release, with its family's origin and licence."""
     kind, _, detail = source.partition(":")
     if kind == "file" and file_name is not None and _keras_file_name(backbone, file_name) is not None:
-        known = imagenet_licence(without_finetuned(backbone))
+        known = imagenet_licence(split_model_name(backbone)[0])
         return {"source": source, "sha256": detail, "origin": f"Keras' own ImageNet file {file_name}, from a "
                 f"weights folder; {known.origin}", "licence": known.licence,
                 "note": f"Keras code {KERAS_CODE_LICENCE}; {IMAGENET_TERMS}"}  # fmt: skip
@@ -153,7 +153,7 @@ def weights_identity(source: str, backbone: str, file_name: str | None = None) -
     if kind == "random-init":
         return {"source": source, "sha256": None, "origin": "none", "licence": "not applicable", "note": RANDOM_INIT}
     if kind == "imagenet":
-        known = imagenet_licence(without_finetuned(backbone))
+        known = imagenet_licence(split_model_name(backbone)[0])
         return {"source": source, "sha256": _keras_cache_sha256(detail), "origin": known.origin,
                 "licence": known.licence, "note": f"Keras code {KERAS_CODE_LICENCE}; {IMAGENET_TERMS}"}  # fmt: skip
     return {"source": source, "sha256": None, "origin": UNKNOWN, "licence": UNKNOWN, "note": ""}
@@ -162,7 +162,7 @@ def weights_identity(source: str, backbone: str, file_name: str | None = None) -
 def _keras_file_name(backbone: str, file_name: str) -> str | None:
     """Keras' own ImageNet file name for ``backbone`` at any of its sizes that ``file_name`` could be, or None."""
     try:
-        spec = get_backbone(without_finetuned(backbone))
+        spec = get_backbone(split_model_name(backbone)[0])
     except ValueError:
         return None
     names = {spec.keras_weights_file(size) for size in (spec.default_size, 96, 128, 160, 192, 224, 299, 331)}
@@ -176,7 +176,7 @@ def weights_file_name(run: RunInfo, backbone: str, size: int) -> str | None:
     if not folder or not Path(folder).is_dir():
         return None
     try:
-        spec = get_backbone(without_finetuned(backbone))
+        spec = get_backbone(split_model_name(backbone)[0])
     except ValueError:
         return None
     # resolve_weights' own search order, without hashing the file (the card has its SHA-256 from the run).
